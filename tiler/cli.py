@@ -1,0 +1,252 @@
+"""The ``tiler`` command: parse options, call one library function, report.
+
+Exit codes (DESIGN.md): 0 success; 1 runtime failure; 2 bad usage or bad input;
+3 partial failure in batch mode; 4 output failed its own verification.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import shlex
+import sys
+from typing import Callable, Optional
+
+import click
+
+from tiler._version import __version__
+from tiler.errors import OutputVerificationError, TilerError, UsageError
+
+log = logging.getLogger("tiler")
+
+EXIT_RUNTIME, EXIT_USAGE, EXIT_PARTIAL, EXIT_VERIFY = 1, 2, 3, 4
+
+
+# ---------------------------------------------------------------- shared options
+
+def _verbosity(f):
+    f = click.option("-v", "--verbose", count=True, help="More log output; -v also shows tracebacks.")(f)
+    f = click.option("-q", "--quiet", is_flag=True, help="No progress bar, warnings and errors only.")(f)
+    return f
+
+
+def _overwrite(f):
+    return click.option("--overwrite", is_flag=True, help="Replace an existing output file.")(f)
+
+
+def _out(f):
+    return click.option("-o", "--out", required=True, type=click.Path(dir_okay=False),
+                        help="Output file.")(f)
+
+
+def _model(f):
+    return click.option("--model", "model", type=click.Path(dir_okay=False), default=None,
+                        help="Model file (.keras, written by `tiler train`); default: the bundled model.")(f)
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet or not verbose else (logging.INFO if verbose == 1 else logging.DEBUG)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("tiler")
+    root.handlers[:] = [h for h in root.handlers if isinstance(h, logging.NullHandler)] + [handler]
+    root.setLevel(level)
+
+
+def _handle_errors(func: Callable) -> Callable:
+    """Turn tiler's errors into one-line messages and exit codes."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        verbose = kwargs.get("verbose", 0)
+        _setup_logging(verbose, kwargs.get("quiet", False))
+        try:
+            return func(*args, **kwargs)
+        except UsageError as exc:
+            _fail(exc, EXIT_USAGE, verbose)
+        except OutputVerificationError as exc:
+            _fail(exc, EXIT_VERIFY, verbose)
+        except TilerError as exc:
+            _fail(exc, EXIT_RUNTIME, verbose)
+        except KeyboardInterrupt:
+            click.echo("Interrupted; no output was left behind.", err=True)
+            sys.exit(130)
+        except click.exceptions.Exit:
+            raise
+        except Exception as exc:  # an unexpected failure: say so, traceback with -v
+            _fail(exc, EXIT_RUNTIME, verbose, unexpected=True)
+
+    return wrapper
+
+
+def _fail(exc: BaseException, code: int, verbose: int, *, unexpected: bool = False) -> None:
+    if verbose:
+        log.exception("failed")
+    prefix = f"Error ({type(exc).__name__}): " if unexpected else "Error: "
+    click.echo(prefix + str(exc), err=True)
+    sys.exit(code)
+
+
+class _Progress:
+    """A tqdm bar on stderr, silent with -q or when stderr is not a terminal."""
+
+    def __init__(self, quiet: bool, unit: str, desc: str) -> None:
+        self.bar = None
+        if not quiet and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=0, unit=unit, desc=desc, file=sys.stderr, dynamic_ncols=True)
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.n = done
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _int_list(text: Optional[str]) -> Optional[list[int]]:
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"--bands expects comma-separated 1-based band indexes such as 1,2,3, got {text!r}") from None
+
+
+# ---------------------------------------------------------------- commands
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tiler")
+def main() -> None:
+    """tiler: segment very large satellite scenes with a U-Net, streamed and seamless."""
+
+
+@main.command()
+@click.argument("scene", type=click.Path(dir_okay=True))
+@_out
+@_model
+@click.option("--patch-size", type=int, default=None, help="Patch side in pixels (default: the model's).")
+@click.option("--overlap", type=float, default=0.5, show_default=True,
+              help="Patch overlap as a fraction of the patch, in [0, 1).")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Patches per network call.")
+@click.option("--output", type=click.Choice(["class", "probability"]), default="class", show_default=True,
+              help="uint8 class map with a colour table, or float32 probability per class.")
+@click.option("--window", default="spline", show_default=True,
+              help="Blending window: spline, hann, triangle, gaussian or boxcar.")
+@click.option("--bands", default=None, help="1-based scene band per model channel, e.g. 3,2,1.")
+@click.option("--strip-rows", type=int, default=512, show_default=True, help="Scene rows per strip.")
+@_overwrite
+@click.option("--co", "creation_options", multiple=True, metavar="NAME=VALUE",
+              help="GeoTIFF creation option (repeatable), e.g. --co COMPRESS=ZSTD.")
+@click.option("--report", type=click.Path(dir_okay=False), default=None,
+              help="Write a JSON run report here.")
+@_verbosity
+@_handle_errors
+def run(scene, out, model, patch_size, overlap, batch_size, output, window, bands, strip_rows,
+        overwrite, creation_options, report, quiet, verbose):
+    """Segment SCENE into a georeferenced GeoTIFF mask, streaming strip by strip."""
+    from tiler.pipeline import run_scene
+
+    if report is not None:
+        folder = os.path.dirname(os.path.abspath(report))
+        if not os.path.isdir(folder):
+            raise UsageError(f"report folder {folder!r} does not exist; create it first")
+    bar = _Progress(quiet, "patch", "predict")
+    try:
+        result = run_scene(scene, out, model=model, patch_size=patch_size, overlap=overlap,
+                           batch_size=batch_size, output=output, window=window, bands=_int_list(bands),
+                           strip_rows=strip_rows, overwrite=overwrite,
+                           creation_options=list(creation_options), progress=bar)
+    finally:
+        bar.close()
+    if report is not None:
+        with open(report, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+    if not quiet:
+        click.echo(f"wrote {result['out']} ({result['scene']['width']}x{result['scene']['height']}, "
+                   f"{result['patches']['predicted']} patches, {result['seconds']['total']:.1f} s)", err=True)
+
+
+@main.command()
+@click.argument("images")
+@click.argument("masks")
+@_out
+@click.option("--classes", "classes_file", required=True, type=click.Path(dir_okay=False),
+              help="Class scheme JSON (names, mask colours, ignored colours).")
+@click.option("--val-images", required=True, help="Validation image folder(s): whole held-out images.")
+@click.option("--val-masks", required=True, help="Validation mask folder(s).")
+@click.option("--channels", default=None, help="Channel names of the image bands, e.g. red,green,blue.")
+@click.option("--epochs", type=int, default=50, show_default=True)
+@click.option("--steps-per-epoch", type=int, default=100, show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--patch-size", type=int, default=256, show_default=True)
+@click.option("--depth", type=int, default=4, show_default=True)
+@click.option("--base-filters", type=int, default=16, show_default=True)
+@click.option("--learning-rate", type=float, default=1e-3, show_default=True)
+@click.option("--patience", type=int, default=8, show_default=True, help="Early-stopping patience in epochs.")
+@click.option("--val-overlap", type=float, default=0.25, show_default=True)
+@click.option("--max-minutes", type=float, default=None, help="Stop after this many minutes of training.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@_overwrite
+@_verbosity
+@_handle_errors
+def train(images, masks, out, classes_file, val_images, val_masks, channels, epochs, steps_per_epoch,
+          batch_size, patch_size, depth, base_filters, learning_rate, patience, val_overlap, max_minutes,
+          seed, overwrite, quiet, verbose):
+    """Train a U-Net on IMAGES and MASKS (folders or quoted glob patterns of folders)."""
+    from tiler.labels import LabelScheme
+    from tiler.model._train import TrainConfig
+    from tiler.model._train import train as train_model
+    from tiler.output import check_destination
+
+    out = check_destination(out, overwrite=overwrite)
+    config = TrainConfig(patch_size=patch_size, batch_size=batch_size, epochs=epochs,
+                         steps_per_epoch=steps_per_epoch, learning_rate=learning_rate, patience=patience,
+                         depth=depth, base_filters=base_filters, val_overlap=val_overlap,
+                         max_minutes=max_minutes, seed=seed)
+
+    def on_epoch(row: dict) -> None:
+        if not quiet:
+            ious = " ".join(f"{k}={v:.3f}" if v is not None else f"{k}=-" for k, v in row["val_iou"].items())
+            click.echo(f"epoch {row['epoch']:3d}  loss {row['loss']:.4f}  val mIoU {row['val_mean_iou']:.4f}"
+                       f"  [{ious}]  {row['elapsed_minutes']:.1f} min{'  *best' if row['best'] else ''}",
+                       err=True)
+
+    command = "tiler train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    report = train_model(images, masks, out, labels=LabelScheme.from_file(classes_file),
+                         val_images=val_images, val_masks=val_masks,
+                         channels=channels.split(",") if channels else None,
+                         config=config, on_epoch=on_epoch, command=command)
+    if not quiet:
+        click.echo(f"best epoch {report['best_epoch']}: val mean IoU "
+                   f"{report['val_scores']['mean_iou']:.4f}; saved {out}", err=True)
+
+
+@main.command()
+@click.argument("pred", type=click.Path(exists=False))
+@click.argument("truth", type=click.Path(exists=False))
+@click.option("--classes", "classes_file", type=click.Path(dir_okay=False), default=None,
+              help="Class scheme JSON; default: the classes and colours stored in PRED.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Also write the scores as JSON here.")
+@_verbosity
+@_handle_errors
+def evaluate(pred, truth, classes_file, json_out, quiet, verbose):
+    """Score PRED (a class map from `tiler run`, or a folder of them) against TRUTH masks."""
+    from tiler.evaluate import evaluate_masks, format_table
+
+    result = evaluate_masks(pred, truth, classes=classes_file)
+    click.echo(format_table(result))
+    if json_out:
+        with open(json_out, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

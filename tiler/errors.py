@@ -1,0 +1,65 @@
+"""Errors raised by tiler.
+
+Every error derives from :class:`TilerError` and also from the matching builtin,
+so callers can catch either (``except TilerError`` or ``except ValueError``).
+The CLI maps :class:`UsageError` subclasses to exit code 2 and
+:class:`OutputVerificationError` to exit code 4; anything else is a runtime
+failure (exit code 1).
+
+Messages say what was wrong, show the offending value and name the fix.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "TilerError",
+    "UsageError",
+    "SceneReadError",
+    "BandMismatchError",
+    "ModelFileError",
+    "PlanError",
+    "OutputExistsError",
+    "OutputPathError",
+    "OutputVerificationError",
+    "DatasetError",
+]
+
+
+class TilerError(Exception):
+    """Root of every error tiler raises on purpose."""
+
+
+class UsageError(TilerError):
+    """Bad usage or bad input: the CLI exits with code 2 and writes nothing."""
+
+
+class SceneReadError(UsageError, OSError):
+    """A scene is missing, unreadable or truncated."""
+
+
+class BandMismatchError(UsageError, ValueError):
+    """A scene does not provide the bands (channels) the model needs."""
+
+
+class ModelFileError(UsageError, ValueError):
+    """A model file is missing, not a Keras file, or lacks tiler's metadata."""
+
+
+class PlanError(UsageError, ValueError):
+    """Patch size, overlap, stride or strip options are inconsistent."""
+
+
+class OutputExistsError(UsageError, FileExistsError):
+    """The output exists and ``overwrite`` was not given."""
+
+
+class OutputPathError(UsageError, OSError):
+    """The output folder does not exist or is not writable."""
+
+
+class DatasetError(UsageError, ValueError):
+    """Training or evaluation data is missing, unpaired or inconsistent."""
+
+
+class OutputVerificationError(TilerError, OSError):
+    """A finished output failed its own verification (CLI exit code 4)."""

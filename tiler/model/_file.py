@@ -1,0 +1,301 @@
+"""The self-describing model file: a Keras ``.keras`` archive plus tiler's metadata."""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from tiler._version import __version__
+from tiler.errors import ModelFileError
+from tiler.labels import LabelScheme
+
+__all__ = [
+    "METADATA_NAME",
+    "DEFAULT_MODEL_PATH",
+    "ModelInfo",
+    "TilerModel",
+    "save_model",
+    "load_model",
+]
+
+#: Name of tiler's metadata entry inside the ``.keras`` zip archive. Keras
+#: ignores archive members it does not know, so the file stays a valid Keras
+#: model for any Keras 3 program.
+METADATA_NAME = "tiler.json"
+
+#: The default model shipped inside the package.
+DEFAULT_MODEL_PATH = Path(__file__).with_name("default.keras")
+
+_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model expects and produces, stored beside its weights.
+
+    Parameters
+    ----------
+    channels : tuple of str
+        Ordered input channel names (band names such as ``red``, later index
+        names such as ``ndwi``).
+    classes : tuple of str
+        Output class names, in output order.
+    colours : tuple of str
+        ``"#RRGGBB"`` per class, for the output colour table.
+    offset, scale : tuple of float
+        Per-channel normalisation: the model sees ``(x - offset) / scale``
+        where ``x`` is the channel as read from the scene.
+    activation : {"softmax", "sigmoid"}
+        Single-label or multi-label output.
+    patch_size : int
+        Training patch side in pixels (the default inference patch size).
+    depth : int
+        Down-sampling steps: inference patch sides must divide by ``2**depth``.
+    tiler_version : str
+        Version of tiler that wrote the file.
+    training : dict
+        Free-form record of how the model was trained (command, data, scores).
+    """
+
+    channels: tuple[str, ...]
+    classes: tuple[str, ...]
+    colours: tuple[str, ...]
+    offset: tuple[float, ...]
+    scale: tuple[float, ...]
+    activation: str = "softmax"
+    patch_size: int = 256
+    depth: int = 4
+    tiler_version: str = __version__
+    training: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.channels)
+        if n == 0:
+            raise ModelFileError("a model needs at least one input channel")
+        if len(self.offset) != n or len(self.scale) != n:
+            raise ModelFileError(
+                f"normalisation has {len(self.offset)} offsets and {len(self.scale)} scales "
+                f"for {n} channels {list(self.channels)}; give one of each per channel"
+            )
+        if any(not np.isfinite(s) or s == 0 for s in self.scale):
+            raise ModelFileError(f"normalisation scales must be finite and non-zero, got {self.scale}")
+        LabelScheme(tuple(self.classes), tuple(self.colours))  # validates names and colours
+        if self.activation not in ("softmax", "sigmoid"):
+            raise ModelFileError(f"activation must be 'softmax' or 'sigmoid', got {self.activation!r}")
+        if self.patch_size % (2 ** self.depth):
+            raise ModelFileError(
+                f"training patch size {self.patch_size} is not divisible by 2**depth = {2 ** self.depth}"
+            )
+
+    @property
+    def labels(self) -> LabelScheme:
+        """The class scheme (names and colours)."""
+        return LabelScheme(tuple(self.classes), tuple(self.colours))
+
+    def to_json(self) -> str:
+        """Serialise for the archive."""
+        doc = asdict(self)
+        doc["format"] = _FORMAT_VERSION
+        return json.dumps(doc, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, *, source: str) -> "ModelInfo":
+        """Parse the archive entry written by :meth:`to_json`."""
+        try:
+            doc = json.loads(text)
+            doc.pop("format", None)
+            for key in ("channels", "classes", "colours", "offset", "scale"):
+                doc[key] = tuple(doc[key])
+            return cls(**doc)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelFileError(f"{source}: tiler metadata is malformed ({exc}); re-save the model") from None
+
+
+@dataclass(frozen=True)
+class TilerModel:
+    """A Keras model together with its :class:`ModelInfo`.
+
+    Attributes
+    ----------
+    keras_model : keras.Model
+        Input ``(batch, row, col, channel)``, output ``(batch, row, col, class)``.
+    info : ModelInfo
+    path : str or None
+        Where it was loaded from.
+    """
+
+    keras_model: Any
+    info: ModelInfo
+    path: Optional[str] = None
+
+
+def save_model(
+    model: Any,
+    path: Union[str, os.PathLike],
+    *,
+    channels: Sequence[str],
+    classes: Union[LabelScheme, Sequence[str]],
+    normalization: Mapping[str, Sequence[float]],
+    colours: Optional[Sequence[str]] = None,
+    patch_size: int,
+    depth: int,
+    activation: Optional[str] = None,
+    training: Optional[Mapping[str, Any]] = None,
+) -> ModelInfo:
+    """Save a Keras model as one self-describing ``.keras`` file.
+
+    The optimizer state is not saved: the file is for inference (and for
+    fine-tuning from its weights).
+
+    Parameters
+    ----------
+    model : keras.Model
+        Output ``(batch, row, col, K)`` probabilities.
+    path : path-like
+        Destination, ending in ``.keras``. Written to a temporary file and
+        renamed into place.
+    channels : sequence of str
+        Ordered input channel names, one per model input channel.
+    classes : LabelScheme or sequence of str
+        Output class names (and colours when a scheme is given).
+    normalization : mapping
+        ``{"offset": [...], "scale": [...]}``, one value per channel: the model
+        sees ``(x - offset) / scale``.
+    colours : sequence of str, optional
+        ``"#RRGGBB"`` per class when ``classes`` is a list of names.
+    patch_size, depth : int
+        Training patch side and U-Net depth.
+    activation : {"softmax", "sigmoid"}, optional
+        Taken from the model's last layer when omitted.
+    training : mapping, optional
+        JSON-serialisable record of the training run.
+
+    Returns
+    -------
+    ModelInfo
+        The metadata written.
+
+    Raises
+    ------
+    ModelFileError
+        If the metadata does not match the model.
+    """
+    import keras
+
+    if isinstance(classes, LabelScheme):
+        names, cols = classes.names, classes.colours
+    else:
+        names = tuple(classes)
+        if colours is None:
+            raise ModelFileError("give colours=... for each class, or pass a LabelScheme")
+        cols = tuple(colours)
+    if activation is None:
+        activation = getattr(model.layers[-1], "activation", None)
+        activation = getattr(activation, "__name__", "softmax")
+    info = ModelInfo(
+        channels=tuple(channels),
+        classes=tuple(names),
+        colours=tuple(cols),
+        offset=tuple(float(v) for v in normalization["offset"]),
+        scale=tuple(float(v) for v in normalization["scale"]),
+        activation=str(activation),
+        patch_size=int(patch_size),
+        depth=int(depth),
+        training=dict(training or {}),
+    )
+    in_ch = model.inputs[0].shape[-1]
+    out_ch = model.outputs[0].shape[-1]
+    if in_ch != len(info.channels) or out_ch != len(info.classes):
+        raise ModelFileError(
+            f"model takes {in_ch} channels and gives {out_ch} classes, but the metadata "
+            f"names {len(info.channels)} channels and {len(info.classes)} classes"
+        )
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ModelFileError(f"model files end in '.keras', got {str(path)!r}")
+    if getattr(model, "optimizer", None) is not None:
+        clean = keras.models.clone_model(model)
+        clean.set_weights(model.get_weights())
+        model = clean
+    tmp = path.with_name(f".{path.name}.part.keras")
+    try:
+        model.save(tmp)
+        with zipfile.ZipFile(tmp, "a", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(METADATA_NAME, info.to_json())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return info
+
+
+def read_info(path: Union[str, os.PathLike]) -> ModelInfo:
+    """Read only the metadata of a model file (fast, no Keras).
+
+    Raises
+    ------
+    ModelFileError
+        If the file is missing, not a ``.keras`` archive, or not a tiler model.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ModelFileError(f"model file {path!r} does not exist; check --model")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            if METADATA_NAME not in names:
+                kind = "a Keras model without tiler metadata" if "config.json" in names else "not a Keras model"
+                raise ModelFileError(
+                    f"{path!r} is {kind}: it has no {METADATA_NAME}; "
+                    "save it with tiler.model.save_model(...) or train it with `tiler train`"
+                )
+            text = zf.read(METADATA_NAME).decode("utf-8")
+    except zipfile.BadZipFile:
+        raise ModelFileError(
+            f"{path!r} is not a tiler model (not a .keras zip archive); "
+            "pass a file written by `tiler train` or tiler.model.save_model"
+        ) from None
+    except OSError as exc:
+        raise ModelFileError(f"cannot read model file {path!r}: {exc}") from None
+    return ModelInfo.from_json(text, source=path)
+
+
+def load_model(path: Union[str, os.PathLike, None] = None) -> TilerModel:
+    """Load a tiler model file.
+
+    Parameters
+    ----------
+    path : path-like, optional
+        A ``.keras`` file written by :func:`save_model`. The default model
+        shipped with tiler when omitted.
+
+    Returns
+    -------
+    TilerModel
+
+    Raises
+    ------
+    ModelFileError
+        If the file is missing, not a Keras archive, lacks tiler's metadata, or
+        does not match it.
+    """
+    import keras
+
+    path = os.fspath(DEFAULT_MODEL_PATH if path is None else path)
+    info = read_info(path)
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises many types for a broken archive
+        raise ModelFileError(f"Keras cannot load {path!r}: {exc}") from None
+    if model.inputs[0].shape[-1] != len(info.channels) or model.outputs[0].shape[-1] != len(info.classes):
+        raise ModelFileError(
+            f"{path!r}: the network takes {model.inputs[0].shape[-1]} channels and gives "
+            f"{model.outputs[0].shape[-1]} classes, but its metadata says "
+            f"{len(info.channels)} and {len(info.classes)}; re-save it"
+        )
+    return TilerModel(model, info, path)

@@ -1,0 +1,400 @@
+"""Training a U-Net on small labelled data (``tiler train``)."""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from tiler.errors import DatasetError, PlanError
+from tiler.labels import IGNORE, LabelScheme, read_mask
+from tiler.metrics import confusion_matrix, scores
+from tiler.model._file import ModelInfo, TilerModel, save_model
+from tiler.scene import open_scene
+
+__all__ = ["TrainConfig", "LabelledImage", "find_pairs", "load_labelled", "train"]
+
+log = logging.getLogger(__name__)
+
+_IMAGE_SUFFIXES = (".tif", ".tiff", ".jpg", ".jpeg", ".png", ".jp2", ".img", ".vrt")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Options of a training run.
+
+    Parameters
+    ----------
+    patch_size : int
+        Training patch side in pixels, a multiple of ``2**depth``.
+    batch_size : int
+        Patches per step (small mini-batches suit small data).
+    epochs : int
+        Maximum number of epochs.
+    steps_per_epoch : int
+        Random-patch batches per epoch.
+    learning_rate : float
+        Initial Adam learning rate; halved after ``patience // 2`` epochs
+        without a better validation mean IoU.
+    patience : int
+        Early stopping: epochs without improvement before stopping.
+    depth, base_filters, dropout
+        U-Net shape (see :func:`tiler.model.build_unet`).
+    jitter : float
+        Colour jitter: per-channel gain in ``[1 - jitter, 1 + jitter]`` and an
+        offset of up to ``jitter`` channel standard deviations.
+    dice_weight : float
+        Weight of soft Dice beside cross-entropy.
+    val_overlap : float
+        Patch overlap when predicting whole validation images.
+    max_minutes : float or None
+        Stop after the epoch that passes this wall-clock budget.
+    seed : int
+        Seed of the patch sampler and of Keras.
+    """
+
+    patch_size: int = 256
+    batch_size: int = 8
+    epochs: int = 50
+    steps_per_epoch: int = 100
+    learning_rate: float = 1e-3
+    patience: int = 8
+    depth: int = 4
+    base_filters: int = 16
+    dropout: float = 0.1
+    jitter: float = 0.1
+    dice_weight: float = 1.0
+    val_overlap: float = 0.25
+    max_minutes: Optional[float] = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.patch_size % (2 ** self.depth):
+            raise PlanError(
+                f"patch size {self.patch_size} is not divisible by 2**depth = {2 ** self.depth}; "
+                f"use a multiple of {2 ** self.depth}"
+            )
+        for name in ("batch_size", "epochs", "steps_per_epoch", "patience"):
+            if getattr(self, name) < 1:
+                raise PlanError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class LabelledImage:
+    """One training or validation image and its decoded labels.
+
+    Attributes
+    ----------
+    path : str
+    image : ndarray of shape (channel, row, col), float32
+    labels : ndarray of shape (row, col), uint8 (255 = ignore)
+    """
+
+    path: str
+    image: np.ndarray
+    labels: np.ndarray
+
+
+def _expand(pattern: str) -> list[str]:
+    dirs = sorted(d for d in glob.glob(os.path.expanduser(pattern)) if os.path.isdir(d))
+    if not dirs:
+        raise DatasetError(f"no folder matches {pattern!r}; check the path (quote glob patterns)")
+    return dirs
+
+
+def find_pairs(images: str, masks: str) -> list[tuple[str, str]]:
+    """Pair image files with mask files by file stem.
+
+    Parameters
+    ----------
+    images, masks : str
+        Folders, or glob patterns matching several folders (e.g.
+        ``"data/tile_[1-6]/images"``); the n-th image folder pairs with the
+        n-th mask folder in sorted order.
+
+    Returns
+    -------
+    list of (image path, mask path)
+
+    Raises
+    ------
+    DatasetError
+        If the folders do not pair up, or an image has no mask.
+    """
+    image_dirs, mask_dirs = _expand(images), _expand(masks)
+    if len(image_dirs) != len(mask_dirs):
+        raise DatasetError(
+            f"{len(image_dirs)} image folder(s) but {len(mask_dirs)} mask folder(s); "
+            "the patterns must match folders one to one"
+        )
+    pairs = []
+    for idir, mdir in zip(image_dirs, mask_dirs):
+        masks_by_stem = {os.path.splitext(f)[0]: os.path.join(mdir, f) for f in os.listdir(mdir)
+                         if f.lower().endswith(_IMAGE_SUFFIXES)}
+        for f in sorted(os.listdir(idir)):
+            if not f.lower().endswith(_IMAGE_SUFFIXES):
+                continue
+            stem = os.path.splitext(f)[0]
+            if stem not in masks_by_stem:
+                raise DatasetError(f"image {os.path.join(idir, f)!r} has no mask named {stem}.* in {mdir!r}")
+            pairs.append((os.path.join(idir, f), masks_by_stem[stem]))
+    if not pairs:
+        raise DatasetError(f"no images found in {image_dirs}")
+    return pairs
+
+
+def load_labelled(pairs: Sequence[tuple[str, str]], labels: LabelScheme, *,
+                  channels: Optional[Sequence[str]] = None) -> tuple[list[LabelledImage], tuple[str, ...]]:
+    """Read image/mask pairs into memory.
+
+    Parameters
+    ----------
+    pairs : sequence of (image path, mask path)
+    labels : LabelScheme
+        Decodes the masks.
+    channels : sequence of str, optional
+        Channel names, one per image band; default: the images' band names.
+
+    Returns
+    -------
+    images : list of LabelledImage
+    channels : tuple of str
+
+    Raises
+    ------
+    DatasetError
+        For mismatched sizes, band counts or unnamed bands without ``channels``.
+    """
+    out = []
+    names: Optional[tuple[str, ...]] = tuple(channels) if channels else None
+    for ipath, mpath in pairs:
+        with open_scene(ipath) as sc:
+            if names is None:
+                if any(n is None for n in sc.band_names):
+                    raise DatasetError(
+                        f"bands of {ipath!r} are unnamed ({sc.describe_bands()}); name them with --channels"
+                    )
+                names = tuple(sc.band_names)  # type: ignore[arg-type]
+            if sc.count != len(names):
+                raise DatasetError(f"{ipath!r} has {sc.count} bands, expected {len(names)} ({', '.join(names)})")
+            image, _ = sc.read((0, sc.height), (0, sc.width), range(1, sc.count + 1))
+        mask = read_mask(mpath)
+        if mask.shape[1:] != image.shape[1:]:
+            raise DatasetError(f"mask {mpath!r} is {mask.shape[1:]} but image {ipath!r} is {image.shape[1:]}")
+        out.append(LabelledImage(ipath, image, labels.decode(mask)))
+    return out, names  # type: ignore[return-value]
+
+
+def _d4(a: np.ndarray, k: int) -> np.ndarray:
+    """Dihedral transform k in 0..7 of the last two axes: rot90 k % 4, then mirror if k >= 4."""
+    a = np.rot90(a, k % 4, axes=(-2, -1))
+    return a[..., ::-1] if k >= 4 else a
+
+
+def _make_sampler(data: list[LabelledImage], cfg: TrainConfig, offset: np.ndarray, scale: np.ndarray):
+    import keras
+
+    areas = np.array([d.labels.size for d in data], np.float64)
+    prob = areas / areas.sum()
+    std_norm = 1.0 / scale
+
+    class PatchSampler(keras.utils.PyDataset):
+        """Random patches with dihedral transforms and mild colour jitter."""
+
+        def __init__(self) -> None:
+            super().__init__(workers=1, use_multiprocessing=False)
+            self.epoch = 0
+
+        def __len__(self) -> int:
+            return cfg.steps_per_epoch
+
+        def on_epoch_end(self) -> None:
+            self.epoch += 1
+
+        def __getitem__(self, idx: int):
+            rng = np.random.default_rng((cfg.seed, self.epoch, idx))
+            p = cfg.patch_size
+            c = data[0].image.shape[0]
+            x = np.empty((cfg.batch_size, p, p, c), np.float32)
+            y = np.empty((cfg.batch_size, p, p), np.uint8)
+            for b in range(cfg.batch_size):
+                d = data[rng.choice(len(data), p=prob)]
+                h, w = d.labels.shape
+                r = rng.integers(0, max(1, h - p + 1))
+                s = rng.integers(0, max(1, w - p + 1))
+                img = d.image[:, r:r + p, s:s + p]
+                lab = d.labels[r:r + p, s:s + p]
+                if img.shape[1:] != (p, p):  # image smaller than a patch: reflect-pad
+                    pr, pc = p - img.shape[1], p - img.shape[2]
+                    img = np.pad(img, ((0, 0), (0, pr), (0, pc)), mode="reflect")
+                    lab = np.pad(lab, ((0, pr), (0, pc)), constant_values=IGNORE)
+                k = int(rng.integers(8))
+                img, lab = _d4(img, k), _d4(lab, k)
+                gain = rng.uniform(1 - cfg.jitter, 1 + cfg.jitter, size=(c, 1, 1))
+                shift = rng.uniform(-cfg.jitter, cfg.jitter, size=(c, 1, 1)) / std_norm[:, None, None]
+                img = (img * gain + shift - offset[:, None, None]) * std_norm[:, None, None]
+                x[b] = np.transpose(img, (1, 2, 0))
+                y[b] = lab
+            return x, y
+
+    return PatchSampler()
+
+
+def evaluate_images(model: TilerModel, data: Sequence[LabelledImage], *, overlap: float,
+                    batch_size: int) -> dict:
+    """Predict whole images with the blending engine and score them.
+
+    Returns
+    -------
+    dict
+        :func:`tiler.metrics.scores` over all images together.
+    """
+    from tiler.pipeline import predict
+
+    k = len(model.info.classes)
+    cm = np.zeros((k, k), np.int64)
+    for d in data:
+        probs = predict(d.image, model=model, overlap=overlap, batch_size=batch_size)
+        cm += confusion_matrix(np.argmax(probs, axis=0), d.labels, k)
+    return scores(cm, model.info.classes)
+
+
+def train(
+    images: str,
+    masks: str,
+    out: str,
+    *,
+    labels: LabelScheme,
+    val_images: str,
+    val_masks: str,
+    channels: Optional[Sequence[str]] = None,
+    config: TrainConfig = TrainConfig(),
+    on_epoch: Optional[Callable[[dict], None]] = None,
+    command: Optional[str] = None,
+) -> dict:
+    """Train a U-Net and save the best model (by validation mean IoU).
+
+    Random patches of the training images, with dihedral flips/rotations and
+    colour jitter, are fitted with cross-entropy + soft Dice (unlabelled
+    pixels ignored). After every epoch the model predicts the *whole*
+    validation images through the same blending engine as ``tiler run`` and is
+    scored by mean IoU; the best model so far is saved to ``out``. Training
+    stops early after ``patience`` epochs without improvement.
+
+    Parameters
+    ----------
+    images, masks : str
+        Training image and mask folders (or glob patterns, see :func:`find_pairs`).
+    out : str
+        Output ``.keras`` path.
+    labels : LabelScheme
+        Classes, their mask colours and the ignored colours.
+    val_images, val_masks : str
+        Validation folders: whole held-out images, never patches of training images.
+    channels : sequence of str, optional
+        Channel names of the image bands; default: the images' band names.
+    config : TrainConfig
+    on_epoch : callable, optional
+        Called with a dict per epoch (epoch, loss, val scores, seconds, best).
+    command : str, optional
+        The command line, recorded in the model file.
+
+    Returns
+    -------
+    dict
+        Training report: config, epochs run, best epoch and its validation scores.
+
+    Raises
+    ------
+    DatasetError
+        For missing or unpaired data, or validation images that are also
+        training images.
+    """
+    import keras
+
+    from tiler.model._losses import DiceCrossEntropy
+    from tiler.model._unet import build_unet
+
+    t0 = time.perf_counter()
+    train_pairs, val_pairs = find_pairs(images, masks), find_pairs(val_images, val_masks)
+    overlap_files = {os.path.realpath(p) for p, _ in train_pairs} & {os.path.realpath(p) for p, _ in val_pairs}
+    if overlap_files:
+        raise DatasetError(
+            f"{len(overlap_files)} validation image(s) are also training images, e.g. "
+            f"{sorted(overlap_files)[0]!r}; validate on held-out images only"
+        )
+    train_data, names = load_labelled(train_pairs, labels, channels=channels)
+    val_data, _ = load_labelled(val_pairs, labels, channels=names)
+    stacked = np.concatenate([d.image.reshape(d.image.shape[0], -1) for d in train_data], axis=1)
+    offset = stacked.mean(axis=1).astype(np.float32)
+    scale = np.maximum(stacked.std(axis=1), 1e-6).astype(np.float32)
+    del stacked
+
+    keras.utils.set_random_seed(config.seed)
+    net = build_unet(len(names), len(labels.names), depth=config.depth,
+                     base_filters=config.base_filters, dropout=config.dropout)
+    optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
+    net.compile(optimizer=optimizer, loss=DiceCrossEntropy(config.dice_weight))
+    sampler = _make_sampler(train_data, config, offset, scale)
+    info_kwargs = dict(channels=names, classes=labels,
+                       normalization={"offset": offset.tolist(), "scale": scale.tolist()},
+                       patch_size=config.patch_size, depth=config.depth, activation="softmax")
+    meta = ModelInfo(channels=tuple(names), classes=labels.names, colours=labels.colours,
+                     offset=tuple(offset.tolist()), scale=tuple(scale.tolist()),
+                     patch_size=config.patch_size, depth=config.depth)
+    history = []
+    best = {"mean_iou": -1.0, "epoch": None, "scores": None}
+    stale = 0
+
+    class Validate(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            nonlocal stale
+            tv = time.perf_counter()
+            sc = evaluate_images(TilerModel(self.model, meta), val_data,
+                                 overlap=config.val_overlap, batch_size=config.batch_size)
+            row = {"epoch": epoch + 1, "loss": float((logs or {}).get("loss", np.nan)),
+                   "val_mean_iou": sc["mean_iou"], "val_iou": sc["iou"],
+                   "val_pixel_accuracy": sc["pixel_accuracy"],
+                   "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+                   "val_seconds": round(time.perf_counter() - tv, 1),
+                   "elapsed_minutes": round((time.perf_counter() - t0) / 60, 2)}
+            improved = (sc["mean_iou"] or 0.0) > best["mean_iou"]
+            if improved:
+                best.update(mean_iou=sc["mean_iou"], epoch=epoch + 1, scores=sc)
+                stale = 0
+                save_model(self.model, out, training=_record(), **info_kwargs)
+            else:
+                stale += 1
+                if stale == max(1, config.patience // 2):
+                    lr = self.model.optimizer.learning_rate
+                    lr.assign(lr * 0.5)
+            row["best"] = improved
+            history.append(row)
+            if on_epoch is not None:
+                on_epoch(row)
+            over_time = config.max_minutes is not None and (time.perf_counter() - t0) / 60 >= config.max_minutes
+            if stale >= config.patience or over_time:
+                self.model.stop_training = True
+
+    def _record() -> dict:
+        return {"command": command, "config": asdict(config),
+                "train_images": [p for p, _ in train_pairs], "val_images": [p for p, _ in val_pairs],
+                "best_epoch": best["epoch"], "val_scores": best["scores"],
+                "epochs_run": len(history) + 1,
+                "minutes": round((time.perf_counter() - t0) / 60, 2)}
+
+    net.fit(sampler, epochs=config.epochs, callbacks=[Validate()], verbose=0)
+    report = _record()
+    report["epochs_run"] = len(history)
+    report["history"] = history
+    # Re-save the best weights' record with the final run length.
+    if best["epoch"] is not None:
+        from tiler.model._file import load_model
+        tm = load_model(out)
+        save_model(tm.keras_model, out, training=report | {"history": None}, **info_kwargs)
+    return report

@@ -1,0 +1,106 @@
+"""The U-Net builder (Keras 3, backend-agnostic)."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from tiler.errors import PlanError
+
+__all__ = ["build_unet"]
+
+
+def _conv_block(x, filters: int, *, batch_norm: bool, name: str):
+    for i in (1, 2):
+        x = layers.Conv2D(
+            filters, 3, padding="same", use_bias=not batch_norm,
+            kernel_initializer="he_normal", name=f"{name}_conv{i}",
+        )(x)
+        if batch_norm:
+            x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+        x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
+    return x
+
+
+def build_unet(
+    in_channels: int,
+    classes: int,
+    *,
+    depth: int = 4,
+    base_filters: int = 16,
+    batch_norm: bool = True,
+    dropout: float = 0.1,
+    activation: str = "softmax",
+) -> keras.Model:
+    """Build a U-Net for semantic segmentation.
+
+    The network is fully convolutional: it accepts any patch of shape
+    ``(row, col, in_channels)`` whose sides are multiples of ``2**depth``.
+    Only Keras layers are used (no backend calls), so the same model runs under
+    the TensorFlow, JAX and PyTorch backends.
+
+    Parameters
+    ----------
+    in_channels : int
+        Number of input channels (bands and index channels), >= 1.
+    classes : int
+        Number of output classes, >= 1.
+    depth : int, default 4
+        Number of 2x down-sampling steps. Patch sides must be divisible by
+        ``2**depth``.
+    base_filters : int, default 16
+        Filters of the first level; each level down doubles them.
+    batch_norm : bool, default True
+        Batch normalisation after each convolution.
+    dropout : float, default 0.1
+        Dropout rate in the bottleneck, in [0, 1).
+    activation : {"softmax", "sigmoid"}
+        ``softmax`` for single-label (mutually exclusive) classes, ``sigmoid``
+        for multi-label outputs.
+
+    Returns
+    -------
+    keras.Model
+        Input ``(batch, row, col, in_channels)`` float32, output
+        ``(batch, row, col, classes)`` float32 probabilities.
+
+    Raises
+    ------
+    PlanError
+        If a size argument is out of range.
+
+    References
+    ----------
+    O. Ronneberger, P. Fischer, T. Brox, "U-Net: Convolutional Networks for
+    Biomedical Image Segmentation", MICCAI 2015, arXiv:1505.04597.
+    """
+    if in_channels < 1 or classes < 1:
+        raise PlanError(
+            f"in_channels and classes must be >= 1, got {in_channels} and {classes}"
+        )
+    if not 1 <= depth <= 6:
+        raise PlanError(f"depth must be in 1..6, got {depth}")
+    if base_filters < 1:
+        raise PlanError(f"base_filters must be >= 1, got {base_filters}")
+    if not 0.0 <= dropout < 1.0:
+        raise PlanError(f"dropout must be in [0, 1), got {dropout}")
+    if activation not in ("softmax", "sigmoid"):
+        raise PlanError(f"activation must be 'softmax' or 'sigmoid', got {activation!r}")
+
+    inputs = keras.Input(shape=(None, None, in_channels), name="bands")
+    x = inputs
+    skips = []
+    for level in range(depth):
+        x = _conv_block(x, base_filters * 2**level, batch_norm=batch_norm, name=f"down{level}")
+        skips.append(x)
+        x = layers.MaxPooling2D(2, name=f"pool{level}")(x)
+    x = _conv_block(x, base_filters * 2**depth, batch_norm=batch_norm, name="bottleneck")
+    if dropout > 0:
+        x = layers.Dropout(dropout, name="bottleneck_dropout")(x)
+    for level in reversed(range(depth)):
+        filters = base_filters * 2**level
+        x = layers.Conv2DTranspose(filters, 2, strides=2, padding="same", name=f"up{level}_tconv")(x)
+        x = layers.Concatenate(name=f"up{level}_concat")([x, skips[level]])
+        x = _conv_block(x, filters, batch_norm=batch_norm, name=f"up{level}")
+    outputs = layers.Conv2D(classes, 1, activation=activation, dtype="float32", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=f"unet_d{depth}_f{base_filters}")

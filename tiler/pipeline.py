@@ -1,0 +1,341 @@
+"""The streaming engine: :func:`run_scene`, and its in-memory twin :func:`predict`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+import rasterio
+
+from tiler._patches import PatchStats, ProgressCallback, blend_patches
+from tiler._version import __version__
+from tiler.blend import Accumulator, WindowFunction, get_window
+from tiler.errors import PlanError, UsageError
+from tiler.model._file import TilerModel, load_model
+from tiler.model._predictor import Predictor
+from tiler.output import CLASS_NODATA, MaskWriter, check_destination, parse_creation_options
+from tiler.plan import PatchGrid, reflect_indices
+from tiler.scene import open_scene
+
+__all__ = ["predict", "run_scene", "resolve_model", "OUTPUTS"]
+
+log = logging.getLogger(__name__)
+
+#: Output kinds of :func:`run_scene`.
+OUTPUTS = ("class", "probability")
+
+#: Default overlap: half a patch, the original smooth-blending method's
+#: ``subdivisions=2``.
+DEFAULT_OVERLAP = 0.5
+#: Default scene rows per strip (rounded to whole strides).
+DEFAULT_STRIP_ROWS = 512
+#: Default output columns per column band: bounds memory for very wide scenes
+#: (DESIGN.md invariant 4); a multiple of the 512-pixel output tile.
+DEFAULT_BAND_WIDTH = 8192
+#: GDAL block cache for a run, in MB: enough for a strip of input tiles, small
+#: enough that memory stays flat in scene size.
+DEFAULT_GDAL_CACHE_MB = 64
+
+
+def resolve_model(model: Union[None, str, os.PathLike, TilerModel]) -> TilerModel:
+    """Return a loaded model: the default one, one from a path, or ``model`` itself."""
+    if isinstance(model, TilerModel):
+        return model
+    return load_model(model)
+
+
+def _check_patch_size(model: TilerModel, patch_size: Optional[int]) -> int:
+    info = model.info
+    if patch_size is None:
+        return info.patch_size
+    multiple = 2 ** info.depth
+    if not isinstance(patch_size, (int, np.integer)) or patch_size < multiple or patch_size % multiple:
+        raise PlanError(
+            f"patch size {patch_size} is not a positive multiple of 2**depth = {multiple} "
+            f"for this model (depth {info.depth}); use e.g. {max(multiple, info.patch_size)}"
+        )
+    return int(patch_size)
+
+
+def predict(
+    image: np.ndarray,
+    *,
+    model: Union[None, str, os.PathLike, TilerModel] = None,
+    patch_size: Optional[int] = None,
+    overlap: float = DEFAULT_OVERLAP,
+    batch_size: int = 8,
+    window: Union[str, WindowFunction] = "spline",
+    valid: Optional[np.ndarray] = None,
+) -> np.ndarray:
+    """Blend patch predictions over a whole in-memory image.
+
+    The whole-scene counterpart of :func:`run_scene`: same global patch grid,
+    same reflect padding, same window, one full-size accumulator.
+
+    Parameters
+    ----------
+    image : ndarray of shape (channel, row, col)
+        The model's input channels in its order, as read from the scene (the
+        model's normalisation is applied here). Any real dtype; computed in
+        float32.
+    model : path-like or TilerModel, optional
+        Default: the model shipped with tiler.
+    patch_size : int, optional
+        Patch side in pixels, a multiple of ``2**depth``; default: the
+        model's training patch size.
+    overlap : float, default 0.5
+        Fraction of a patch shared with its neighbour, in [0, 1).
+    batch_size : int, default 8
+        Patches per network call.
+    window : str or callable, default "spline"
+        Blending window (see :data:`tiler.blend.WINDOWS`).
+    valid : ndarray of shape (row, col), bool, optional
+        Valid-data mask; invalid pixels are filled before prediction and are
+        NaN in the result.
+
+    Returns
+    -------
+    ndarray of shape (class, row, col), float32
+        Blended class probabilities.
+
+    Raises
+    ------
+    BandMismatchError
+        If ``image`` has another number of channels than the model.
+    PlanError
+        For a bad patch size, overlap or batch size.
+    """
+    from tiler.errors import BandMismatchError
+
+    tm = resolve_model(model)
+    image = np.asarray(image)
+    if image.ndim != 3:
+        raise BandMismatchError(f"image must have shape (channel, row, col), got {image.shape}")
+    if image.shape[0] != len(tm.info.channels):
+        raise BandMismatchError(
+            f"image has {image.shape[0]} channel(s) but the model needs "
+            f"{len(tm.info.channels)} ({', '.join(tm.info.channels)})"
+        )
+    p = _check_patch_size(tm, patch_size)
+    _, height, width = image.shape
+    grid = PatchGrid.from_overlap(height, width, patch_size=p, overlap=overlap)
+    predictor = Predictor(tm, batch_size=batch_size)
+    rows, cols = grid.rows, grid.cols
+    r0, r1 = rows.origin(0), rows.origin(rows.count - 1) + p
+    c0, c1 = cols.origin(0), cols.origin(cols.count - 1) + p
+    ridx, cidx = reflect_indices(r0, r1, height), reflect_indices(c0, c1, width)
+    bands = image.astype(np.float32, copy=False)[:, ridx][:, :, cidx]
+    if valid is None:
+        vmask = np.ones((r1 - r0, c1 - c0), bool)
+    else:
+        vmask = np.asarray(valid, bool)[ridx][:, cidx]
+        bands[:, ~vmask] = np.asarray(tm.info.offset, np.float32)[:, None]
+    acc = Accumulator(predictor.classes, (r0, r1), (c0, c1), get_window(window, p))
+    positions = [(int(r), int(c)) for r in rows.origins() for c in cols.origins()]
+    blend_patches(bands, vmask, (r0, c0), positions, predictor, acc, PatchStats())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = acc.normalised((0, height), (0, width))
+    if valid is not None:
+        out[:, ~np.asarray(valid, bool)] = np.nan
+    return out
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def run_scene(
+    scene: Union[str, os.PathLike],
+    out: Union[str, os.PathLike],
+    *,
+    model: Union[None, str, os.PathLike, TilerModel] = None,
+    patch_size: Optional[int] = None,
+    overlap: float = DEFAULT_OVERLAP,
+    batch_size: int = 8,
+    output: str = "class",
+    window: Union[str, WindowFunction] = "spline",
+    bands: Optional[Sequence[int]] = None,
+    strip_rows: int = DEFAULT_STRIP_ROWS,
+    band_width: int = DEFAULT_BAND_WIDTH,
+    overwrite: bool = False,
+    creation_options: Union[None, Sequence[str], dict] = None,
+    progress: Optional[ProgressCallback] = None,
+    gdal_cache_mb: int = DEFAULT_GDAL_CACHE_MB,
+) -> dict[str, Any]:
+    """Segment a scene, streaming it strip by strip, into a GeoTIFF mask.
+
+    Only one strip of patch rows (plus its halo) of one column band is in
+    memory at a time; the result equals :func:`predict` on the whole scene.
+
+    Parameters
+    ----------
+    scene : path-like
+        A raster rasterio can open, holding the model's channels.
+    out : path-like
+        Output GeoTIFF. Written to a temporary file in the same folder and
+        renamed into place when complete and verified.
+    model : path-like or TilerModel, optional
+        Default: the model shipped with tiler.
+    patch_size : int, optional
+        Patch side in pixels (multiple of ``2**depth``); default: the model's.
+    overlap : float, default 0.5
+        Patch overlap as a fraction of the patch, in [0, 1).
+    batch_size : int, default 8
+        Patches per network call.
+    output : {"class", "probability"}
+        ``class``: uint8 class index per pixel with a colour table, nodata 255.
+        ``probability``: float32, one band per class, nodata NaN.
+    window : str or callable, default "spline"
+        Blending window (see :data:`tiler.blend.WINDOWS`).
+    bands : sequence of int, optional
+        1-based scene band per model channel; default: matched by band name,
+        or by position for unnamed bands.
+    strip_rows : int, default 512
+        Scene rows emitted per strip (rounded to whole strides).
+    band_width : int, default 8192
+        Output columns per column band.
+    overwrite : bool, default False
+        Replace an existing ``out``.
+    creation_options : sequence of "NAME=VALUE" or dict, optional
+        GeoTIFF creation options overriding the defaults.
+    progress : callable, optional
+        ``progress(done, total)`` in patches, after each batch.
+    gdal_cache_mb : int, default 64
+        GDAL block cache for the run.
+
+    Returns
+    -------
+    dict
+        The run report: scene, grid, patch counts, seconds per stage
+        (read, predict, blend, write, total), peak RSS in MB, options.
+
+    Raises
+    ------
+    SceneReadError, BandMismatchError, ModelFileError, PlanError
+        Bad input (CLI exit code 2); nothing is written.
+    OutputExistsError, OutputPathError
+        The destination cannot be written safely (exit code 2).
+    OutputVerificationError
+        The finished file failed verification (exit code 4); nothing is left at ``out``.
+    """
+    t_start = time.perf_counter()
+    if output not in OUTPUTS:
+        raise UsageError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
+    if isinstance(creation_options, dict):
+        co = {k.upper(): str(v) for k, v in creation_options.items()}
+    else:
+        co = parse_creation_options(creation_options or ())
+    out_path = check_destination(out, overwrite=overwrite)
+    tm = resolve_model(model)
+    p = _check_patch_size(tm, patch_size)
+    win = get_window(window, p)
+    predictor = Predictor(tm, batch_size=batch_size)
+    if strip_rows < 1 or band_width < 1:
+        raise PlanError(f"strip rows and band width must be >= 1, got {strip_rows} and {band_width}")
+
+    with rasterio.Env(GDAL_CACHEMAX=int(gdal_cache_mb)), open_scene(scene) as sc:
+        mapping = sc.map_channels(tm.info.channels, bands=bands)
+        grid = PatchGrid.from_overlap(sc.height, sc.width, patch_size=p, overlap=overlap)
+        col_bands = list(grid.column_bands(band_width))
+        strips = list(grid.strips(strip_rows))
+        total = sum(len(s.patch_rows) for s in strips) * sum(len(b.patch_cols) for b in col_bands)
+        k = predictor.classes
+        if output == "class":
+            profile = {"dtype": "uint8", "count": 1, "nodata": CLASS_NODATA}
+            colormap, descriptions = tm.info.labels.colormap(), ["class"]
+        else:
+            profile = {"dtype": "float32", "count": k, "nodata": float("nan")}
+            colormap, descriptions = None, list(tm.info.classes)
+        profile.update(width=sc.width, height=sc.height)
+        if sc.georeferenced:
+            profile.update(crs=sc.crs, transform=sc.transform)
+        tags = {"TILER_VERSION": __version__, "TILER_CLASSES": ",".join(tm.info.classes),
+                "TILER_OUTPUT": output}
+        stats = PatchStats()
+        done = 0
+
+        def tick(n: int) -> None:
+            nonlocal done
+            done += n
+            if progress is not None:
+                progress(done, total)
+
+        fill = np.asarray(tm.info.offset, np.float32)[:, None]
+        indexes = mapping.indexes
+
+        def read(strip, band):
+            t = time.perf_counter()
+            data, valid = sc.read(strip.read_rows, band.read_cols, indexes)
+            data[:, ~valid] = fill
+            return data, valid, time.perf_counter() - t
+
+        with MaskWriter(out_path, profile, creation_options=co, colormap=colormap,
+                        descriptions=descriptions, tags=tags) as writer, \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiler-read") as reader:
+            jobs = [(s, b) for b in col_bands for s in strips]
+            pending = reader.submit(read, *jobs[0])
+            acc = None
+            for n, (strip, band) in enumerate(jobs):
+                data, valid, t_read = pending.result()
+                stats.seconds["read"] += t_read
+                if n + 1 < len(jobs):  # read the next strip while this one is predicted
+                    pending = reader.submit(read, *jobs[n + 1])
+                if strip.index == 0:
+                    acc = Accumulator(k, strip.read_rows, band.read_cols, win)
+                else:
+                    acc.roll(strip.read_rows)
+                positions = [(grid.rows.origin(i), grid.cols.origin(j))
+                             for i in strip.patch_rows for j in band.patch_cols]
+                blend_patches(data, valid, (strip.read_rows[0], band.read_cols[0]), positions,
+                              predictor, acc, stats, progress=tick)
+                e0, e1 = strip.emit_rows
+                if e1 <= e0:
+                    continue
+                t = time.perf_counter()
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    probs = acc.normalised((e0, e1), band.emit_cols)
+                v = valid[e0 - strip.read_rows[0]:e1 - strip.read_rows[0],
+                          band.emit_cols[0] - band.read_cols[0]:band.emit_cols[1] - band.read_cols[0]]
+                if output == "class":
+                    result = np.argmax(probs, axis=0).astype(np.uint8)[None]
+                    result[:, ~v] = CLASS_NODATA
+                else:
+                    result = probs
+                    result[:, ~v] = np.nan
+                stats.seconds["blend"] += time.perf_counter() - t
+                t = time.perf_counter()
+                writer.write_rows(result, (e0, e1), band.emit_cols)
+                stats.seconds["write"] += time.perf_counter() - t
+            t = time.perf_counter()
+            writer.commit()
+            stats.seconds["write"] += time.perf_counter() - t
+
+    stats.seconds["total"] = time.perf_counter() - t_start
+    return {
+        "tiler_version": __version__,
+        "scene": {"path": os.fspath(scene), "width": sc.width, "height": sc.height,
+                  "bands": sc.count, "crs": sc.crs.to_string() if sc.crs else None,
+                  "transform": list(sc.transform)[:6] if sc.georeferenced else None,
+                  "band_mapping": {"indexes": list(mapping.indexes), "method": mapping.method}},
+        "out": out_path,
+        "model": {"path": tm.path, "channels": list(tm.info.channels), "classes": list(tm.info.classes)},
+        "grid": {"patch_size": p, "stride": grid.stride, "overlap_px": grid.overlap,
+                 "patch_rows": grid.rows.count, "patch_cols": grid.cols.count,
+                 "strips": len(strips), "column_bands": len(col_bands)},
+        "patches": {"grid": grid.count, "predicted": stats.predicted,
+                    "skipped_nodata": stats.skipped_nodata},
+        "seconds": {k2: round(v, 4) for k2, v in stats.seconds.items()},
+        "megapixels_per_second": round(sc.width * sc.height / 1e6 / stats.seconds["total"], 4),
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "options": {"overlap": overlap, "batch_size": batch_size, "output": output,
+                    "window": window if isinstance(window, str) else getattr(window, "__name__", "callable"),
+                    "strip_rows": strip_rows, "band_width": band_width,
+                    "creation_options": co, "gdal_cache_mb": gdal_cache_mb},
+    }
