@@ -139,8 +139,7 @@ def predict(
     acc = Accumulator(predictor.classes, (r0, r1), (c0, c1), get_window(window, p))
     positions = [(int(r), int(c)) for r in rows.origins() for c in cols.origins()]
     blend_patches(bands, vmask, (r0, c0), positions, predictor, acc, PatchStats())
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = acc.normalised((0, height), (0, width))
+    out = acc.normalised((0, height), (0, width))
     if valid is not None:
         out[:, ~np.asarray(valid, bool)] = np.nan
     return out
@@ -299,8 +298,7 @@ def run_scene(
                 if e1 <= e0:
                     continue
                 t = time.perf_counter()
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    probs = acc.normalised((e0, e1), band.emit_cols)
+                probs = acc.normalised((e0, e1), band.emit_cols)
                 v = valid[e0 - strip.read_rows[0]:e1 - strip.read_rows[0],
                           band.emit_cols[0] - band.read_cols[0]:band.emit_cols[1] - band.read_cols[0]]
                 if output == "class":

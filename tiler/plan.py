@@ -258,7 +258,11 @@ class PatchGrid:
     stride: int
 
     def __post_init__(self) -> None:
-        # Axis validates every field.
+        for name in ("height", "width"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise PlanError(f"{name} must be a positive integer, got {value!r}")
+        # Axis validates patch size and stride.
         Axis(self.height, self.patch_size, self.stride)
         Axis(self.width, self.patch_size, self.stride)
 

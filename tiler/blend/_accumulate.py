@@ -1,4 +1,4 @@
-"""Window-weighted accumulation of patch predictions (NumPy)."""
+"""Window-weighted blending of patch predictions (NumPy)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ __all__ = ["Accumulator"]
 
 
 class Accumulator:
-    """Weighted sum of patch predictions over a rectangle of the reference grid.
+    """Window-weighted mean of patch predictions over a rectangle of the reference grid.
 
-    Holds ``sum(window * prediction)`` per class and ``sum(window)`` per pixel
+    Holds the running weighted mean per class and the weight sum per pixel
     for the rows ``[row0, row0 + height)`` and columns ``[col0, col0 + width)``
     (scene pixels; negative or past-the-edge positions are the reflect-padded
     border). Used as a whole-scene accumulator by :func:`tiler.predict` and as
@@ -30,7 +30,23 @@ class Accumulator:
 
     Notes
     -----
+    The mean is updated incrementally (West's weighted update),
+
+    .. math::
+
+        W \\leftarrow W + w, \\qquad m \\leftarrow m + \\frac{w}{W}(p - m),
+
+    which equals ``sum(w p) / sum(w)`` up to float32 rounding, and is *exact*
+    where the predictions agree (``p - m = 0``): a model predicting a constant c
+    yields exactly c, whatever the window (DESIGN.md, invariant 2). The first
+    patch at a pixel sets ``m = p`` exactly (``w / W = 1``).
+
     Memory is ``(K + 1) * height * width * 4`` bytes.
+
+    References
+    ----------
+    D. H. D. West, "Updating mean and variance estimates: an improved method",
+    Communications of the ACM 22(9), 1979.
     """
 
     def __init__(self, classes: int, rows: tuple[int, int], cols: tuple[int, int],
@@ -41,13 +57,13 @@ class Accumulator:
         self.window = np.asarray(window, dtype=np.float32)
         self.col0, col1 = cols
         self.row0 = rows[0]
-        self.sum = np.zeros((classes, rows[1] - rows[0], col1 - self.col0), np.float32)
-        self.weight = np.zeros(self.sum.shape[1:], np.float32)
+        self.mean = np.zeros((classes, rows[1] - rows[0], col1 - self.col0), np.float32)
+        self.weight = np.zeros(self.mean.shape[1:], np.float32)
 
     @property
     def rows(self) -> tuple[int, int]:
         """``(start, stop)`` scene rows held."""
-        return self.row0, self.row0 + self.sum.shape[1]
+        return self.row0, self.row0 + self.mean.shape[1]
 
     def add(self, prediction: np.ndarray, row: int, col: int) -> None:
         """Add one patch prediction, weighted by the window.
@@ -61,8 +77,10 @@ class Accumulator:
         """
         p = self.window.shape[0]
         r, c = row - self.row0, col - self.col0
-        self.sum[:, r:r + p, c:c + p] += prediction * self.window
-        self.weight[r:r + p, c:c + p] += self.window
+        weight = self.weight[r:r + p, c:c + p]
+        weight += self.window
+        mean = self.mean[:, r:r + p, c:c + p]
+        mean += (self.window / weight) * (prediction - mean)
 
     def normalised(self, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
         """Blended probabilities of a sub-rectangle.
@@ -75,12 +93,11 @@ class Accumulator:
         Returns
         -------
         ndarray of shape (K, rows, cols), float32
-            ``sum / weight`` per pixel.
+            Weighted mean per pixel (a copy); 0 where no patch contributed.
         """
         r0, r1 = rows[0] - self.row0, rows[1] - self.row0
         c0, c1 = cols[0] - self.col0, cols[1] - self.col0
-        weight = self.weight[r0:r1, c0:c1]
-        return self.sum[:, r0:r1, c0:c1] / weight
+        return self.mean[:, r0:r1, c0:c1].copy()
 
     def roll(self, rows: tuple[int, int]) -> None:
         """Move the accumulator to new rows, keeping the rows both extents share.
@@ -91,11 +108,11 @@ class Accumulator:
         new0, new1 = rows
         keep0, keep1 = max(new0, self.row0), min(new1, self.rows[1])
         height = new1 - new0
-        if height == self.sum.shape[1] and new0 == self.row0:
+        if height == self.mean.shape[1] and new0 == self.row0:
             return
-        new_sum = np.zeros((self.classes, height, self.sum.shape[2]), np.float32)
-        new_weight = np.zeros((height, self.sum.shape[2]), np.float32)
+        new_mean = np.zeros((self.classes, height, self.mean.shape[2]), np.float32)
+        new_weight = np.zeros((height, self.mean.shape[2]), np.float32)
         if keep1 > keep0:
-            new_sum[:, keep0 - new0:keep1 - new0] = self.sum[:, keep0 - self.row0:keep1 - self.row0]
+            new_mean[:, keep0 - new0:keep1 - new0] = self.mean[:, keep0 - self.row0:keep1 - self.row0]
             new_weight[keep0 - new0:keep1 - new0] = self.weight[keep0 - self.row0:keep1 - self.row0]
-        self.sum, self.weight, self.row0 = new_sum, new_weight, new0
+        self.mean, self.weight, self.row0 = new_mean, new_weight, new0

@@ -1,0 +1,77 @@
+"""Test oracles and reference models, independent of the code under test.
+
+The models are real Keras models saved as real tiler model files; the
+closed-form ones (constant, channel mix) give an exact expected output that
+does not come from tiler's blending code.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MIX_W = np.array([[0.5, -0.25, 1.0], [0.125, 0.75, -0.5]], np.float32)  # (class, channel)
+MIX_B = np.array([0.1, -0.2], np.float32)
+MIX_OFFSET = (10.0, 20.0, 30.0)
+MIX_SCALE = (50.0, 60.0, 70.0)
+RGB = ("red", "green", "blue")
+
+
+def build_tiny_unet(path, *, channels=RGB, classes=("a", "b", "c"), seed=0, depth=2, patch_size=32):
+    import keras
+
+    from tiler.model import build_unet, save_model
+
+    keras.utils.set_random_seed(seed)
+    net = build_unet(len(channels), len(classes), depth=depth, base_filters=4, dropout=0.0)
+    colours = ["#FF0000", "#00FF00", "#0000FF", "#FFFF00", "#00FFFF", "#FF00FF"][: len(classes)]
+    save_model(net, path, channels=channels, classes=classes, colours=colours,
+               normalization={"offset": [100.0] * len(channels), "scale": [50.0] * len(channels)},
+               patch_size=patch_size, depth=depth)
+    return str(path)
+
+
+def _linear_model(path, kernel, bias, *, channels, classes, offset, scale, patch_size=32):
+    import keras
+
+    from tiler.model import save_model
+
+    inp = keras.Input(shape=(None, None, len(channels)))
+    layer = keras.layers.Conv2D(len(classes), 1, activation=None, name="mix")
+    out = layer(inp)
+    net = keras.Model(inp, out)
+    layer.set_weights([kernel.T[None, None].astype(np.float32), bias.astype(np.float32)])
+    colours = ["#FF0000", "#00FF00", "#0000FF"][: len(classes)]
+    save_model(net, path, channels=channels, classes=classes, colours=colours,
+               normalization={"offset": list(offset), "scale": list(scale)},
+               patch_size=patch_size, depth=0, activation="sigmoid")
+    return str(path)
+
+
+def build_constant_model(path, values, *, channels=RGB):
+    k = len(values)
+    return _linear_model(path, np.zeros((k, len(channels)), np.float32), np.asarray(values, np.float32),
+                         channels=channels, classes=tuple(f"c{i}" for i in range(k)),
+                         offset=[0.0] * len(channels), scale=[1.0] * len(channels))
+
+
+def build_mix_model(path):
+    return _linear_model(path, MIX_W, MIX_B, channels=RGB, classes=("p", "q"),
+                         offset=MIX_OFFSET, scale=MIX_SCALE)
+
+
+def mix_expected(image: np.ndarray) -> np.ndarray:
+    """Closed-form output of the mix model on (channel, row, col) -> (class, row, col)."""
+    x = (image.astype(np.float64) - np.asarray(MIX_OFFSET)[:, None, None]) / np.asarray(MIX_SCALE)[:, None, None]
+    return np.einsum("kc,crs->krs", MIX_W.astype(np.float64), x) + MIX_B[:, None, None]
+
+
+def reflect_pad_oracle(n: int, start: int, stop: int) -> np.ndarray:
+    """Indices by NumPy's own reflect padding, for comparison."""
+    before, after = max(0, -start), max(0, stop - n)
+    padded = np.pad(np.arange(n), (before, after), mode="reflect")
+    return padded[start + before: stop + before]
+
+
+def covering_patches(origins, patch, start, stop):
+    """Brute force: indices of patches [o, o + patch) that intersect [start, stop)."""
+    return [i for i, o in enumerate(origins) if o < stop and o + patch > start]

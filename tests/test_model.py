@@ -1,0 +1,157 @@
+"""The U-Net builder, the model file, losses and class schemes."""
+
+import json
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from tiler.errors import DatasetError, ModelFileError, PlanError
+from tiler.labels import IGNORE, LabelScheme
+from tiler.model import (
+    METADATA_NAME,
+    DiceCrossEntropy,
+    build_unet,
+    load_model,
+    read_info,
+    soft_dice_loss,
+    soft_jaccard_loss,
+)
+from tiler.model._losses import cross_entropy_loss
+
+PACKAGE = Path(__file__).resolve().parents[1] / "tiler"
+
+
+@pytest.mark.parametrize("depth,patch", [(1, 8), (2, 12), (3, 24)])
+def test_unet_shapes_and_probabilities(depth, patch):
+    net = build_unet(4, 3, depth=depth, base_filters=4)
+    x = np.random.default_rng(0).random((2, patch, patch, 4)).astype(np.float32)
+    y = np.asarray(net.predict_on_batch(x))
+    assert y.shape == (2, patch, patch, 3) and y.dtype == np.float32
+    np.testing.assert_allclose(y.sum(-1), 1.0, atol=1e-5)
+
+
+def test_unet_sigmoid_is_multilabel():
+    net = build_unet(1, 2, depth=1, base_filters=2, activation="sigmoid")
+    y = np.asarray(net.predict_on_batch(np.zeros((1, 4, 4, 1), np.float32)))
+    assert np.all((y > 0) & (y < 1))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(depth=0), "depth must be in 1..6"),
+    (dict(dropout=1.0), "dropout must be in"),
+    (dict(activation="relu"), "activation must be"),
+])
+def test_unet_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(PlanError, match=match):
+        build_unet(3, 2, **kwargs)
+
+
+def test_no_tensorflow_calls_in_the_package():
+    # Models must run under the JAX and PyTorch backends too: keras.ops only.
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text()
+        assert "import tensorflow" not in text and "tf." not in text, path
+
+
+def test_model_file_round_trip(tiny_model):
+    tm = load_model(tiny_model)
+    assert tm.info.channels == ("red", "green", "blue")
+    assert tm.info.classes == ("a", "b", "c")
+    assert tm.info.offset == (100.0, 100.0, 100.0) and tm.info.scale == (50.0, 50.0, 50.0)
+    assert tm.info.patch_size == 32 and tm.info.depth == 2
+    with zipfile.ZipFile(tiny_model) as zf:
+        assert METADATA_NAME in zf.namelist()
+        doc = json.loads(zf.read(METADATA_NAME))
+    assert doc["tiler_version"] and doc["activation"] == "softmax"
+    # The file stays a plain Keras model for any Keras program.
+    plain = keras.saving.load_model(tiny_model, compile=False)
+    assert plain.count_params() == tm.keras_model.count_params()
+
+
+def test_plain_keras_file_is_not_a_tiler_model(tmp_path):
+    net = build_unet(3, 2, depth=1, base_filters=2)
+    path = tmp_path / "plain.keras"
+    net.save(path)
+    with pytest.raises(ModelFileError, match="Keras model without tiler metadata"):
+        load_model(path)
+
+
+def test_random_file_is_not_a_tiler_model(tmp_path):
+    path = tmp_path / "model.keras"
+    path.write_bytes(b"not a zip at all")
+    with pytest.raises(ModelFileError, match="not a tiler model"):
+        read_info(path)
+    with pytest.raises(ModelFileError, match="does not exist"):
+        read_info(tmp_path / "missing.keras")
+
+
+def test_default_model_ships_with_the_package():
+    info = read_info(PACKAGE / "model" / "default.keras")
+    assert info.channels == ("red", "green", "blue")
+    assert info.classes == ("building", "land", "road", "vegetation", "water")
+    assert (PACKAGE / "model" / "default.keras").stat().st_size < 20 * 2**20
+
+
+# ---------------------------------------------------------------- losses
+
+def _np_losses(y, p):
+    """Hand NumPy version of the loss definitions (the oracle)."""
+    k = p.shape[-1]
+    valid = y != IGNORE
+    onehot = np.eye(k)[np.where(valid, y, 0)] * valid[..., None]
+    pm = p * valid[..., None]
+    inter = (pm * onehot).sum((0, 1, 2))
+    ps, ts = pm.sum((0, 1, 2)), onehot.sum((0, 1, 2))
+    dice = 1 - np.mean((2 * inter + 1) / (ps + ts + 1))
+    jac = 1 - np.mean((inter + 1) / (ps + ts - inter + 1))
+    ce = -(onehot * np.log(np.clip(p, 1e-7, 1))).sum() / valid.sum()
+    return dice, jac, ce
+
+
+def test_losses_match_hand_computation_and_ignore_unlabelled():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, (2, 5, 6)).astype(np.uint8)
+    y[0, :2] = IGNORE
+    logits = rng.normal(size=(2, 5, 6, 3))
+    p = (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype(np.float32)
+    dice, jac, ce = _np_losses(y, p)
+    assert float(soft_dice_loss(y, p)) == pytest.approx(dice, rel=1e-5)
+    assert float(soft_jaccard_loss(y, p)) == pytest.approx(jac, rel=1e-5)
+    assert float(cross_entropy_loss(y, p)) == pytest.approx(ce, rel=1e-5)
+    assert float(DiceCrossEntropy(0.5)(y, p)) == pytest.approx(ce + 0.5 * dice, rel=1e-5)
+    # Changing the prediction at ignored pixels changes nothing.
+    p2 = p.copy()
+    p2[0, :2] = np.roll(p2[0, :2], 1, axis=-1)
+    assert float(DiceCrossEntropy()(y, p2)) == pytest.approx(float(DiceCrossEntropy()(y, p)), rel=1e-6)
+
+
+def test_perfect_prediction_has_zero_dice_loss():
+    y = np.array([[[0, 1], [2, 1]]], np.uint8)
+    p = np.eye(3, dtype=np.float32)[y]
+    assert float(soft_dice_loss(y, p)) == pytest.approx(0.0, abs=1e-6)
+
+
+# ---------------------------------------------------------------- class schemes
+
+def test_label_scheme_decodes_colours_indices_and_ignore(tmp_path):
+    path = tmp_path / "classes.json"
+    path.write_text(json.dumps({"classes": [{"name": "water", "colour": "#E2A929"},
+                                            {"name": "land", "colour": [132, 41, 246]}],
+                                "ignore": ["#9B9B9B", 255]}))
+    scheme = LabelScheme.from_file(path)
+    rgb = np.array([[[0xE2, 132, 0x9B]], [[0xA9, 41, 0x9B]], [[0x29, 246, 0x9B]]], np.uint8)
+    assert scheme.decode(rgb).tolist() == [[0, 1, IGNORE]]
+    assert scheme.decode(np.array([[[1, 0, 255]]])).tolist() == [[1, 0, IGNORE]]
+    with pytest.raises(DatasetError, match="#010203 are neither a class nor ignored"):
+        scheme.decode(np.array([[[1]], [[2]], [[3]]], np.uint8))
+    with pytest.raises(DatasetError, match="not class indices"):
+        scheme.decode(np.array([[[7]]]))
+    assert scheme.colormap()[0] == (0xE2, 0xA9, 0x29, 255)
+
+
+def test_label_scheme_rejects_duplicates():
+    with pytest.raises(DatasetError, match="unique"):
+        LabelScheme(("a", "a"), ("#000000", "#FFFFFF"))
