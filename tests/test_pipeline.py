@@ -9,7 +9,7 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 
 import tiler
-from tests.conftest import DUBAI, SENTINEL2, needs_shared, smooth_image, write_tif
+from tests.conftest import DUBAI, SENTINEL2, needs_shared, smooth_image
 from tests.reference import build_tiny_unet, mix_expected
 from tiler.errors import BandMismatchError, OutputExistsError
 from tiler.scene import open_scene

@@ -8,7 +8,7 @@ import resource
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import rasterio
@@ -16,7 +16,7 @@ import rasterio
 from tiler._patches import PatchStats, ProgressCallback, blend_patches
 from tiler._version import __version__
 from tiler.blend import Accumulator, WindowFunction, get_window
-from tiler.errors import PlanError, UsageError
+from tiler.errors import BandMismatchError, PlanError, UsageError
 from tiler.model._file import TilerModel, load_model
 from tiler.model._predictor import Predictor
 from tiler.output import CLASS_NODATA, MaskWriter, check_destination, parse_creation_options
@@ -111,8 +111,6 @@ def predict(
     PlanError
         For a bad patch size, overlap or batch size.
     """
-    from tiler.errors import BandMismatchError
-
     tm = resolve_model(model)
     image = np.asarray(image)
     if image.ndim != 3:

@@ -14,7 +14,7 @@ import numpy as np
 from tiler.errors import DatasetError, PlanError
 from tiler.labels import IGNORE, LabelScheme, read_mask
 from tiler.metrics import confusion_matrix, scores
-from tiler.model._file import ModelInfo, TilerModel, save_model
+from tiler.model._file import ModelInfo, TilerModel, load_model, save_model
 from tiler.scene import open_scene
 
 __all__ = ["TrainConfig", "LabelledImage", "find_pairs", "load_labelled", "train"]
@@ -392,9 +392,6 @@ def train(
     report = _record()
     report["epochs_run"] = len(history)
     report["history"] = history
-    # Re-save the best weights' record with the final run length.
-    if best["epoch"] is not None:
-        from tiler.model._file import load_model
-        tm = load_model(out)
-        save_model(tm.keras_model, out, training=report | {"history": None}, **info_kwargs)
+    if best["epoch"] is not None:  # the saved best model gets the whole run's record
+        save_model(load_model(out).keras_model, out, training=report, **info_kwargs)
     return report
