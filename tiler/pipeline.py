@@ -7,13 +7,12 @@ import os
 import resource
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import rasterio
 
-from tiler._patches import PatchStats, ProgressCallback, blend_patches
+from tiler._engine import PatchStats, ProgressCallback, blend_patches, stream
 from tiler._version import __version__
 from tiler.blend import Accumulator, WindowFunction, get_window
 from tiler.errors import BandMismatchError, PlanError, UsageError
@@ -72,6 +71,9 @@ def predict(
     batch_size: int = 8,
     window: Union[str, WindowFunction] = "spline",
     valid: Optional[np.ndarray] = None,
+    tta: str = "none",
+    tta_mean: str = "arithmetic",
+    tta_device: str = "graph",
 ) -> np.ndarray:
     """Blend patch predictions over a whole in-memory image.
 
@@ -98,6 +100,12 @@ def predict(
     valid : ndarray of shape (row, col), bool, optional
         Valid-data mask; invalid pixels are filled before prediction and are
         NaN in the result.
+    tta : {"none", "flip", "d4"}, default "none"
+        Test-time augmentation (see :class:`tiler.model.Predictor`).
+    tta_mean : {"arithmetic", "geometric"}
+        Averaging of the TTA variants.
+    tta_device : {"graph", "host"}
+        Where the TTA rotations run.
 
     Returns
     -------
@@ -123,7 +131,7 @@ def predict(
     p = _check_patch_size(tm, patch_size)
     _, height, width = image.shape
     grid = PatchGrid.from_overlap(height, width, patch_size=p, overlap=overlap)
-    predictor = Predictor(tm, batch_size=batch_size)
+    predictor = Predictor(tm, batch_size=batch_size, tta=tta, tta_mean=tta_mean, tta_device=tta_device)
     rows, cols = grid.rows, grid.cols
     r0, r1 = rows.origin(0), rows.origin(rows.count - 1) + p
     c0, c1 = cols.origin(0), cols.origin(cols.count - 1) + p
@@ -158,6 +166,9 @@ def run_scene(
     batch_size: int = 8,
     output: str = "class",
     window: Union[str, WindowFunction] = "spline",
+    tta: str = "none",
+    tta_mean: str = "arithmetic",
+    tta_device: str = "graph",
     bands: Optional[Sequence[int]] = None,
     strip_rows: int = DEFAULT_STRIP_ROWS,
     band_width: int = DEFAULT_BAND_WIDTH,
@@ -191,6 +202,15 @@ def run_scene(
         ``probability``: float32, one band per class, nodata NaN.
     window : str or callable, default "spline"
         Blending window (see :data:`tiler.blend.WINDOWS`).
+    tta : {"none", "flip", "d4"}, default "none"
+        Test-time augmentation: each patch is also predicted mirrored
+        (``flip``) or under all 8 dihedral transforms (``d4``), each
+        prediction exactly un-transformed, then averaged.
+    tta_mean : {"arithmetic", "geometric"}, default "arithmetic"
+        Averaging of the TTA variants.
+    tta_device : {"graph", "host"}, default "graph"
+        Where the TTA rotations run: in the Keras graph (on the accelerator
+        where there is one) or on the host (numba).
     bands : sequence of int, optional
         1-based scene band per model channel; default: matched by band name,
         or by position for unnamed bands.
@@ -211,7 +231,8 @@ def run_scene(
     -------
     dict
         The run report: scene, grid, patch counts, seconds per stage
-        (read, predict, blend, write, total), peak RSS in MB, options.
+        (read, predict, blend, write, total), peak RSS of the process in MB,
+        options.
 
     Raises
     ------
@@ -233,16 +254,13 @@ def run_scene(
     tm = resolve_model(model)
     p = _check_patch_size(tm, patch_size)
     win = get_window(window, p)
-    predictor = Predictor(tm, batch_size=batch_size)
+    predictor = Predictor(tm, batch_size=batch_size, tta=tta, tta_mean=tta_mean, tta_device=tta_device)
     if strip_rows < 1 or band_width < 1:
         raise PlanError(f"strip rows and band width must be >= 1, got {strip_rows} and {band_width}")
 
     with rasterio.Env(GDAL_CACHEMAX=int(gdal_cache_mb)), open_scene(scene) as sc:
         mapping = sc.map_channels(tm.info.channels, bands=bands)
         grid = PatchGrid.from_overlap(sc.height, sc.width, patch_size=p, overlap=overlap)
-        col_bands = list(grid.column_bands(band_width))
-        strips = list(grid.strips(strip_rows))
-        total = sum(len(s.patch_rows) for s in strips) * sum(len(b.patch_cols) for b in col_bands)
         k = predictor.classes
         if output == "class":
             profile = {"dtype": "uint8", "count": 1, "nodata": CLASS_NODATA}
@@ -254,61 +272,34 @@ def run_scene(
         if sc.georeferenced:
             profile.update(crs=sc.crs, transform=sc.transform)
         tags = {"TILER_VERSION": __version__, "TILER_CLASSES": ",".join(tm.info.classes),
-                "TILER_OUTPUT": output}
+                "TILER_OUTPUT": output, "TILER_TTA": tta}
         stats = PatchStats()
-        done = 0
-
-        def tick(n: int) -> None:
-            nonlocal done
-            done += n
-            if progress is not None:
-                progress(done, total)
-
         fill = np.asarray(tm.info.offset, np.float32)[:, None]
-        indexes = mapping.indexes
 
-        def read(strip, band):
-            t = time.perf_counter()
-            data, valid = sc.read(strip.read_rows, band.read_cols, indexes)
+        def read(rows, cols):
+            data, valid = sc.read(rows, cols, mapping.indexes)
             data[:, ~valid] = fill
-            return data, valid, time.perf_counter() - t
+            return data, valid
 
         with MaskWriter(out_path, profile, creation_options=co, colormap=colormap,
-                        descriptions=descriptions, tags=tags) as writer, \
-                ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiler-read") as reader:
-            jobs = [(s, b) for b in col_bands for s in strips]
-            pending = reader.submit(read, *jobs[0])
-            acc = None
-            for n, (strip, band) in enumerate(jobs):
-                data, valid, t_read = pending.result()
-                stats.seconds["read"] += t_read
-                if n + 1 < len(jobs):  # read the next strip while this one is predicted
-                    pending = reader.submit(read, *jobs[n + 1])
-                if strip.index == 0:
-                    acc = Accumulator(k, strip.read_rows, band.read_cols, win)
-                else:
-                    acc.roll(strip.read_rows)
-                positions = [(grid.rows.origin(i), grid.cols.origin(j))
-                             for i in strip.patch_rows for j in band.patch_cols]
-                blend_patches(data, valid, (strip.read_rows[0], band.read_cols[0]), positions,
-                              predictor, acc, stats, progress=tick)
-                e0, e1 = strip.emit_rows
-                if e1 <= e0:
-                    continue
+                        descriptions=descriptions, tags=tags) as writer:
+
+            def emit(acc, strip, band, valid):
                 t = time.perf_counter()
-                probs = acc.normalised((e0, e1), band.emit_cols)
-                v = valid[e0 - strip.read_rows[0]:e1 - strip.read_rows[0],
-                          band.emit_cols[0] - band.read_cols[0]:band.emit_cols[1] - band.read_cols[0]]
+                (e0, e1), (c0, c1) = strip.emit_rows, band.emit_cols
+                r, c = e0 - strip.read_rows[0], c0 - band.read_cols[0]
+                v = valid[r:r + e1 - e0, c:c + c1 - c0]
                 if output == "class":
-                    result = np.argmax(probs, axis=0).astype(np.uint8)[None]
-                    result[:, ~v] = CLASS_NODATA
+                    result = acc.emit_class((e0, e1), (c0, c1), v, nodata=CLASS_NODATA)[None]
                 else:
-                    result = probs
-                    result[:, ~v] = np.nan
-                stats.seconds["blend"] += time.perf_counter() - t
-                t = time.perf_counter()
-                writer.write_rows(result, (e0, e1), band.emit_cols)
-                stats.seconds["write"] += time.perf_counter() - t
+                    result = acc.emit_probability((e0, e1), (c0, c1), v)
+                t2 = time.perf_counter()
+                writer.write_rows(result, (e0, e1), (c0, c1))
+                stats.seconds["blend"] += t2 - t
+                stats.seconds["write"] += time.perf_counter() - t2
+
+            stream(read, grid, predictor, win, emit, strip_rows=strip_rows, band_width=band_width,
+                   stats=stats, progress=progress)
             t = time.perf_counter()
             writer.commit()
             stats.seconds["write"] += time.perf_counter() - t
@@ -324,14 +315,16 @@ def run_scene(
         "model": {"path": tm.path, "channels": list(tm.info.channels), "classes": list(tm.info.classes)},
         "grid": {"patch_size": p, "stride": grid.stride, "overlap_px": grid.overlap,
                  "patch_rows": grid.rows.count, "patch_cols": grid.cols.count,
-                 "strips": len(strips), "column_bands": len(col_bands)},
+                 "strips": len(list(grid.strips(strip_rows))),
+                 "column_bands": len(list(grid.column_bands(band_width)))},
         "patches": {"grid": grid.count, "predicted": stats.predicted,
                     "skipped_nodata": stats.skipped_nodata},
-        "seconds": {k2: round(v, 4) for k2, v in stats.seconds.items()},
+        "seconds": {name: round(v, 4) for name, v in stats.seconds.items()},
         "megapixels_per_second": round(sc.width * sc.height / 1e6 / stats.seconds["total"], 4),
         "peak_rss_mb": round(_peak_rss_mb(), 1),
         "options": {"overlap": overlap, "batch_size": batch_size, "output": output,
                     "window": window if isinstance(window, str) else getattr(window, "__name__", "callable"),
+                    "tta": tta, "tta_mean": tta_mean, "tta_device": tta_device,
                     "strip_rows": strip_rows, "band_width": band_width,
                     "creation_options": co, "gdal_cache_mb": gdal_cache_mb},
     }

@@ -1,50 +1,181 @@
-"""Batched prediction of patches with a tiler model."""
+"""Batched prediction of patches, with optional dihedral test-time augmentation."""
 
 from __future__ import annotations
 
+import time
+from typing import Callable, Optional
+
 import numpy as np
 
+from tiler.blend._d4 import GEOMETRIC_EPSILON, TTA_MEANS, TTA_TRANSFORMS, d4_expand, d4_merge
 from tiler.errors import PlanError
 from tiler.model._file import TilerModel
 
-__all__ = ["Predictor"]
+__all__ = ["Predictor", "TTA_DEVICES"]
+
+#: Where the D4 rotations of a batch run: inside the Keras graph (on the
+#: accelerator where there is one) or on the host with numba kernels.
+TTA_DEVICES = ("graph", "host")
+
+Network = Callable[[np.ndarray], np.ndarray]
+"""``f(batch (patch, channel, row, col) normalised float32) -> (patch, K, row, col) float32``."""
+
+
+def _k_rot90(x, r: int):
+    """Rotate NHWC tensors by r quarter turns counter-clockwise (``np.rot90`` on axes 1, 2)."""
+    from keras import ops
+
+    r %= 4
+    if r == 1:
+        return ops.flip(ops.transpose(x, (0, 2, 1, 3)), axis=1)
+    if r == 2:
+        return ops.flip(ops.flip(x, axis=1), axis=2)
+    if r == 3:
+        return ops.flip(ops.transpose(x, (0, 2, 1, 3)), axis=2)
+    return x
+
+
+def _k_transform(x, t: int):
+    from keras import ops
+
+    x = _k_rot90(x, t % 4)
+    return ops.flip(x, axis=2) if t >= 4 else x
+
+
+def _k_inverse(y, t: int):
+    from keras import ops
+
+    if t >= 4:
+        y = ops.flip(y, axis=2)
+    return _k_rot90(y, -(t % 4))
+
+
+def _graph_tta_model(net, transforms: tuple[int, ...], geometric: bool, softmax: bool):
+    """A Keras model that runs all variants of a batch through ``net`` in one call.
+
+    The rotations, the inverse rotations and the mean are ``keras.ops``, so
+    they are part of the compiled graph and run where the model runs.
+    """
+    import keras
+    from keras import ops
+
+    class D4Model(keras.Model):
+        def __init__(self):
+            super().__init__(name="tiler_tta")
+            self.net = net
+
+        def call(self, x):
+            n = ops.shape(x)[0]
+            y = self.net(ops.concatenate([_k_transform(x, t) for t in transforms], axis=0), training=False)
+            total = None
+            for i, t in enumerate(transforms):
+                part = _k_inverse(y[i * n:(i + 1) * n], t)
+                if geometric:
+                    part = ops.log(ops.maximum(part, GEOMETRIC_EPSILON))
+                total = part if total is None else total + part
+            mean = total / float(len(transforms))
+            if geometric:
+                mean = ops.exp(mean)
+                if softmax:
+                    mean = mean / ops.sum(mean, axis=-1, keepdims=True)
+            return mean
+
+    return D4Model()
 
 
 class Predictor:
-    """Run a tiler model on batches of patches.
+    """Run a model on batches of patches, optionally with test-time augmentation.
 
-    Normalises each channel as the model's metadata says, moves the batch to
+    Normalises each channel as the model's metadata says, sends the batch to
     the Keras backend (and so to the accelerator where there is one), and
-    returns class probabilities.
+    returns class probabilities. With ``tta``, each patch is also predicted
+    rotated and mirrored, each prediction is exactly un-transformed, and the
+    results are averaged.
 
     Parameters
     ----------
     model : TilerModel
         The model and its metadata.
     batch_size : int, default 8
-        Patches per call of the network, >= 1.
+        Patches per network call (with TTA the network sees ``T *
+        batch_size`` variants per call, T = 2 for ``flip``, 8 for ``d4``).
+    tta : {"none", "flip", "d4"}
+        Test-time augmentation: identity only; identity and mirror; all 8
+        dihedral transforms (4 rotations x mirror).
+    tta_mean : {"arithmetic", "geometric"}
+        Averaging of the variants' probabilities. The geometric mean is
+        renormalised over classes for softmax models.
+    tta_device : {"graph", "host"}
+        Where the rotations run: ``graph`` in the Keras graph (``keras.ops``,
+        on the accelerator where there is one), ``host`` with numba kernels.
 
     Raises
     ------
     PlanError
-        If ``batch_size`` < 1.
+        For a bad batch size or an unknown option.
+
+    Attributes
+    ----------
+    network_seconds : float
+        Time spent inside network calls (TTA on the host excluded).
     """
 
-    def __init__(self, model: TilerModel, *, batch_size: int = 8) -> None:
+    def __init__(self, model: TilerModel, *, batch_size: int = 8, tta: str = "none",
+                 tta_mean: str = "arithmetic", tta_device: str = "graph") -> None:
+        self.model = model
+        info = model.info
+        self._offset = np.asarray(info.offset, np.float32)[None, :, None, None]
+        self._inv_scale = (1.0 / np.asarray(info.scale, np.float64)).astype(np.float32)[None, :, None, None]
+        self._setup(len(info.classes), batch_size, tta, tta_mean, tta_device,
+                    softmax=info.activation == "softmax")
+        net = model.keras_model
+        if tta != "none" and tta_device == "graph":
+            net = _graph_tta_model(net, TTA_TRANSFORMS[tta], tta_mean == "geometric", self._softmax)
+        self._keras = net
+
+    @classmethod
+    def from_network(cls, network: Network, classes: int, *, batch_size: int = 8, tta: str = "none",
+                     tta_mean: str = "arithmetic", softmax: bool = False) -> "Predictor":
+        """A predictor around a plain function (no Keras, no normalisation); TTA on the host.
+
+        Used by benchmarks and tests with stand-in models.
+        """
+        self = cls.__new__(cls)
+        self.model = None
+        self._offset = None
+        self._setup(classes, batch_size, tta, tta_mean, "host", softmax=softmax)
+        self._keras = None
+        self._network = network
+        return self
+
+    def _setup(self, classes: int, batch_size: int, tta: str, tta_mean: str, tta_device: str, *,
+               softmax: bool) -> None:
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise PlanError(f"batch size must be a positive integer, got {batch_size!r}")
-        self.model = model
+        if tta not in TTA_TRANSFORMS:
+            raise PlanError(f"unknown test-time augmentation {tta!r}; choose {', '.join(TTA_TRANSFORMS)}")
+        if tta_mean not in TTA_MEANS:
+            raise PlanError(f"TTA mean must be one of {', '.join(TTA_MEANS)}, got {tta_mean!r}")
+        if tta_device not in TTA_DEVICES:
+            raise PlanError(f"TTA device must be one of {', '.join(TTA_DEVICES)}, got {tta_device!r}")
+        self.classes = int(classes)
         self.batch_size = int(batch_size)
-        info = model.info
-        self._offset = np.asarray(info.offset, np.float32)[None, None, None, :]
-        self._inv_scale = (1.0 / np.asarray(info.scale, np.float64)).astype(np.float32)[None, None, None, :]
+        self.tta, self.tta_mean, self.tta_device = tta, tta_mean, tta_device
+        self._softmax = softmax
+        self.network_seconds = 0.0
 
-    @property
-    def classes(self) -> int:
-        """Number of output classes K."""
-        return len(self.model.info.classes)
+    def _run_network(self, batch: np.ndarray) -> np.ndarray:
+        t = time.perf_counter()
+        if self._keras is None:
+            out = np.asarray(self._network(batch), np.float32)
+        else:
+            nhwc = np.ascontiguousarray(np.transpose(batch, (0, 2, 3, 1)))
+            pred = self._keras.predict_on_batch(nhwc)
+            out = np.transpose(np.asarray(pred, np.float32), (0, 3, 1, 2))
+        self.network_seconds += time.perf_counter() - t
+        return out
 
-    def __call__(self, patches: np.ndarray) -> np.ndarray:
+    def __call__(self, patches: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
         """Predict class probabilities.
 
         Parameters
@@ -52,16 +183,25 @@ class Predictor:
         patches : ndarray of shape (patch, channel, row, col), float32
             Channels as read from the scene (not yet normalised), in the
             model's channel order.
+        out : ndarray of shape (patch, K, row, col), float32, optional
+            Where to write the result.
 
         Returns
         -------
         ndarray of shape (patch, K, row, col), float32
         """
         n = patches.shape[0]
-        out = np.empty((n, self.classes) + patches.shape[2:], np.float32)
+        if out is None:
+            out = np.empty((n, self.classes) + patches.shape[2:], np.float32)
         for start in range(0, n, self.batch_size):
-            chunk = np.transpose(patches[start:start + self.batch_size], (0, 2, 3, 1))
-            chunk = (chunk - self._offset) * self._inv_scale
-            pred = self.model.keras_model.predict_on_batch(np.ascontiguousarray(chunk, np.float32))
-            out[start:start + self.batch_size] = np.transpose(np.asarray(pred, np.float32), (0, 3, 1, 2))
+            chunk = patches[start:start + self.batch_size]
+            if self._offset is not None:
+                chunk = (chunk - self._offset) * self._inv_scale
+            if self.tta == "none" or self.tta_device == "graph":
+                out[start:start + len(chunk)] = self._run_network(chunk)
+                continue
+            merged = d4_merge(self._run_network(d4_expand(chunk, self.tta)), self.tta, mean=self.tta_mean)
+            if self.tta_mean == "geometric" and self._softmax:
+                merged /= merged.sum(axis=1, keepdims=True)
+            out[start:start + len(chunk)] = merged
         return out
