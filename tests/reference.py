@@ -75,3 +75,68 @@ def reflect_pad_oracle(n: int, start: int, stop: int) -> np.ndarray:
 def covering_patches(origins, patch, start, stop):
     """Brute force: indices of patches [o, o + patch) that intersect [start, stop)."""
     return [i for i, o in enumerate(origins) if o < stop and o + patch > start]
+
+
+# ---------------------------------------------------------------- NumPy twins of the numba kernels
+
+def accumulate_twin(mean, weight, preds, window, rows, cols):
+    """Plain NumPy: the same West update, patch by patch, in place."""
+    p = window.shape[0]
+    for pred, r, c in zip(preds, rows, cols):
+        w = weight[r:r + p, c:c + p]
+        w += window
+        m = mean[:, r:r + p, c:c + p]
+        m += (window / w) * (pred - m)
+
+
+def emit_class_twin(mean, valid, r0, c0, shape, nodata):
+    out = np.argmax(mean[:, r0:r0 + shape[0], c0:c0 + shape[1]], axis=0).astype(np.uint8)
+    out[~valid] = nodata
+    return out
+
+
+def emit_probability_twin(mean, valid, r0, c0, shape, nodata):
+    out = mean[:, r0:r0 + shape[0], c0:c0 + shape[1]].copy()
+    out[:, ~valid] = nodata
+    return out
+
+
+def d4_twin(a, t):
+    """Transform t with np.rot90 and slicing, independently of tiler.blend."""
+    out = np.rot90(a, t % 4, axes=(-2, -1))
+    return np.ascontiguousarray(out[..., ::-1] if t >= 4 else out)
+
+
+def d4_untwin(a, t):
+    if t >= 4:
+        a = a[..., ::-1]
+    return np.ascontiguousarray(np.rot90(a, -(t % 4), axes=(-2, -1)))
+
+
+def naive_blend(image, fn, patch, stride, window):
+    """Whole-image blend written from the definition: reflect-pad, every patch, sum(w p) / sum(w).
+
+    image (C, H, W); fn maps (C, P, P) -> (K, P, P). Uses float64 sums.
+    """
+    c, h, w = image.shape
+    margin = (patch - stride) // 2
+
+    def count(n):
+        span = n + 2 * margin - patch
+        return 1 if span <= 0 else -(-span // stride) + 1
+
+    nr, nc = count(h), count(w)
+    top, left = margin, margin
+    bottom = max(0, -margin + (nr - 1) * stride + patch - h)
+    right = max(0, -margin + (nc - 1) * stride + patch - w)
+    mode = "reflect" if min(h, w) > 1 else "edge"
+    padded = np.pad(image.astype(np.float64), ((0, 0), (top, bottom), (left, right)), mode=mode)
+    k = fn(padded[:, :patch, :patch]).shape[0]
+    total = np.zeros((k,) + padded.shape[1:])
+    wsum = np.zeros(padded.shape[1:])
+    for i in range(nr):
+        for j in range(nc):
+            r, s = i * stride, j * stride
+            total[:, r:r + patch, s:s + patch] += window * fn(padded[:, r:r + patch, s:s + patch])
+            wsum[r:r + patch, s:s + patch] += window
+    return (total / wsum)[:, top:top + h, left:left + w]

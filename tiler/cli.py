@@ -139,6 +139,12 @@ def main() -> None:
               help="uint8 class map with a colour table, or float32 probability per class.")
 @click.option("--window", default="spline", show_default=True,
               help="Blending window: spline, hann, triangle, gaussian or boxcar.")
+@click.option("--tta", type=click.Choice(["none", "flip", "d4"]), default="none", show_default=True,
+              help="Test-time augmentation: mirror, or all 8 rotations and mirrors (d4), each undone exactly.")
+@click.option("--tta-mean", type=click.Choice(["arithmetic", "geometric"]), default="arithmetic",
+              show_default=True, help="Averaging of the TTA variants.")
+@click.option("--tta-device", type=click.Choice(["graph", "host"]), default="graph", show_default=True,
+              help="Run the TTA rotations in the Keras graph (on the accelerator) or on the host.")
 @click.option("--bands", default=None, help="1-based scene band per model channel, e.g. 3,2,1.")
 @click.option("--strip-rows", type=int, default=512, show_default=True, help="Scene rows per strip.")
 @_overwrite
@@ -148,8 +154,8 @@ def main() -> None:
               help="Write a JSON run report here.")
 @_verbosity
 @_handle_errors
-def run(scene, out, model, patch_size, overlap, batch_size, output, window, bands, strip_rows,
-        overwrite, creation_options, report, quiet, verbose):
+def run(scene, out, model, patch_size, overlap, batch_size, output, window, tta, tta_mean, tta_device, bands,
+        strip_rows, overwrite, creation_options, report, quiet, verbose):
     """Segment SCENE into a georeferenced GeoTIFF mask, streaming strip by strip."""
     from tiler.pipeline import run_scene
 
@@ -160,7 +166,8 @@ def run(scene, out, model, patch_size, overlap, batch_size, output, window, band
     bar = _Progress(quiet, "patch", "predict")
     try:
         result = run_scene(scene, out, model=model, patch_size=patch_size, overlap=overlap,
-                           batch_size=batch_size, output=output, window=window, bands=_int_list(bands),
+                           batch_size=batch_size, output=output, window=window, tta=tta,
+                           tta_mean=tta_mean, tta_device=tta_device, bands=_int_list(bands),
                            strip_rows=strip_rows, overwrite=overwrite,
                            creation_options=list(creation_options), progress=bar)
     finally:
@@ -246,6 +253,42 @@ def evaluate(pred, truth, classes_file, json_out, quiet, verbose):
     if json_out:
         with open(json_out, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2)
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks that print a table."""
+
+
+@bench.command("blend")
+@click.option("--sizes", default="2048,4096", show_default=True, help="Scene sides in pixels.")
+@click.option("--classes", default="1,6", show_default=True, help="Output classes K.")
+@click.option("--tta", "ttas", default="none,d4", show_default=True, help="TTA modes.")
+@click.option("--threads", default="1,0", show_default=True, help="numba threads (0 = all).")
+@click.option("--large", type=int, default=16384, show_default=True,
+              help="Also run single-thread K=1 at this size (0 to skip).")
+@click.option("--patch-size", type=int, default=256, show_default=True)
+@click.option("--overlap", type=float, default=0.5, show_default=True)
+@click.option("--window", default="spline", show_default=True)
+@click.option("--baseline/--no-baseline", default=True, show_default=True,
+              help="Also time the plain-NumPy whole-image blend.")
+@_verbosity
+@_handle_errors
+def bench_blend(sizes, classes, ttas, threads, large, patch_size, overlap, window, baseline, quiet, verbose):
+    """Blend-only throughput, peak memory and max abs error (stand-in model time excluded)."""
+    from tiler.bench import format_table, run_blend_benchmarks
+
+    def ints(text: str) -> list[int]:
+        try:
+            return [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise UsageError(f"expected comma-separated integers, got {text!r}") from None
+
+    rows = run_blend_benchmarks(ints(sizes), ints(classes), [t.strip() for t in ttas.split(",")], ints(threads),
+                                baseline=baseline, large=large or None, patch_size=patch_size,
+                                overlap=overlap, window=window)
+    click.echo(f"patch {patch_size}, overlap {overlap}, window {window}; blend-only Mpx/s of scene")
+    click.echo(format_table(rows))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,7 +20,8 @@ TTA_TRANSFORMS: Mapping[str, tuple[int, ...]] = MappingProxyType(
 )
 #: How the de-transformed predictions are averaged.
 TTA_MEANS = ("arithmetic", "geometric")
-#: Floor of a probability before the logarithm of the geometric mean.
+#: Floor of a probability before the logarithm of the geometric mean (the
+#: kernels use the same value).
 GEOMETRIC_EPSILON = 1e-7
 
 
@@ -105,5 +106,5 @@ def d4_merge(predictions: np.ndarray, tta: str = "d4", *, mean: str = "arithmeti
     if preds.shape[0] % len(ts):
         raise PlanError(f"{preds.shape[0]} predictions are not a multiple of {len(ts)} variants")
     out = np.empty((preds.shape[0] // len(ts),) + preds.shape[1:], np.float32)
-    _kernels.d4_merge(preds, ts, mean == "geometric", np.float32(GEOMETRIC_EPSILON), out)
+    _kernels.d4_merge(preds, ts, mean == "geometric", out)
     return out

@@ -22,6 +22,23 @@ ngjit = numba.njit(nogil=True, cache=True)
 pjit = numba.njit(nogil=True, cache=True, parallel=True)
 
 
+@ngjit
+def _blend_row(mean_rows, weight_row, pred_rows, window_row, frac):  # pragma: no cover - jitted
+    """One row of one patch: W += w; m += (w / W)(p - m), on slices (vectorisable)."""
+    p = window_row.shape[0]
+    for j in range(p):
+        w = window_row[j]
+        total = weight_row[j] + w
+        weight_row[j] = total
+        frac[j] = w / total
+    for k in range(mean_rows.shape[0]):
+        m_row = mean_rows[k]
+        p_row = pred_rows[k]
+        for j in range(p):
+            m = m_row[j]
+            m_row[j] = m + frac[j] * (p_row[j] - m)
+
+
 @pjit
 def accumulate_batch(mean, weight, preds, window, rows, cols, scratch):  # pragma: no cover - jitted
     """Blend a batch of patches into the running weighted mean.
@@ -31,7 +48,7 @@ def accumulate_batch(mean, weight, preds, window, rows, cols, scratch):  # pragm
     patch's upper-left position in accumulator pixels; scratch (H, P) f32.
     Per pixel, patches are applied in batch order: W += w; m += (w / W) (p - m).
     """
-    n_patches, classes, p = preds.shape[0], preds.shape[1], preds.shape[2]
+    n_patches, p = preds.shape[0], preds.shape[2]
     height = mean.shape[1]
     for y in numba.prange(height):
         frac = scratch[y]
@@ -40,15 +57,7 @@ def accumulate_batch(mean, weight, preds, window, rows, cols, scratch):  # pragm
             if i < 0 or i >= p:
                 continue
             c0 = cols[n]
-            for j in range(p):
-                w = window[i, j]
-                total = weight[y, c0 + j] + w
-                weight[y, c0 + j] = total
-                frac[j] = w / total
-            for k in range(classes):
-                for j in range(p):
-                    m = mean[k, y, c0 + j]
-                    mean[k, y, c0 + j] = m + frac[j] * (preds[n, k, i, j] - m)
+            _blend_row(mean[:, y, c0:c0 + p], weight[y, c0:c0 + p], preds[n, :, i], window[i], frac)
 
 
 @pjit
@@ -81,23 +90,65 @@ def emit_probability(mean, valid, r0, c0, out, nodata):  # pragma: no cover - ji
                 out[k, y, x] = mean[k, r0 + y, c0 + x] if ok else nodata
 
 
-@ngjit
-def _d4_source(t, i, j, p):  # pragma: no cover - jitted
-    """Index in the original patch of pixel (i, j) of dihedral transform t.
+#: Side of the square tiles of the D4 gather: transposes walk one side with a
+#: stride of a whole patch row, tiles keep both sides in cache.
+D4_TILE = 32
 
-    Transform t: rotate by t % 4 quarter turns counter-clockwise (np.rot90 on
-    the (row, col) axes), then mirror the columns if t >= 4.
+
+@ngjit
+def _d4_params(t, p):  # pragma: no cover - jitted
+    """Affine index map of dihedral transform t on a (p, p) plane.
+
+    Transform t (np.rot90 by t % 4 on the (row, col) axes, then a column
+    mirror if t >= 4) reads ``out[i, j] = flat[base + i * di + j * dj]``.
     """
-    if t >= 4:
-        j = p - 1 - j
     r = t % 4
+    last = p - 1
+    if t < 4:
+        if r == 0:
+            return 0, p, 1
+        if r == 1:
+            return last, -1, p
+        if r == 2:
+            return p * p - 1, -p, -1
+        return last * p, 1, -p
     if r == 0:
-        return i, j
+        return last, p, -1
     if r == 1:
-        return j, p - 1 - i
+        return p * p - 1, -1, -p
     if r == 2:
-        return p - 1 - i, p - 1 - j
-    return p - 1 - j, i
+        return last * p, -p, 1
+    return 0, 1, p
+
+
+@ngjit
+def _d4_inverse(t):  # pragma: no cover - jitted
+    """Inverse transform: rotations invert to the opposite rotation, reflections to themselves."""
+    return (4 - t) % 4 if t < 4 else t
+
+
+@ngjit
+def _gather(src, base, di, dj, dst, mode):  # pragma: no cover - jitted
+    """dst[i, j] (=, +=, += log) src[base + i di + j dj], in cache-sized tiles.
+
+    src is a flat (p * p,) plane, dst a (p, p) plane; mode 0 assigns, 1 adds,
+    2 adds log(max(v, 1e-7)).
+    """
+    p = dst.shape[0]
+    for i0 in range(0, p, D4_TILE):
+        i1 = min(p, i0 + D4_TILE)
+        for j0 in range(0, p, D4_TILE):
+            j1 = min(p, j0 + D4_TILE)
+            for i in range(i0, i1):
+                row = base + i * di
+                for j in range(j0, j1):
+                    v = src[row + j * dj]
+                    if mode == 0:
+                        dst[i, j] = v
+                    elif mode == 1:
+                        dst[i, j] += v
+                    else:
+                        dst[i, j] += np.log(max(v, np.float32(1e-7)))
 
 
 @pjit
@@ -111,46 +162,33 @@ def d4_expand(batch, transforms, out):  # pragma: no cover - jitted
     for tn in numba.prange(transforms.shape[0] * n_patches):
         t = transforms[tn // n_patches]
         n = tn % n_patches
-        for i in range(p):
-            for j in range(p):
-                si, sj = _d4_source(t, i, j, p)
-                for c in range(channels):
-                    out[tn, c, i, j] = batch[n, c, si, sj]
+        base, di, dj = _d4_params(t, p)
+        for c in range(channels):
+            _gather(batch[n, c].reshape(p * p), base, di, dj, out[tn, c], 0)
 
 
 @pjit
-def d4_merge(preds, transforms, geometric, eps, out):  # pragma: no cover - jitted
+def d4_merge(preds, transforms, geometric, out):  # pragma: no cover - jitted
     """Undo each dihedral transform and average: arithmetic or geometric mean.
 
     preds (T * N, K, P, P) predictions of the variants made by d4_expand;
-    out (N, K, P, P). Pixel (si, sj) of the original patch is pixel (i, j) of
-    variant t. The geometric mean is exp(mean(log(max(p, eps)))), not
-    renormalised here.
+    out (N, K, P, P). The geometric mean is exp(mean(log(max(p, 1e-7)))),
+    not renormalised here.
     """
     n_patches, classes, p = out.shape[0], out.shape[1], out.shape[2]
     n_t = transforms.shape[0]
+    scale = np.float32(1.0) / np.float32(n_t)
+    mode = 2 if geometric else 1
     for n in numba.prange(n_patches):
         for k in range(classes):
-            for i in range(p):
-                for j in range(p):
-                    out[n, k, i, j] = 0.0
-        for t_index in range(n_t):
-            t = transforms[t_index]
-            src = t_index * n_patches + n
-            for i in range(p):
-                for j in range(p):
-                    si, sj = _d4_source(t, i, j, p)
-                    for k in range(classes):
-                        v = preds[src, k, i, j]
-                        if geometric:
-                            out[n, k, si, sj] += np.log(max(v, eps))
-                        else:
-                            out[n, k, si, sj] += v
-        scale = np.float32(1.0) / np.float32(n_t)
-        for k in range(classes):
+            plane = out[n, k]
+            plane[:, :] = 0.0
+            for t_index in range(n_t):
+                base, di, dj = _d4_params(_d4_inverse(transforms[t_index]), p)
+                _gather(preds[t_index * n_patches + n, k].reshape(p * p), base, di, dj, plane, mode)
             for i in range(p):
                 for j in range(p):
                     if geometric:
-                        out[n, k, i, j] = np.exp(out[n, k, i, j] * scale)
+                        plane[i, j] = np.exp(plane[i, j] * scale)
                     else:
-                        out[n, k, i, j] = out[n, k, i, j] * scale
+                        plane[i, j] = plane[i, j] * scale

@@ -1,0 +1,89 @@
+"""Test-time augmentation: each dihedral transform undone exactly."""
+
+import numpy as np
+import pytest
+
+import tiler
+from tests.conftest import smooth_image
+from tests.reference import d4_twin, d4_untwin, mix_expected
+from tiler.model import Predictor, load_model
+
+
+def _symmetric_conv_model(path):
+    """A 3x3 convolution whose kernels are D4-symmetric: the model is D4-equivariant."""
+    import keras
+
+    from tiler.model import save_model
+
+    rng = np.random.default_rng(3)
+    a, b, c = rng.normal(size=(3, 3, 2)).astype(np.float32)  # (value, in, out) per position class
+    kernel = np.empty((3, 3, 3, 2), np.float32)
+    for i in range(3):
+        for j in range(3):
+            ring = (i != 1) + (j != 1)  # 0 centre, 1 edge, 2 corner: invariant under D4
+            kernel[i, j] = (c, b, a)[ring]
+    inp = keras.Input(shape=(None, None, 3))
+    conv = keras.layers.Conv2D(2, 3, padding="same", activation="softmax")
+    net = keras.Model(inp, conv(inp))
+    conv.set_weights([kernel, np.array([0.1, -0.1], np.float32)])
+    save_model(net, path, channels=("red", "green", "blue"), classes=("p", "q"), colours=("#FF0000", "#0000FF"),
+               normalization={"offset": [100.0] * 3, "scale": [40.0] * 3}, patch_size=16, depth=0)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def equivariant_model(tmp_path_factory):
+    return _symmetric_conv_model(tmp_path_factory.mktemp("eq") / "sym.keras")
+
+
+@pytest.mark.parametrize("tta", ["flip", "d4"])
+@pytest.mark.parametrize("device", ["graph", "host"])
+def test_equivariant_model_gives_the_same_result_with_and_without_tta(equivariant_model, tta, device):
+    img = smooth_image(3, 70, 53, seed=4)
+    plain = tiler.predict(img, model=equivariant_model, patch_size=16, overlap=0.5)
+    augmented = tiler.predict(img, model=equivariant_model, patch_size=16, overlap=0.5, tta=tta,
+                              tta_device=device)
+    np.testing.assert_allclose(augmented, plain, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", ["graph", "host"])
+@pytest.mark.parametrize("mean", ["arithmetic", "geometric"])
+def test_d4_equals_the_mean_of_8_naively_untransformed_predictions(tiny_model, device, mean):
+    tm = load_model(tiny_model)
+    rng = np.random.default_rng(0)
+    batch = (rng.random((5, 3, 32, 32)) * 200).astype(np.float32)
+    got = Predictor(tm, batch_size=2, tta="d4", tta_mean=mean, tta_device=device)(batch)
+    plain = Predictor(tm, batch_size=5)
+    undone = np.stack([d4_untwin(plain(d4_twin(batch, t)), t) for t in range(8)]).astype(np.float64)
+    if mean == "arithmetic":
+        expected = undone.mean(axis=0)
+    else:
+        expected = np.exp(np.log(np.maximum(undone, 1e-7)).mean(axis=0))
+        expected /= expected.sum(axis=1, keepdims=True)  # softmax model: renormalised
+    np.testing.assert_allclose(got, expected, atol=2e-5)
+    # the tiny U-Net is not D4-invariant: TTA really changes its output
+    assert np.abs(got - plain(batch)).max() > 1e-3
+
+
+def test_host_and_graph_tta_agree(tiny_model):
+    img = smooth_image(3, 45, 61, seed=9)
+    graph = tiler.predict(img, model=tiny_model, tta="d4", tta_device="graph")
+    host = tiler.predict(img, model=tiny_model, tta="d4", tta_device="host")
+    np.testing.assert_allclose(graph, host, atol=1e-5)
+
+
+def test_tta_run_streamed_equals_in_memory(tmp_path, tif, tiny_model):
+    import rasterio
+
+    img = smooth_image(3, 90, 75, seed=2)
+    out = tmp_path / "p.tif"
+    tiler.run_scene(tif(img), out, model=tiny_model, output="probability", tta="d4", strip_rows=8)
+    with rasterio.open(out) as ds:
+        streamed = ds.read()
+    np.testing.assert_allclose(streamed, tiler.predict(img, model=tiny_model, tta="d4"), atol=1e-5)
+
+
+def test_pointwise_model_is_unchanged_by_d4(mix_model):
+    img = smooth_image(3, 33, 47, seed=1)
+    got = tiler.predict(img, model=mix_model, patch_size=16, tta="d4", tta_device="host")
+    np.testing.assert_allclose(got, mix_expected(img), atol=1e-5)
