@@ -18,22 +18,27 @@ __all__ = ["ngjit", "pjit", "accumulate_batch", "emit_class", "emit_probability"
            "d4_expand", "d4_merge"]
 
 #: JIT flags, set in one place: compiled once per signature and cached on disk.
-ngjit = numba.njit(nogil=True, cache=True)
-pjit = numba.njit(nogil=True, cache=True, parallel=True)
+ngjit = numba.njit(nogil=True, cache=True, error_model="numpy")
+pjit = numba.njit(nogil=True, cache=True, parallel=True, error_model="numpy")
 
 
 @ngjit
-def _blend_row(mean_rows, weight_row, pred_rows, window_row, frac):  # pragma: no cover - jitted
-    """One row of one patch: W += w; m += (w / W)(p - m), on slices (vectorisable)."""
-    p = window_row.shape[0]
+def _blend_row(mean, weight, preds, window, y, c0, n, i, frac):  # pragma: no cover - jitted
+    """Row i of patch n onto accumulator row y at column c0: W += w; m += (w / W)(p - m).
+
+    Works on 1-D contiguous row slices so that LLVM vectorises both loops.
+    """
+    p = window.shape[1]
+    weight_row = weight[y, c0:c0 + p]
+    window_row = window[i]
     for j in range(p):
         w = window_row[j]
         total = weight_row[j] + w
         weight_row[j] = total
         frac[j] = w / total
-    for k in range(mean_rows.shape[0]):
-        m_row = mean_rows[k]
-        p_row = pred_rows[k]
+    for k in range(mean.shape[0]):
+        m_row = mean[k, y, c0:c0 + p]
+        p_row = preds[n, k, i]
         for j in range(p):
             m = m_row[j]
             m_row[j] = m + frac[j] * (p_row[j] - m)
@@ -56,8 +61,7 @@ def accumulate_batch(mean, weight, preds, window, rows, cols, scratch):  # pragm
             i = y - rows[n]
             if i < 0 or i >= p:
                 continue
-            c0 = cols[n]
-            _blend_row(mean[:, y, c0:c0 + p], weight[y, c0:c0 + p], preds[n, :, i], window[i], frac)
+            _blend_row(mean, weight, preds, window, y, cols[n], n, i, frac)
 
 
 @pjit
@@ -82,12 +86,14 @@ def emit_class(mean, valid, r0, c0, out, nodata):  # pragma: no cover - jitted
 @pjit
 def emit_probability(mean, valid, r0, c0, out, nodata):  # pragma: no cover - jitted
     """Copy mean[:, r0:r0+R, c0:c0+C] into out (K, R, C) f32; nodata where not valid."""
-    classes = mean.shape[0]
+    width = out.shape[2]
     for y in numba.prange(out.shape[1]):
-        for x in range(out.shape[2]):
-            ok = valid[y, x]
-            for k in range(classes):
-                out[k, y, x] = mean[k, r0 + y, c0 + x] if ok else nodata
+        v_row = valid[y]
+        for k in range(out.shape[0]):
+            o_row = out[k, y]
+            m_row = mean[k, r0 + y, c0:c0 + width]
+            for x in range(width):
+                o_row[x] = m_row[x] if v_row[x] else nodata
 
 
 #: Side of the square tiles of the D4 gather: transposes walk one side with a
