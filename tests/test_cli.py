@@ -170,6 +170,16 @@ def test_train_then_run_with_the_trained_model(runner, tmp_path):
     assert info.training["best_epoch"] in (1, 2) and info.training["command"].startswith("tiler train")
     r = _run(runner, tmp_path / "val" / "img" / "im0.tif", "-o", tmp_path / "pred.tif", "--model", model)
     assert r.exit_code == 0, r.output
+    # Fine-tuning keeps the normalisation of the model it starts from.
+    tuned = tmp_path / "tuned.keras"
+    r = runner.invoke(main, ["train", str(tmp_path / "train" / "img"), str(tmp_path / "train" / "mask"),
+                             "-o", str(tuned), "--classes", str(classes), "--init", str(model),
+                             "--val-images", str(tmp_path / "val" / "img"),
+                             "--val-masks", str(tmp_path / "val" / "mask"),
+                             "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2",
+                             "--patch-size", "16", "--depth", "2", "-q"])
+    assert r.exit_code == 0, r.output
+    assert read_info(tuned).offset == info.offset and read_info(tuned).training["init"] == str(model)
 
 
 def test_train_refuses_validation_images_that_are_training_images(runner, tmp_path):

@@ -131,7 +131,8 @@ def blend_benchmark(size: int, *, classes: int = 1, tta: str = "none", patch_siz
                                      _scene_window(a, b, (e0, e1), (c0, c1)).astype(np.float64))
                 errors[0] = max(errors[0], float(np.abs(buf - expected).max()))
 
-        stream(read, grid, predictor, win, emit, strip_rows=grid.stride, band_width=band_width, stats=stats)
+        stream(read, grid, predictor, win, emit, strip_rows=2 * grid.stride, band_width=band_width,
+               stats=stats)
 
     # Warm the JIT (every kernel of this configuration) outside the measurement.
     run(PatchGrid.from_overlap(patch_size, patch_size, patch_size=patch_size, overlap=overlap),

@@ -200,12 +200,14 @@ def run(scene, out, model, patch_size, overlap, batch_size, output, window, tta,
 @click.option("--val-overlap", type=float, default=0.25, show_default=True)
 @click.option("--max-minutes", type=float, default=None, help="Stop after this many minutes of training.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--init", type=click.Path(dir_okay=False), default=None,
+              help="Start from this tiler model's weights and normalisation (fine-tuning).")
 @_overwrite
 @_verbosity
 @_handle_errors
 def train(images, masks, out, classes_file, val_images, val_masks, channels, epochs, steps_per_epoch,
           batch_size, patch_size, depth, base_filters, learning_rate, patience, val_overlap, max_minutes,
-          seed, overwrite, quiet, verbose):
+          seed, init, overwrite, quiet, verbose):
     """Train a U-Net on IMAGES and MASKS (folders or quoted glob patterns of folders)."""
     from tiler.labels import LabelScheme
     from tiler.model._train import TrainConfig
@@ -229,7 +231,7 @@ def train(images, masks, out, classes_file, val_images, val_masks, channels, epo
     report = train_model(images, masks, out, labels=LabelScheme.from_file(classes_file),
                          val_images=val_images, val_masks=val_masks,
                          channels=channels.split(",") if channels else None,
-                         config=config, on_epoch=on_epoch, command=command)
+                         config=config, on_epoch=on_epoch, command=command, init=init)
     if not quiet:
         click.echo(f"best epoch {report['best_epoch']}: val mean IoU "
                    f"{report['val_scores']['mean_iou']:.4f}; saved {out}", err=True)

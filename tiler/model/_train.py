@@ -276,6 +276,7 @@ def train(
     config: TrainConfig = TrainConfig(),
     on_epoch: Optional[Callable[[dict], None]] = None,
     command: Optional[str] = None,
+    init: Optional[str] = None,
 ) -> dict:
     """Train a U-Net and save the best model (by validation mean IoU).
 
@@ -303,6 +304,9 @@ def train(
         Called with a dict per epoch (epoch, loss, val scores, seconds, best).
     command : str, optional
         The command line, recorded in the model file.
+    init : str, optional
+        A tiler model file to start from (fine-tuning): its weights and its
+        channel normalisation are kept; its channels and classes must match.
 
     Returns
     -------
@@ -330,14 +334,26 @@ def train(
         )
     train_data, names = load_labelled(train_pairs, labels, channels=channels)
     val_data, _ = load_labelled(val_pairs, labels, channels=names)
-    stacked = np.concatenate([d.image.reshape(d.image.shape[0], -1) for d in train_data], axis=1)
-    offset = stacked.mean(axis=1).astype(np.float32)
-    scale = np.maximum(stacked.std(axis=1), 1e-6).astype(np.float32)
-    del stacked
-
     keras.utils.set_random_seed(config.seed)
-    net = build_unet(len(names), len(labels.names), depth=config.depth,
-                     base_filters=config.base_filters, dropout=config.dropout)
+    if init is not None:
+        start = load_model(init)
+        if start.info.channels != tuple(names) or start.info.classes != labels.names:
+            raise DatasetError(
+                f"--init model {init!r} has channels {list(start.info.channels)} and classes "
+                f"{list(start.info.classes)}, but the data has {list(names)} and {list(labels.names)}"
+            )
+        if start.info.depth != config.depth or config.patch_size % (2 ** start.info.depth):
+            raise DatasetError(f"--init model {init!r} has depth {start.info.depth}; pass --depth {start.info.depth}")
+        offset = np.asarray(start.info.offset, np.float32)
+        scale = np.asarray(start.info.scale, np.float32)
+        net = start.keras_model
+    else:
+        stacked = np.concatenate([d.image.reshape(d.image.shape[0], -1) for d in train_data], axis=1)
+        offset = stacked.mean(axis=1).astype(np.float32)
+        scale = np.maximum(stacked.std(axis=1), 1e-6).astype(np.float32)
+        del stacked
+        net = build_unet(len(names), len(labels.names), depth=config.depth,
+                         base_filters=config.base_filters, dropout=config.dropout)
     optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
     net.compile(optimizer=optimizer, loss=DiceCrossEntropy(config.dice_weight))
     sampler = _make_sampler(train_data, config, offset, scale)
@@ -382,7 +398,7 @@ def train(
                 self.model.stop_training = True
 
     def _record() -> dict:
-        return {"command": command, "config": asdict(config),
+        return {"command": command, "config": asdict(config), "init": init,
                 "train_images": [p for p, _ in train_pairs], "val_images": [p for p, _ in val_pairs],
                 "best_epoch": best["epoch"], "val_scores": best["scores"],
                 "epochs_run": len(history) + 1,
