@@ -153,6 +153,14 @@ def test_failure_midway_leaves_nothing_at_out(tmp_path, tif, tiny_model):
     assert not out.exists() and _leftovers(tmp_path) == []
 
 
+def test_output_gets_the_usual_file_mode(tmp_path, tif, tiny_model):
+    out = tmp_path / "m.tif"
+    tiler.run_scene(tif(smooth_image(3, 20, 20)), out, model=tiny_model)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert (out.stat().st_mode & 0o777) == (0o666 & ~umask)
+
+
 def test_existing_output_needs_overwrite(tmp_path, tif, tiny_model):
     scene = tif(smooth_image(3, 40, 40))
     out = tmp_path / "m.tif"

@@ -31,6 +31,13 @@ BLOCK_SIZE = 512
 CLASS_NODATA = 255
 
 
+def _umask() -> int:
+    """The process umask (read by setting it and restoring it at once)."""
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
 def check_destination(out: Union[str, os.PathLike], *, overwrite: bool) -> str:
     """Refuse an output path that cannot be written safely.
 
@@ -208,6 +215,7 @@ class MaskWriter:
                 )
             self._dst.close()
             self._verify()
+            os.chmod(self.tmp, 0o666 & ~_umask())  # mkstemp made it private (0600)
             os.replace(self.tmp, self.out)
         except BaseException:
             self.abort()
