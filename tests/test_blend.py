@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.signal import windows as sig
 
-from tiler.blend import WINDOWS, Accumulator, get_window, spline_window
+from tiler.blend import WINDOWS, get_window, spline_window
 from tiler.errors import PlanError
 
 
@@ -49,14 +49,3 @@ def test_user_callable_window_is_accepted_and_validated():
 def test_registry_is_immutable():
     with pytest.raises(TypeError):
         WINDOWS["mine"] = spline_window  # type: ignore[index]
-
-
-def test_accumulator_roll_keeps_shared_rows():
-    acc = Accumulator(2, (-4, 12), (0, 8), np.ones((8, 8), np.float32))
-    acc.add(np.ones((2, 8, 8), np.float32), -4, 0)
-    acc.add(np.full((2, 8, 8), 3.0, np.float32), 4, 0)
-    before = acc.normalised((4, 12), (0, 8)).copy()
-    acc.roll((4, 20))
-    assert acc.rows == (4, 20)
-    np.testing.assert_array_equal(acc.normalised((4, 12), (0, 8)), before)
-    assert np.all(acc.weight[8:] == 0)
