@@ -8,7 +8,6 @@ once, in order, whatever the strip height.
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 import warnings
@@ -22,8 +21,6 @@ from rasterio.windows import Window
 from tiler.errors import OutputExistsError, OutputPathError, OutputVerificationError, UsageError
 
 __all__ = ["BLOCK_SIZE", "CLASS_NODATA", "check_destination", "parse_creation_options", "MaskWriter"]
-
-log = logging.getLogger(__name__)
 
 #: Tile side of the output GeoTIFF (DESIGN.md, "Output").
 BLOCK_SIZE = 512

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import resource
 import sys
@@ -23,8 +22,6 @@ from tiler.plan import PatchGrid, reflect_indices
 from tiler.scene import open_scene
 
 __all__ = ["predict", "run_scene", "resolve_model", "OUTPUTS"]
-
-log = logging.getLogger(__name__)
 
 #: Output kinds of :func:`run_scene`.
 OUTPUTS = ("class", "probability")

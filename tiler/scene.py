@@ -82,7 +82,6 @@ class Scene:
         self.crs: Optional[CRS] = dataset.crs
         self.transform: Affine = dataset.transform
         self.nodata = dataset.nodata
-        self.dtype = dataset.dtypes[0]
         names = []
         for desc, ci in zip(dataset.descriptions, dataset.colorinterp):
             if desc:

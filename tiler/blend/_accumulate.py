@@ -78,10 +78,6 @@ class Accumulator:
         """``(start, stop)`` scene columns held."""
         return self.col0, self.col0 + self.mean.shape[2]
 
-    def add(self, prediction: np.ndarray, row: int, col: int) -> None:
-        """Add one patch prediction (K, patch, patch) at scene position (row, col)."""
-        self.add_batch(prediction[None], [row], [col])
-
     def add_batch(self, predictions: np.ndarray, rows: Sequence[int], cols: Sequence[int]) -> None:
         """Add a batch of patch predictions, in order.
 

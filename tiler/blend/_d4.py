@@ -20,9 +20,6 @@ TTA_TRANSFORMS: Mapping[str, tuple[int, ...]] = MappingProxyType(
 )
 #: How the de-transformed predictions are averaged.
 TTA_MEANS = ("arithmetic", "geometric")
-#: Floor of a probability before the logarithm of the geometric mean (the
-#: kernels use the same value).
-GEOMETRIC_EPSILON = 1e-7
 
 
 def d4_transform(a: np.ndarray, t: int) -> np.ndarray:
@@ -93,7 +90,7 @@ def d4_merge(predictions: np.ndarray, tta: str = "d4", *, mean: str = "arithmeti
     tta : {"none", "flip", "d4"}
     mean : {"arithmetic", "geometric"}
         Arithmetic mean of probabilities, or geometric mean
-        ``exp(mean(log(max(p, 1e-7))))`` (not renormalised here).
+        ``exp(mean(log(max(p, GEOMETRIC_EPSILON))))`` (not renormalised here).
 
     Returns
     -------

@@ -96,6 +96,9 @@ def emit_probability(mean, valid, r0, c0, out, nodata):  # pragma: no cover - ji
                 o_row[x] = m_row[x] if v_row[x] else nodata
 
 
+#: Floor of a probability before the logarithm of the geometric TTA mean.
+GEOMETRIC_EPSILON = np.float32(1e-7)
+
 #: Side of the square tiles of the D4 gather: transposes walk one side with a
 #: stride of a whole patch row, tiles keep both sides in cache.
 D4_TILE = 32
@@ -138,7 +141,7 @@ def _gather(src, base, di, dj, dst, mode):  # pragma: no cover - jitted
     """dst[i, j] (=, +=, += log) src[base + i di + j dj], in cache-sized tiles.
 
     src is a flat (p * p,) plane, dst a (p, p) plane; mode 0 assigns, 1 adds,
-    2 adds log(max(v, 1e-7)).
+    2 adds log(max(v, GEOMETRIC_EPSILON)).
     """
     p = dst.shape[0]
     for i0 in range(0, p, D4_TILE):
@@ -154,7 +157,7 @@ def _gather(src, base, di, dj, dst, mode):  # pragma: no cover - jitted
                     elif mode == 1:
                         dst[i, j] += v
                     else:
-                        dst[i, j] += np.log(max(v, np.float32(1e-7)))
+                        dst[i, j] += np.log(max(v, GEOMETRIC_EPSILON))
 
 
 @pjit
@@ -178,7 +181,7 @@ def d4_merge(preds, transforms, geometric, out):  # pragma: no cover - jitted
     """Undo each dihedral transform and average: arithmetic or geometric mean.
 
     preds (T * N, K, P, P) predictions of the variants made by d4_expand;
-    out (N, K, P, P). The geometric mean is exp(mean(log(max(p, 1e-7)))),
+    out (N, K, P, P). The geometric mean is exp(mean(log(max(p, GEOMETRIC_EPSILON)))),
     not renormalised here.
     """
     n_patches, classes, p = out.shape[0], out.shape[1], out.shape[2]

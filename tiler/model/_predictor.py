@@ -7,7 +7,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from tiler.blend._d4 import GEOMETRIC_EPSILON, TTA_MEANS, TTA_TRANSFORMS, d4_expand, d4_merge
+from tiler.blend._d4 import TTA_MEANS, TTA_TRANSFORMS, d4_expand, d4_merge
+from tiler.blend._kernels import GEOMETRIC_EPSILON
 from tiler.errors import PlanError
 from tiler.model._file import TilerModel
 
@@ -71,7 +72,7 @@ def _graph_tta_model(net, transforms: tuple[int, ...], geometric: bool, softmax:
             for i, t in enumerate(transforms):
                 part = _k_inverse(y[i * n:(i + 1) * n], t)
                 if geometric:
-                    part = ops.log(ops.maximum(part, GEOMETRIC_EPSILON))
+                    part = ops.log(ops.maximum(part, float(GEOMETRIC_EPSILON)))
                 total = part if total is None else total + part
             mean = total / float(len(transforms))
             if geometric:

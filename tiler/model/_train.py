@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import glob
-import logging
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -18,8 +17,6 @@ from tiler.model._file import ModelInfo, TilerModel, load_model, save_model
 from tiler.scene import open_scene
 
 __all__ = ["TrainConfig", "LabelledImage", "find_pairs", "load_labelled", "train"]
-
-log = logging.getLogger(__name__)
 
 _IMAGE_SUFFIXES = (".tif", ".tiff", ".jpg", ".jpeg", ".png", ".jp2", ".img", ".vrt")
 
