@@ -17,7 +17,7 @@ from typing import Callable, Optional
 import click
 
 from tiler._version import __version__
-from tiler.errors import OutputVerificationError, TilerError, UsageError
+from tiler.errors import OutputVerificationError, RegistrationError, TilerError, UsageError
 
 log = logging.getLogger("tiler")
 
@@ -110,6 +110,25 @@ class _Progress:
             self.bar.close()
 
 
+def _reference(f):
+    return click.option("--reference", default=None,
+                        help="Band group whose grid is the reference (output) grid; default the finest.")(f)
+
+
+def _registration_model(f):
+    return click.option("--registration-model", type=click.Choice(["auto", "translation", "affine"]),
+                        default="auto", show_default=True,
+                        help="Displacement model: a translation, an affine where the shift varies across the "
+                             "scene, or auto (affine only where it is clearly better).")(f)
+
+
+def _check_report_folder(report: Optional[str]) -> None:
+    if report is not None:
+        folder = os.path.dirname(os.path.abspath(report))
+        if not os.path.isdir(folder):
+            raise UsageError(f"report folder {folder!r} does not exist; create it first")
+
+
 def _int_list(text: Optional[str]) -> Optional[list[int]]:
     if text is None:
         return None
@@ -152,24 +171,32 @@ def main() -> None:
               help="GeoTIFF creation option (repeatable), e.g. --co COMPRESS=ZSTD.")
 @click.option("--report", type=click.Path(dir_okay=False), default=None,
               help="Write a JSON run report here.")
+@_reference
+@click.option("--registration", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
+              help="Register the band groups the model reads against the reference (auto), or place them by "
+                   "georeferencing only (off).")
+@_registration_model
 @_verbosity
 @_handle_errors
 def run(scene, out, model, patch_size, overlap, batch_size, output, window, tta, tta_mean, tta_device, bands,
-        strip_rows, overwrite, creation_options, report, quiet, verbose):
-    """Segment SCENE into a georeferenced GeoTIFF mask, streaming strip by strip."""
+        strip_rows, overwrite, creation_options, report, reference, registration, registration_model, quiet,
+        verbose):
+    """Segment SCENE into a georeferenced GeoTIFF mask, streaming strip by strip.
+
+    SCENE is a raster, a scene manifest (.toml) or a Sentinel-2, Landsat-8/9 or
+    WorldView-3 folder of band files.
+    """
     from tiler.pipeline import run_scene
 
-    if report is not None:
-        folder = os.path.dirname(os.path.abspath(report))
-        if not os.path.isdir(folder):
-            raise UsageError(f"report folder {folder!r} does not exist; create it first")
+    _check_report_folder(report)
     bar = _Progress(quiet, "patch", "predict")
     try:
         result = run_scene(scene, out, model=model, patch_size=patch_size, overlap=overlap,
                            batch_size=batch_size, output=output, window=window, tta=tta,
                            tta_mean=tta_mean, tta_device=tta_device, bands=_int_list(bands),
                            strip_rows=strip_rows, overwrite=overwrite,
-                           creation_options=list(creation_options), progress=bar)
+                           creation_options=list(creation_options), progress=bar, reference=reference,
+                           registration=registration, registration_model=registration_model)
     finally:
         bar.close()
     if report is not None:
@@ -178,6 +205,60 @@ def run(scene, out, model, patch_size, overlap, batch_size, output, window, tta,
     if not quiet:
         click.echo(f"wrote {result['out']} ({result['scene']['width']}x{result['scene']['height']}, "
                    f"{result['patches']['predicted']} patches, {result['seconds']['total']:.1f} s)", err=True)
+
+
+@main.command()
+@click.argument("scene", type=click.Path(dir_okay=True))
+@click.option("--report", type=click.Path(dir_okay=False), default=None,
+              help="Write the registration (every window included) as JSON here.")
+@_reference
+@_registration_model
+@click.option("--grid", type=int, default=8, show_default=True, help="Estimation windows per side.")
+@click.option("--window", type=int, default=128, show_default=True,
+              help="Window side in pixels of the coarser group of each pair.")
+@_verbosity
+@_handle_errors
+def register(scene, report, reference, registration_model, grid, window, quiet, verbose):
+    """Estimate each band group's misalignment against the reference grid of SCENE.
+
+    Prints per group: the shift in pixels of the group, of the reference and in
+    metres, the model, windows used and rejected, residual spread and time.
+    Exits with code 2 when a group cannot be registered.
+    """
+    from tiler.registration import register_scene
+    from tiler.scene import open_scene
+
+    _check_report_folder(report)
+    with open_scene(scene, reference=reference) as sc:
+        reg = register_scene(sc, model=registration_model, grid=grid, window=window)
+        summary = {"scene": sc.describe(), **reg.to_dict()}
+    if report is not None:
+        with open(report, "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2)
+    click.echo(format_registration(reg))
+    if reg.failures:
+        raise RegistrationError("; ".join(f"group {g.group!r}: {g.reason}" for g in reg.failures))
+
+
+def format_registration(reg) -> str:
+    """A plain-text table of a :class:`tiler.registration.Registration`."""
+    head = (f"{'group':<8} {'anchor':<8} {'status':<9} {'model':<11} {'shift group px (row, col)':>26} "
+            f"{'shift ref px':>17} {'shift m':>17} {'used':>4} {'rms ref px':>10} {'s':>5}  compared / rejected")
+    lines = [f"reference grid: group {reg.reference!r}", head]
+    for g in reg.groups.values():
+        if g.status == "reference":
+            continue
+        def pair(v, nd=3):
+            return "-" if v is None else f"({v[0]:+.{nd}f}, {v[1]:+.{nd}f})"
+        rejected = ", ".join(f"{n} {k}" for k, n in sorted(g.rejected.items())) or "none"
+        lines.append(
+            f"{g.group:<8} {str(g.anchor):<8} {g.status:<9} {str(g.model or '-'):<11} "
+            f"{pair(g.shift_group_px if g.status == 'ok' else None):>26} "
+            f"{pair(g.shift_reference_px if g.status == 'ok' else None):>17} "
+            f"{pair(g.shift_m if g.status == 'ok' else None, 2):>17} {g.windows_used:>4} "
+            f"{g.residual_rms:>10.3f} {g.seconds:>5.2f}  {g.match or '-'} / rejected: {rejected}"
+            + (f"  [{g.reason}]" if g.reason else ""))
+    return "\n".join(lines)
 
 
 @main.command()

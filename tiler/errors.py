@@ -22,6 +22,7 @@ __all__ = [
     "OutputPathError",
     "OutputVerificationError",
     "DatasetError",
+    "RegistrationError",
 ]
 
 
@@ -59,6 +60,10 @@ class OutputPathError(UsageError, OSError):
 
 class DatasetError(UsageError, ValueError):
     """Training or evaluation data is missing, unpaired or inconsistent."""
+
+
+class RegistrationError(UsageError, ValueError):
+    """Band groups could not be registered, or registration options are wrong."""
 
 
 class OutputVerificationError(TilerError, OSError):

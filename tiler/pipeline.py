@@ -19,12 +19,18 @@ from tiler.model._file import TilerModel, load_model
 from tiler.model._predictor import Predictor
 from tiler.output import CLASS_NODATA, MaskWriter, check_destination, parse_creation_options
 from tiler.plan import PatchGrid, reflect_indices
+from tiler.registration import MODELS as REGISTRATION_MODELS
+from tiler.registration import register_scene
 from tiler.scene import open_scene
 
-__all__ = ["predict", "run_scene", "resolve_model", "OUTPUTS"]
+__all__ = ["predict", "run_scene", "resolve_model", "OUTPUTS", "REGISTRATION"]
 
 #: Output kinds of :func:`run_scene`.
 OUTPUTS = ("class", "probability")
+
+#: Registration modes of :func:`run_scene`: estimate and apply (``auto``), or
+#: place band groups by their georeferencing only (``off``).
+REGISTRATION = ("auto", "off")
 
 #: Default overlap: half a patch, the original smooth-blending method's
 #: ``subdivisions=2``.
@@ -173,6 +179,9 @@ def run_scene(
     creation_options: Union[None, Sequence[str], dict] = None,
     progress: Optional[ProgressCallback] = None,
     gdal_cache_mb: int = DEFAULT_GDAL_CACHE_MB,
+    reference: Optional[str] = None,
+    registration: str = "auto",
+    registration_model: str = "auto",
 ) -> dict[str, Any]:
     """Segment a scene, streaming it strip by strip, into a GeoTIFF mask.
 
@@ -182,7 +191,9 @@ def run_scene(
     Parameters
     ----------
     scene : path-like
-        A raster rasterio can open, holding the model's channels.
+        A raster rasterio can open, a scene manifest (``.toml``) or a sensor
+        folder (Sentinel-2, Landsat-8/9, WorldView-3) holding the model's
+        channels; see :func:`tiler.scene.open_scene`.
     out : path-like
         Output GeoTIFF. Written to a temporary file in the same folder and
         renamed into place when complete and verified.
@@ -223,6 +234,16 @@ def run_scene(
         ``progress(done, total)`` in patches, after each batch.
     gdal_cache_mb : int, default 64
         GDAL block cache for the run.
+    reference : str, optional
+        Band group whose grid is the output grid; default the manifest's
+        reference, else the finest group.
+    registration : {"auto", "off"}, default "auto"
+        ``auto``: the band groups the model reads are registered against the
+        reference (:func:`tiler.registration.register_scene`) before the run,
+        and the run stops if that fails; ``off``: groups are placed by their
+        georeferencing (or extent) only.
+    registration_model : {"auto", "translation", "affine"}
+        Displacement model of the registration.
 
     Returns
     -------
@@ -233,7 +254,7 @@ def run_scene(
 
     Raises
     ------
-    SceneReadError, BandMismatchError, ModelFileError, PlanError
+    SceneReadError, BandMismatchError, ModelFileError, PlanError, RegistrationError
         Bad input (CLI exit code 2); nothing is written.
     OutputExistsError, OutputPathError
         The destination cannot be written safely (exit code 2).
@@ -241,8 +262,12 @@ def run_scene(
         The finished file failed verification (exit code 4); nothing is left at ``out``.
     """
     t_start = time.perf_counter()
+    stats = PatchStats()
     if output not in OUTPUTS:
         raise UsageError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
+    if registration not in REGISTRATION or registration_model not in REGISTRATION_MODELS:
+        raise UsageError(f"registration must be one of {', '.join(REGISTRATION)} and its model one of "
+                         f"{', '.join(REGISTRATION_MODELS)}, got {registration!r} and {registration_model!r}")
     if isinstance(creation_options, dict):
         co = {k.upper(): str(v) for k, v in creation_options.items()}
     else:
@@ -255,8 +280,20 @@ def run_scene(
     if strip_rows < 1 or band_width < 1:
         raise PlanError(f"strip rows and band width must be >= 1, got {strip_rows} and {band_width}")
 
-    with rasterio.Env(GDAL_CACHEMAX=int(gdal_cache_mb)), open_scene(scene) as sc:
+    with rasterio.Env(GDAL_CACHEMAX=int(gdal_cache_mb)), open_scene(scene, reference=reference) as sc:
         mapping = sc.map_channels(tm.info.channels, bands=bands)
+        used = sorted({sc.group_of(i) for i in mapping.indexes} - {sc.reference})
+        reg_report: Optional[dict] = None
+        if used and registration == "auto":
+            t = time.perf_counter()
+            reg = register_scene(sc, groups=used, model=registration_model)
+            reg.apply(sc)
+            reg_report = reg.to_dict()
+            for g in reg_report["groups"].values():
+                g.pop("windows")
+            stats.seconds["register"] = time.perf_counter() - t
+        elif used:
+            reg_report = {"off": True, "groups": {n: {"placed_by": sc.grid(n).placed_by} for n in used}}
         grid = PatchGrid.from_overlap(sc.height, sc.width, patch_size=p, overlap=overlap)
         k = predictor.classes
         if output == "class":
@@ -270,7 +307,6 @@ def run_scene(
             profile.update(crs=sc.crs, transform=sc.transform)
         tags = {"TILER_VERSION": __version__, "TILER_CLASSES": ",".join(tm.info.classes),
                 "TILER_OUTPUT": output, "TILER_TTA": tta}
-        stats = PatchStats()
         fill = np.asarray(tm.info.offset, np.float32)[:, None]
 
         def read(rows, cols):
@@ -307,7 +343,9 @@ def run_scene(
         "scene": {"path": os.fspath(scene), "width": sc.width, "height": sc.height,
                   "bands": sc.count, "crs": sc.crs.to_string() if sc.crs else None,
                   "transform": list(sc.transform)[:6] if sc.georeferenced else None,
-                  "band_mapping": {"indexes": list(mapping.indexes), "method": mapping.method}},
+                  "band_mapping": {"indexes": list(mapping.indexes), "method": mapping.method},
+                  "kind": sc.kind, "reference": sc.reference, "notes": list(sc.notes)},
+        "registration": reg_report,
         "out": out_path,
         "model": {"path": tm.path, "channels": list(tm.info.channels), "classes": list(tm.info.classes)},
         "grid": {"patch_size": p, "stride": grid.stride, "overlap_px": grid.overlap,
@@ -323,5 +361,6 @@ def run_scene(
                     "window": window if isinstance(window, str) else getattr(window, "__name__", "callable"),
                     "tta": tta, "tta_mean": tta_mean, "tta_device": tta_device,
                     "strip_rows": strip_rows, "band_width": band_width,
-                    "creation_options": co, "gdal_cache_mb": gdal_cache_mb},
+                    "creation_options": co, "gdal_cache_mb": gdal_cache_mb,
+                    "registration": registration, "registration_model": registration_model},
     }
