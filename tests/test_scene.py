@@ -9,6 +9,7 @@ import pytest
 import rasterio
 from affine import Affine
 from click.testing import CliRunner
+from scipy import ndimage
 
 from tests.conftest import SHARED, SENTINEL2, needs_shared, write_tif
 from tests.reference import build_mix_model
@@ -21,10 +22,16 @@ from tiler.scene import open_scene
 LANDSAT = SHARED / "landsat8_LC80200392015216"
 
 
-def _two_groups(tmp_path, *, shift_px=(0.0, 0.0)):
-    """A 10 m group (red, green) and a 20 m group (blue) of one smooth field."""
+def _two_groups(tmp_path, *, shift_px=(0.0, 0.0), texture=False):
+    """A 10 m group (red, green) and a 20 m group (blue) of one smooth field.
+
+    ``texture`` adds broadband detail (phase correlation needs more than one
+    smooth wave); ``shift_px`` misplaces the 20 m group by (row, col) of its pixels.
+    """
     rows, cols = np.mgrid[0:400, 0:400] + 0.5
     field = 1000 + 300 * np.sin(rows / 23.0) * np.cos(cols / 17.0)
+    if texture:
+        field += 800 * ndimage.gaussian_filter(np.random.default_rng(5).random((400, 400)), 2.0)
     coarse = field.reshape(200, 2, 200, 2).mean(axis=(1, 3))
     t10 = Affine(10, 0, 500000, 0, -10, 4000000)
     t20 = Affine(20, 0, 500000 + 20 * shift_px[1], 0, -20, 4000000 - 20 * shift_px[0])
@@ -117,7 +124,7 @@ def test_landsat_folder_layout_uses_mtl_scaling():
 
 
 def test_run_on_a_manifest_registers_and_reports(tmp_path):
-    path, field = _two_groups(tmp_path, shift_px=(0.0, 0.0))
+    path, field = _two_groups(tmp_path, texture=True)
     model = build_mix_model(tmp_path / "mix.keras")  # channels red, green, blue
     out, report = tmp_path / "mask.tif", tmp_path / "run.json"
     result = CliRunner().invoke(main, ["run", path, "--out", str(out), "--model", model, "--output", "probability",
@@ -141,7 +148,7 @@ def test_run_on_a_manifest_registers_and_reports(tmp_path):
 
 
 def test_register_command_prints_and_writes_report(tmp_path):
-    path, _ = _two_groups(tmp_path, shift_px=(0.4, -0.7))
+    path, _ = _two_groups(tmp_path, shift_px=(0.4, -0.7), texture=True)
     report = tmp_path / "shifts.json"
     result = CliRunner().invoke(main, ["register", path, "--report", str(report)])
     assert result.exit_code == 0, result.output
