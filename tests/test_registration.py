@@ -305,6 +305,6 @@ def test_robust_fits_reject_outliers():
     aff = fit_affine(centres, disp, floor=0.25)
     assert not aff.inliers[:4].any() and aff.inliers[4:].all()
     np.testing.assert_allclose(aff.predict(centres[:, 0], centres[:, 1])[4:], true[4:], atol=0.03)
-    tr = fit_translation(centres, np.array([0.4, -1.1]) + rng.normal(0, 0.02, (30, 2)) + (np.arange(30) < 5)[:, None] * 3,
-                         floor=0.25)
+    clouds = (np.arange(30) < 5)[:, None] * 3.0
+    tr = fit_translation(centres, np.array([0.4, -1.1]) + rng.normal(0, 0.02, (30, 2)) + clouds, floor=0.25)
     np.testing.assert_allclose(tr.params[:, 0], [0.4, -1.1], atol=0.02)

@@ -9,7 +9,7 @@ range, which registration uses to pick the bands it compares.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 __all__ = ["Band", "BandGroup", "SPECTRAL_RANGES", "RESAMPLING_UP", "RESAMPLING_DOWN"]
@@ -120,7 +120,6 @@ class BandGroup:
     nodata: Optional[float] = None
     register: bool = True
     anchor: Optional[str] = None
-    notes: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         if not self.bands:
