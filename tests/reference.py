@@ -140,3 +140,38 @@ def naive_blend(image, fn, patch, stride, window):
             total[:, r:r + patch, s:s + patch] += window * fn(padded[:, r:r + patch, s:s + patch])
             wsum[r:r + patch, s:s + patch] += window
     return (total / wsum)[:, top:top + h, left:left + w]
+
+
+# ------------------------------------------------------------- spectral indices
+# Plain-NumPy twins of tiler.indices (formulas written out again, float64).
+
+def np_index(name: str, bands: dict, valid=None, **params) -> np.ndarray:
+    """NumPy twin of :func:`tiler.indices.compute_index`; ``bands`` maps band name -> array."""
+    b = {k: np.asarray(v, np.float64) for k, v in bands.items()}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if name in ("ndvi", "ndwi", "ndmi", "mndwi", "ndre", "ndbi"):
+            a, c = {"ndvi": ("nir", "red"), "ndwi": ("green", "nir"), "ndmi": ("nir", "swir1"),
+                    "mndwi": ("green", "swir1"), "ndre": ("nir", "rededge1"), "ndbi": ("swir1", "nir")}[name]
+            num, den, bounds = b[a] - b[c], b[a] + b[c], (-1.0, 1.0)
+        elif name == "savi":
+            L = params.get("L", 0.5)
+            num, den, bounds = (1 + L) * (b["nir"] - b["red"]), b["nir"] + b["red"] + L, None
+        elif name == "evi":
+            g, c1, c2, L = (params.get(k, d) for k, d in (("g", 2.5), ("C1", 6.0), ("C2", 7.5), ("L", 1.0)))
+            num, den, bounds = g * (b["nir"] - b["red"]), b["nir"] + c1 * b["red"] - c2 * b["blue"] + L, None
+        elif name == "ccci":
+            d1, d2 = b["nir"] + b["rededge1"], b["nir"] + b["red"]
+            num, den = (b["nir"] - b["rededge1"]) / d1, (b["nir"] - b["red"]) / d2
+            den = np.where((np.abs(d1) <= 1e-6) | (np.abs(d2) <= 1e-6), 0.0, den)
+            bounds = None
+        else:
+            raise KeyError(name)
+        out = np.where(np.abs(den) > 1e-6, num / den, np.nan)
+    if bounds is not None:
+        out = np.clip(out, *bounds)
+    if valid is not None:
+        out = np.where(valid, out, np.nan)
+    finite = np.ones(out.shape, bool)
+    for v in b.values():
+        finite &= np.isfinite(v)
+    return np.where(finite, out, np.nan).astype(np.float32)

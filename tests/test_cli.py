@@ -193,3 +193,37 @@ def test_train_refuses_validation_images_that_are_training_images(runner, tmp_pa
                              str(tmp_path / "m.keras"), "--classes", str(classes),
                              "--val-images", str(tmp_path / "img"), "--val-masks", str(tmp_path / "mask")])
     assert r.exit_code == 2 and "also training images" in r.output
+
+
+def test_train_with_index_channels_then_run(runner, tmp_path):
+    """--channels may name spectral indices: built from the images' bands, stored, rebuilt by run."""
+    for split, seed in (("train", 1), ("val", 2)):
+        (tmp_path / split / "img").mkdir(parents=True)
+        (tmp_path / split / "mask").mkdir(parents=True)
+        for i in range(2):
+            img = smooth_image(4, 40, 48, seed=seed * 10 + i)
+            write_tif(tmp_path / split / "img" / f"im{i}.tif", img, crs=None)
+            write_tif(tmp_path / split / "mask" / f"im{i}.tif", (img[3] > img[2]).astype(np.uint8)[None], crs=None)
+    classes = tmp_path / "classes.json"
+    classes.write_text(json.dumps({"classes": [{"name": "bare", "colour": "#000000"},
+                                               {"name": "green", "colour": "#00FF00"}]}))
+    model = tmp_path / "m.keras"
+    common = ["--classes", str(classes), "--val-images", str(tmp_path / "val" / "img"),
+              "--val-masks", str(tmp_path / "val" / "mask"), "--epochs", "1", "--steps-per-epoch", "1",
+              "--batch-size", "2", "--patch-size", "16", "--depth", "2", "--base-filters", "4", "-q"]
+    r = runner.invoke(main, ["train", str(tmp_path / "train" / "img"), str(tmp_path / "train" / "mask"),
+                             "-o", str(model), "--band-names", "blue,green,red,nir",
+                             "--channels", "red,nir,ndvi,ndwi", *common])
+    assert r.exit_code == 0, r.output
+    from tiler.model import read_info
+
+    info = read_info(model)
+    assert info.channels == ("red", "nir", "ndvi", "ndwi")
+    # Unnamed bands without --band-names cannot feed index channels: a clear error.
+    r = runner.invoke(main, ["train", str(tmp_path / "train" / "img"), str(tmp_path / "train" / "mask"),
+                             "-o", str(tmp_path / "x.keras"), "--channels", "red,nir,ndvi", *common])
+    assert r.exit_code == 2 and "--band-names" in r.output
+    scene = write_tif(tmp_path / "scene.tif", smooth_image(4, 40, 48, seed=5), crs=None,
+                      descriptions=["blue", "green", "red", "nir"])
+    r = _run(runner, scene, "-o", tmp_path / "pred.tif", "--model", model)
+    assert r.exit_code == 0, r.output

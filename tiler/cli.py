@@ -262,6 +262,61 @@ def format_registration(reg) -> str:
 
 
 @main.command()
+@click.argument("scene", type=click.Path(dir_okay=True))
+@_out
+@click.option("--index", "indices", multiple=True, required=True, metavar="NAME",
+              help="Spectral index to compute (repeatable, in band order): ndvi, ndwi, ndmi, mndwi, savi, evi, "
+                   "ndre, ccci, ndbi.")
+@click.option("--param", "params", multiple=True, metavar="INDEX.NAME=VALUE",
+              help="Index parameter override (repeatable), e.g. --param savi.L=1.0.")
+@click.option("--strip-rows", type=int, default=512, show_default=True, help="Rows computed per strip.")
+@_overwrite
+@click.option("--co", "creation_options", multiple=True, metavar="NAME=VALUE",
+              help="GeoTIFF creation option (repeatable).")
+@click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write a JSON report here.")
+@_reference
+@click.option("--registration", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
+              help="Register the band groups the indices read (auto) or not (off).")
+@_registration_model
+@_verbosity
+@_handle_errors
+def indices(scene, out, indices, params, strip_rows, overwrite, creation_options, report, reference, registration,
+            registration_model, quiet, verbose):
+    """Write spectral indices of SCENE as a float32 GeoTIFF, one band per index.
+
+    Band descriptions are the index names, nodata is NaN (nodata or saturated
+    input, zero denominator); the radiometric scaling applied and each index's
+    formula and parameters are in the file's metadata.
+    """
+    from tiler.pipeline import index_scene
+
+    _check_report_folder(report)
+    overrides: dict[str, dict[str, float]] = {}
+    for item in params:
+        key, sep, value = item.partition("=")
+        name, dot, param = key.partition(".")
+        try:
+            if not (sep and dot):
+                raise ValueError
+            overrides.setdefault(name.strip().lower(), {})[param.strip()] = float(value)
+        except ValueError:
+            raise UsageError(f"--param expects INDEX.NAME=VALUE such as savi.L=1.0, got {item!r}") from None
+    bar = _Progress(quiet, "row", "indices")
+    try:
+        result = index_scene(scene, out, list(indices), params=overrides, strip_rows=strip_rows, overwrite=overwrite,
+                             creation_options=list(creation_options), reference=reference,
+                             registration=registration, registration_model=registration_model, progress=bar)
+    finally:
+        bar.close()
+    if report is not None:
+        with open(report, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+    if not quiet:
+        click.echo(f"wrote {result['out']} ({', '.join(result['indices'])}; {result['seconds']['total']:.1f} s)",
+                   err=True)
+
+
+@main.command()
 @click.argument("images")
 @click.argument("masks")
 @_out
@@ -269,7 +324,11 @@ def format_registration(reg) -> str:
               help="Class scheme JSON (names, mask colours, ignored colours).")
 @click.option("--val-images", required=True, help="Validation image folder(s): whole held-out images.")
 @click.option("--val-masks", required=True, help="Validation mask folder(s).")
-@click.option("--channels", default=None, help="Channel names of the image bands, e.g. red,green,blue.")
+@click.option("--channels", default=None,
+              help="Model input channels: band names and spectral index names, e.g. red,green,blue,nir,ndwi "
+                   "(default: the images' bands).")
+@click.option("--band-names", default=None, help="Names of the images' bands where the files do not name them, "
+                                                  "e.g. red,green,blue,nir.")
 @click.option("--epochs", type=int, default=50, show_default=True)
 @click.option("--steps-per-epoch", type=int, default=100, show_default=True)
 @click.option("--batch-size", type=int, default=8, show_default=True)
@@ -286,7 +345,7 @@ def format_registration(reg) -> str:
 @_overwrite
 @_verbosity
 @_handle_errors
-def train(images, masks, out, classes_file, val_images, val_masks, channels, epochs, steps_per_epoch,
+def train(images, masks, out, classes_file, val_images, val_masks, channels, band_names, epochs, steps_per_epoch,
           batch_size, patch_size, depth, base_filters, learning_rate, patience, val_overlap, max_minutes,
           seed, init, overwrite, quiet, verbose):
     """Train a U-Net on IMAGES and MASKS (folders or quoted glob patterns of folders)."""
@@ -312,6 +371,7 @@ def train(images, masks, out, classes_file, val_images, val_masks, channels, epo
     report = train_model(images, masks, out, labels=LabelScheme.from_file(classes_file),
                          val_images=val_images, val_masks=val_masks,
                          channels=channels.split(",") if channels else None,
+                         band_names=band_names.split(",") if band_names else None,
                          config=config, on_epoch=on_epoch, command=command, init=init)
     if not quiet:
         click.echo(f"best epoch {report['best_epoch']}: val mean IoU "

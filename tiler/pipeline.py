@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import sys
@@ -15,6 +16,7 @@ from tiler._engine import PatchStats, ProgressCallback, blend_patches, stream
 from tiler._version import __version__
 from tiler.blend import Accumulator, WindowFunction, get_window
 from tiler.errors import BandMismatchError, PlanError, UsageError
+from tiler.indices import ChannelPlan
 from tiler.model._file import TilerModel, load_model
 from tiler.model._predictor import Predictor
 from tiler.output import CLASS_NODATA, MaskWriter, check_destination, parse_creation_options
@@ -23,7 +25,7 @@ from tiler.registration import MODELS as REGISTRATION_MODELS
 from tiler.registration import register_scene
 from tiler.scene import open_scene
 
-__all__ = ["predict", "run_scene", "resolve_model", "OUTPUTS", "REGISTRATION"]
+__all__ = ["predict", "run_scene", "index_scene", "resolve_model", "OUTPUTS", "REGISTRATION"]
 
 #: Output kinds of :func:`run_scene`.
 OUTPUTS = ("class", "probability")
@@ -154,6 +156,29 @@ def predict(
     return out
 
 
+def _register(sc, plan: ChannelPlan, registration: str, model: str, stats: PatchStats) -> Optional[dict]:
+    """Register the groups ``plan`` reads (``auto``) and return the report entry."""
+    used = sorted({sc.group_of(i) for i in plan.indexes} - {sc.reference})
+    if not used:
+        return None
+    if registration == "off":
+        return {"off": True, "groups": {n: {"placed_by": sc.grid(n).placed_by} for n in used}}
+    t = time.perf_counter()
+    reg = register_scene(sc, groups=used, model=model)
+    reg.apply(sc)
+    report = reg.to_dict()
+    for g in report["groups"].values():
+        g.pop("windows")
+    stats.seconds["register"] = time.perf_counter() - t
+    return report
+
+
+def _check_registration(registration: str, model: str) -> None:
+    if registration not in REGISTRATION or model not in REGISTRATION_MODELS:
+        raise UsageError(f"registration must be one of {', '.join(REGISTRATION)} and its model one of "
+                         f"{', '.join(REGISTRATION_MODELS)}, got {registration!r} and {model!r}")
+
+
 def _peak_rss_mb() -> float:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (2**20 if sys.platform == "darwin" else 2**10)
@@ -265,9 +290,7 @@ def run_scene(
     stats = PatchStats()
     if output not in OUTPUTS:
         raise UsageError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
-    if registration not in REGISTRATION or registration_model not in REGISTRATION_MODELS:
-        raise UsageError(f"registration must be one of {', '.join(REGISTRATION)} and its model one of "
-                         f"{', '.join(REGISTRATION_MODELS)}, got {registration!r} and {registration_model!r}")
+    _check_registration(registration, registration_model)
     if isinstance(creation_options, dict):
         co = {k.upper(): str(v) for k, v in creation_options.items()}
     else:
@@ -281,19 +304,8 @@ def run_scene(
         raise PlanError(f"strip rows and band width must be >= 1, got {strip_rows} and {band_width}")
 
     with rasterio.Env(GDAL_CACHEMAX=int(gdal_cache_mb)), open_scene(scene, reference=reference) as sc:
-        mapping = sc.map_channels(tm.info.channels, bands=bands)
-        used = sorted({sc.group_of(i) for i in mapping.indexes} - {sc.reference})
-        reg_report: Optional[dict] = None
-        if used and registration == "auto":
-            t = time.perf_counter()
-            reg = register_scene(sc, groups=used, model=registration_model)
-            reg.apply(sc)
-            reg_report = reg.to_dict()
-            for g in reg_report["groups"].values():
-                g.pop("windows")
-            stats.seconds["register"] = time.perf_counter() - t
-        elif used:
-            reg_report = {"off": True, "groups": {n: {"placed_by": sc.grid(n).placed_by} for n in used}}
+        plan = ChannelPlan.for_scene(sc, tm.info.channels, bands=bands)
+        reg_report = _register(sc, plan, registration, registration_model, stats)
         grid = PatchGrid.from_overlap(sc.height, sc.width, patch_size=p, overlap=overlap)
         k = predictor.classes
         if output == "class":
@@ -310,8 +322,13 @@ def run_scene(
         fill = np.asarray(tm.info.offset, np.float32)[:, None]
 
         def read(rows, cols):
-            data, valid = sc.read(rows, cols, mapping.indexes)
+            data, valid = sc.read(rows, cols, plan.indexes)
+            data = plan.build(data, valid)
             data[:, ~valid] = fill
+            if plan.index_channels:
+                # An index undefined where its bands are valid (a zero denominator)
+                # is fed as the channel's mean; the pixel stays valid.
+                np.copyto(data, np.broadcast_to(fill[:, :, None], data.shape), where=np.isnan(data))
             return data, valid
 
         with MaskWriter(out_path, profile, creation_options=co, colormap=colormap,
@@ -343,7 +360,8 @@ def run_scene(
         "scene": {"path": os.fspath(scene), "width": sc.width, "height": sc.height,
                   "bands": sc.count, "crs": sc.crs.to_string() if sc.crs else None,
                   "transform": list(sc.transform)[:6] if sc.georeferenced else None,
-                  "band_mapping": {"indexes": list(mapping.indexes), "method": mapping.method},
+                  "band_mapping": {"indexes": list(plan.indexes), "method": plan.method,
+                                   "index_channels": list(plan.index_channels)},
                   "kind": sc.kind, "reference": sc.reference, "notes": list(sc.notes)},
         "registration": reg_report,
         "out": out_path,
@@ -364,3 +382,115 @@ def run_scene(
                     "creation_options": co, "gdal_cache_mb": gdal_cache_mb,
                     "registration": registration, "registration_model": registration_model},
     }
+
+
+def index_scene(
+    scene: Union[str, os.PathLike],
+    out: Union[str, os.PathLike],
+    indices: Sequence[str],
+    *,
+    params: Optional[dict[str, dict[str, float]]] = None,
+    strip_rows: int = DEFAULT_STRIP_ROWS,
+    overwrite: bool = False,
+    creation_options: Union[None, Sequence[str], dict] = None,
+    reference: Optional[str] = None,
+    registration: str = "auto",
+    registration_model: str = "auto",
+    progress: Optional[ProgressCallback] = None,
+    gdal_cache_mb: int = DEFAULT_GDAL_CACHE_MB,
+) -> dict[str, Any]:
+    """Compute spectral indices of a scene into a float32 GeoTIFF, strip by strip.
+
+    Parameters
+    ----------
+    scene : path-like
+        A raster, scene manifest or sensor folder (:func:`tiler.scene.open_scene`)
+        whose bands carry the indices' input band names.
+    out : path-like
+        Output GeoTIFF: one float32 band per index, band descriptions set to
+        the index names, nodata NaN; written to a temporary file and renamed
+        into place when complete and verified.
+    indices : sequence of str
+        Index names (:data:`tiler.indices.INDICES`), in band order.
+    params : dict, optional
+        Per index, parameter overrides, e.g. ``{"savi": {"L": 1.0}}``.
+    strip_rows : int, default 512
+        Reference-grid rows computed per strip.
+    overwrite, creation_options, reference, registration, registration_model, progress, gdal_cache_mb
+        As for :func:`run_scene`; ``progress(done, total)`` counts rows.
+
+    Returns
+    -------
+    dict
+        Report: scene, indices with formulas and parameters, radiometric
+        scaling applied per input band, registration, seconds.
+
+    Raises
+    ------
+    UsageError
+        Unknown index or parameter (exit code 2).
+    SceneReadError, BandMismatchError, RegistrationError, OutputExistsError, OutputPathError
+        Bad input or destination (exit code 2); nothing is written.
+    """
+    from tiler.indices import INDICES
+
+    t_start = time.perf_counter()
+    stats = PatchStats()
+    names = [n.lower() for n in indices]
+    params = {k.lower(): dict(v) for k, v in (params or {}).items()}
+    unknown = [n for n in names + list(params) if n not in INDICES]
+    if not names or unknown:
+        raise UsageError(f"unknown or missing index name(s) {unknown or '(none given)'}; known: {', '.join(INDICES)}")
+    for n, p in params.items():
+        bad = set(p) - set(INDICES[n].params)
+        if bad:
+            raise UsageError(f"{n} has no parameter(s) {', '.join(sorted(bad))}; "
+                             f"its parameters: {', '.join(INDICES[n].params) or 'none'}")
+    _check_registration(registration, registration_model)
+    if strip_rows < 1:
+        raise PlanError(f"strip rows must be >= 1, got {strip_rows}")
+    co = ({k.upper(): str(v) for k, v in creation_options.items()} if isinstance(creation_options, dict)
+          else parse_creation_options(creation_options or ()))
+    out_path = check_destination(out, overwrite=overwrite)
+    with rasterio.Env(GDAL_CACHEMAX=int(gdal_cache_mb)), open_scene(scene, reference=reference) as sc:
+        plan = ChannelPlan.for_scene(sc, names)
+        reg_report = _register(sc, plan, registration, registration_model, stats)
+        radiometry = {}
+        for i in plan.indexes:
+            b = sc.band(i)
+            radiometry[b.name] = {"group": sc.group_of(i), "scale": b.scale, "offset": b.offset,
+                                  "saturation_dn": b.saturation}
+        described = {n: {"formula": INDICES[n].formula, "params": {**INDICES[n].params, **params.get(n, {})},
+                         "bounds": INDICES[n].bounds, "reference": INDICES[n].reference} for n in names}
+        profile = {"dtype": "float32", "count": len(names), "nodata": float("nan"),
+                   "width": sc.width, "height": sc.height}
+        if sc.georeferenced:
+            profile.update(crs=sc.crs, transform=sc.transform)
+        tags = {"TILER_VERSION": __version__, "TILER_INDICES": ",".join(names),
+                "TILER_RADIOMETRY": json.dumps({"bands": radiometry, "notes": list(sc.notes)}),
+                "TILER_INDEX_DEFINITIONS": json.dumps(described)}
+        with MaskWriter(out_path, profile, creation_options=co, descriptions=names, tags=tags) as writer:
+            for r0 in range(0, sc.height, strip_rows):
+                r1 = min(sc.height, r0 + strip_rows)
+                t = time.perf_counter()
+                data, valid = sc.read((r0, r1), (0, sc.width), plan.indexes)
+                t2 = time.perf_counter()
+                result = plan.build(data, valid, **params)
+                t3 = time.perf_counter()
+                writer.write_rows(result, (r0, r1), (0, sc.width))
+                stats.seconds["read"] += t2 - t
+                stats.seconds["blend"] += t3 - t2
+                stats.seconds["write"] += time.perf_counter() - t3
+                if progress is not None:
+                    progress(r1, sc.height)
+            t = time.perf_counter()
+            writer.commit()
+            stats.seconds["write"] += time.perf_counter() - t
+        seconds = {"register": stats.seconds.get("register", 0.0), "read": stats.seconds["read"],
+                   "compute": stats.seconds["blend"], "write": stats.seconds["write"],
+                   "total": time.perf_counter() - t_start}
+        return {"tiler_version": __version__, "scene": sc.describe(), "out": out_path, "indices": described,
+                "radiometry": radiometry, "registration": reg_report,
+                "seconds": {k: round(v, 4) for k, v in seconds.items()},
+                "options": {"strip_rows": strip_rows, "creation_options": co, "registration": registration,
+                            "registration_model": registration_model, "gdal_cache_mb": gdal_cache_mb}}

@@ -146,8 +146,9 @@ def find_pairs(images: str, masks: str) -> list[tuple[str, str]]:
 
 
 def load_labelled(pairs: Sequence[tuple[str, str]], labels: LabelScheme, *,
-                  channels: Optional[Sequence[str]] = None) -> tuple[list[LabelledImage], tuple[str, ...]]:
-    """Read image/mask pairs into memory.
+                  channels: Optional[Sequence[str]] = None,
+                  band_names: Optional[Sequence[str]] = None) -> tuple[list[LabelledImage], tuple[str, ...]]:
+    """Read image/mask pairs into memory, building the model's channels.
 
     Parameters
     ----------
@@ -155,36 +156,62 @@ def load_labelled(pairs: Sequence[tuple[str, str]], labels: LabelScheme, *,
     labels : LabelScheme
         Decodes the masks.
     channels : sequence of str, optional
-        Channel names, one per image band; default: the images' band names.
+        The model's input channels: band names of the images and spectral
+        index names (e.g. ``red, green, blue, nir, ndwi``), computed from the
+        images' bands as ``tiler run`` computes them from a scene. Default:
+        the images' bands.
+    band_names : sequence of str, optional
+        Names of the images' bands, one per band, where the files do not name
+        them. Without it, unnamed bands as many as ``channels`` (none of them
+        an index) are taken as those channels, in order.
 
     Returns
     -------
     images : list of LabelledImage
+        Images of shape (channel, row, col), float32; an index channel is NaN
+        where undefined (a zero denominator or nodata).
     channels : tuple of str
 
     Raises
     ------
     DatasetError
-        For mismatched sizes, band counts or unnamed bands without ``channels``.
+        For mismatched sizes, band counts, unnamed bands without names, or a
+        channel the images cannot provide.
     """
+    from tiler.errors import BandMismatchError
+    from tiler.indices import INDICES, ChannelPlan
+
     out = []
-    names: Optional[tuple[str, ...]] = tuple(channels) if channels else None
+    wanted: Optional[tuple[str, ...]] = tuple(c.strip().lower() for c in channels) if channels else None
+    names_given = tuple(n.strip().lower() for n in band_names) if band_names else None
     for ipath, mpath in pairs:
         with open_scene(ipath) as sc:
-            if names is None:
-                if any(n is None for n in sc.band_names):
-                    raise DatasetError(
-                        f"bands of {ipath!r} are unnamed ({sc.describe_bands()}); name them with --channels"
-                    )
-                names = tuple(sc.band_names)  # type: ignore[arg-type]
-            if sc.count != len(names):
+            names = names_given
+            if names is None and any(n is None for n in sc.band_names):
+                if wanted is not None and len(wanted) == sc.count and not any(c in INDICES for c in wanted):
+                    names = wanted  # unnamed bands given as the channels, in order
+                else:
+                    raise DatasetError(f"bands of {ipath!r} are unnamed ({sc.describe_bands()}); name them with "
+                                       "--band-names (one name per band, e.g. red,green,blue,nir)")
+            if names is not None and len(names) != sc.count:
                 raise DatasetError(f"{ipath!r} has {sc.count} bands, expected {len(names)} ({', '.join(names)})")
-            image, _ = sc.read((0, sc.height), (0, sc.width), range(1, sc.count + 1))
+            if names is not None:
+                sc.rename_bands(names)
+            want = wanted or tuple(sc.band_names)  # type: ignore[arg-type]
+            try:
+                plan = ChannelPlan.for_scene(sc, want)
+            except BandMismatchError as exc:
+                raise DatasetError(f"{exc}. Name the images' bands with --band-names (one per band, e.g. "
+                                   "blue,green,red,nir) if the files do not name them so") from None
+            data, valid = sc.read((0, sc.height), (0, sc.width), plan.indexes)
+            image = plan.build(data, valid)
+        if wanted is None:
+            wanted = want
         mask = read_mask(mpath)
         if mask.shape[1:] != image.shape[1:]:
             raise DatasetError(f"mask {mpath!r} is {mask.shape[1:]} but image {ipath!r} is {image.shape[1:]}")
         out.append(LabelledImage(ipath, image, labels.decode(mask)))
-    return out, names  # type: ignore[return-value]
+    return out, wanted  # type: ignore[return-value]
 
 
 def _d4(a: np.ndarray, k: int) -> np.ndarray:
@@ -270,6 +297,7 @@ def train(
     val_images: str,
     val_masks: str,
     channels: Optional[Sequence[str]] = None,
+    band_names: Optional[Sequence[str]] = None,
     config: TrainConfig = TrainConfig(),
     on_epoch: Optional[Callable[[dict], None]] = None,
     command: Optional[str] = None,
@@ -295,7 +323,12 @@ def train(
     val_images, val_masks : str
         Validation folders: whole held-out images, never patches of training images.
     channels : sequence of str, optional
-        Channel names of the image bands; default: the images' band names.
+        The model's input channels: image band names and spectral index
+        names (e.g. ``red, green, blue, nir, ndwi, savi``); default: the
+        images' bands. Stored in the model file, so that ``tiler run`` builds
+        the same channels from a scene.
+    band_names : sequence of str, optional
+        Names of the images' bands where the files do not name them.
     config : TrainConfig
     on_epoch : callable, optional
         Called with a dict per epoch (epoch, loss, val scores, seconds, best).
@@ -329,8 +362,8 @@ def train(
             f"{len(overlap_files)} validation image(s) are also training images, e.g. "
             f"{sorted(overlap_files)[0]!r}; validate on held-out images only"
         )
-    train_data, names = load_labelled(train_pairs, labels, channels=channels)
-    val_data, _ = load_labelled(val_pairs, labels, channels=names)
+    train_data, names = load_labelled(train_pairs, labels, channels=channels, band_names=band_names)
+    val_data, _ = load_labelled(val_pairs, labels, channels=names, band_names=band_names)
     keras.utils.set_random_seed(config.seed)
     if init is not None:
         start = load_model(init)
@@ -346,13 +379,16 @@ def train(
         net = start.keras_model
     else:
         stacked = np.concatenate([d.image.reshape(d.image.shape[0], -1) for d in train_data], axis=1)
-        offset = stacked.mean(axis=1).astype(np.float32)
-        scale = np.maximum(stacked.std(axis=1), 1e-6).astype(np.float32)
+        offset = np.nanmean(stacked, axis=1).astype(np.float32)
+        scale = np.maximum(np.nanstd(stacked, axis=1), 1e-6).astype(np.float32)
         del stacked
         net = build_unet(len(names), len(labels.names), depth=config.depth,
                          base_filters=config.base_filters, dropout=config.dropout)
     optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
     net.compile(optimizer=optimizer, loss=DiceCrossEntropy(config.dice_weight))
+    for d in train_data + val_data:
+        # Undefined index values are fed as the channel mean, as `tiler run` does.
+        np.copyto(d.image, np.broadcast_to(offset[:, None, None], d.image.shape), where=np.isnan(d.image))
     sampler = _make_sampler(train_data, config, offset, scale)
     info_kwargs = dict(channels=names, classes=labels,
                        normalization={"offset": offset.tolist(), "scale": scale.tolist()},

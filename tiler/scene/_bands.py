@@ -66,6 +66,12 @@ class Band:
         (e.g. Sentinel-2 L1C: scale 1e-4 to top-of-atmosphere reflectance).
     spectral_range : tuple of float or None
         ``(low, high)`` wavelength in nm; None when unknown.
+    aliases : tuple of str
+        Other common names the band answers to (``rededge`` for ``rededge1``;
+        ``swir1`` for WorldView-3's SWIR-3).
+    saturation : float or None
+        Digital number of a saturated pixel (e.g. 65535 for Sentinel-2 and
+        Landsat-8/9); spectral indices are nodata where an input saturates.
     """
 
     name: Optional[str]
@@ -74,6 +80,8 @@ class Band:
     scale: float = 1.0
     offset: float = 0.0
     spectral_range: Optional[tuple[float, float]] = None
+    aliases: tuple[str, ...] = ()
+    saturation: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.index < 1:

@@ -15,7 +15,8 @@ from typing import Optional
 from tiler.errors import SceneReadError
 from tiler.scene._bands import Band, BandGroup
 
-__all__ = ["Layout", "detect_layout", "SENTINEL2_BANDS", "LANDSAT_BANDS", "WORLDVIEW3_BANDS"]
+__all__ = ["Layout", "detect_layout", "SENTINEL2_BANDS", "LANDSAT_BANDS", "WORLDVIEW3_BANDS",
+           "WORLDVIEW3_ALIASES", "SATURATION_DN"]
 
 #: Sentinel-2 MSI: band id -> (name, resolution in m, (low, high) nm).
 #: Source: ESA, Sentinel-2 User Handbook (2015), table 3 (S2A central
@@ -41,6 +42,11 @@ _S2_BAND_ID_ORDER = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8
 #: does not say (QUANTIFICATION_VALUE; ESA, S2 Products Specification Document).
 S2_QUANTIFICATION = 10000.0
 
+#: Saturated pixels of Sentinel-2 L1C/L2A (S2 Products Specification Document,
+#: "SATURATED" special value) and Landsat-8/9 Level-1 (Landsat 8 Data Users
+#: Handbook, section 5: 65535 in the 16-bit products).
+SATURATION_DN = 65535.0
+
 #: Landsat-8/9 OLI/TIRS: band number -> (name, resolution in m, (low, high) nm).
 #: Source: USGS, Landsat 8 Data Users Handbook v5.0 (2019), table 1-1.
 LANDSAT_BANDS: dict[int, tuple[str, int, tuple[float, float]]] = {
@@ -58,17 +64,26 @@ LANDSAT_BANDS: dict[int, tuple[str, int, tuple[float, float]]] = {
 }
 
 #: WorldView-3 file -> band names and (low, high) nm, in file order.
-#: Source: DigitalGlobe, WorldView-3 data sheet (2014), spectral bands.
+#: Source: DigitalGlobe, WorldView-3 data sheet (2014), spectral bands. The
+#: SWIR bands are ``wv3_swir1`` ... ``wv3_swir8`` (the sensor's SWIR-1..8), so
+#: that ``swir1``/``swir2`` keep their common meaning (about 1.6 and 2.2 um,
+#: Awesome Spectral Indices S1 1550-1750 nm and S2 2080-2350 nm): SWIR-3
+#: (1640-1680 nm) answers to ``swir1`` and SWIR-6 (2185-2225 nm) to ``swir2``
+#: (see :data:`WORLDVIEW3_ALIASES`). NIR-2 (860-1040 nm) is broader than the
+#: catalogue's N2 (850-880 nm).
 WORLDVIEW3_BANDS: dict[str, tuple[tuple[str, tuple[float, float]], ...]] = {
     "P": (("pan", (450.0, 800.0)),),
     "M": (("coastal", (400.0, 450.0)), ("blue", (450.0, 510.0)), ("green", (510.0, 580.0)),
           ("yellow", (585.0, 625.0)), ("red", (630.0, 690.0)), ("rededge", (705.0, 745.0)),
           ("nir", (770.0, 895.0)), ("nir2", (860.0, 1040.0))),
-    "A": (("swir1", (1195.0, 1225.0)), ("swir2", (1550.0, 1590.0)), ("swir3", (1640.0, 1680.0)),
-          ("swir4", (1710.0, 1750.0)), ("swir5", (2145.0, 2185.0)), ("swir6", (2185.0, 2225.0)),
-          ("swir7", (2235.0, 2285.0)), ("swir8", (2295.0, 2365.0))),
+    "A": (("wv3_swir1", (1195.0, 1225.0)), ("wv3_swir2", (1550.0, 1590.0)), ("wv3_swir3", (1640.0, 1680.0)),
+          ("wv3_swir4", (1710.0, 1750.0)), ("wv3_swir5", (2145.0, 2185.0)), ("wv3_swir6", (2185.0, 2225.0)),
+          ("wv3_swir7", (2235.0, 2285.0)), ("wv3_swir8", (2295.0, 2365.0))),
     "RGB": (("red", (630.0, 690.0)), ("green", (510.0, 580.0)), ("blue", (450.0, 510.0))),
 }
+
+#: WorldView-3 band name -> the common names it also answers to.
+WORLDVIEW3_ALIASES = {"rededge": ("rededge1",), "wv3_swir3": ("swir1",), "wv3_swir6": ("swir2",)}
 
 
 @dataclass(frozen=True)
@@ -142,7 +157,8 @@ def _sentinel2(folder: str, files: list[str]) -> Optional[Layout]:
         native = [p for p in paths if f"_{res}m" in os.path.basename(p)]
         path = (native or sorted(paths, key=len))[0]
         groups.setdefault(res, []).append(
-            Band(name, path, 1, scale=1.0 / quant, offset=offsets.get(band_id, 0.0) / quant, spectral_range=rng))
+            Band(name, path, 1, scale=1.0 / quant, offset=offsets.get(band_id, 0.0) / quant, spectral_range=rng,
+                 aliases=("rededge",) if name == "rededge1" else (), saturation=SATURATION_DN))
     notes = [f"Sentinel-2: reflectance = (DN + offset) / {quant:g}"]
     if meta is None:
         notes.append("no MTD_MSIL1C.xml/MTD_MSIL2A.xml found: assumed no radiometric offset "
@@ -189,7 +205,8 @@ def _landsat(folder: str, files: list[str]) -> Optional[Layout]:
             scale, offset = 1.0, 0.0
         else:
             scale, offset = float(mult), float(add)
-        groups.setdefault(res, []).append(Band(name, found[number], 1, scale=scale, offset=offset, spectral_range=rng))
+        groups.setdefault(res, []).append(Band(name, found[number], 1, scale=scale, offset=offset, spectral_range=rng,
+                                               saturation=SATURATION_DN))
     if mtl:
         notes.append(f"Landsat: TOA reflectance (B1-B9) and radiance (B10, B11) from {os.path.basename(mtl[0])} "
                      "REFLECTANCE_/RADIANCE_MULT and _ADD")
@@ -228,7 +245,7 @@ def _worldview3(folder: str, files: list[str]) -> Optional[Layout]:
     groups = []
     for kind in ("P", "M", "A", "RGB"):
         if kind in kinds:
-            bands = tuple(Band(name, kinds[kind], i, spectral_range=rng)
+            bands = tuple(Band(name, kinds[kind], i, spectral_range=rng, aliases=WORLDVIEW3_ALIASES.get(name, ()))
                           for i, (name, rng) in enumerate(WORLDVIEW3_BANDS[kind], start=1))
             groups.append(BandGroup(kind, bands))
     notes = ("WorldView-3: raw digital numbers (no gains given); index channels such as EVI and "

@@ -40,8 +40,8 @@ else:  # pragma: no cover - Python 3.10
 __all__ = ["read_manifest", "GROUP_KEYS"]
 
 #: Keys a ``[groups.NAME]`` table may have.
-GROUP_KEYS = ("files", "bands", "indexes", "scale", "offset", "nodata", "resampling", "downsampling",
-              "register", "anchor", "spectral_ranges")
+GROUP_KEYS = ("files", "bands", "indexes", "scale", "offset", "nodata", "saturation", "resampling",
+              "downsampling", "register", "anchor", "spectral_ranges")
 
 
 def _per_band(value: Any, n: int, key: str, where: str) -> list[float]:
@@ -91,9 +91,14 @@ def _group(name: str, table: dict, folder: str, where: str) -> BandGroup:
     ranges = table.get("spectral_ranges")
     if ranges is not None and (not isinstance(ranges, list) or len(ranges) != len(slots)):
         raise SceneReadError(f"{where}: 'spectral_ranges' must give [low, high] nm per band, got {ranges!r}")
+    saturation = table.get("saturation")
+    if saturation is not None and not isinstance(saturation, (int, float)):
+        raise SceneReadError(f"{where}: saturation must be a number (the digital number of a saturated pixel), "
+                             f"got {saturation!r}")
     bands = tuple(
         Band(n.strip().lower(), p, i, scale=s, offset=o,
-             spectral_range=tuple(float(v) for v in ranges[k]) if ranges else None)
+             spectral_range=tuple(float(v) for v in ranges[k]) if ranges else None,
+             saturation=None if saturation is None else float(saturation))
         for k, ((p, i), n, s, o) in enumerate(zip(slots, names, scales, offsets))
     )
     try:
@@ -120,7 +125,8 @@ def read_manifest(path: str) -> Layout:
         rasters, relative to the manifest), ``bands`` (a common name per band,
         in file order), optional ``indexes`` (1-based bands of a single file),
         ``scale`` and ``offset`` (number or per-band list: ``value = dn * scale +
-        offset``), ``nodata``, ``resampling`` (upsampling method, default
+        offset``), ``nodata``, ``saturation`` (DN of a saturated pixel),
+        ``resampling`` (upsampling method, default
         bilinear), ``downsampling`` (default average), ``register`` (default
         true), ``anchor`` (group to register against) and ``spectral_ranges``
         (``[low, high]`` nm per band, for names tiler does not know).

@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -223,6 +223,19 @@ class Scene:
             raise SceneReadError(f"scene {self.path!r} has no band group {name!r}; its groups: "
                                  f"{', '.join(self._grids)}")
         return name
+
+    def rename_bands(self, names: Sequence[str]) -> None:
+        """Give the scene's bands these names (one per band, e.g. for unnamed training images)."""
+        if len(names) != self.count:
+            raise BandMismatchError(f"{len(names)} band name(s) given for the {self.count} band(s) of {self.path!r}")
+        self._bands = [(g, j, replace(b, name=n.strip().lower(), aliases=()))
+                       for (g, j, b), n in zip(self._bands, names)]
+        self.band_names = tuple(b.name for _, _, b in self._bands)
+
+    def band(self, index: int) -> Band:
+        """The :class:`Band` behind 1-based scene band ``index``."""
+        self.group_of(index)
+        return self._bands[index - 1][2]
 
     def group_of(self, index: int) -> str:
         """Name of the band group holding 1-based scene band ``index``."""
@@ -462,6 +475,21 @@ class Scene:
                 "transform": list(self.transform)[:6] if self.georeferenced else None,
                 "groups": groups, "notes": list(self.notes)}
 
+    def band_lookup(self) -> dict[str, int]:
+        """Band name or alias -> 1-based scene band index (the first band with it)."""
+        lookup: dict[str, int] = {}
+        for i, (_, _, b) in enumerate(self._bands, start=1):
+            for n in ((b.name,) if b.name else ()) + b.aliases:
+                lookup.setdefault(n, i)
+        return lookup
+
+    def saturation_value(self, index: int) -> float:
+        """Value of a saturated pixel of 1-based band ``index`` as read (scaled, float32); inf if none."""
+        _, _, b = self._bands[index - 1]
+        if b.saturation is None:
+            return float("inf")
+        return float(np.float32(b.saturation) * np.float32(b.scale) + np.float32(b.offset))
+
     def map_channels(self, channels: Sequence[str], *,
                      bands: Optional[Sequence[int]] = None) -> BandMapping:
         """Find the model's input channels among the scene's bands.
@@ -499,10 +527,7 @@ class Scene:
                     f"band index(es) {bad} out of range: {self.path!r} has bands 1..{self.count}"
                 )
             return BandMapping(bands, "explicit")
-        lookup: dict[str, int] = {}
-        for i, n in enumerate(self.band_names, start=1):
-            if n:
-                lookup.setdefault(n, i)
+        lookup = self.band_lookup()
         if all(c.lower() in lookup for c in channels):
             return BandMapping(tuple(lookup[c.lower()] for c in channels), "names")
         if self.count == need and not any(c.lower() in lookup for c in channels):
