@@ -156,3 +156,30 @@ def test_register_command_prints_and_writes_report(tmp_path):
     g = json.loads(report.read_text())["groups"]["coarse"]
     np.testing.assert_allclose(g["shift_group_px"], [0.4, -0.7], atol=0.05)
     np.testing.assert_allclose(g["shift_m"], [-8.0, -14.0], atol=1.0)
+
+
+def test_sentinel2_baseline_04_offset_from_the_product_metadata(tmp_path):
+    t10, t20 = Affine(10, 0, 0, 0, -10, 1000), Affine(20, 0, 0, 0, -20, 1000)
+    for band, t, size in (("B02", t10, 40), ("B03", t10, 40), ("B8A", t20, 20)):
+        write_tif(tmp_path / f"T18SVG_20230101_{band}.jp2", np.full((1, size, size), 1500, np.uint16),
+                  transform=t, driver="GTiff")
+    offsets = "".join(f'<RADIO_ADD_OFFSET band_id="{i}">-1000</RADIO_ADD_OFFSET>' for i in range(13))
+    (tmp_path / "MTD_MSIL1C.xml").write_text(
+        f"<root><QUANTIFICATION_VALUE unit=\"none\">10000</QUANTIFICATION_VALUE>{offsets}</root>")
+    with open_scene(tmp_path) as sc:
+        assert sc.kind == "sentinel2" and [g.name for g in sc.groups] == ["10m", "20m"]
+        assert sc.band(1).offset == pytest.approx(-0.1) and sc.band(1).saturation == 65535
+        data, _ = sc.read((0, 8), (0, 8), [1, 3])
+        assert "MTD_MSIL1C.xml" in " ".join(sc.notes)
+    np.testing.assert_allclose(data, 0.05, rtol=1e-5)  # (1500 - 1000) / 10000
+
+
+def test_worldview3_swir_names_keep_their_common_meaning(tmp_path):
+    for kind, count in (("P", 1), ("M", 8), ("A", 8)):
+        write_tif(tmp_path / f"6010_{kind}.tif", np.ones((count, 16, 16), np.uint16),
+                  transform=Affine(0.3, 0, 0, 0, -0.3, 0))
+    with open_scene(tmp_path) as sc:
+        lookup = sc.band_lookup()
+        assert sc.band(lookup["swir1"]).name == "wv3_swir3"  # 1640-1680 nm, the 1.6 um SWIR
+        assert sc.band(lookup["swir2"]).name == "wv3_swir6"
+        assert sc.band(lookup["rededge1"]).name == "rededge"
