@@ -6,8 +6,12 @@ size accumulator and weight map, np.rot90 per patch), for scenes of 2048² and
 4096² (and 16384² single-thread K=1 to show memory does not grow), RGB float32
 in, K = 1 and 6 out, patch 256, overlap 0.5, spline window, TTA none and d4,
 one thread and all threads. A fixed 1x1 channel-mix stand-in model replaces
-the network; its time is measured and excluded. Then a second table compares
-D4 with the rotations inside the Keras graph against rotations on the host.
+the network; its time is measured and excluded. Strips are one stride high
+(the least memory). D4 rows come twice: rotations on the host (numba kernels,
+timed as blend work) and, single-threaded, rotations inside a Keras stand-in
+model (``tiler run``'s default ``--tta-device graph``: they run with the model,
+on the accelerator where there is one, and count as model time). Then a second
+table compares the two D4 paths with the network time included.
 
 Usage::
 

@@ -41,6 +41,17 @@ class PatchStats:
     predicted: int = 0
     skipped_nodata: int = 0
     seconds: dict = field(default_factory=lambda: {"read": 0.0, "predict": 0.0, "blend": 0.0, "write": 0.0})
+    #: Buffers reused from strip to strip (see ``_workspace``).
+    workspace: dict = field(default_factory=dict, repr=False)
+
+
+def _workspace(stats: "PatchStats", shape: tuple[int, int, int, int], classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The batch and prediction buffers, kept across strips (no fresh pages per strip)."""
+    key = (shape, classes)
+    if stats.workspace.get("key") != key:
+        stats.workspace.update(key=key, batch=np.empty(shape, np.float32),
+                               preds=np.empty((shape[0], classes) + shape[2:], np.float32))
+    return stats.workspace["batch"], stats.workspace["preds"]
 
 
 def blend_patches(
@@ -80,18 +91,20 @@ def blend_patches(
     """
     p = acc.window.shape[0]
     r0, c0 = origin
-    todo = []
-    for row, col in positions:
-        if valid[row - r0:row - r0 + p, col - c0:col - c0 + p].any():
-            todo.append((row, col))
-        else:
-            stats.skipped_nodata += 1
+    if valid.all():
+        todo = list(positions)
+    else:
+        todo = []
+        for row, col in positions:
+            if valid[row - r0:row - r0 + p, col - c0:col - c0 + p].any():
+                todo.append((row, col))
+            else:
+                stats.skipped_nodata += 1
     skipped = len(positions) - len(todo)
     if progress is not None and skipped:
         progress(skipped)
     batch = predictor.batch_size
-    buf = np.empty((min(batch, len(todo)), bands.shape[0], p, p), np.float32)
-    preds = np.empty((len(buf), predictor.classes, p, p), np.float32)
+    buf, preds = _workspace(stats, (batch, bands.shape[0], p, p), predictor.classes)
     for start in range(0, len(todo), batch):
         chunk = todo[start:start + batch]
         t = time.perf_counter()
@@ -165,6 +178,7 @@ def stream(
                 pending = reader.submit(timed_read, *jobs[n + 1])
             t = time.perf_counter()
             if strip.index == 0:
+                acc = None  # free the previous column band's accumulator before allocating the next
                 acc = Accumulator(predictor.classes, strip.read_rows, band.read_cols, window)
             else:
                 acc.roll(strip.read_rows)

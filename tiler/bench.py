@@ -69,9 +69,27 @@ def _scene_window(a: np.ndarray, b: np.ndarray, rows: tuple[int, int], cols: tup
     return a[:, ri, None] * b[:, None, ci]
 
 
+def _keras_mix_model(classes: int, patch_size: int):
+    """The channel-mix stand-in as a real Keras model (a linear 1x1 convolution)."""
+    import keras
+
+    from tiler.model._file import ModelInfo, TilerModel
+
+    inp = keras.Input(shape=(None, None, CHANNELS))
+    conv = keras.layers.Conv2D(classes, 1, use_bias=False)
+    net = keras.Model(inp, conv(inp))
+    conv.set_weights([_mix_matrix(classes).T[None, None]])
+    names = tuple(f"c{i}" for i in range(classes))
+    colours = tuple(f"#{i:02X}0000" for i in range(classes))
+    info = ModelInfo(("red", "green", "blue"), names, colours, (0.0,) * 3, (1.0,) * 3, patch_size=patch_size,
+                     depth=0, activation="sigmoid")  # only softmax changes the geometric TTA mean
+    return TilerModel(net, info)
+
+
 def blend_benchmark(size: int, *, classes: int = 1, tta: str = "none", patch_size: int = 256,
                     overlap: float = 0.5, window: str = "spline", batch_size: int = 4,
-                    band_width: int = 4096, threads: Optional[int] = None, check: bool = True) -> BlendResult:
+                    band_width: int = 4096, strip_rows: Optional[int] = None, threads: Optional[int] = None,
+                    check: bool = True, tta_device: str = "host") -> BlendResult:
     """Time the streaming blend of a ``size`` x ``size`` synthetic scene.
 
     Parameters
@@ -81,11 +99,19 @@ def blend_benchmark(size: int, *, classes: int = 1, tta: str = "none", patch_siz
     classes : int
         Output classes K of the stand-in model.
     tta : {"none", "flip", "d4"}
-        Test-time augmentation (rotations on the host, numba).
+        Test-time augmentation.
+    tta_device : {"host", "graph"}
+        ``host``: the stand-in is a NumPy function and the rotations are the
+        numba kernels, timed as blend work. ``graph``: the stand-in is a real
+        Keras model (a linear 1x1 convolution) wrapped by ``tiler run``'s
+        graph TTA, so the rotations run inside the model (on the accelerator
+        where there is one) and count as model time, like the network.
     patch_size, overlap, window, batch_size
         As for ``tiler run``.
     band_width : int
         Column band width (bounds memory for wide scenes).
+    strip_rows : int, optional
+        Scene rows per strip; default one stride (the smallest strip: least memory).
     threads : int, optional
         numba threads (default: all).
     check : bool
@@ -108,7 +134,11 @@ def blend_benchmark(size: int, *, classes: int = 1, tta: str = "none", patch_siz
     def network(batch: np.ndarray) -> np.ndarray:
         return np.einsum("kc,ncij->nkij", mix, batch, optimize=False)
 
-    predictor = Predictor.from_network(network, classes, batch_size=batch_size, tta=tta)
+    if tta_device == "graph":
+        predictor = Predictor(_keras_mix_model(classes, patch_size), batch_size=batch_size, tta=tta,
+                              tta_device="graph")
+    else:
+        predictor = Predictor.from_network(network, classes, batch_size=batch_size, tta=tta)
     win = get_window(window, patch_size)
     errors = [0.0]
     out_buf: dict = {}
@@ -135,7 +165,7 @@ def blend_benchmark(size: int, *, classes: int = 1, tta: str = "none", patch_siz
                                          _scene_window(a, b, (r0, r1), (c0, c1)).astype(np.float64))
                     errors[0] = max(errors[0], float(np.abs(buf[:, r0 - e0:r1 - e0] - expected).max()))
 
-        stream(read, grid, predictor, win, emit, strip_rows=2 * grid.stride, band_width=band_width,
+        stream(read, grid, predictor, win, emit, strip_rows=strip_rows or grid.stride, band_width=band_width,
                stats=stats)
 
     # Warm the JIT (every kernel of this configuration) outside the measurement.
@@ -153,7 +183,8 @@ def blend_benchmark(size: int, *, classes: int = 1, tta: str = "none", patch_siz
     # Blend-only: everything the engine did but generating the scene (read),
     # the stand-in network and the correctness check.
     seconds = stats.seconds["blend"] + stats.seconds["predict"] - predictor.network_seconds
-    return BlendResult("tiler (numba, streamed)", size, classes, tta, used_threads, seconds,
+    method = "tiler (streamed, D4 in graph)" if tta_device == "graph" and tta != "none" else "tiler (numba, streamed)"
+    return BlendResult(method, size, classes, tta, used_threads, seconds,
                        size * size / 1e6 / seconds, peak / 2**20, peak / (size * size), errors[0])
 
 
@@ -207,11 +238,14 @@ def numpy_baseline(size: int, *, classes: int = 1, tta: str = "none", patch_size
 
 def run_blend_benchmarks(sizes: Iterable[int] = (2048, 4096), classes: Iterable[int] = (1, 6),
                          ttas: Iterable[str] = ("none", "d4"), threads: Iterable[int] = (1, 0), *,
-                         baseline: bool = True, large: Optional[int] = 16384, **kwargs) -> list[BlendResult]:
+                         baseline: bool = True, large: Optional[int] = 16384, graph: bool = True,
+                         **kwargs) -> list[BlendResult]:
     """The benchmark grid: every size x K x TTA x thread count, then the baselines.
 
-    ``threads`` 0 means all threads. ``large`` adds single-thread K=1 rows at
-    that size (no TTA and d4) to show memory does not grow with the scene.
+    ``threads`` 0 means all threads. ``graph`` adds single-thread rows with the
+    TTA rotations inside a Keras stand-in model (``tta_device="graph"``).
+    ``large`` adds single-thread K=1 rows at that size (no TTA and d4) to show
+    memory does not grow with the scene.
     """
     rows = []
     for size in sizes:
@@ -219,6 +253,13 @@ def run_blend_benchmarks(sizes: Iterable[int] = (2048, 4096), classes: Iterable[
             for tta in ttas:
                 for th in threads:
                     rows.append(blend_benchmark(size, classes=k, tta=tta, threads=th or None, **kwargs))
+    if graph:
+        for size in sizes:
+            for k in classes:
+                for tta in ttas:
+                    if tta != "none":
+                        rows.append(blend_benchmark(size, classes=k, tta=tta, threads=1, tta_device="graph",
+                                                    **kwargs))
     if large:
         for tta in ttas:
             rows.append(blend_benchmark(large, classes=1, tta=tta, threads=1, **kwargs))
@@ -234,12 +275,12 @@ def run_blend_benchmarks(sizes: Iterable[int] = (2048, 4096), classes: Iterable[
 def format_table(rows: list[BlendResult]) -> str:
     """Render benchmark rows, with the speed-up over the matching NumPy baseline."""
     base = {(r.size, r.classes, r.tta): r.mpx_per_s for r in rows if r.method.startswith("numpy")}
-    head = (f"{'method':<27} {'scene':>11} {'K':>2} {'tta':>4} {'thr':>3} {'Mpx/s':>8} "
+    head = (f"{'method':<29} {'scene':>11} {'K':>2} {'tta':>4} {'thr':>3} {'Mpx/s':>8} "
             f"{'x numpy':>8} {'peak MB':>8} {'B/px':>7} {'max abs err':>11}")
     lines = [head, "-" * len(head)]
     for r in rows:
         ratio = r.mpx_per_s / base[(r.size, r.classes, r.tta)] if (r.size, r.classes, r.tta) in base else None
-        lines.append(f"{r.method:<27} {f'{r.size}x{r.size}':>11} {r.classes:>2} {r.tta:>4} {r.threads:>3} "
+        lines.append(f"{r.method:<29} {f'{r.size}x{r.size}':>11} {r.classes:>2} {r.tta:>4} {r.threads:>3} "
                      f"{r.mpx_per_s:8.1f} {('%7.1fx' % ratio) if ratio else '      -':>8} {r.peak_mb:8.1f} "
                      f"{r.bytes_per_px:7.2f} {r.max_abs_error:11.2e}")
     return "\n".join(lines)
