@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
 import numba
 import numpy as np
 
+from _timing import median_seconds  # benchmarks/_timing.py
 from tiler.indices import DENOMINATOR_EPSILON, INDICES, compute_index
 
 
@@ -55,15 +55,6 @@ def numpy_index(name, bands, valid):
     return out.astype(np.float32, copy=False)
 
 
-def timed(fn, repeat):
-    fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -83,10 +74,10 @@ def main(argv=None) -> int:
     for name, idx in INDICES.items():
         bands = pool[:len(idx.bands)]
         numba.set_num_threads(1)
-        one = mpx / timed(lambda: compute_index(idx, *bands, valid=valid), args.repeat)
+        one = mpx / median_seconds(lambda: compute_index(idx, *bands, valid=valid), args.repeat)
         numba.set_num_threads(cores)
-        many = mpx / timed(lambda: compute_index(idx, *bands, valid=valid), args.repeat)
-        ref = mpx / timed(lambda: numpy_index(name, bands, valid), args.repeat)
+        many = mpx / median_seconds(lambda: compute_index(idx, *bands, valid=valid), args.repeat)
+        ref = mpx / median_seconds(lambda: numpy_index(name, bands, valid), args.repeat)
         a, b = compute_index(idx, *bands, valid=valid), numpy_index(name, bands, valid)
         both = np.isfinite(a) & np.isfinite(b)
         rel = np.abs(a[both] - b[both]) / np.maximum(1.0, np.abs(b[both]))

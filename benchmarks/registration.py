@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
+from _timing import median_seconds  # benchmarks/_timing.py
 from tiler.registration import register_scene
 from tiler.scene import open_scene
 
@@ -72,14 +72,6 @@ def build(folder: Path, n: int) -> str:
     return str(manifest)
 
 
-def timed(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -110,9 +102,9 @@ def main(argv=None) -> int:
                 r0 = max(0, sc.height // 2 - args.window // 2)
                 c0 = max(0, sc.width // 2 - args.window // 2)
                 rows, cols = (r0, min(sc.height, r0 + args.window)), (c0, min(sc.width, c0 + args.window))
-                unreg = timed(lambda: sc.read(rows, cols, [2]), args.repeat)
+                unreg = median_seconds(lambda: sc.read(rows, cols, [2]), args.repeat, warm=False)
                 reg.apply(sc)
-                regd = timed(lambda: sc.read(rows, cols, [2]), args.repeat)
+                regd = median_seconds(lambda: sc.read(rows, cols, [2]), args.repeat, warm=False)
             print(f"{side:>16} {len(g.windows):>12} {est:>10.2f} {f'({found[0]:+.3f}, {found[1]:+.3f})':>26} "
                   f"{err:>8.3f} {unreg:>13.3f} {regd:>11.3f} {regd / unreg:>6.2f}")
     return 0

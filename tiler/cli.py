@@ -129,6 +129,12 @@ def _check_report_folder(report: Optional[str]) -> None:
             raise UsageError(f"report folder {folder!r} does not exist; create it first")
 
 
+def _write_report(path: Optional[str], report: dict) -> None:
+    if path is not None:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
+
+
 def _int_list(text: Optional[str]) -> Optional[list[int]]:
     if text is None:
         return None
@@ -199,9 +205,7 @@ def run(scene, out, model, patch_size, overlap, batch_size, output, window, tta,
                            registration=registration, registration_model=registration_model)
     finally:
         bar.close()
-    if report is not None:
-        with open(report, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
+    _write_report(report, result)
     if not quiet:
         click.echo(f"wrote {result['out']} ({result['scene']['width']}x{result['scene']['height']}, "
                    f"{result['patches']['predicted']} patches, {result['seconds']['total']:.1f} s)", err=True)
@@ -232,9 +236,7 @@ def register(scene, report, reference, registration_model, grid, window, quiet, 
     with open_scene(scene, reference=reference) as sc:
         reg = register_scene(sc, model=registration_model, grid=grid, window=window)
         summary = {"scene": sc.describe(), **reg.to_dict()}
-    if report is not None:
-        with open(report, "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=2)
+    _write_report(report, summary)
     click.echo(format_registration(reg))
     if reg.failures:
         raise RegistrationError("; ".join(f"group {g.group!r}: {g.reason}" for g in reg.failures))
@@ -308,9 +310,7 @@ def indices(scene, out, indices, params, strip_rows, overwrite, creation_options
                              registration=registration, registration_model=registration_model, progress=bar)
     finally:
         bar.close()
-    if report is not None:
-        with open(report, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
+    _write_report(report, result)
     if not quiet:
         click.echo(f"wrote {result['out']} ({', '.join(result['indices'])}; {result['seconds']['total']:.1f} s)",
                    err=True)
