@@ -96,7 +96,14 @@ def test_accumulator_roll_in_place_keeps_shared_rows():
     acc.roll((4, 20))
     assert acc.rows == (4, 20) and acc.mean is buffers[0] and acc.weight is buffers[1]
     np.testing.assert_array_equal(acc.normalised((4, 12), (0, 8)), before)
-    assert np.all(acc.weight[8:] == 0) and np.all(acc.mean[:, 8:] == 0)
+    assert np.all(acc.weight_sum((12, 20), (0, 8)) == 0) and np.all(acc.normalised((12, 20), (0, 8)) == 0)
+    # The ring wraps: blending and emitting across the seam works on logical rows.
+    acc.add_batch(np.full((1, 2, 8, 8), 5.0, np.float32), [10], [0])
+    acc.roll((8, 24))
+    rows = acc.emit_probability((8, 18), (0, 8), np.ones((10, 8), bool))
+    np.testing.assert_array_equal(rows[:, :2], before[:, 4:6])
+    assert np.all(rows[:, 4:] == 5.0) and acc.head != 0
+    np.testing.assert_array_equal(acc.emit_class((8, 18), (0, 8), np.ones((10, 8), bool)), np.argmax(rows, axis=0))
 
 
 def test_patch_outside_the_accumulator_is_refused():

@@ -41,17 +41,36 @@ class PatchStats:
     predicted: int = 0
     skipped_nodata: int = 0
     seconds: dict = field(default_factory=lambda: {"read": 0.0, "predict": 0.0, "blend": 0.0, "write": 0.0})
-    #: Buffers reused from strip to strip (see ``_workspace``).
-    workspace: dict = field(default_factory=dict, repr=False)
 
 
-def _workspace(stats: "PatchStats", shape: tuple[int, int, int, int], classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """The batch and prediction buffers, kept across strips (no fresh pages per strip)."""
-    key = (shape, classes)
-    if stats.workspace.get("key") != key:
-        stats.workspace.update(key=key, batch=np.empty(shape, np.float32),
-                               preds=np.empty((shape[0], classes) + shape[2:], np.float32))
-    return stats.workspace["batch"], stats.workspace["preds"]
+def _batches(todo: list[tuple[int, int]], size: int) -> list[list[tuple[int, int]]]:
+    """Split positions into batches of at most ``size`` that never leave a run of
+    patches equally spaced along one patch row (so each batch can be a view)."""
+    out: list[list[tuple[int, int]]] = []
+    current: list[tuple[int, int]] = []
+    for pos in todo:
+        if current and (len(current) == size or pos[0] != current[0][0]
+                        or (len(current) > 1 and pos[1] - current[-1][1] != current[1][1] - current[0][1])):
+            out.append(current)
+            current = []
+        current.append(pos)
+    if current:
+        out.append(current)
+    return out
+
+
+def _patch_view(bands: np.ndarray, chunk: list[tuple[int, int]], origin: tuple[int, int], p: int) -> np.ndarray:
+    """The patches of ``chunk`` (one patch row, equal column steps) as a read-only view of ``bands``."""
+    row, col = chunk[0][0] - origin[0], chunk[0][1] - origin[1]
+    step = chunk[1][1] - chunk[0][1] if len(chunk) > 1 else 0
+    sc, sr, sx = bands.strides
+    shape, strides = (len(chunk), bands.shape[0], p, p), (step * sx, sc, sr, sx)
+    if bands.flags.c_contiguous:  # the cheap constructor (as_strided costs ~50 us a call)
+        view = np.ndarray(shape, bands.dtype, buffer=bands, offset=row * sr + col * sx, strides=strides)
+        view.flags.writeable = False
+        return view
+    return np.lib.stride_tricks.as_strided(bands[:, row:row + p, col:], shape=shape, strides=strides,
+                                           writeable=False)
 
 
 def blend_patches(
@@ -86,8 +105,9 @@ def blend_patches(
     -----
     A patch with no valid pixel is skipped on purpose and counted in
     ``stats.skipped_nodata``; it contributes no weight. ``stats.seconds``
-    gets ``predict`` (network calls with their TTA) and ``blend`` (cutting
-    patches and accumulating).
+    gets ``predict`` (network calls with their TTA) and ``blend`` (batching and
+    accumulating). Batches stay within runs of equally spaced patches of one
+    patch row, so each is a zero-copy strided view of ``bands``.
     """
     p = acc.window.shape[0]
     r0, c0 = origin
@@ -103,17 +123,15 @@ def blend_patches(
     skipped = len(positions) - len(todo)
     if progress is not None and skipped:
         progress(skipped)
-    batch = predictor.batch_size
-    buf, preds = _workspace(stats, (batch, bands.shape[0], p, p), predictor.classes)
-    for start in range(0, len(todo), batch):
-        chunk = todo[start:start + batch]
+    for chunk in _batches(todo, predictor.batch_size):
         t = time.perf_counter()
-        for k, (row, col) in enumerate(chunk):
-            buf[k] = bands[:, row - r0:row - r0 + p, col - c0:col - c0 + p]
+        # No copy here: the batch is a strided view of the strip; the network
+        # (or the host TTA) reads it where it gathers its input anyway.
+        view = _patch_view(bands, chunk, origin, p)
         t1 = time.perf_counter()
-        predictor(buf[:len(chunk)], out=preds[:len(chunk)])
+        preds = predictor(view)
         t2 = time.perf_counter()
-        acc.add_batch(preds[:len(chunk)], [rc[0] for rc in chunk], [rc[1] for rc in chunk])
+        acc.add_batch(preds, [rc[0] for rc in chunk], [rc[1] for rc in chunk])
         stats.seconds["predict"] += t2 - t1
         stats.seconds["blend"] += (t1 - t) + (time.perf_counter() - t2)
         stats.predicted += len(chunk)
@@ -132,6 +150,7 @@ def stream(
     band_width: int,
     stats: PatchStats,
     progress: Optional[ProgressCallback] = None,
+    prefetch: bool = True,
 ) -> None:
     """Blend the whole grid strip by strip and emit every finished row once.
 
@@ -150,6 +169,9 @@ def stream(
         Updated in place; ``seconds["read"]`` counts the background reads.
     progress : callable, optional
         ``progress(done, total)`` in patches.
+    prefetch : bool, default True
+        Read the next strip in a background thread while the current one is
+        predicted (``False``: read in turn, e.g. to time the blend alone).
     """
     col_bands = list(grid.column_bands(band_width))
     strips = list(grid.strips(strip_rows))
@@ -170,11 +192,14 @@ def stream(
     jobs = [(s, b) for b in col_bands for s in strips]
     acc: Optional[Accumulator] = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiler-read") as reader:
-        pending = reader.submit(timed_read, *jobs[0])
+        pending = reader.submit(timed_read, *jobs[0]) if prefetch else None
         for n, (strip, band) in enumerate(jobs):
-            data, valid, seconds = pending.result()
+            if pending is None:
+                data, valid, seconds = timed_read(strip, band)
+            else:
+                data, valid, seconds = pending.result()
             stats.seconds["read"] += seconds
-            if n + 1 < len(jobs):  # read the next strip while this one is predicted
+            if prefetch and n + 1 < len(jobs):  # read the next strip while this one is predicted
                 pending = reader.submit(timed_read, *jobs[n + 1])
             t = time.perf_counter()
             if strip.index == 0:

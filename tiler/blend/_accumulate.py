@@ -67,6 +67,9 @@ class Accumulator:
         self.mean = np.zeros((classes, rows[1] - rows[0], col1 - self.col0), np.float32)
         self.weight = np.zeros(self.mean.shape[1:], np.float32)
         self._scratch = np.empty((self.mean.shape[1], self.window.shape[0]), np.float32)
+        #: Physical row of logical row 0: the buffers are a ring of rows, so
+        #: rolling down the scene moves ``head`` instead of copying rows.
+        self.head = 0
 
     @property
     def rows(self) -> tuple[int, int]:
@@ -103,7 +106,7 @@ class Accumulator:
         if len(r) and (r.min() < 0 or c.min() < 0 or r.max() + p > self.mean.shape[1]
                        or c.max() + p > self.mean.shape[2]):
             raise PlanError(f"a patch reaches outside the accumulator rows {self.rows}, cols {self.cols}")
-        _kernels.accumulate_batch(self.mean, self.weight, preds, self.window, r, c, self._scratch)
+        _kernels.accumulate_batch(self.mean, self.weight, preds, self.window, r, c, self._scratch, self.head)
 
     def _local(self, rows: tuple[int, int], cols: tuple[int, int]) -> tuple[int, int, int, int]:
         r0, r1 = rows[0] - self.row0, rows[1] - self.row0
@@ -111,6 +114,9 @@ class Accumulator:
         if r0 < 0 or c0 < 0 or r1 > self.mean.shape[1] or c1 > self.mean.shape[2] or r1 < r0 or c1 < c0:
             raise PlanError(f"rows {rows}, cols {cols} are outside the accumulator {self.rows}, {self.cols}")
         return r0, r1, c0, c1
+
+    def _physical(self, r0: int, r1: int) -> np.ndarray:
+        return (np.arange(r0, r1) + self.head) % self.mean.shape[1]
 
     def normalised(self, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
         """Blended probabilities of a sub-rectangle.
@@ -121,7 +127,12 @@ class Accumulator:
             Weighted mean per pixel (a copy); 0 where no patch contributed.
         """
         r0, r1, c0, c1 = self._local(rows, cols)
-        return self.mean[:, r0:r1, c0:c1].copy()
+        return self.mean[:, self._physical(r0, r1), c0:c1]
+
+    def weight_sum(self, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+        """Accumulated window weight of a sub-rectangle, ndarray of shape (rows, cols), float32 (a copy)."""
+        r0, r1, c0, c1 = self._local(rows, cols)
+        return self.weight[self._physical(r0, r1), c0:c1]
 
     def emit_probability(self, rows: tuple[int, int], cols: tuple[int, int], valid: np.ndarray, *,
                          nodata: float = float("nan"), out: Optional[np.ndarray] = None) -> np.ndarray:
@@ -135,7 +146,7 @@ class Accumulator:
         if out is None:
             out = np.empty((self.classes, r1 - r0, c1 - c0), np.float32)
         _kernels.emit_probability(self.mean, np.ascontiguousarray(valid, bool), r0, c0, out,
-                                  np.float32(nodata))
+                                  np.float32(nodata), self.head)
         return out
 
     def emit_class(self, rows: tuple[int, int], cols: tuple[int, int], valid: np.ndarray, *,
@@ -152,34 +163,47 @@ class Accumulator:
         r0, r1, c0, c1 = self._local(rows, cols)
         if out is None:
             out = np.empty((r1 - r0, c1 - c0), np.uint8)
-        _kernels.emit_class(self.mean, np.ascontiguousarray(valid, bool), r0, c0, out, np.uint8(nodata))
+        _kernels.emit_class(self.mean, np.ascontiguousarray(valid, bool), r0, c0, out, np.uint8(nodata),
+                            self.head)
         return out
 
     def roll(self, rows: tuple[int, int]) -> None:
         """Move the accumulator to new rows, keeping the rows both extents share.
 
         Rows that leave are dropped (they must have been emitted); new rows
-        start at zero. The buffers are reused when the height is unchanged.
+        start at zero. Moving down by any amount at unchanged height only
+        zeroes the dropped rows and advances the ring's head: no row is copied.
         """
         new0, new1 = rows
         if (new0, new1) == self.rows:
             return
+        height = self.mean.shape[1]
+        if new1 - new0 == height and self.row0 < new0 < self.rows[1]:
+            drop = new0 - self.row0
+            for start, stop in self._spans(0, drop):
+                self.mean[:, start:stop] = 0
+                self.weight[start:stop] = 0
+            self.head = (self.head + drop) % height
+            self.row0 = new0
+            return
         keep0, keep1 = max(new0, self.row0), min(new1, self.rows[1])
-        height = new1 - new0
-        if height == self.mean.shape[1] and keep1 > keep0:
-            n, src, dst = keep1 - keep0, keep0 - self.row0, keep0 - new0
-            self.mean[:, dst:dst + n] = self.mean[:, src:src + n]
-            self.weight[dst:dst + n] = self.weight[src:src + n]
-            self.mean[:, :dst] = 0
-            self.mean[:, dst + n:] = 0
-            self.weight[:dst] = 0
-            self.weight[dst + n:] = 0
-        else:
-            new_mean = np.zeros((self.classes, height, self.mean.shape[2]), np.float32)
-            new_weight = np.zeros((height, self.mean.shape[2]), np.float32)
-            if keep1 > keep0:
-                new_mean[:, keep0 - new0:keep1 - new0] = self.mean[:, keep0 - self.row0:keep1 - self.row0]
-                new_weight[keep0 - new0:keep1 - new0] = self.weight[keep0 - self.row0:keep1 - self.row0]
-            self.mean, self.weight = new_mean, new_weight
-            self._scratch = np.empty((height, self.window.shape[0]), np.float32)
+        new_height = new1 - new0
+        new_mean = np.zeros((self.classes, new_height, self.mean.shape[2]), np.float32)
+        new_weight = np.zeros((new_height, self.mean.shape[2]), np.float32)
+        if keep1 > keep0:
+            src = self._physical(keep0 - self.row0, keep1 - self.row0)
+            new_mean[:, keep0 - new0:keep1 - new0] = self.mean[:, src]
+            new_weight[keep0 - new0:keep1 - new0] = self.weight[src]
+        self.mean, self.weight, self.head = new_mean, new_weight, 0
+        if new_height != height:
+            self._scratch = np.empty((new_height, self.window.shape[0]), np.float32)
         self.row0 = new0
+
+    def _spans(self, r0: int, r1: int) -> list[tuple[int, int]]:
+        """Physical row slices of logical rows [r0, r1): one, or two where the ring wraps."""
+        height = self.mean.shape[1]
+        start = (r0 + self.head) % height
+        stop = start + (r1 - r0)
+        if stop <= height:
+            return [(start, stop)]
+        return [(start, height), (0, stop - height)]

@@ -54,39 +54,50 @@ def _blend_row(mean, weight, preds, window, y, c0, n, i, frac):  # pragma: no co
             m_row[j] = m + frac[j] * (p_row[j] - m)
 
 
+@ngjit
+def _ring(row, head, height):  # pragma: no cover - jitted
+    """Physical row of logical accumulator row ``row`` in a ring buffer starting at ``head``."""
+    phys = row + head
+    return phys - height if phys >= height else phys
+
+
 @pjit
-def accumulate_batch(mean, weight, preds, window, rows, cols, scratch):  # pragma: no cover - jitted
+def accumulate_batch(mean, weight, preds, window, rows, cols, scratch, head):  # pragma: no cover - jitted
     """Blend a batch of patches into the running weighted mean.
 
-    mean (K, H, W) f32, weight (H, W) f32 (the accumulator, updated in place);
+    mean (K, H, W) f32, weight (H, W) f32 (the accumulator, a ring buffer of
+    rows whose logical row 0 is physical row ``head``; updated in place);
     preds (N, K, P, P) f32; window (P, P) f32; rows, cols (N,) int64: each
-    patch's upper-left position in accumulator pixels; scratch (H, P) f32.
+    patch's upper-left position in logical accumulator pixels; scratch (H, P) f32.
     Per pixel, patches are applied in batch order: W += w; m += (w / W) (p - m).
     """
     n_patches, p = preds.shape[0], preds.shape[2]
     height = mean.shape[1]
     for y in numba.prange(height):
         frac = scratch[y]
+        phys = _ring(y, head, height)
         for n in range(n_patches):
             i = y - rows[n]
             if i < 0 or i >= p:
                 continue
-            _blend_row(mean, weight, preds, window, y, cols[n], n, i, frac)
+            _blend_row(mean, weight, preds, window, phys, cols[n], n, i, frac)
 
 
 @pjit
-def emit_class(mean, valid, r0, c0, out, nodata):  # pragma: no cover - jitted
-    """Argmax over classes of mean[:, r0:r0+R, c0:c0+C] into out (R, C) uint8; nodata where not valid."""
+def emit_class(mean, valid, r0, c0, out, nodata, head):  # pragma: no cover - jitted
+    """Argmax over classes of logical rows r0:r0+R, columns c0:c0+C of mean (a ring
+    buffer starting at row ``head``) into out (R, C) uint8; nodata where not valid."""
     classes = mean.shape[0]
     for y in numba.prange(out.shape[0]):
+        row = _ring(r0 + y, head, mean.shape[1])
         for x in range(out.shape[1]):
             if not valid[y, x]:
                 out[y, x] = nodata
                 continue
             best = 0
-            best_v = mean[0, r0 + y, c0 + x]
+            best_v = mean[0, row, c0 + x]
             for k in range(1, classes):
-                v = mean[k, r0 + y, c0 + x]
+                v = mean[k, row, c0 + x]
                 if v > best_v:
                     best_v = v
                     best = k
@@ -94,14 +105,16 @@ def emit_class(mean, valid, r0, c0, out, nodata):  # pragma: no cover - jitted
 
 
 @pjit
-def emit_probability(mean, valid, r0, c0, out, nodata):  # pragma: no cover - jitted
-    """Copy mean[:, r0:r0+R, c0:c0+C] into out (K, R, C) f32; nodata where not valid."""
+def emit_probability(mean, valid, r0, c0, out, nodata, head):  # pragma: no cover - jitted
+    """Copy logical rows r0:r0+R, columns c0:c0+C of mean (a ring buffer starting at
+    row ``head``) into out (K, R, C) f32; nodata where not valid."""
     width = out.shape[2]
     for y in numba.prange(out.shape[1]):
         v_row = valid[y]
+        row = _ring(r0 + y, head, mean.shape[1])
         for k in range(out.shape[0]):
             o_row = out[k, y]
-            m_row = mean[k, r0 + y, c0:c0 + width]
+            m_row = mean[k, row, c0:c0 + width]
             for x in range(width):
                 o_row[x] = m_row[x] if v_row[x] else nodata
 

@@ -84,6 +84,27 @@ def _graph_tta_model(net, transforms: tuple[int, ...], geometric: bool, softmax:
     return D4Model()
 
 
+def _normalising_model(net, offset: np.ndarray, inv_scale: np.ndarray):
+    """``net`` behind the model's channel normalisation, ``(x - offset) * inv_scale``, as ``keras.ops``.
+
+    The normalisation then runs with the network (on the accelerator where
+    there is one) instead of as an extra pass over every batch on the host.
+    """
+    import keras
+
+    class Normalised(keras.Model):
+        def __init__(self):
+            super().__init__(name="tiler_normalised")
+            self.net = net
+            self.offset = offset.reshape(1, 1, 1, -1).astype(np.float32)
+            self.inv_scale = inv_scale.reshape(1, 1, 1, -1).astype(np.float32)
+
+        def call(self, x):
+            return self.net((x - self.offset) * self.inv_scale, training=False)
+
+    return Normalised()
+
+
 class Predictor:
     """Run a model on batches of patches, optionally with test-time augmentation.
 
@@ -125,11 +146,11 @@ class Predictor:
                  tta_mean: str = "arithmetic", tta_device: str = "graph") -> None:
         self.model = model
         info = model.info
-        self._offset = np.asarray(info.offset, np.float32)[None, :, None, None]
-        self._inv_scale = (1.0 / np.asarray(info.scale, np.float64)).astype(np.float32)[None, :, None, None]
+        offset = np.asarray(info.offset, np.float32)
+        inv_scale = (1.0 / np.asarray(info.scale, np.float64)).astype(np.float32)
         self._setup(len(info.classes), batch_size, tta, tta_mean, tta_device,
                     softmax=info.activation == "softmax")
-        net = model.keras_model
+        net = _normalising_model(model.keras_model, offset, inv_scale)
         if tta != "none" and tta_device == "graph":
             net = _graph_tta_model(net, TTA_TRANSFORMS[tta], tta_mean == "geometric", self._softmax)
         self._keras = net
@@ -143,7 +164,6 @@ class Predictor:
         """
         self = cls.__new__(cls)
         self.model = None
-        self._offset = None
         self._setup(classes, batch_size, tta, tta_mean, "host", softmax=softmax)
         self._keras = None
         self._network = network
@@ -182,8 +202,9 @@ class Predictor:
         Parameters
         ----------
         patches : ndarray of shape (patch, channel, row, col), float32
-            Channels as read from the scene (not yet normalised), in the
-            model's channel order.
+            Channels as read from the scene (not yet normalised: the
+            normalisation runs inside the Keras model), in the model's channel
+            order; any strides (a view of a strip is fine).
         out : ndarray of shape (patch, K, row, col), float32, optional
             Where to write the result.
 
@@ -192,17 +213,20 @@ class Predictor:
         ndarray of shape (patch, K, row, col), float32
         """
         n = patches.shape[0]
+        if out is None and n <= self.batch_size:
+            return self._predict_batch(patches)  # the network's own result, no copy
         if out is None:
             out = np.empty((n, self.classes) + patches.shape[2:], np.float32)
         for start in range(0, n, self.batch_size):
             chunk = patches[start:start + self.batch_size]
-            if self._offset is not None:
-                chunk = (chunk - self._offset) * self._inv_scale
-            if self.tta == "none" or self.tta_device == "graph":
-                out[start:start + len(chunk)] = self._run_network(chunk)
-                continue
-            merged = d4_merge(self._run_network(d4_expand(chunk, self.tta)), self.tta, mean=self.tta_mean)
-            if self.tta_mean == "geometric" and self._softmax:
-                merged /= merged.sum(axis=1, keepdims=True)
-            out[start:start + len(chunk)] = merged
+            out[start:start + len(chunk)] = self._predict_batch(chunk)
         return out
+
+    def _predict_batch(self, chunk: np.ndarray) -> np.ndarray:
+        if self.tta == "none" or self.tta_device == "graph":
+            return self._run_network(chunk)
+        merged = d4_merge(self._run_network(d4_expand(np.ascontiguousarray(chunk), self.tta)), self.tta,
+                          mean=self.tta_mean)
+        if self.tta_mean == "geometric" and self._softmax:
+            merged /= merged.sum(axis=1, keepdims=True)
+        return merged
