@@ -11,7 +11,10 @@ the network; its time is measured and excluded. Strips are one stride high
 timed as blend work) and, single-threaded, rotations inside a Keras stand-in
 model (``tiler run``'s default ``--tta-device graph``: they run with the model,
 on the accelerator where there is one, and count as model time). Then a second
-table compares the two D4 paths with the network time included.
+table compares the two D4 paths with the network time included. Each
+configuration is timed untraced, as the best of up to 3 runs (one when a run
+takes over 10 s), then run once more under tracemalloc for the memory peak and
+the max abs error.
 
 Usage::
 

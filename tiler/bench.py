@@ -32,6 +32,10 @@ __all__ = ["BlendResult", "blend_benchmark", "numpy_baseline", "run_blend_benchm
 CHANNELS = 3
 #: Rows per chunk of the correctness check.
 CHECK_ROWS = 16
+#: Timed runs per configuration (the best counts: the machine is shared and
+#: noisy), and the run time above which one run is enough.
+REPEATS = 3
+LONG_RUN_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -180,12 +184,18 @@ def blend_benchmark(size: int, *, classes: int = 1, tta: str = "none", patch_siz
     out_buf.clear()
 
     grid = PatchGrid.from_overlap(size, size, patch_size=patch_size, overlap=overlap)
-    # Timed run, untraced: tracemalloc's bookkeeping slows every allocation.
-    stats = PatchStats()
-    run(grid, stats, False)
-    # Blend-only: everything the engine did but generating the scene (read)
-    # and the stand-in network.
-    seconds = stats.seconds["blend"] + stats.seconds["predict"] - predictor.network_seconds
+    # Timed runs, untraced (tracemalloc's bookkeeping slows every allocation):
+    # the best of up to REPEATS, fewer when one run is long. Blend-only:
+    # everything the engine did but generating the scene (read) and the
+    # stand-in network.
+    seconds = float("inf")
+    for _ in range(REPEATS):
+        stats = PatchStats()
+        predictor.network_seconds = 0.0
+        run(grid, stats, False)
+        seconds = min(seconds, stats.seconds["blend"] + stats.seconds["predict"] - predictor.network_seconds)
+        if stats.seconds["blend"] + stats.seconds["predict"] > LONG_RUN_S:
+            break
     # Second run, traced: the memory peak and (untimed) the correctness check.
     tracemalloc.start()
     run(grid, PatchStats(), check)
@@ -234,10 +244,15 @@ def numpy_baseline(size: int, *, classes: int = 1, tta: str = "none", patch_size
                 wsum[r:r + p, c:c + p] += win
         return acc[:, -r0:-r0 + size, -c0:-c0 + size] / wsum[-r0:-r0 + size, -c0:-c0 + size], net
 
-    # Timed untraced, then traced for the memory peak, as for tiler's engine.
-    t0 = time.perf_counter()
-    _, net = blend()
-    seconds = time.perf_counter() - t0 - net
+    # Timed untraced (best of up to REPEATS), then traced for the memory peak, as for tiler's engine.
+    seconds = float("inf")
+    for _ in range(REPEATS):
+        t0 = time.perf_counter()
+        _, net = blend()
+        total = time.perf_counter() - t0
+        seconds = min(seconds, total - net)
+        if total > LONG_RUN_S:
+            break
     tracemalloc.start()
     out, _ = blend()
     peak = tracemalloc.get_traced_memory()[1]
