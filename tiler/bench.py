@@ -75,20 +75,21 @@ def _scene_window(a: np.ndarray, b: np.ndarray, rows: tuple[int, int], cols: tup
     return out
 
 
-def _keras_mix_model(classes: int, patch_size: int):
-    """The channel-mix stand-in as a real Keras model (a linear 1x1 convolution)."""
+def _keras_mix_model(classes: int, patch_size: int, *, softmax: bool = False):
+    """The channel-mix stand-in as a real Keras model: a 1x1 convolution, linear or softmax."""
     import keras
 
     from tiler.model._file import ModelInfo, TilerModel
 
     inp = keras.Input(shape=(None, None, CHANNELS))
-    conv = keras.layers.Conv2D(classes, 1, use_bias=False)
+    conv = keras.layers.Conv2D(classes, 1, use_bias=False, activation="softmax" if softmax else None)
     net = keras.Model(inp, conv(inp))
     conv.set_weights([_mix_matrix(classes).T[None, None]])
     names = tuple(f"c{i}" for i in range(classes))
     colours = tuple(f"#{i:02X}0000" for i in range(classes))
+    # Only a softmax activation changes the geometric TTA mean; a linear stand-in is declared sigmoid.
     info = ModelInfo(("red", "green", "blue"), names, colours, (0.0,) * 3, (1.0,) * 3, patch_size=patch_size,
-                     depth=0, activation="sigmoid")  # only softmax changes the geometric TTA mean
+                     depth=0, activation="softmax" if softmax else "sigmoid")
     return TilerModel(net, info)
 
 
@@ -327,19 +328,7 @@ def tta_device_benchmark(*, patches: int = 32, patch_size: int = 256, classes: i
     list of (str, float)
         ``(device, patches per second)`` for "graph" and "host", best of ``repeats``.
     """
-    import keras
-
-    from tiler.model._file import ModelInfo, TilerModel
-
-    inp = keras.Input(shape=(None, None, CHANNELS))
-    conv = keras.layers.Conv2D(classes, 1, activation="softmax")
-    net = keras.Model(inp, conv(inp))
-    conv.set_weights([_mix_matrix(classes).T[None, None], np.zeros(classes, np.float32)])
-    names = tuple(f"c{i}" for i in range(classes))
-    colours = tuple(f"#{i:02X}0000" for i in range(classes))
-    info = ModelInfo(("red", "green", "blue"), names, colours, (0.0,) * 3, (1.0,) * 3, patch_size=patch_size,
-                     depth=0)
-    tm = TilerModel(net, info)
+    tm = _keras_mix_model(classes, patch_size, softmax=True)
     batch = np.random.default_rng(0).random((patches, CHANNELS, patch_size, patch_size), dtype=np.float32)
     results = []
     for device in ("graph", "host"):
