@@ -156,8 +156,8 @@ def predict(
     return out
 
 
-def _register(sc, plan: ChannelPlan, registration: str, model: str, stats: PatchStats) -> Optional[dict]:
-    """Register the groups ``plan`` reads (``auto``) and return the report entry."""
+def _register(sc, plan: ChannelPlan, registration: str, model: str, seconds: dict) -> Optional[dict]:
+    """Register the groups ``plan`` reads (``auto``), add ``seconds["register"]``, return the report entry."""
     used = sorted({sc.group_of(i) for i in plan.indexes} - {sc.reference})
     if not used:
         return None
@@ -169,8 +169,14 @@ def _register(sc, plan: ChannelPlan, registration: str, model: str, stats: Patch
     report = reg.to_dict()
     for g in report["groups"].values():
         g.pop("windows")
-    stats.seconds["register"] = time.perf_counter() - t
+    seconds["register"] = time.perf_counter() - t
     return report
+
+
+def _creation_options(creation_options: Union[None, Sequence[str], dict]) -> dict[str, str]:
+    if isinstance(creation_options, dict):
+        return {k.upper(): str(v) for k, v in creation_options.items()}
+    return parse_creation_options(creation_options or ())
 
 
 def _check_registration(registration: str, model: str) -> None:
@@ -291,10 +297,7 @@ def run_scene(
     if output not in OUTPUTS:
         raise UsageError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
     _check_registration(registration, registration_model)
-    if isinstance(creation_options, dict):
-        co = {k.upper(): str(v) for k, v in creation_options.items()}
-    else:
-        co = parse_creation_options(creation_options or ())
+    co = _creation_options(creation_options)
     out_path = check_destination(out, overwrite=overwrite)
     tm = resolve_model(model)
     p = _check_patch_size(tm, patch_size)
@@ -305,7 +308,7 @@ def run_scene(
 
     with rasterio.Env(GDAL_CACHEMAX=int(gdal_cache_mb)), open_scene(scene, reference=reference) as sc:
         plan = ChannelPlan.for_scene(sc, tm.info.channels, bands=bands)
-        reg_report = _register(sc, plan, registration, registration_model, stats)
+        reg_report = _register(sc, plan, registration, registration_model, stats.seconds)
         grid = PatchGrid.from_overlap(sc.height, sc.width, patch_size=p, overlap=overlap)
         k = predictor.classes
         if output == "class":
@@ -435,7 +438,7 @@ def index_scene(
     from tiler.indices import INDICES
 
     t_start = time.perf_counter()
-    stats = PatchStats()
+    seconds = {"register": 0.0, "read": 0.0, "compute": 0.0, "write": 0.0}
     names = [n.lower() for n in indices]
     params = {k.lower(): dict(v) for k, v in (params or {}).items()}
     unknown = [n for n in names + list(params) if n not in INDICES]
@@ -449,12 +452,11 @@ def index_scene(
     _check_registration(registration, registration_model)
     if strip_rows < 1:
         raise PlanError(f"strip rows must be >= 1, got {strip_rows}")
-    co = ({k.upper(): str(v) for k, v in creation_options.items()} if isinstance(creation_options, dict)
-          else parse_creation_options(creation_options or ()))
+    co = _creation_options(creation_options)
     out_path = check_destination(out, overwrite=overwrite)
     with rasterio.Env(GDAL_CACHEMAX=int(gdal_cache_mb)), open_scene(scene, reference=reference) as sc:
         plan = ChannelPlan.for_scene(sc, names)
-        reg_report = _register(sc, plan, registration, registration_model, stats)
+        reg_report = _register(sc, plan, registration, registration_model, seconds)
         radiometry = {}
         for i in plan.indexes:
             b = sc.band(i)
@@ -478,17 +480,15 @@ def index_scene(
                 result = plan.build(data, valid, **params)
                 t3 = time.perf_counter()
                 writer.write_rows(result, (r0, r1), (0, sc.width))
-                stats.seconds["read"] += t2 - t
-                stats.seconds["blend"] += t3 - t2
-                stats.seconds["write"] += time.perf_counter() - t3
+                seconds["read"] += t2 - t
+                seconds["compute"] += t3 - t2
+                seconds["write"] += time.perf_counter() - t3
                 if progress is not None:
                     progress(r1, sc.height)
             t = time.perf_counter()
             writer.commit()
-            stats.seconds["write"] += time.perf_counter() - t
-        seconds = {"register": stats.seconds.get("register", 0.0), "read": stats.seconds["read"],
-                   "compute": stats.seconds["blend"], "write": stats.seconds["write"],
-                   "total": time.perf_counter() - t_start}
+            seconds["write"] += time.perf_counter() - t
+        seconds["total"] = time.perf_counter() - t_start
         return {"tiler_version": __version__, "scene": sc.describe(), "out": out_path, "indices": described,
                 "radiometry": radiometry, "registration": reg_report,
                 "seconds": {k: round(v, 4) for k, v in seconds.items()},
