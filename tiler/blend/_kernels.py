@@ -31,16 +31,6 @@ def _blend_row(mean, weight, preds, window, y, c0, n, i, frac):  # pragma: no co
     p = window.shape[1]
     weight_row = weight[y, c0:c0 + p]
     window_row = window[i]
-    if mean.shape[0] == 1:  # one class: a single fused pass
-        m_row = mean[0, y, c0:c0 + p]
-        p_row = preds[n, 0, i]
-        for j in range(p):
-            w = window_row[j]
-            total = weight_row[j] + w
-            weight_row[j] = total
-            m = m_row[j]
-            m_row[j] = m + (w / total) * (p_row[j] - m)
-        return
     for j in range(p):
         w = window_row[j]
         total = weight_row[j] + w

@@ -73,7 +73,8 @@ class ChannelPlan:
             provide.
         """
         channels = tuple(c.lower() for c in channels)
-        is_index = [c in INDICES and c not in scene.band_lookup() for c in channels]
+        lookup = scene.band_lookup()
+        is_index = [c in INDICES and c not in lookup for c in channels]
         if not any(is_index):
             mapping = scene.map_channels(channels, bands=bands)
             steps = tuple(_Step(c, (k,)) for k, c in enumerate(channels))
@@ -84,7 +85,6 @@ class ChannelPlan:
                 f"--bands maps scene bands to channels, but channel(s) {computed} are computed indices; "
                 "drop --bands and name the scene's bands (a manifest or band descriptions)"
             )
-        lookup = scene.band_lookup()
         read: list[int] = []
 
         def position(band_index: int) -> int:
