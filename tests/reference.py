@@ -16,7 +16,14 @@ MIX_SCALE = (50.0, 60.0, 70.0)
 RGB = ("red", "green", "blue")
 
 
-def build_tiny_unet(path, *, channels=RGB, classes=("a", "b", "c"), seed=0, depth=2, patch_size=32):
+def uint8_domain(channels):
+    """The training domain of a model trained on 8-bit images (0..255 in every channel)."""
+    from tiler.domain import ChannelDomain, InputDomain
+
+    return InputDomain(tuple(ChannelDomain(c, "uint8", 0.0, 255.0) for c in channels))
+
+
+def build_tiny_unet(path, *, channels=RGB, classes=("a", "b", "c"), seed=0, depth=2, patch_size=32, domain=None):
     import keras
 
     from tiler.model import build_unet, save_model
@@ -26,7 +33,8 @@ def build_tiny_unet(path, *, channels=RGB, classes=("a", "b", "c"), seed=0, dept
     colours = ["#FF0000", "#00FF00", "#0000FF", "#FFFF00", "#00FFFF", "#FF00FF"][: len(classes)]
     save_model(net, path, channels=channels, classes=classes, colours=colours,
                normalization={"offset": [100.0] * len(channels), "scale": [50.0] * len(channels)},
-               patch_size=patch_size, depth=depth)
+               patch_size=patch_size, depth=depth,
+               domain=uint8_domain(channels) if domain is None and tuple(channels) == RGB else domain)
     return str(path)
 
 

@@ -101,10 +101,10 @@ def test_output_folder_missing(runner, tmp_path, scene, tiny_model):
 
 def test_output_folder_not_writable(runner, tmp_path, scene, tiny_model, monkeypatch):
     # Tests may run as root, for whom chmod does not bite: ask the check directly.
-    import tiler.output
+    import tiler.destination
 
     real_access = os.access
-    monkeypatch.setattr(tiler.output.os, "access",
+    monkeypatch.setattr(tiler.destination.os, "access",
                         lambda path, mode: False if str(path) == str(tmp_path) else real_access(path, mode))
     r = _run(runner, scene, "-o", tmp_path / "out.tif", "--model", tiny_model)
     _assert_usage_error(r, "is not writable", tmp_path)
@@ -135,6 +135,11 @@ def test_evaluate_prints_table_and_json(runner, tmp_path):
                                                [("a", "#FF0000"), ("b", "#00FF00"), ("c", "#0000FF")]],
                                    "ignore": [255]}))
     r = runner.invoke(main, ["evaluate", p, t, "--classes", str(classes), "--json", str(tmp_path / "s.json")])
+    # One of 8 truth pixels is ignored: more than 1 %, refused unless asked for.
+    assert r.exit_code == 2 and "12.5% of the truth pixels are ignored" in r.output
+    assert not (tmp_path / "s.json").exists()
+    r = runner.invoke(main, ["evaluate", p, t, "--classes", str(classes), "--json", str(tmp_path / "s.json"),
+                             "--allow-ignored"])
     assert r.exit_code == 0, r.output
     assert "mean" in r.output and "confusion matrix" in r.output
     doc = json.loads((tmp_path / "s.json").read_text())

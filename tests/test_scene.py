@@ -142,7 +142,7 @@ def test_run_on_a_manifest_registers_and_reports(tmp_path):
         assert ds.transform == Affine(10, 0, 500000, 0, -10, 4000000)
     np.testing.assert_allclose(got, predict(image, model=model), atol=1e-4)
     off = CliRunner().invoke(main, ["run", path, "--out", str(tmp_path / "m2.tif"), "--model", model,
-                                    "--registration", "off", "--report", str(report), "-q"])
+                                    "--registration", "off", "--report", str(report), "--overwrite", "-q"])
     assert off.exit_code == 0, off.output
     assert json.loads(report.read_text())["registration"]["off"] is True
 

@@ -16,8 +16,17 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tiler._version import __version__  # noqa: E402
-from tiler.pipeline import index_scene, predict, run_scene  # noqa: E402
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = ["__version__", "predict", "run_scene", "index_scene"]
+
+
+def __getattr__(name: str):
+    # The engine (numba, rasterio) loads on first use, so that `tiler --help`
+    # and commands that need no network start fast (PEP 562).
+    if name in ("predict", "run_scene", "index_scene"):
+        from tiler import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'tiler' has no attribute {name!r}")

@@ -11,17 +11,31 @@ import json
 import logging
 import os
 import shlex
+import signal
 import sys
 from typing import Callable, Optional
 
 import click
 
+from tiler._logging import NOTICE
 from tiler._version import __version__
-from tiler.errors import OutputVerificationError, RegistrationError, TilerError, UsageError
+from tiler.errors import OutputVerificationError, RegistrationError, SceneReadError, TilerError, UsageError
 
 log = logging.getLogger("tiler")
 
 EXIT_RUNTIME, EXIT_USAGE, EXIT_PARTIAL, EXIT_VERIFY = 1, 2, 3, 4
+#: Exit status of a command stopped by SIGTERM (128 + 15, the shell's convention).
+EXIT_TERMINATED = 128 + signal.SIGTERM
+#: Exit status after Ctrl-C (128 + SIGINT).
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread when SIGTERM arrives, so that every cleanup runs as for Ctrl-C."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
 
 
 # ---------------------------------------------------------------- shared options
@@ -46,13 +60,37 @@ def _model(f):
                         help="Model file (.keras, written by `tiler train`); default: the bundled model.")(f)
 
 
+class _Formatter(logging.Formatter):
+    """``note: ...``, ``warning: ...``; the logger's name only at -vv."""
+
+    def __init__(self, verbose: int) -> None:
+        super().__init__()
+        self.verbose = verbose
+
+    def format(self, record: logging.LogRecord) -> str:
+        label = {NOTICE: "note", logging.INFO: "info", logging.DEBUG: "debug"}.get(
+            record.levelno, record.levelname.lower())
+        where = f" [{record.name}]" if self.verbose >= 2 else ""
+        text = f"{label}{where}: {record.getMessage()}"
+        if record.exc_info and self.verbose:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
 def _setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.WARNING if quiet or not verbose else (logging.INFO if verbose == 1 else logging.DEBUG)
+    """Default: notices and warnings; -q: warnings; -v: info; -vv: debug, with the libraries' own."""
+    level = logging.WARNING if quiet else (NOTICE, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(_Formatter(verbose))
     root = logging.getLogger("tiler")
     root.handlers[:] = [h for h in root.handlers if isinstance(h, logging.NullHandler)] + [handler]
     root.setLevel(level)
+    # GDAL's messages come through rasterio's logger: shown from -v on (-vv: all of
+    # them), never as stray lines beside tiler's one-line errors otherwise.
+    libs = logging.getLogger("rasterio")
+    libs.handlers[:] = [handler] if verbose else [logging.NullHandler()]
+    libs.setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
+    libs.propagate = False
 
 
 def _handle_errors(func: Callable) -> Callable:
@@ -62,6 +100,7 @@ def _handle_errors(func: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         verbose = kwargs.get("verbose", 0)
         _setup_logging(verbose, kwargs.get("quiet", False))
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
         try:
             return func(*args, **kwargs)
         except UsageError as exc:
@@ -70,13 +109,18 @@ def _handle_errors(func: Callable) -> Callable:
             _fail(exc, EXIT_VERIFY, verbose)
         except TilerError as exc:
             _fail(exc, EXIT_RUNTIME, verbose)
+        except Terminated:
+            click.echo("Terminated (SIGTERM); no output was left behind.", err=True)
+            sys.exit(EXIT_TERMINATED)
         except KeyboardInterrupt:
             click.echo("Interrupted; no output was left behind.", err=True)
-            sys.exit(130)
+            sys.exit(EXIT_INTERRUPTED)
         except click.exceptions.Exit:
             raise
         except Exception as exc:  # an unexpected failure: say so, traceback with -v
             _fail(exc, EXIT_RUNTIME, verbose, unexpected=True)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     return wrapper
 
@@ -122,17 +166,49 @@ def _registration_model(f):
                              "scene, or auto (affine only where it is clearly better).")(f)
 
 
-def _check_report_folder(report: Optional[str]) -> None:
-    if report is not None:
-        folder = os.path.dirname(os.path.abspath(report))
-        if not os.path.isdir(folder):
-            raise UsageError(f"report folder {folder!r} does not exist; create it first")
+def _require(path: str, what: str = "scene") -> None:
+    """Refuse a missing input before anything heavy is imported (fast feedback)."""
+    if not os.path.exists(path):
+        raise SceneReadError(f"{what} {path!r} does not exist; check the path")
 
 
-def _write_report(path: Optional[str], report: dict) -> None:
-    if path is not None:
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
+def _guard(outputs: dict, inputs: list, overwrite: bool):
+    """Check and lock every output of a command before any work (tiler.destination)."""
+    from tiler.destination import guard_outputs
+
+    return guard_outputs(outputs, inputs=inputs, overwrite=overwrite)
+
+
+def _json(spec: Optional[str]):
+    from tiler.destination import JSON_SUFFIXES
+
+    return None if spec is None else (spec, JSON_SUFFIXES)
+
+
+def _geotiff(spec: str):
+    from tiler.destination import GEOTIFF_SUFFIXES
+
+    return (spec, GEOTIFF_SUFFIXES)
+
+
+def _scene_inputs(scene: str) -> list:
+    from tiler.destination import scene_inputs
+
+    return scene_inputs(scene)
+
+
+def _model_path(model: Optional[str]) -> str:
+    if model is not None:
+        _require(model, "model file")
+        return model
+    from tiler.model._file import DEFAULT_MODEL_PATH
+
+    return os.fspath(DEFAULT_MODEL_PATH)
+
+
+def _write_json(dest, doc: dict) -> None:
+    if dest is not None:
+        dest.write_text(json.dumps(doc, indent=2, default=str))
 
 
 def _int_list(text: Optional[str]) -> Optional[list[int]]:
@@ -182,30 +258,39 @@ def main() -> None:
               help="Register the band groups the model reads against the reference (auto), or place them by "
                    "georeferencing only (off).")
 @_registration_model
+@click.option("--input-scale", "input_scale", multiple=True, metavar="SCALE[,OFFSET]",
+              help="Map scene values into the model's range before its normalisation: value * SCALE + OFFSET. "
+                   "Once for all band channels, or once per model channel (e.g. 0.0625 for 12-bit data and an "
+                   "8-bit model).")
+@click.option("--force", is_flag=True,
+              help="Predict even when the scene's values are far outside the model's training domain.")
 @_verbosity
 @_handle_errors
 def run(scene, out, model, patch_size, overlap, batch_size, output, window, tta, tta_mean, tta_device, bands,
-        strip_rows, overwrite, creation_options, report, reference, registration, registration_model, quiet,
-        verbose):
+        strip_rows, overwrite, creation_options, report, reference, registration, registration_model,
+        input_scale, force, quiet, verbose):
     """Segment SCENE into a georeferenced GeoTIFF mask, streaming strip by strip.
 
     SCENE is a raster, a scene manifest (.toml) or a Sentinel-2, Landsat-8/9 or
     WorldView-3 folder of band files.
     """
-    from tiler.pipeline import run_scene
+    _require(scene)
+    with _guard({"--out": _geotiff(out), "--report": _json(report)},
+                [*_scene_inputs(scene), _model_path(model)], overwrite) as guard:
+        from tiler.pipeline import run_scene
 
-    _check_report_folder(report)
-    bar = _Progress(quiet, "patch", "predict")
-    try:
-        result = run_scene(scene, out, model=model, patch_size=patch_size, overlap=overlap,
-                           batch_size=batch_size, output=output, window=window, tta=tta,
-                           tta_mean=tta_mean, tta_device=tta_device, bands=_int_list(bands),
-                           strip_rows=strip_rows, overwrite=overwrite,
-                           creation_options=list(creation_options), progress=bar, reference=reference,
-                           registration=registration, registration_model=registration_model)
-    finally:
-        bar.close()
-    _write_report(report, result)
+        bar = _Progress(quiet, "patch", "predict")
+        try:
+            result = run_scene(scene, guard["--out"], model=model, patch_size=patch_size, overlap=overlap,
+                               batch_size=batch_size, output=output, window=window, tta=tta,
+                               tta_mean=tta_mean, tta_device=tta_device, bands=_int_list(bands),
+                               strip_rows=strip_rows, overwrite=overwrite,
+                               creation_options=list(creation_options), progress=bar, reference=reference,
+                               registration=registration, registration_model=registration_model,
+                               input_scale=list(input_scale), force=force)
+        finally:
+            bar.close()
+        _write_json(guard["--report"], result)
     if not quiet:
         click.echo(f"wrote {result['out']} ({result['scene']['width']}x{result['scene']['height']}, "
                    f"{result['patches']['predicted']} patches, {result['seconds']['total']:.1f} s)", err=True)
@@ -220,23 +305,25 @@ def run(scene, out, model, patch_size, overlap, batch_size, output, window, tta,
 @click.option("--grid", type=int, default=8, show_default=True, help="Estimation windows per side.")
 @click.option("--window", type=int, default=128, show_default=True,
               help="Window side in pixels of the coarser group of each pair.")
+@_overwrite
 @_verbosity
 @_handle_errors
-def register(scene, report, reference, registration_model, grid, window, quiet, verbose):
+def register(scene, report, reference, registration_model, grid, window, overwrite, quiet, verbose):
     """Estimate each band group's misalignment against the reference grid of SCENE.
 
     Prints per group: the shift in pixels of the group, of the reference and in
     metres, the model, windows used and rejected, residual spread and time.
     Exits with code 2 when a group cannot be registered.
     """
-    from tiler.registration import register_scene
-    from tiler.scene import open_scene
+    _require(scene)
+    with _guard({"--report": _json(report)}, _scene_inputs(scene), overwrite) as guard:
+        from tiler.registration import register_scene
+        from tiler.scene import open_scene
 
-    _check_report_folder(report)
-    with open_scene(scene, reference=reference) as sc:
-        reg = register_scene(sc, model=registration_model, grid=grid, window=window)
-        summary = {"scene": sc.describe(), **reg.to_dict()}
-    _write_report(report, summary)
+        with open_scene(scene, reference=reference) as sc:
+            reg = register_scene(sc, model=registration_model, grid=grid, window=window)
+            summary = {"scene": sc.describe(), **reg.to_dict()}
+        _write_json(guard["--report"], summary)
     click.echo(format_registration(reg))
     if reg.failures:
         raise RegistrationError("; ".join(f"group {g.group!r}: {g.reason}" for g in reg.failures))
@@ -290,9 +377,7 @@ def indices(scene, out, indices, params, strip_rows, overwrite, creation_options
     input, zero denominator); the radiometric scaling applied and each index's
     formula and parameters are in the file's metadata.
     """
-    from tiler.pipeline import index_scene
-
-    _check_report_folder(report)
+    _require(scene)
     overrides: dict[str, dict[str, float]] = {}
     for item in params:
         key, sep, value = item.partition("=")
@@ -303,14 +388,18 @@ def indices(scene, out, indices, params, strip_rows, overwrite, creation_options
             overrides.setdefault(name.strip().lower(), {})[param.strip()] = float(value)
         except ValueError:
             raise UsageError(f"--param expects INDEX.NAME=VALUE such as savi.L=1.0, got {item!r}") from None
-    bar = _Progress(quiet, "row", "indices")
-    try:
-        result = index_scene(scene, out, list(indices), params=overrides, strip_rows=strip_rows, overwrite=overwrite,
-                             creation_options=list(creation_options), reference=reference,
-                             registration=registration, registration_model=registration_model, progress=bar)
-    finally:
-        bar.close()
-    _write_report(report, result)
+    with _guard({"--out": _geotiff(out), "--report": _json(report)}, _scene_inputs(scene), overwrite) as guard:
+        from tiler.pipeline import index_scene
+
+        bar = _Progress(quiet, "row", "indices")
+        try:
+            result = index_scene(scene, guard["--out"], list(indices), params=overrides, strip_rows=strip_rows,
+                                 overwrite=overwrite, creation_options=list(creation_options),
+                                 reference=reference, registration=registration,
+                                 registration_model=registration_model, progress=bar)
+        finally:
+            bar.close()
+        _write_json(guard["--report"], result)
     if not quiet:
         click.echo(f"wrote {result['out']} ({', '.join(result['indices'])}; {result['seconds']['total']:.1f} s)",
                    err=True)
@@ -351,10 +440,12 @@ def train(images, masks, out, classes_file, val_images, val_masks, channels, ban
     """Train a U-Net on IMAGES and MASKS (folders or quoted glob patterns of folders)."""
     from tiler.labels import LabelScheme
     from tiler.model._train import TrainConfig
+    from tiler.model._train import find_pairs
     from tiler.model._train import train as train_model
-    from tiler.output import check_destination
 
-    out = check_destination(out, overwrite=overwrite)
+    pairs = find_pairs(images, masks) + find_pairs(val_images, val_masks)
+    inputs = [f for pair in pairs for f in pair] + [classes_file] + ([init] if init else [])
+    guard = _guard({"--out": (out, (".keras",))}, inputs, overwrite)
     config = TrainConfig(patch_size=patch_size, batch_size=batch_size, epochs=epochs,
                          steps_per_epoch=steps_per_epoch, learning_rate=learning_rate, patience=patience,
                          depth=depth, base_filters=base_filters, val_overlap=val_overlap,
@@ -368,11 +459,12 @@ def train(images, masks, out, classes_file, val_images, val_masks, channels, ban
                        err=True)
 
     command = "tiler train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    report = train_model(images, masks, out, labels=LabelScheme.from_file(classes_file),
-                         val_images=val_images, val_masks=val_masks,
-                         channels=channels.split(",") if channels else None,
-                         band_names=band_names.split(",") if band_names else None,
-                         config=config, on_epoch=on_epoch, command=command, init=init)
+    with guard:
+        report = train_model(images, masks, guard["--out"], labels=LabelScheme.from_file(classes_file),
+                             val_images=val_images, val_masks=val_masks,
+                             channels=channels.split(",") if channels else None,
+                             band_names=band_names.split(",") if band_names else None,
+                             config=config, on_epoch=on_epoch, command=command, init=init)
     if not quiet:
         click.echo(f"best epoch {report['best_epoch']}: val mean IoU "
                    f"{report['val_scores']['mean_iou']:.4f}; saved {out}", err=True)
@@ -383,19 +475,58 @@ def train(images, masks, out, classes_file, val_images, val_masks, channels, ban
 @click.argument("truth", type=click.Path(exists=False))
 @click.option("--classes", "classes_file", type=click.Path(dir_okay=False), default=None,
               help="Class scheme JSON; default: the classes and colours stored in PRED.")
+@click.option("--truth-values", default=None, metavar="V0,V1,...",
+              help="Integer truth-mask value of each class, in class order, e.g. 0,255 for a 0/255 footprint mask.")
+@click.option("--allow-ignored", is_flag=True,
+              help="Score even when more than 1 %% of truth pixels are ignored or of prediction values are no class.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Also write the scores as JSON here.")
+@_overwrite
 @_verbosity
 @_handle_errors
-def evaluate(pred, truth, classes_file, json_out, quiet, verbose):
+def evaluate(pred, truth, classes_file, truth_values, allow_ignored, json_out, overwrite, quiet, verbose):
     """Score PRED (a class map from `tiler run`, or a folder of them) against TRUTH masks."""
-    from tiler.evaluate import evaluate_masks, format_table
+    values = None
+    if truth_values is not None:
+        try:
+            values = [int(v) for v in truth_values.split(",") if v.strip()]
+        except ValueError:
+            raise UsageError(f"--truth-values expects integers, one per class, e.g. 0,255; got {truth_values!r}") \
+                from None
+    _require(pred, "prediction")
+    _require(truth, "truth")
+    inputs = [*_scene_inputs(pred), *_scene_inputs(truth)] + ([classes_file] if classes_file else [])
+    with _guard({"--json": _json(json_out)}, inputs, overwrite) as guard:
+        from tiler.evaluate import evaluate_masks, format_table
 
-    result = evaluate_masks(pred, truth, classes=classes_file)
+        result = evaluate_masks(pred, truth, classes=classes_file, truth_values=values, allow_ignored=allow_ignored)
+        _write_json(guard["--json"], result)
     click.echo(format_table(result))
-    if json_out:
-        with open(json_out, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
+
+
+@main.command()
+@click.argument("scene", type=click.Path(dir_okay=True))
+@click.option("--model", "model", default=None,
+              help="Also show how this model's channels would be built, the input-domain verdict and the "
+                   "patch count ('default' for the bundled model).")
+@_reference
+@click.option("--bands", default=None, help="1-based scene band per model channel, e.g. 3,2,1.")
+@click.option("--input-scale", "input_scale", multiple=True, metavar="SCALE[,OFFSET]",
+              help="As for `tiler run`.")
+@click.option("--overlap", type=float, default=0.5, show_default=True, help="For the patch estimate.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@_verbosity
+@_handle_errors
+def info(scene, model, reference, bands, input_scale, overlap, as_json, quiet, verbose):
+    """Describe SCENE (size, CRS, band groups, dtypes, nodata, scaling, sampled values) before running it."""
+    _require(scene)
+    if model not in (None, "default"):
+        _require(model, "model file")
+    from tiler.info import format_info, scene_info
+
+    doc = scene_info(scene, model=model, reference=reference, bands=_int_list(bands),
+                     input_scale=list(input_scale), overlap=overlap)
+    click.echo(json.dumps(doc, indent=2, default=str) if as_json else format_info(doc))
 
 
 @main.group()

@@ -20,9 +20,12 @@ __all__ = [
     "PlanError",
     "OutputExistsError",
     "OutputPathError",
+    "OutputBusyError",
     "OutputVerificationError",
     "DatasetError",
     "RegistrationError",
+    "DomainError",
+    "DiskFullError",
 ]
 
 
@@ -58,6 +61,10 @@ class OutputPathError(UsageError, OSError):
     """The output folder does not exist or is not writable."""
 
 
+class OutputBusyError(UsageError, OSError):
+    """Another process is writing the same output now (its advisory lock is held)."""
+
+
 class DatasetError(UsageError, ValueError):
     """Training or evaluation data is missing, unpaired or inconsistent."""
 
@@ -68,3 +75,11 @@ class RegistrationError(UsageError, ValueError):
 
 class OutputVerificationError(TilerError, OSError):
     """A finished output failed its own verification (CLI exit code 4)."""
+
+
+class DomainError(UsageError, ValueError):
+    """A scene's values are far outside the domain the model was trained on."""
+
+
+class DiskFullError(TilerError, OSError):
+    """The disk (or the file-size limit) filled while writing an output (exit code 1)."""

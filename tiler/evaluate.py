@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
 from tiler.errors import DatasetError, SceneReadError
-from tiler.labels import LabelScheme, read_mask
+from tiler.labels import IGNORE, LabelScheme, read_mask
 from tiler.metrics import confusion_matrix, scores
 from tiler.output import CLASS_NODATA
 
 __all__ = ["evaluate_masks", "format_table"]
+
+log = logging.getLogger(__name__)
 
 _SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
@@ -55,8 +58,30 @@ def _pairs(pred: str, truth: str) -> list[tuple[str, str]]:
     return pairs
 
 
+#: Largest fraction of ignored truth pixels, or of prediction values that are
+#: no class, scored without ``allow_ignored``: beyond it a score would describe
+#: the pixels left, not the scene.
+MAX_IGNORED_FRACTION = 0.01
+
+
+def _binary_hint(mask: np.ndarray, scheme: LabelScheme, path: str) -> None:
+    """Refuse a two-valued truth mask whose values are not the scheme's, naming the fix."""
+    if mask.shape[0] != 1 or scheme.values:
+        return
+    values = np.unique(mask[0])
+    if values.size == 2 and not all(0 <= v < len(scheme.names) for v in values):
+        a, b = (int(v) for v in values)
+        raise DatasetError(
+            f"truth mask {path!r} is binary (values {a} and {b}), which are not the class indices "
+            f"0..{len(scheme.names) - 1} of {', '.join(scheme.names)}; map them explicitly with "
+            f"--truth-values (one value per class in class order, e.g. --truth-values {a},{b}) or a "
+            "'value' per class in the class file")
+
+
 def evaluate_masks(pred: Union[str, os.PathLike], truth: Union[str, os.PathLike], *,
-                   classes: Union[None, str, os.PathLike, LabelScheme] = None) -> dict:
+                   classes: Union[None, str, os.PathLike, LabelScheme] = None,
+                   truth_values: Optional[Sequence[int]] = None,
+                   allow_ignored: bool = False) -> dict:
     """Per-class IoU (Jaccard) and Dice, their means, pixel accuracy, confusion matrix.
 
     Parameters
@@ -71,16 +96,26 @@ def evaluate_masks(pred: Union[str, os.PathLike], truth: Union[str, os.PathLike]
     classes : path-like or LabelScheme, optional
         The class scheme; default: class names and colours stored in the
         (first) prediction.
+    truth_values : sequence of int, optional
+        Integer truth-mask value of each class, in class order (``0, 255`` for
+        a 0/255 footprint mask scored with classes ``background, building``).
+    allow_ignored : bool, default False
+        Score even when more than 1 % of the truth pixels are ignored or of
+        the prediction's values are no class.
 
     Returns
     -------
     dict
-        :func:`tiler.metrics.scores` over all pairs together, plus ``files``.
+        :func:`tiler.metrics.scores` over all pairs together, plus ``files``
+        and ``excluded``: truth pixels ignored, prediction nodata pixels and
+        prediction values that are no class (counts and fractions).
 
     Raises
     ------
     DatasetError, SceneReadError
-        For missing or mismatched files.
+        For missing or mismatched files; a binary truth mask whose values are
+        not mapped to classes; more than 1 % of the pixels ignored or no class
+        without ``allow_ignored``.
     """
     pred, truth = os.fspath(pred), os.fspath(truth)
     pairs = _pairs(pred, truth)
@@ -90,8 +125,12 @@ def evaluate_masks(pred: Union[str, os.PathLike], truth: Union[str, os.PathLike]
         scheme = classes
     else:
         scheme = LabelScheme.from_file(classes)
+    if truth_values is not None:
+        scheme = scheme.with_values(truth_values)
     k = len(scheme.names)
     cm = np.zeros((k, k), np.int64)
+    total = ignored = nodata = outside = 0
+    outside_values: set[int] = set()
     for p, t in pairs:
         try:
             with warnings.catch_warnings():
@@ -100,13 +139,42 @@ def evaluate_masks(pred: Union[str, os.PathLike], truth: Union[str, os.PathLike]
                     predicted = ds.read(1)
         except RasterioIOError as exc:
             raise SceneReadError(f"cannot read prediction {p!r}: {exc}") from None
-        labels = scheme.decode(read_mask(t))
+        mask = read_mask(t)
+        _binary_hint(mask, scheme, t)
+        labels = scheme.decode(mask)
         if predicted.shape != labels.shape:
             raise DatasetError(f"prediction {p!r} is {predicted.shape} but truth {t!r} is {labels.shape}")
-        predicted = np.where(predicted == CLASS_NODATA, -1, predicted.astype(np.int64))
+        total += labels.size
+        ignored += int(np.count_nonzero(labels == IGNORE))
+        is_nodata = predicted == CLASS_NODATA
+        nodata += int(np.count_nonzero(is_nodata))
+        no_class = ~is_nodata & (predicted >= k)
+        if no_class.any():
+            outside += int(np.count_nonzero(no_class))
+            outside_values.update(np.unique(predicted[no_class]).tolist())
+        predicted = np.where(is_nodata | no_class, -1, predicted.astype(np.int64))
         cm += confusion_matrix(predicted, labels, k)
+    excluded = {"pixels": total, "truth_ignored": ignored, "truth_ignored_fraction": ignored / max(total, 1),
+                "prediction_nodata": nodata, "prediction_no_class": outside,
+                "prediction_no_class_fraction": outside / max(total, 1),
+                "prediction_no_class_values": sorted(int(v) for v in outside_values)}
+    log.info("excluded: %d of %d truth pixels ignored, %d prediction nodata, %d prediction values no class",
+             ignored, total, nodata, outside)
+    if not allow_ignored:
+        problems = []
+        if excluded["truth_ignored_fraction"] > MAX_IGNORED_FRACTION:
+            problems.append(f"{excluded['truth_ignored_fraction']:.1%} of the truth pixels are ignored (values "
+                            f"{list(scheme.ignore_values)} or colours {list(scheme.ignore_colours)}); if they are a "
+                            "class, map them with --truth-values or the class file")
+        if excluded["prediction_no_class_fraction"] > MAX_IGNORED_FRACTION:
+            problems.append(f"{excluded['prediction_no_class_fraction']:.1%} of the prediction's pixels have values "
+                            f"{excluded['prediction_no_class_values'][:10]} that are no class of "
+                            f"{', '.join(scheme.names)}; check --classes")
+        if problems:
+            raise DatasetError("; ".join(problems) + ". Pass --allow-ignored to score the remaining pixels anyway")
     result = scores(cm, scheme.names)
     result["files"] = [{"pred": p, "truth": t} for p, t in pairs]
+    result["excluded"] = excluded
     return result
 
 
@@ -124,6 +192,11 @@ def format_table(result: dict) -> str:
     lines.append("-" * (width + 16))
     lines.append(f"{'mean':<{width}}  {fmt(result['mean_iou'])}  {fmt(result['mean_dice'])}")
     lines.append(f"pixel accuracy {fmt(result['pixel_accuracy'])} over {result['pixels']} labelled pixels")
+    ex = result.get("excluded")
+    if ex:
+        lines.append(f"not scored: {ex['truth_ignored']} ignored truth pixels ({ex['truth_ignored_fraction']:.2%}), "
+                     f"{ex['prediction_nodata']} prediction nodata, {ex['prediction_no_class']} prediction values "
+                     f"that are no class ({ex['prediction_no_class_fraction']:.2%})")
     lines.append("")
     lines.append("confusion matrix (rows: truth, columns: prediction)")
     lines.append(" " * width + "".join(f"{n[:10]:>12}" for n in names))

@@ -78,12 +78,16 @@ class LabelScheme:
         Mask colours that mark unlabelled pixels.
     ignore_values : tuple of int
         Integer mask values that mark unlabelled pixels.
+    values : tuple of int
+        Integer mask value of each class (e.g. ``(0, 255)`` for a 0/255
+        building-footprint mask); empty: class ``i`` is value ``i``.
     """
 
     names: tuple[str, ...]
     colours: tuple[str, ...]
     ignore_colours: tuple[str, ...] = ()
     ignore_values: tuple[int, ...] = (IGNORE,)
+    values: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.names:
@@ -102,6 +106,19 @@ class LabelScheme:
         clash = set(rgbs) & {parse_colour(c) for c in self.ignore_colours}
         if clash:
             raise DatasetError(f"colours {sorted(map(_hex, clash))} are both a class and ignored")
+        if self.values:
+            if len(self.values) != len(self.names) or len(set(self.values)) != len(self.values):
+                raise DatasetError(f"give one distinct mask value per class ({len(self.names)}: "
+                                   f"{', '.join(self.names)}), got {list(self.values)}")
+            both = set(self.values) & set(self.ignore_values)
+            if both:
+                object.__setattr__(self, "ignore_values",
+                                   tuple(v for v in self.ignore_values if v not in both))
+
+    def with_values(self, values: Sequence[int]) -> "LabelScheme":
+        """The same classes with explicit integer mask values (``--truth-values``)."""
+        return LabelScheme(self.names, self.colours, self.ignore_colours, self.ignore_values,
+                           tuple(int(v) for v in values))
 
     @classmethod
     def from_file(cls, path: Union[str, os.PathLike]) -> "LabelScheme":
@@ -136,14 +153,18 @@ class LabelScheme:
         ignore = doc.get("ignore", [])
         ignore_colours = tuple(_hex(parse_colour(v)) for v in ignore if not isinstance(v, int))
         ignore_values = tuple(int(v) for v in ignore if isinstance(v, int)) or (IGNORE,)
-        return cls(names, colours, ignore_colours, ignore_values)
+        given = [e.get("value") for e in entries]
+        if any(v is not None for v in given) and not all(isinstance(v, int) for v in given):
+            raise DatasetError(f"{source}: give every class an integer 'value', or none")
+        values = tuple(given) if all(isinstance(v, int) for v in given) else ()
+        return cls(names, colours, ignore_colours, ignore_values, values)
 
     def to_dict(self) -> dict:
         """The scheme as its JSON document."""
-        return {
-            "classes": [{"name": n, "colour": c} for n, c in zip(self.names, self.colours)],
-            "ignore": list(self.ignore_colours) + list(self.ignore_values),
-        }
+        classes = [{"name": n, "colour": c} for n, c in zip(self.names, self.colours)]
+        for entry, v in zip(classes, self.values):
+            entry["value"] = v
+        return {"classes": classes, "ignore": list(self.ignore_colours) + list(self.ignore_values)}
 
     def decode(self, mask: np.ndarray) -> np.ndarray:
         """Turn a label mask into class indices.
@@ -173,13 +194,22 @@ class LabelScheme:
         if mask.shape[0] == 1:
             values = mask[0].astype(np.int64)
             out = np.full(values.shape, IGNORE, np.uint8)
-            ok = (values >= 0) & (values < k)
-            out[ok] = values[ok]
+            if self.values:
+                ok = np.zeros(values.shape, bool)
+                for i, v in enumerate(self.values):
+                    hit = values == v
+                    out[hit] = i
+                    ok |= hit
+                what = f"class values {list(self.values)}"
+            else:
+                ok = (values >= 0) & (values < k)
+                out[ok] = values[ok]
+                what = f"class indices 0..{k - 1}"
             bad = ~ok & ~np.isin(values, self.ignore_values)
             if bad.any():
                 raise DatasetError(
-                    f"mask values {np.unique(values[bad])[:10].tolist()} are not class indices "
-                    f"0..{k - 1} nor ignored values {list(self.ignore_values)}"
+                    f"mask values {np.unique(values[bad])[:10].tolist()} are not {what} "
+                    f"nor ignored values {list(self.ignore_values)}"
                 )
             return out
         code = (mask[0].astype(np.int64) << 16) | (mask[1].astype(np.int64) << 8) | mask[2].astype(np.int64)

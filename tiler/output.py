@@ -1,73 +1,40 @@
 """Atomic, tiled, compressed GeoTIFF output.
 
-The mask is written to a temporary file in the destination folder and renamed
-into place only when complete and verified (DESIGN.md, invariant 6). Rows are
-buffered into whole blocks of tiles, so every compressed tile is written exactly
-once, in order, whatever the strip height.
+The mask is written to a temporary file of its :class:`tiler.destination.Destination`
+and renamed into place only when complete and verified (DESIGN.md, invariants
+6 and 9). Rows are buffered into whole blocks of tiles, so every compressed tile
+is written exactly once, in order, whatever the strip height.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
-from typing import Any, Mapping, Optional, Sequence, Union
+from contextlib import contextmanager
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import rasterio
+import rasterio.shutil
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
-from tiler.errors import OutputExistsError, OutputPathError, OutputVerificationError, UsageError
+from tiler._logging import quiet_stderr
+from tiler.destination import Destination, gdal_messages, write_failure
+from tiler.errors import OutputVerificationError, UsageError
 
-__all__ = ["BLOCK_SIZE", "CLASS_NODATA", "check_destination", "parse_creation_options", "MaskWriter"]
+__all__ = ["BLOCK_SIZE", "CLASS_NODATA", "DEFAULT_CREATION_OPTIONS", "parse_creation_options",
+           "check_creation_options", "MaskWriter"]
 
 #: Tile side of the output GeoTIFF (DESIGN.md, "Output").
 BLOCK_SIZE = 512
 #: Nodata value of the uint8 class map (class indices use 0..254).
 CLASS_NODATA = 255
-
-
-def _umask() -> int:
-    """The process umask (read by setting it and restoring it at once)."""
-    current = os.umask(0o022)
-    os.umask(current)
-    return current
-
-
-def check_destination(out: Union[str, os.PathLike], *, overwrite: bool) -> str:
-    """Refuse an output path that cannot be written safely.
-
-    Parameters
-    ----------
-    out : path-like
-        Output file path.
-    overwrite : bool
-        Whether an existing file may be replaced.
-
-    Returns
-    -------
-    str
-        The absolute output path.
-
-    Raises
-    ------
-    OutputPathError
-        If the folder does not exist or is not writable, or ``out`` is a folder.
-    OutputExistsError
-        If ``out`` exists and ``overwrite`` is false.
-    """
-    out = os.path.abspath(os.fspath(out))
-    folder = os.path.dirname(out)
-    if os.path.isdir(out):
-        raise OutputPathError(f"output {out!r} is a folder; give a file name such as mask.tif")
-    if not os.path.isdir(folder):
-        raise OutputPathError(f"output folder {folder!r} does not exist; create it first")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputPathError(f"output folder {folder!r} is not writable; choose another --out")
-    if os.path.exists(out) and not overwrite:
-        raise OutputExistsError(f"output {out!r} exists; pass --overwrite to replace it")
-    return out
+#: Creation options of every GeoTIFF tiler writes (DESIGN.md, "Output");
+#: ``PREDICTOR`` is set by dtype (2 for integers, 3 for floats).
+DEFAULT_CREATION_OPTIONS = {"TILED": "YES", "BLOCKXSIZE": str(BLOCK_SIZE), "BLOCKYSIZE": str(BLOCK_SIZE),
+                            "COMPRESS": "DEFLATE", "BIGTIFF": "IF_SAFER"}
+#: TIFF tiles must be a multiple of 16 pixels on each side (TIFF 6.0, section 15).
+_TILE_MULTIPLE = 16
 
 
 def parse_creation_options(options: Sequence[str]) -> dict[str, str]:
@@ -87,19 +54,92 @@ def parse_creation_options(options: Sequence[str]) -> dict[str, str]:
     return parsed
 
 
+def _options_for(dtype: Any, creation_options: Optional[Mapping[str, str]]) -> dict[str, str]:
+    options = dict(DEFAULT_CREATION_OPTIONS)
+    options["PREDICTOR"] = "3" if np.dtype(dtype).kind == "f" else "2"
+    user = {k.upper(): str(v) for k, v in (creation_options or {}).items()}
+    if user.get("COMPRESS", "").upper() in ("NONE", "JPEG", "WEBP", "JXL", "LERC") and "PREDICTOR" not in user:
+        del options["PREDICTOR"]  # these codecs take no predictor
+    options.update(user)
+    return options
+
+
+def check_creation_options(creation_options: Optional[Mapping[str, str]], *, dtype: Any = "uint8",
+                           count: int = 1) -> dict[str, str]:
+    """Validate GeoTIFF creation options before any work starts.
+
+    GDAL only warns about an unknown option or a bad value (``COMPRESS=FOO``)
+    and then writes something else; here its validation runs on a tiny
+    in-memory file with the same options, and any complaint is an error. Tile
+    sides (which GDAL accepts silently) must be multiples of 16 (TIFF 6.0).
+
+    Parameters
+    ----------
+    creation_options : mapping of str to str, optional
+        User options (``--co``), names in any case.
+    dtype : dtype-like, default "uint8"
+        The output's data type (the predictor depends on it).
+    count : int, default 1
+        The output's band count.
+
+    Returns
+    -------
+    dict of str to str
+        The full option set the output will be written with (defaults, then the
+        user's).
+
+    Raises
+    ------
+    UsageError
+        Naming the rejected option, GDAL's reason and the fix (CLI exit code 2).
+    """
+    options = _options_for(dtype, creation_options)
+    for key in ("BLOCKXSIZE", "BLOCKYSIZE"):
+        try:
+            side = int(options[key])
+        except ValueError:
+            side = -1
+        if side < _TILE_MULTIPLE or side % _TILE_MULTIPLE:
+            raise UsageError(f"--co {key}={options[key]}: GeoTIFF tiles must be a positive multiple of "
+                             f"{_TILE_MULTIPLE} pixels; use e.g. {key}={BLOCK_SIZE}")
+    side = _TILE_MULTIPLE
+    with gdal_messages() as messages, warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        try:
+            with rasterio.open("/vsimem/tiler-check-options.tif", "w", driver="GTiff", width=side, height=side,
+                               count=count, dtype=np.dtype(dtype).name,
+                               **{k.lower(): v for k, v in options.items()}) as ds:
+                ds.write(np.zeros((count, side, side), np.dtype(dtype)))
+        except (RasterioIOError, ValueError, TypeError) as exc:
+            messages.append(str(exc))
+        finally:
+            try:
+                rasterio.shutil.delete("/vsimem/tiler-check-options.tif")
+            except (RasterioIOError, OSError):
+                pass
+    problems = [m for m in messages if "creation option" in m.lower() or "not recognised" in m.lower()
+                or "not supported" in m.lower() or "illegal" in m.lower()]
+    if problems:
+        raise UsageError(f"GeoTIFF creation options refused: {'; '.join(dict.fromkeys(problems))}. Fix or drop "
+                         "the --co option (e.g. --co COMPRESS=ZSTD, --co COMPRESS=DEFLATE)")
+    return options
+
+
 class MaskWriter:
     """Write a mask block row by block row into a temporary file, then commit.
 
     Parameters
     ----------
-    out : str
-        Final path (already checked by :func:`check_destination`).
+    destination : Destination
+        Where the file goes, already checked and locked by
+        :func:`tiler.destination.guard_outputs`.
     profile : mapping
         rasterio profile: ``width``, ``height``, ``count``, ``dtype``,
         ``nodata``, optionally ``crs`` and ``transform``.
     creation_options : mapping, optional
         Extra GDAL creation options overriding the defaults (tiled 512x512,
-        DEFLATE with predictor, BIGTIFF=IF_SAFER).
+        DEFLATE with predictor, BIGTIFF=IF_SAFER); validate them first with
+        :func:`check_creation_options`.
     colormap : mapping, optional
         Colour table for band 1 (class index -> RGBA).
     descriptions : sequence of str, optional
@@ -114,35 +154,46 @@ class MaskWriter:
     renames it into place.
     """
 
-    def __init__(self, out: str, profile: Mapping[str, Any], *,
+    def __init__(self, destination: Destination, profile: Mapping[str, Any], *,
                  creation_options: Optional[Mapping[str, str]] = None,
                  colormap: Optional[Mapping[int, tuple]] = None,
                  descriptions: Optional[Sequence[str]] = None,
                  tags: Optional[Mapping[str, str]] = None) -> None:
-        self.out = out
-        dtype = np.dtype(profile["dtype"])
-        predictor = "3" if dtype.kind == "f" else "2"
-        options = {"TILED": "YES", "BLOCKXSIZE": str(BLOCK_SIZE), "BLOCKYSIZE": str(BLOCK_SIZE),
-                   "COMPRESS": "DEFLATE", "PREDICTOR": predictor, "BIGTIFF": "IF_SAFER"}
-        options.update({k.upper(): str(v) for k, v in (creation_options or {}).items()})
+        self.destination = destination
+        self.out = destination.path
+        options = _options_for(profile["dtype"], creation_options)
         self.profile = {"driver": "GTiff", **profile, **{k.lower(): v for k, v in options.items()}}
-        folder, name = os.path.split(out)
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part.tif", dir=folder)
-        os.close(fd)
+        self._needed = int(profile["width"]) * int(profile["height"]) * int(profile["count"]) \
+            * np.dtype(profile["dtype"]).itemsize
+        self.tmp = destination.temporary()
         self._buffers: dict[tuple[int, int], tuple[np.ndarray, int]] = {}
+        self._dst = None
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), self._gdal():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
                 self._dst = rasterio.open(self.tmp, "w", **self.profile)
-            if colormap:
-                self._dst.write_colormap(1, dict(colormap))
-            for i, d in enumerate(descriptions or (), start=1):
-                self._dst.set_band_description(i, d)
-            if tags:
-                self._dst.update_tags(**tags)
-        except Exception:
+                if colormap:
+                    self._dst.write_colormap(1, dict(colormap))
+                for i, d in enumerate(descriptions or (), start=1):
+                    self._dst.set_band_description(i, d)
+                if tags:
+                    self._dst.update_tags(**tags)
+        except BaseException:
             self.abort()
             raise
+
+    @contextmanager
+    def _gdal(self):
+        """Capture GDAL's messages during a write and turn a full disk into one clear error."""
+        with gdal_messages() as messages, quiet_stderr():
+            try:
+                yield
+            except OSError as exc:
+                failure = write_failure(exc, self.out, self.tmp, messages=messages, needed_bytes=self._needed)
+                if failure is None:
+                    raise
+                self.abort()
+                raise failure from None
 
     @property
     def block_rows(self) -> int:
@@ -175,8 +226,9 @@ class MaskWriter:
             stop = min(rows[1], block1)
             buf[:, start - block0:stop - block0] = data[:, start - rows[0]:stop - rows[0]]
             if stop == block1:
-                self._dst.write(buf[:, :block1 - block0],
-                                window=Window(cols[0], block0, cols[1] - cols[0], block1 - block0))
+                with self._gdal():
+                    self._dst.write(buf[:, :block1 - block0],
+                                    window=Window(cols[0], block0, cols[1] - cols[0], block1 - block0))
             start = stop
         self._buffers[key] = (buf, rows[1])
 
@@ -185,20 +237,21 @@ class MaskWriter:
         dst = getattr(self, "_dst", None)
         if dst is not None and not dst.closed:
             try:
-                dst.close()
+                with gdal_messages():
+                    dst.close()
             except RasterioIOError:
                 pass  # the file is being discarded; a close error changes nothing
-        for path in (self.tmp, self.tmp + ".aux.xml"):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+        self.destination.discard()
 
     def commit(self) -> None:
-        """Close, verify and rename the finished file to ``out``.
+        """Close, verify and rename the finished file to its destination.
 
         Raises
         ------
+        DiskFullError
+            If the disk (or the file-size limit) filled.
+        OutputExistsError
+            If, without ``overwrite``, a file appeared at the destination meanwhile.
         OutputVerificationError
             If a column band was not written to the last row, or the file read
             back does not have the expected size, bands, dtype or georeferencing.
@@ -210,10 +263,10 @@ class MaskWriter:
                 raise OutputVerificationError(
                     f"output incomplete: columns {unfinished or 'missing'} not written to the last row"
                 )
-            self._dst.close()
+            with self._gdal():
+                self._dst.close()
             self._verify()
-            os.chmod(self.tmp, 0o666 & ~_umask())  # mkstemp made it private (0600)
-            os.replace(self.tmp, self.out)
+            self.destination.commit()
         except BaseException:
             self.abort()
             raise

@@ -3,29 +3,36 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import resource
 import sys
 import time
-from typing import Any, Optional, Sequence, Union
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import rasterio
 
-from tiler._engine import PatchStats, ProgressCallback, blend_patches, stream
+from tiler._engine import PatchStats, ProgressCallback, ReadFunction, blend_patches, stream
+from tiler._logging import notice
 from tiler._version import __version__
 from tiler.blend import Accumulator, WindowFunction, get_window
+from tiler.destination import GEOTIFF_SUFFIXES, Destination, guard_outputs, scene_inputs
+from tiler.domain import InputScale, check_domain, sample_channels
 from tiler.errors import BandMismatchError, PlanError, UsageError
 from tiler.indices import ChannelPlan
-from tiler.model._file import TilerModel, load_model
+from tiler.model._file import DEFAULT_MODEL_PATH, ModelInfo, TilerModel, load_model, read_info
 from tiler.model._predictor import Predictor
-from tiler.output import CLASS_NODATA, MaskWriter, check_destination, parse_creation_options
+from tiler.output import CLASS_NODATA, MaskWriter, check_creation_options, parse_creation_options
 from tiler.plan import PatchGrid, reflect_indices
 from tiler.registration import MODELS as REGISTRATION_MODELS
 from tiler.registration import register_scene
 from tiler.scene import open_scene
 
-__all__ = ["predict", "run_scene", "index_scene", "resolve_model", "OUTPUTS", "REGISTRATION"]
+__all__ = ["predict", "run_scene", "index_scene", "resolve_model", "channel_reader", "OUTPUTS", "REGISTRATION"]
+
+log = logging.getLogger(__name__)
 
 #: Output kinds of :func:`run_scene`.
 OUTPUTS = ("class", "probability")
@@ -54,8 +61,7 @@ def resolve_model(model: Union[None, str, os.PathLike, TilerModel]) -> TilerMode
     return load_model(model)
 
 
-def _check_patch_size(model: TilerModel, patch_size: Optional[int]) -> int:
-    info = model.info
+def _check_patch_size(info: ModelInfo, patch_size: Optional[int]) -> int:
     if patch_size is None:
         return info.patch_size
     multiple = 2 ** info.depth
@@ -133,7 +139,7 @@ def predict(
             f"image has {image.shape[0]} channel(s) but the model needs "
             f"{len(tm.info.channels)} ({', '.join(tm.info.channels)})"
         )
-    p = _check_patch_size(tm, patch_size)
+    p = _check_patch_size(tm.info, patch_size)
     _, height, width = image.shape
     grid = PatchGrid.from_overlap(height, width, patch_size=p, overlap=overlap)
     predictor = Predictor(tm, batch_size=batch_size, tta=tta, tta_mean=tta_mean, tta_device=tta_device)
@@ -190,6 +196,108 @@ def _peak_rss_mb() -> float:
     return peak / (2**20 if sys.platform == "darwin" else 2**10)
 
 
+@contextmanager
+def _destination(out: Union[str, os.PathLike, Destination], scene: Union[str, os.PathLike],
+                 other_inputs: Sequence[str], overwrite: bool) -> Iterator[Destination]:
+    """The checked, locked destination of a library call (or the caller's own)."""
+    if isinstance(out, Destination):
+        yield out
+        return
+    with guard_outputs({"out": (out, GEOTIFF_SUFFIXES)}, inputs=[*scene_inputs(scene), *other_inputs],
+                       overwrite=overwrite) as guard:
+        yield guard["out"]
+
+
+def channel_reader(sc, plan: ChannelPlan, info: ModelInfo, input_scale: Optional[InputScale], *,
+                   fill: bool) -> ReadFunction:
+    """The source of the model's channels: ``read(rows, cols) -> (channels, valid)``.
+
+    Reads the plan's bands of a reference-grid window (reflect-padded past the
+    edges), builds the channels (bands and indices), applies ``--input-scale``
+    and, with ``fill``, the fill policy: nodata pixels get each channel's
+    normalisation offset (its training mean), and so does an index value that is
+    undefined where its bands are valid (a zero denominator), whose pixel stays
+    valid.
+
+    Parameters
+    ----------
+    sc : tiler.scene.Scene
+    plan : ChannelPlan
+    info : ModelInfo
+    input_scale : InputScale or None
+    fill : bool
+        Apply the fill policy (for prediction); without it invalid pixels and
+        undefined index values are left as read (for sampling the domain).
+
+    Returns
+    -------
+    callable
+        ``read(rows, cols) -> (ndarray (channel, row, col) float32, ndarray (row, col) bool)``.
+    """
+    fillv = np.asarray(info.offset, np.float32)[:, None]
+    gain = bias = None
+    if input_scale is not None:
+        gain, bias = input_scale.per_channel(plan.channels, plan.index_channels)
+        gain, bias = gain[:, None, None], bias[:, None, None]
+
+    def read(rows, cols):
+        data, valid = sc.read(rows, cols, plan.indexes)
+        data = plan.build(data, valid)
+        if gain is not None:
+            data = data * gain + bias
+        if fill:
+            data[:, ~valid] = fillv
+            if plan.index_channels:
+                np.copyto(data, np.broadcast_to(fillv[:, :, None], data.shape), where=np.isnan(data))
+        return data, valid
+
+    return read
+
+
+#: What ``--force``-less refusals tell the user to do.
+_DOMAIN_FIXES = ("Fix it with --input-scale SCALE[,OFFSET] (value * SCALE + OFFSET, e.g. --input-scale 0.0625 for "
+                 "12-bit data and an 8-bit model), a manifest's scale/offset, or a model trained on such data; "
+                 "--force runs anyway")
+
+
+def _check_domain(sc, plan: ChannelPlan, info: ModelInfo, scale: Optional[InputScale], *, force: bool):
+    """Sample the scene's channels and compare them with the model's training domain."""
+    domain = info.input_domain
+    if domain is None:
+        log.warning("the model file records no training domain (written before tiler 0.9?); the scene's values "
+                    "are not checked against it")
+        return None
+    samples = sample_channels(channel_reader(sc, plan, info, scale, fill=False), sc.height, sc.width)
+    dtypes = plan.dtypes(sc) if scale is None else ("float32",) * len(plan.channels)
+    verdict = check_domain(domain, samples, dtypes, pixel_size=sc.pixel_size_m())
+    for row in verdict.channels:
+        log.info("domain %s: scene %s %s, model %s %s", row["name"], row["scene_dtype"], row["scene_range"],
+                 row["model_dtype"], row["model_range"])
+    for w in verdict.warnings:
+        log.warning(w)
+    if not verdict.ok:
+        if force:
+            log.warning("--force: predicting although " + "; ".join(verdict.problems))
+        else:
+            verdict.raise_if_refused(fixes=_DOMAIN_FIXES)
+    return verdict
+
+
+def _log_scene(sc, plan: ChannelPlan) -> None:
+    """Notices (band mapping by position, layout assumptions) and the -v details of a scene."""
+    for n in sc.notes:
+        notice(log, "%s", n)
+    names = [sc.band_names[i - 1] or f"band {i}" for i in plan.indexes]
+    log.info("band mapping (%s): %s", plan.method,
+             ", ".join(f"{c} <- {d}" for c, d in zip(plan.channels, names)) if not plan.index_channels
+             else f"reads {', '.join(names)}; computes {', '.join(plan.index_channels)}")
+    for g in sc.groups:
+        grid = sc.grid(g.name)
+        log.info("group %s: %d x %d px, pixel %.4g, placed by %s, scale %s, offset %s", g.name, grid.width,
+                 grid.height, grid.pixel_size, grid.placed_by, sorted({b.scale for b in g.bands}),
+                 sorted({b.offset for b in g.bands}))
+
+
 def run_scene(
     scene: Union[str, os.PathLike],
     out: Union[str, os.PathLike],
@@ -213,6 +321,8 @@ def run_scene(
     reference: Optional[str] = None,
     registration: str = "auto",
     registration_model: str = "auto",
+    input_scale: Union[None, InputScale, Sequence[str]] = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Segment a scene, streaming it strip by strip, into a GeoTIFF mask.
 
@@ -225,9 +335,13 @@ def run_scene(
         A raster rasterio can open, a scene manifest (``.toml``) or a sensor
         folder (Sentinel-2, Landsat-8/9, WorldView-3) holding the model's
         channels; see :func:`tiler.scene.open_scene`.
-    out : path-like
-        Output GeoTIFF. Written to a temporary file in the same folder and
-        renamed into place when complete and verified.
+    out : path-like or Destination
+        Output GeoTIFF (``.tif``/``.tiff``). Checked and locked before any
+        work (:func:`tiler.destination.guard_outputs`; the scene's files and
+        the model file count as inputs), written to a temporary file in the
+        same folder and renamed into place when complete and verified. A
+        :class:`~tiler.destination.Destination` the caller already guarded is
+        used as it is.
     model : path-like or TilerModel, optional
         Default: the model shipped with tiler.
     patch_size : int, optional
@@ -275,6 +389,11 @@ def run_scene(
         georeferencing (or extent) only.
     registration_model : {"auto", "translation", "affine"}
         Displacement model of the registration.
+    input_scale : InputScale or sequence of str, optional
+        ``value * scale + offset`` per channel before the model's normalisation
+        (``--input-scale``), e.g. to feed 12-bit data to an 8-bit model.
+    force : bool, default False
+        Predict even when the scene is outside the model's training domain.
 
     Returns
     -------
@@ -285,10 +404,15 @@ def run_scene(
 
     Raises
     ------
-    SceneReadError, BandMismatchError, ModelFileError, PlanError, RegistrationError
-        Bad input (CLI exit code 2); nothing is written.
-    OutputExistsError, OutputPathError
+    SceneReadError, BandMismatchError, ModelFileError, PlanError, RegistrationError, UsageError
+        Bad input or option (CLI exit code 2); nothing is written.
+    DomainError
+        The scene's values are far outside the model's training domain and
+        ``force`` is false (exit code 2).
+    OutputExistsError, OutputPathError, OutputBusyError
         The destination cannot be written safely (exit code 2).
+    DiskFullError
+        The disk filled (exit code 1); nothing is left.
     OutputVerificationError
         The finished file failed verification (exit code 4); nothing is left at ``out``.
     """
@@ -297,44 +421,45 @@ def run_scene(
     if output not in OUTPUTS:
         raise UsageError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
     _check_registration(registration, registration_model)
-    co = _creation_options(creation_options)
-    out_path = check_destination(out, overwrite=overwrite)
-    tm = resolve_model(model)
-    p = _check_patch_size(tm, patch_size)
-    win = get_window(window, p)
-    predictor = Predictor(tm, batch_size=batch_size, tta=tta, tta_mean=tta_mean, tta_device=tta_device)
     if strip_rows < 1 or band_width < 1:
         raise PlanError(f"strip rows and band width must be >= 1, got {strip_rows} and {band_width}")
+    info = model.info if isinstance(model, TilerModel) else read_info(DEFAULT_MODEL_PATH if model is None else model)
+    model_path = model.path if isinstance(model, TilerModel) else os.fspath(DEFAULT_MODEL_PATH if model is None
+                                                                               else model)
+    p = _check_patch_size(info, patch_size)
+    win = get_window(window, p)
+    PatchGrid.from_overlap(p, p, patch_size=p, overlap=overlap)  # validates the overlap before any work
+    k = len(info.classes)
+    out_dtype, out_count = ("uint8", 1) if output == "class" else ("float32", k)
+    co = check_creation_options(_creation_options(creation_options), dtype=out_dtype, count=out_count)
+    scale = InputScale.parse(input_scale) if not isinstance(input_scale, InputScale) else input_scale
 
-    with rasterio.Env(GDAL_CACHEMAX=int(gdal_cache_mb)), open_scene(scene, reference=reference) as sc:
-        plan = ChannelPlan.for_scene(sc, tm.info.channels, bands=bands)
+    with _destination(out, scene, [model_path] if model_path else [], overwrite) as dest, \
+            rasterio.Env(GDAL_CACHEMAX=int(gdal_cache_mb)), open_scene(scene, reference=reference) as sc:
+        plan = ChannelPlan.for_scene(sc, info.channels, bands=bands)
+        _log_scene(sc, plan)
+        verdict = _check_domain(sc, plan, info, scale, force=force)
+        tm = resolve_model(model)
+        predictor = Predictor(tm, batch_size=batch_size, tta=tta, tta_mean=tta_mean, tta_device=tta_device)
         reg_report = _register(sc, plan, registration, registration_model, stats.seconds)
         grid = PatchGrid.from_overlap(sc.height, sc.width, patch_size=p, overlap=overlap)
-        k = predictor.classes
+        log.info("patch grid: patch %d px, stride %d px (overlap %d px), %d x %d patches, strips of %d rows, "
+                 "column bands of %d columns", p, grid.stride, grid.overlap, grid.rows.count, grid.cols.count,
+                 strip_rows, band_width)
         if output == "class":
             profile = {"dtype": "uint8", "count": 1, "nodata": CLASS_NODATA}
-            colormap, descriptions = tm.info.labels.colormap(), ["class"]
+            colormap, descriptions = info.labels.colormap(), ["class"]
         else:
             profile = {"dtype": "float32", "count": k, "nodata": float("nan")}
-            colormap, descriptions = None, list(tm.info.classes)
+            colormap, descriptions = None, list(info.classes)
         profile.update(width=sc.width, height=sc.height)
         if sc.georeferenced:
             profile.update(crs=sc.crs, transform=sc.transform)
-        tags = {"TILER_VERSION": __version__, "TILER_CLASSES": ",".join(tm.info.classes),
+        tags = {"TILER_VERSION": __version__, "TILER_CLASSES": ",".join(info.classes),
                 "TILER_OUTPUT": output, "TILER_TTA": tta}
-        fill = np.asarray(tm.info.offset, np.float32)[:, None]
+        read = channel_reader(sc, plan, info, scale, fill=True)
 
-        def read(rows, cols):
-            data, valid = sc.read(rows, cols, plan.indexes)
-            data = plan.build(data, valid)
-            data[:, ~valid] = fill
-            if plan.index_channels:
-                # An index undefined where its bands are valid (a zero denominator)
-                # is fed as the channel's mean; the pixel stays valid.
-                np.copyto(data, np.broadcast_to(fill[:, :, None], data.shape), where=np.isnan(data))
-            return data, valid
-
-        with MaskWriter(out_path, profile, creation_options=co, colormap=colormap,
+        with MaskWriter(dest, profile, creation_options=co, colormap=colormap,
                         descriptions=descriptions, tags=tags) as writer:
 
             def emit(acc, strip, band, valid):
@@ -358,6 +483,7 @@ def run_scene(
             stats.seconds["write"] += time.perf_counter() - t
 
     stats.seconds["total"] = time.perf_counter() - t_start
+    log.info("seconds: %s", ", ".join(f"{n} {v:.2f}" for n, v in stats.seconds.items()))
     return {
         "tiler_version": __version__,
         "scene": {"path": os.fspath(scene), "width": sc.width, "height": sc.height,
@@ -367,8 +493,9 @@ def run_scene(
                                    "index_channels": list(plan.index_channels)},
                   "kind": sc.kind, "reference": sc.reference, "notes": list(sc.notes)},
         "registration": reg_report,
-        "out": out_path,
-        "model": {"path": tm.path, "channels": list(tm.info.channels), "classes": list(tm.info.classes)},
+        "domain": verdict.to_dict() if verdict is not None else None,
+        "out": dest.path,
+        "model": {"path": tm.path, "channels": list(info.channels), "classes": list(info.classes)},
         "grid": {"patch_size": p, "stride": grid.stride, "overlap_px": grid.overlap,
                  "patch_rows": grid.rows.count, "patch_cols": grid.cols.count,
                  "strips": len(list(grid.strips(strip_rows))),
@@ -383,7 +510,8 @@ def run_scene(
                     "tta": tta, "tta_mean": tta_mean, "tta_device": tta_device,
                     "strip_rows": strip_rows, "band_width": band_width,
                     "creation_options": co, "gdal_cache_mb": gdal_cache_mb,
-                    "registration": registration, "registration_model": registration_model},
+                    "registration": registration, "registration_model": registration_model,
+                    "input_scale": scale.to_dict() if scale is not None else None, "force": force},
     }
 
 
@@ -409,10 +537,11 @@ def index_scene(
     scene : path-like
         A raster, scene manifest or sensor folder (:func:`tiler.scene.open_scene`)
         whose bands carry the indices' input band names.
-    out : path-like
-        Output GeoTIFF: one float32 band per index, band descriptions set to
-        the index names, nodata NaN; written to a temporary file and renamed
-        into place when complete and verified.
+    out : path-like or Destination
+        Output GeoTIFF (``.tif``/``.tiff``): one float32 band per index, band
+        descriptions set to the index names, nodata NaN; guarded, written to a
+        temporary file and renamed into place when complete and verified (as
+        for :func:`run_scene`).
     indices : sequence of str
         Index names (:data:`tiler.indices.INDICES`), in band order.
     params : dict, optional
@@ -432,8 +561,10 @@ def index_scene(
     ------
     UsageError
         Unknown index or parameter (exit code 2).
-    SceneReadError, BandMismatchError, RegistrationError, OutputExistsError, OutputPathError
+    SceneReadError, BandMismatchError, RegistrationError, OutputExistsError, OutputPathError, OutputBusyError
         Bad input or destination (exit code 2); nothing is written.
+    DiskFullError
+        The disk filled (exit code 1); nothing is left.
     """
     from tiler.indices import INDICES
 
@@ -452,10 +583,11 @@ def index_scene(
     _check_registration(registration, registration_model)
     if strip_rows < 1:
         raise PlanError(f"strip rows must be >= 1, got {strip_rows}")
-    co = _creation_options(creation_options)
-    out_path = check_destination(out, overwrite=overwrite)
-    with rasterio.Env(GDAL_CACHEMAX=int(gdal_cache_mb)), open_scene(scene, reference=reference) as sc:
+    co = check_creation_options(_creation_options(creation_options), dtype="float32", count=len(names))
+    with _destination(out, scene, [], overwrite) as dest, \
+            rasterio.Env(GDAL_CACHEMAX=int(gdal_cache_mb)), open_scene(scene, reference=reference) as sc:
         plan = ChannelPlan.for_scene(sc, names)
+        _log_scene(sc, plan)
         reg_report = _register(sc, plan, registration, registration_model, seconds)
         radiometry = {}
         for i in plan.indexes:
@@ -471,7 +603,7 @@ def index_scene(
         tags = {"TILER_VERSION": __version__, "TILER_INDICES": ",".join(names),
                 "TILER_RADIOMETRY": json.dumps({"bands": radiometry, "notes": list(sc.notes)}),
                 "TILER_INDEX_DEFINITIONS": json.dumps(described)}
-        with MaskWriter(out_path, profile, creation_options=co, descriptions=names, tags=tags) as writer:
+        with MaskWriter(dest, profile, creation_options=co, descriptions=names, tags=tags) as writer:
             for r0 in range(0, sc.height, strip_rows):
                 r1 = min(sc.height, r0 + strip_rows)
                 t = time.perf_counter()
@@ -489,7 +621,7 @@ def index_scene(
             writer.commit()
             seconds["write"] += time.perf_counter() - t
         seconds["total"] = time.perf_counter() - t_start
-        return {"tiler_version": __version__, "scene": sc.describe(), "out": out_path, "indices": described,
+        return {"tiler_version": __version__, "scene": sc.describe(), "out": dest.path, "indices": described,
                 "radiometry": radiometry, "registration": reg_report,
                 "seconds": {k: round(v, 4) for k, v in seconds.items()},
                 "options": {"strip_rows": strip_rows, "creation_options": co, "registration": registration,

@@ -12,7 +12,6 @@ from types import MappingProxyType
 from typing import Callable, Mapping, Union
 
 import numpy as np
-from scipy.signal import windows as sig
 
 from tiler.errors import PlanError
 
@@ -75,6 +74,8 @@ def spline_window(patch_size: int, *, power: int = 2) -> np.ndarray:
     ``_spline_window``; used in the 3rd-place solution of the Kaggle Dstl
     Satellite Imagery Feature Detection challenge.
     """
+    from scipy.signal import windows as sig  # ~1 s to import: only when a window is built
+
     t = sig.triang(patch_size).astype(np.float64)
     w = np.where(t <= 0.5, 0.5 * (2.0 * t) ** power, 1.0 - 0.5 * (2.0 * (1.0 - t)) ** power)
     return _outer(w)
@@ -95,6 +96,8 @@ def hann_window(patch_size: int) -> np.ndarray:
     F. J. Harris, "On the use of windows for harmonic analysis with the
     discrete Fourier transform", Proc. IEEE 66(1), 1978.
     """
+    from scipy.signal import windows as sig  # ~1 s to import: only when a window is built
+
     return _outer(sig.hann(patch_size + 2)[1:-1])
 
 
@@ -106,6 +109,8 @@ def triangle_window(patch_size: int) -> np.ndarray:
     ndarray of shape (patch_size, patch_size), float32
         Outer product of ``scipy.signal.windows.triang(patch_size)``, mean 1.
     """
+    from scipy.signal import windows as sig  # ~1 s to import: only when a window is built
+
     return _outer(sig.triang(patch_size))
 
 
@@ -126,6 +131,8 @@ def gaussian_window(patch_size: int, *, sigma: float = GAUSSIAN_SIGMA_FRACTION) 
     """
     if sigma <= 0:
         raise PlanError(f"gaussian sigma must be > 0 (a fraction of the patch), got {sigma}")
+    from scipy.signal import windows as sig  # ~1 s to import: only when a window is built
+
     return _outer(sig.gaussian(patch_size, std=sigma * patch_size))
 
 

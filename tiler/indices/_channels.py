@@ -116,6 +116,25 @@ class ChannelPlan:
         lookup = scene.band_lookup()
         return [n for n, i in INDICES.items() if all(b in lookup for b in i.bands)]
 
+    def describe(self, scene) -> tuple[str, ...]:
+        """Per channel, how it is built: ``band 3 (red)`` or ``ndwi = (green - nir) / (green + nir) of bands 2, 4``."""
+        out = []
+        for s in self._steps:
+            idx = [self.indexes[i] for i in s.inputs]
+            if s.index is None:
+                out.append(f"band {idx[0]} ({scene.band_names[idx[0] - 1] or 'unnamed'})")
+            else:
+                out.append(f"{INDICES[s.index].formula} of band(s) {', '.join(map(str, idx))}")
+        return tuple(out)
+
+    def dtypes(self, scene) -> tuple[str, ...]:
+        """Per channel, the dtype of its values as fed (see :meth:`tiler.scene.Scene.value_dtype`).
+
+        Index channels are ``float32``; band channels have their band's dtype.
+        """
+        return tuple("float32" if s.index is not None else scene.value_dtype(self.indexes[s.inputs[0]])
+                     for s in self._steps)
+
     def build(self, data: np.ndarray, valid: np.ndarray, **params: Union[float, dict]) -> np.ndarray:
         """Channels from the bands read at :attr:`indexes`.
 

@@ -1,35 +1,36 @@
-"""The U-Net, its losses, the self-describing model file, prediction and training."""
+"""The U-Net, its losses, the self-describing model file, prediction and training.
 
-from tiler.model._file import (
-    DEFAULT_MODEL_PATH,
-    METADATA_NAME,
-    ModelInfo,
-    TilerModel,
-    load_model,
-    read_info,
-    save_model,
-)
-from tiler.model._losses import (
-    DiceCrossEntropy,
-    cross_entropy_loss,
-    soft_dice_loss,
-    soft_jaccard_loss,
-)
-from tiler.model._predictor import Predictor
-from tiler.model._unet import build_unet
+Names load on first use (PEP 562): Keras and its backend are imported only
+where a network is built or loaded, never to read a model file's metadata.
+"""
 
-__all__ = [
-    "DEFAULT_MODEL_PATH",
-    "METADATA_NAME",
-    "DiceCrossEntropy",
-    "ModelInfo",
-    "Predictor",
-    "TilerModel",
-    "build_unet",
-    "cross_entropy_loss",
-    "load_model",
-    "read_info",
-    "save_model",
-    "soft_dice_loss",
-    "soft_jaccard_loss",
-]
+import importlib
+
+_EXPORTS = {
+    "DEFAULT_MODEL_PATH": "_file",
+    "METADATA_NAME": "_file",
+    "ModelInfo": "_file",
+    "TilerModel": "_file",
+    "load_model": "_file",
+    "read_info": "_file",
+    "save_model": "_file",
+    "update_info": "_file",
+    "DiceCrossEntropy": "_losses",
+    "cross_entropy_loss": "_losses",
+    "soft_dice_loss": "_losses",
+    "soft_jaccard_loss": "_losses",
+    "Predictor": "_predictor",
+    "build_unet": "_unet",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"tiler.model.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'tiler.model' has no attribute {name!r}")
+
+
+def __dir__() -> list:
+    return __all__

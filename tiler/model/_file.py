@@ -22,6 +22,8 @@ __all__ = [
     "TilerModel",
     "save_model",
     "load_model",
+    "read_info",
+    "update_info",
 ]
 
 #: Name of tiler's metadata entry inside the ``.keras`` zip archive. Keras
@@ -61,6 +63,11 @@ class ModelInfo:
         Version of tiler that wrote the file.
     training : dict
         Free-form record of how the model was trained (command, data, scores).
+    domain : dict or None
+        The domain of the training inputs
+        (:meth:`tiler.domain.InputDomain.to_dict`: per channel the dtype and
+        1st/99th percentile, and the pixel size in metres); None in files
+        written before tiler recorded it, whose inputs cannot be checked.
     """
 
     channels: tuple[str, ...]
@@ -73,6 +80,7 @@ class ModelInfo:
     depth: int = 4
     tiler_version: str = __version__
     training: Mapping[str, Any] = field(default_factory=dict)
+    domain: Optional[Mapping[str, Any]] = None
 
     def __post_init__(self) -> None:
         n = len(self.channels)
@@ -92,6 +100,21 @@ class ModelInfo:
             raise ModelFileError(
                 f"training patch size {self.patch_size} is not divisible by 2**depth = {2 ** self.depth}"
             )
+        if self.domain:
+            try:
+                dom = self.input_domain
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ModelFileError(f"the model's training domain is malformed ({exc})") from None
+            if tuple(c.name for c in dom.channels) != tuple(self.channels):
+                raise ModelFileError(f"the training domain names channels {[c.name for c in dom.channels]}, "
+                                     f"the model {list(self.channels)}")
+
+    @property
+    def input_domain(self):
+        """The training domain as a :class:`tiler.domain.InputDomain`, or None if not recorded."""
+        from tiler.domain import InputDomain
+
+        return None if not self.domain else InputDomain.from_dict(self.domain)
 
     @property
     def labels(self) -> LabelScheme:
@@ -147,6 +170,7 @@ def save_model(
     depth: int,
     activation: Optional[str] = None,
     training: Optional[Mapping[str, Any]] = None,
+    domain: Any = None,
 ) -> ModelInfo:
     """Save a Keras model as one self-describing ``.keras`` file.
 
@@ -157,9 +181,10 @@ def save_model(
     ----------
     model : keras.Model
         Output ``(batch, row, col, K)`` probabilities.
-    path : path-like
+    path : path-like or Destination
         Destination, ending in ``.keras``. Written to a temporary file and
-        renamed into place.
+        renamed into place (:class:`tiler.destination.Destination`); a plain
+        path replaces an existing file, as a library call asked to save would.
     channels : sequence of str
         Ordered input channel names, one per model input channel.
     classes : LabelScheme or sequence of str
@@ -175,6 +200,9 @@ def save_model(
         Taken from the model's last layer when omitted.
     training : mapping, optional
         JSON-serialisable record of the training run.
+    domain : InputDomain or mapping, optional
+        The training inputs' domain (:func:`tiler.domain.measure_domain`), so
+        that ``tiler run`` can refuse scenes far outside it.
 
     Returns
     -------
@@ -208,6 +236,7 @@ def save_model(
         patch_size=int(patch_size),
         depth=int(depth),
         training=dict(training or {}),
+        domain=domain.to_dict() if hasattr(domain, "to_dict") else (dict(domain) if domain else None),
     )
     in_ch = model.inputs[0].shape[-1]
     out_ch = model.outputs[0].shape[-1]
@@ -216,21 +245,24 @@ def save_model(
             f"model takes {in_ch} channels and gives {out_ch} classes, but the metadata "
             f"names {len(info.channels)} channels and {len(info.classes)} classes"
         )
-    path = Path(path)
-    if path.suffix != ".keras":
-        raise ModelFileError(f"model files end in '.keras', got {str(path)!r}")
+    from tiler.destination import Destination
+
+    dest = path if isinstance(path, Destination) else Destination(path, overwrite=True)
+    if not dest.path.endswith(".keras"):
+        raise ModelFileError(f"model files end in '.keras', got {dest.path!r}")
     if getattr(model, "optimizer", None) is not None:
         clean = keras.models.clone_model(model)
         clean.set_weights(model.get_weights())
         model = clean
-    tmp = path.with_name(f".{path.name}.part.keras")
+    tmp = dest.temporary()
     try:
         model.save(tmp)
         with zipfile.ZipFile(tmp, "a", compression=zipfile.ZIP_DEFLATED) as zf:
             zf.writestr(METADATA_NAME, info.to_json())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    except BaseException:
+        dest.discard()
+        raise
+    dest.commit()
     return info
 
 
@@ -265,6 +297,55 @@ def read_info(path: Union[str, os.PathLike]) -> ModelInfo:
     return ModelInfo.from_json(text, source=path)
 
 
+def update_info(path: Union[str, os.PathLike, Any], **changes: Any) -> ModelInfo:
+    """Change fields of a model file's metadata in place, without Keras.
+
+    The weights are copied as they are; the archive is rewritten through a
+    temporary file and renamed into place (:class:`tiler.destination.Destination`).
+
+    Parameters
+    ----------
+    path : path-like or Destination
+        A tiler model file.
+    **changes
+        :class:`ModelInfo` fields to replace, e.g. ``domain=InputDomain(...)``
+        (a value with ``to_dict`` is stored as its dict).
+
+    Returns
+    -------
+    ModelInfo
+        The metadata written.
+
+    Raises
+    ------
+    ModelFileError
+        If the file is not a tiler model or a field is unknown or invalid.
+    """
+    from dataclasses import fields, replace
+
+    from tiler.destination import Destination
+
+    dest = path if isinstance(path, Destination) else Destination(path, overwrite=True)
+    info = read_info(dest.path)
+    unknown = set(changes) - {f.name for f in fields(ModelInfo)}
+    if unknown:
+        raise ModelFileError(f"model metadata has no field(s) {sorted(unknown)}")
+    changes = {k: v.to_dict() if hasattr(v, "to_dict") else v for k, v in changes.items()}
+    info = replace(info, **changes)
+    tmp = dest.temporary()
+    try:
+        with zipfile.ZipFile(dest.path) as src, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as dst:
+            for item in src.infolist():
+                if item.filename != METADATA_NAME:
+                    dst.writestr(item, src.read(item.filename))
+            dst.writestr(METADATA_NAME, info.to_json())
+    except BaseException:
+        dest.discard()
+        raise
+    dest.commit()
+    return info
+
+
 def load_model(path: Union[str, os.PathLike, None] = None) -> TilerModel:
     """Load a tiler model file.
 
@@ -284,10 +365,11 @@ def load_model(path: Union[str, os.PathLike, None] = None) -> TilerModel:
         If the file is missing, not a Keras archive, lacks tiler's metadata, or
         does not match it.
     """
-    import keras
+    from tiler.model._backend import import_keras
 
     path = os.fspath(DEFAULT_MODEL_PATH if path is None else path)
     info = read_info(path)
+    keras = import_keras()
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as exc:  # Keras raises many types for a broken archive

@@ -6,7 +6,7 @@ import glob
 import os
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -90,11 +90,18 @@ class LabelledImage:
     path : str
     image : ndarray of shape (channel, row, col), float32
     labels : ndarray of shape (row, col), uint8 (255 = ignore)
+    dtypes : tuple of str
+        Per channel, the dtype of the values as read (for the model's
+        training domain).
+    pixel_size : float or None
+        Ground sampling distance in metres, None without georeferencing.
     """
 
     path: str
     image: np.ndarray
     labels: np.ndarray
+    dtypes: tuple[str, ...] = ()
+    pixel_size: Optional[float] = None
 
 
 def _expand(pattern: str) -> list[str]:
@@ -205,13 +212,46 @@ def load_labelled(pairs: Sequence[tuple[str, str]], labels: LabelScheme, *,
                                    "blue,green,red,nir) if the files do not name them so") from None
             data, valid = sc.read((0, sc.height), (0, sc.width), plan.indexes)
             image = plan.build(data, valid)
+            dtypes, pixel_size = plan.dtypes(sc), sc.pixel_size_m()
         if wanted is None:
             wanted = want
         mask = read_mask(mpath)
         if mask.shape[1:] != image.shape[1:]:
             raise DatasetError(f"mask {mpath!r} is {mask.shape[1:]} but image {ipath!r} is {image.shape[1:]}")
-        out.append(LabelledImage(ipath, image, labels.decode(mask)))
+        out.append(LabelledImage(ipath, image, labels.decode(mask), dtypes, pixel_size))
     return out, wanted  # type: ignore[return-value]
+
+
+#: Every how many pixels a training image is sampled for its domain's percentiles.
+_DOMAIN_STRIDE = 7
+
+
+def training_domain(data: Sequence[LabelledImage], channels: Sequence[str]):
+    """The :class:`tiler.domain.InputDomain` of training images (before the NaN fill).
+
+    Per channel the dtype (the images' common one; ``float32`` if they differ)
+    and 1st/99th percentiles of the valid values (every 7th pixel of each
+    image), and the median pixel size where all images are georeferenced.
+
+    Parameters
+    ----------
+    data : sequence of LabelledImage
+    channels : sequence of str
+
+    Returns
+    -------
+    InputDomain
+    """
+    from tiler.domain import measure_domain
+
+    samples, dtypes = [], []
+    for k in range(len(channels)):
+        samples.append(np.concatenate([d.image[k].ravel()[::_DOMAIN_STRIDE] for d in data]))
+        kinds = {d.dtypes[k] for d in data if d.dtypes}
+        dtypes.append(kinds.pop() if len(kinds) == 1 else "float32")
+    sizes = [d.pixel_size for d in data]
+    pixel = float(np.median(sizes)) if sizes and all(v is not None for v in sizes) else None
+    return measure_domain(list(channels), samples, dtypes, pixel_size=pixel)
 
 
 def _d4(a: np.ndarray, k: int) -> np.ndarray:
@@ -291,7 +331,7 @@ def evaluate_images(model: TilerModel, data: Sequence[LabelledImage], *, overlap
 def train(
     images: str,
     masks: str,
-    out: str,
+    out: Any,
     *,
     labels: LabelScheme,
     val_images: str,
@@ -316,8 +356,9 @@ def train(
     ----------
     images, masks : str
         Training image and mask folders (or glob patterns, see :func:`find_pairs`).
-    out : str
-        Output ``.keras`` path.
+    out : str or Destination
+        Output ``.keras`` path (replaced each time the validation improves),
+        or a :class:`tiler.destination.Destination` already checked and locked.
     labels : LabelScheme
         Classes, their mask colours and the ignored colours.
     val_images, val_masks : str
@@ -349,11 +390,16 @@ def train(
         For missing or unpaired data, or validation images that are also
         training images.
     """
-    import keras
+    from tiler.model._backend import import_keras
+
+    keras = import_keras()
 
     from tiler.model._losses import DiceCrossEntropy
     from tiler.model._unet import build_unet
 
+    from tiler.destination import Destination
+
+    dest = out if isinstance(out, Destination) else Destination(out, overwrite=True)
     t0 = time.perf_counter()
     train_pairs, val_pairs = find_pairs(images, masks), find_pairs(val_images, val_masks)
     overlap_files = {os.path.realpath(p) for p, _ in train_pairs} & {os.path.realpath(p) for p, _ in val_pairs}
@@ -384,6 +430,7 @@ def train(
         del stacked
         net = build_unet(len(names), len(labels.names), depth=config.depth,
                          base_filters=config.base_filters, dropout=config.dropout)
+    domain = training_domain(train_data, names)
     optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
     net.compile(optimizer=optimizer, loss=DiceCrossEntropy(config.dice_weight))
     for d in train_data + val_data:
@@ -392,7 +439,7 @@ def train(
     sampler = _make_sampler(train_data, config, offset, scale)
     info_kwargs = dict(channels=names, classes=labels,
                        normalization={"offset": offset.tolist(), "scale": scale.tolist()},
-                       patch_size=config.patch_size, depth=config.depth, activation="softmax")
+                       patch_size=config.patch_size, depth=config.depth, activation="softmax", domain=domain)
     meta = ModelInfo(channels=tuple(names), classes=labels.names, colours=labels.colours,
                      offset=tuple(offset.tolist()), scale=tuple(scale.tolist()),
                      patch_size=config.patch_size, depth=config.depth)
@@ -416,7 +463,7 @@ def train(
             if improved:
                 best.update(mean_iou=sc["mean_iou"], epoch=epoch + 1, scores=sc)
                 stale = 0
-                save_model(self.model, out, training=_record(), **info_kwargs)
+                save_model(self.model, dest, training=_record(), **info_kwargs)
             else:
                 stale += 1
                 if stale == max(1, config.patience // 2):
@@ -442,5 +489,5 @@ def train(
     report["epochs_run"] = len(history)
     report["history"] = history
     if best["epoch"] is not None:  # the saved best model gets the whole run's record
-        save_model(load_model(out).keras_model, out, training=report, **info_kwargs)
+        save_model(load_model(dest.path).keras_model, dest, training=report, **info_kwargs)
     return report

@@ -27,6 +27,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.warp import reproject
 from rasterio.windows import Window
 
+from tiler._logging import notice
 from tiler.errors import BandMismatchError, SceneReadError
 from tiler.plan import reflect_indices
 from tiler.scene._bands import Band, BandGroup
@@ -231,6 +232,37 @@ class Scene:
         self._bands = [(g, j, replace(b, name=n.strip().lower(), aliases=()))
                        for (g, j, b), n in zip(self._bands, names)]
         self.band_names = tuple(b.name for _, _, b in self._bands)
+
+    def value_dtype(self, index: int) -> str:
+        """Dtype of 1-based band ``index`` as the pipeline sees it.
+
+        The file's own dtype (``uint8``, ``uint16`` ...) when the band is read
+        unscaled; ``float32`` once a radiometric scale or offset applies.
+        """
+        _, _, b = self._bands[index - 1]
+        if b.scale != 1.0 or b.offset != 0.0:
+            return "float32"
+        return str(self._datasets[b.path].dtypes[b.index - 1])
+
+    def pixel_size_m(self) -> Optional[float]:
+        """Side of a reference-grid pixel in metres; None without georeferencing.
+
+        For a geographic CRS, degrees are converted at the scene centre's
+        latitude with the WGS 84 mean radius of 6,371,008.8 m (Moritz 2000,
+        "Geodetic Reference System 1980").
+        """
+        if not self.georeferenced or self.crs is None:
+            return None
+        size = _affine_scale(self.transform)
+        if self.crs.is_geographic:
+            lat = (self.transform * (self.width / 2, self.height / 2))[1]
+            metres_per_degree = math.pi * 6_371_008.8 / 180.0
+            return size * metres_per_degree * math.sqrt(max(math.cos(math.radians(lat)), 1e-6))
+        try:
+            factor = self.crs.linear_units_factor[1]
+        except Exception:  # a CRS without linear units (rasterio raises CRSError)
+            factor = 1.0
+        return size * factor
 
     def band(self, index: int) -> Band:
         """The :class:`Band` behind 1-based scene band ``index``."""
@@ -531,7 +563,8 @@ class Scene:
         if all(c.lower() in lookup for c in channels):
             return BandMapping(tuple(lookup[c.lower()] for c in channels), "names")
         if self.count == need and not any(c.lower() in lookup for c in channels):
-            log.info("scene bands carry no channel names; using bands 1..%d as %s", need, wanted)
+            notice(log, "bands %s of %s carry no names: used by position as %s (pass --bands to choose others)",
+                   ", ".join(str(i) for i in range(1, need + 1)), os.path.basename(self.path), wanted)
             return BandMapping(tuple(range(1, need + 1)), "position")
         missing = [c for c in channels if c.lower() not in lookup]
         raise BandMismatchError(

@@ -1,0 +1,611 @@
+"""Guarded, atomic destinations: the one path every file tiler writes goes through.
+
+DESIGN.md invariants 6 and 9. Every output of a command (mask, probabilities,
+indices, report, scores, model file, registration report) is
+
+1. **checked before any work starts** (:func:`guard_outputs`): it is not an
+   input of the command (``os.path.samefile``: symlinks, hard links, sensor-folder
+   members and manifests included) even with ``overwrite``; it does not exist
+   unless ``overwrite``; no two outputs are one file; its folder exists and is
+   writable; its name ends in a suffix of the format written;
+2. **locked** for the whole command: an advisory ``flock`` on a lock file beside
+   the destination, so a second command writing the same file at the same time is
+   refused at once instead of racing for the last rename;
+3. **written to a temporary name** in the destination folder that carries the
+   owner's process id, ``.NAME.tiler-PID-TOKEN.part.EXT``, and
+4. **committed** (verified by the writer, flushed to disk, renamed into place).
+   Without ``overwrite`` the rename never replaces a file that appeared at the
+   destination while the command ran (``link`` + ``unlink``, which fails if the
+   name exists).
+
+A process killed with SIGKILL cannot clean up; the next command that writes
+into the same folder removes the temporary and lock files of processes that no
+longer exist (never those of a live process) and logs it at ``-v``.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import re
+import resource
+import secrets
+import shutil
+from contextlib import contextmanager
+from typing import Iterable, Iterator, Mapping, Optional, Sequence, Union
+
+from tiler.errors import (
+    DiskFullError,
+    OutputBusyError,
+    OutputExistsError,
+    OutputPathError,
+    TilerError,
+)
+
+__all__ = [
+    "Destination",
+    "OutputGuard",
+    "guard_outputs",
+    "scene_inputs",
+    "clean_stale",
+    "is_temporary_name",
+    "write_failure",
+    "GEOTIFF_SUFFIXES",
+    "JSON_SUFFIXES",
+]
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+#: Names a GeoTIFF output may end in: tiler writes GeoTIFF only, and never
+#: puts a TIFF behind another format's name (``mask.png``).
+GEOTIFF_SUFFIXES = (".tif", ".tiff")
+#: Names a JSON report may end in.
+JSON_SUFFIXES = (".json",)
+
+#: ``.NAME.tiler-PID-TOKEN.part`` followed by the extension (and GDAL sidecars
+#: such as ``.aux.xml``): the temporary files of a tiler process.
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.tiler-(?P<pid>\d+)-[0-9a-f]{8}\.part(?:\..*)?$")
+#: ``.NAME.tiler.lock``: the advisory lock of a destination.
+_LOCK_RE = re.compile(r"^\.(?P<name>.+)\.tiler\.lock$")
+
+
+def is_temporary_name(name: str) -> bool:
+    """Whether a file name is one of tiler's temporary or lock files."""
+    return bool(_TEMP_RE.match(name) or _LOCK_RE.match(name))
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (on this host); errs on the side of alive."""
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def clean_stale(folder: PathLike) -> list[str]:
+    """Remove tiler's temporary files and locks left in ``folder`` by dead processes.
+
+    A temporary file is stale when the process id in its name no longer exists;
+    a lock file when no process holds its lock. Files of live processes are
+    never touched.
+
+    Parameters
+    ----------
+    folder : path-like
+        A destination folder.
+
+    Returns
+    -------
+    list of str
+        The paths removed (logged at INFO, shown with ``-v``).
+    """
+    folder = os.fspath(folder)
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        path = os.path.join(folder, name)
+        m = _TEMP_RE.match(name)
+        if m and int(m["pid"]) != os.getpid() and not _pid_alive(int(m["pid"])):
+            try:
+                os.unlink(path)
+            except OSError:
+                continue
+            removed.append(path)
+            log.info("removed %s, left by process %s which no longer runs", path, m["pid"])
+        elif _LOCK_RE.match(name):
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue  # held: a live process is writing that destination
+            try:
+                os.unlink(path)
+                removed.append(path)
+                log.info("removed stale lock %s (no process holds it)", path)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+    return removed
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def scene_inputs(scene: PathLike) -> list[str]:
+    """Every file a scene path stands for: the file, a manifest and its band files, or a folder's files.
+
+    Used by :func:`guard_outputs` to refuse an output that would replace an
+    input. Cheap: no raster is opened.
+
+    Parameters
+    ----------
+    scene : path-like
+        A raster, a scene manifest (``.toml``) or a sensor folder.
+
+    Returns
+    -------
+    list of str
+        Existing files (a folder contributes every file in it and in its
+        sub-folders, metadata files included).
+    """
+    scene = os.fspath(scene)
+    if os.path.isdir(scene):
+        files = []
+        for root, dirs, names in os.walk(scene):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            files.extend(os.path.join(root, n) for n in names)
+        return files
+    files = [scene]
+    if scene.lower().endswith(".toml") and os.path.isfile(scene):
+        from tiler.scene import read_manifest
+
+        try:
+            layout = read_manifest(scene)
+        except TilerError:
+            return files  # the scene check will say what is wrong with it
+        files.extend(p for g in layout.groups for p in g.paths)
+    return files
+
+
+class Destination:
+    """One output file written atomically under an advisory lock.
+
+    Create through :func:`guard_outputs`, which checks and locks every output
+    of a command before any work starts.
+
+    Parameters
+    ----------
+    path : path-like
+        Final path.
+    overwrite : bool
+        Whether an existing file may be replaced.
+
+    Attributes
+    ----------
+    path : str
+        Absolute final path.
+    tmp : str or None
+        The temporary path while a write is open.
+    """
+
+    def __init__(self, path: PathLike, *, overwrite: bool) -> None:
+        self.path = os.path.abspath(os.fspath(path))
+        self.overwrite = overwrite
+        self.tmp: Optional[str] = None
+        self._committed = False  # a later commit may replace our own earlier one
+        self._lock_fd: Optional[int] = None
+        self._lock_path: Optional[str] = None
+
+    @property
+    def folder(self) -> str:
+        """The destination folder."""
+        return os.path.dirname(self.path)
+
+    # --- lock ----------------------------------------------------------------------
+
+    def lock(self) -> None:
+        """Take the destination's advisory lock (non-blocking).
+
+        Raises
+        ------
+        OutputBusyError
+            If another process holds it (writes the same file now).
+        OutputPathError
+            If the lock file cannot be created.
+        """
+        if self._lock_fd is not None:
+            return
+        folder, name = os.path.split(self.path)
+        lock_path = os.path.join(folder, f".{name}.tiler.lock")
+        while True:
+            try:
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise OutputPathError(f"cannot create a lock file in {folder!r} ({exc.strerror}); "
+                                      "choose a writable folder") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                try:
+                    holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+                finally:
+                    os.close(fd)
+                raise OutputBusyError(
+                    f"output {self.path!r} is being written by another tiler process (pid {holder}); "
+                    "wait for it to finish or choose another output") from None
+            # The holder may have removed the file between our open and flock:
+            # then we locked a deleted inode; start again on the current one.
+            try:
+                same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode("ascii"))
+        self._lock_fd, self._lock_path = fd, lock_path
+
+    def release(self) -> None:
+        """Remove the temporary file (if any) and release the lock."""
+        self.discard()
+        if self._lock_fd is not None:
+            try:
+                os.unlink(self._lock_path)
+            except OSError:
+                pass
+            os.close(self._lock_fd)
+            self._lock_fd = self._lock_path = None
+
+    # --- temporary file ------------------------------------------------------------
+
+    def temporary(self) -> str:
+        """A fresh temporary path beside the destination, with the same extension.
+
+        The file is not created; the caller writes it and then calls
+        :meth:`commit` or :meth:`discard`.
+        """
+        self.discard()
+        folder, name = os.path.split(self.path)
+        ext = os.path.splitext(name)[1]
+        self.tmp = os.path.join(folder, f".{name}.tiler-{os.getpid()}-{secrets.token_hex(4)}.part{ext}")
+        return self.tmp
+
+    def discard(self) -> None:
+        """Remove the temporary file and its GDAL sidecars, if any."""
+        if self.tmp is None:
+            return
+        for path in (self.tmp, self.tmp + ".aux.xml", self.tmp + ".ovr", self.tmp + ".msk"):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except IsADirectoryError:
+                shutil.rmtree(path, ignore_errors=True)
+        self.tmp = None
+
+    def commit(self) -> None:
+        """Flush the temporary file to disk and rename it into place.
+
+        Without ``overwrite``, a file that appeared at the destination while the
+        command ran is never replaced.
+
+        Raises
+        ------
+        OutputExistsError
+            If ``overwrite`` is false and the destination now exists.
+        DiskFullError
+            If the disk filled while flushing.
+        """
+        if self.tmp is None:
+            raise RuntimeError("nothing to commit: call temporary() and write the file first")
+        tmp = self.tmp
+        try:
+            os.chmod(tmp, 0o666 & ~_umask())
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            if self.overwrite or self._committed:
+                os.replace(tmp, self.path)
+            else:
+                try:
+                    os.link(tmp, self.path)  # fails if the name exists: no silent replacement
+                except FileExistsError:
+                    raise OutputExistsError(
+                        f"output {self.path!r} was created by someone else while tiler ran; it was left as "
+                        "it is and tiler's result discarded. Pass --overwrite to replace it") from None
+                except OSError as exc:
+                    if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV):
+                        raise
+                    # A filesystem without hard links: check, then rename.
+                    if os.path.exists(self.path):
+                        raise OutputExistsError(
+                            f"output {self.path!r} was created while tiler ran; pass --overwrite to "
+                            "replace it") from None
+                    os.replace(tmp, self.path)
+                else:
+                    os.unlink(tmp)
+            _fsync_dir(self.folder)
+        except OSError as exc:
+            failure = write_failure(exc, self.path, tmp)
+            self.discard()
+            if failure is not None:
+                raise failure from None
+            raise
+        except BaseException:
+            self.discard()
+            raise
+        self.tmp = None
+        self._committed = True
+
+    def write_bytes(self, data: bytes) -> None:
+        """Write ``data`` to the destination atomically (temporary file, then :meth:`commit`)."""
+        tmp = self.temporary()
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+        except OSError as exc:
+            failure = write_failure(exc, self.path, tmp)
+            self.discard()
+            if failure is not None:
+                raise failure from None
+            raise
+        except BaseException:
+            self.discard()
+            raise
+        self.commit()
+
+    def write_text(self, text: str) -> None:
+        """Write ``text`` (UTF-8) to the destination atomically."""
+        self.write_bytes(text.encode("utf-8"))
+
+    def __repr__(self) -> str:
+        return f"Destination({self.path!r}, overwrite={self.overwrite})"
+
+
+def _umask() -> int:
+    """The process umask (read by setting it and restoring it at once)."""
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+def _fsync_dir(folder: str) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+#: errno values that mean "the file could not grow".
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_NO_SPACE_TEXT = ("no space left", "disk quota", "file too large", "disk full", "free disk space")
+
+
+def write_failure(exc: BaseException, path: str, tmp: Optional[str], *,
+                  messages: Sequence[str] = (), needed_bytes: Optional[int] = None) -> Optional[TilerError]:
+    """Turn a failed write into a one-line :class:`DiskFullError`, where that is what it was.
+
+    GDAL reports a full disk through its own messages (``_tiffWriteProc: No
+    space left on device``) and then a generic write error, so the messages it
+    emitted, the exception's ``errno`` and text, the free space of the folder and
+    the process's file-size limit (``ulimit -f``) are all looked at.
+
+    Parameters
+    ----------
+    exc : BaseException
+        The error raised while writing.
+    path : str
+        The destination (named in the message).
+    tmp : str or None
+        The temporary file being written (its size is what was written so far).
+    messages : sequence of str
+        GDAL messages captured during the write.
+    needed_bytes : int, optional
+        Uncompressed size of the whole output: an upper bound of what it needs.
+
+    Returns
+    -------
+    DiskFullError or None
+        None when the failure was something else.
+    """
+    text = " ".join([str(exc), *messages]).lower()
+    folder = os.path.dirname(path)
+    written = 0
+    if tmp is not None:
+        try:
+            written = os.path.getsize(tmp)
+        except OSError:
+            pass
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and written >= limit * 0.9:
+        return DiskFullError(
+            f"file size limit reached writing {path} (ulimit -f allows {limit / 1e6:.1f} MB); "
+            "raise the limit or choose a smaller output")
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    errno_full = getattr(exc, "errno", None) in _NO_SPACE
+    text_full = any(t in text for t in _NO_SPACE_TEXT)
+    nearly_full = free is not None and free < max(1 << 20, 0.01 * (needed_bytes or 0))
+    if not (errno_full or text_full or nearly_full):
+        return None
+    want = max(needed_bytes or 0, written * 2, 1 << 20)
+    return DiskFullError(
+        f"no space left on device writing {path}; free {max(1, round(want / 1e6))} MB "
+        "or choose another folder")
+
+
+class OutputGuard:
+    """The checked, locked outputs of one command (see :func:`guard_outputs`).
+
+    A context manager: leaving it removes every temporary file not committed
+    and releases every lock. ``guard[label]`` is the :class:`Destination` of an
+    output, or None where that output was not asked for.
+    """
+
+    def __init__(self, destinations: Mapping[str, Optional[Destination]]) -> None:
+        self._dest = dict(destinations)
+
+    def __getitem__(self, label: str) -> Optional[Destination]:
+        return self._dest[label]
+
+    def paths(self) -> dict[str, str]:
+        """Label -> absolute path of every output asked for."""
+        return {k: d.path for k, d in self._dest.items() if d is not None}
+
+    def release(self) -> None:
+        """Discard uncommitted temporaries and release the locks."""
+        for d in self._dest.values():
+            if d is not None:
+                d.release()
+
+    def __enter__(self) -> "OutputGuard":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def guard_outputs(
+    outputs: Mapping[str, Union[None, PathLike, tuple[PathLike, Sequence[str]]]],
+    *,
+    inputs: Iterable[PathLike] = (),
+    overwrite: bool = False,
+) -> OutputGuard:
+    """Check and lock every output of a command before any work starts.
+
+    Parameters
+    ----------
+    outputs : mapping
+        Option name (used in messages, e.g. ``"--out"``) -> path, or
+        ``(path, suffixes)`` where the file's format demands a name ending
+        (``(".tif", ".tiff")``), or None for an output not asked for.
+    inputs : iterable of path-like
+        Every file the command reads (see :func:`scene_inputs`; the model file,
+        a class file ...). Missing ones are ignored.
+    overwrite : bool
+        Whether existing outputs may be replaced.
+
+    Returns
+    -------
+    OutputGuard
+        Holds a lock on each destination; use as a context manager.
+
+    Raises
+    ------
+    OutputPathError
+        An output is a folder, its folder is missing or not writable, its name
+        has the wrong suffix, it is the same file as an input, or two outputs
+        are the same file (CLI exit code 2; also with ``overwrite``).
+    OutputExistsError
+        An output exists and ``overwrite`` is false (exit code 2).
+    OutputBusyError
+        Another process is writing one of the outputs (exit code 2).
+    """
+    inputs = [os.fspath(p) for p in inputs]
+    existing_inputs = [p for p in inputs if os.path.exists(p)]
+    checked: dict[str, Optional[Destination]] = {}
+    seen: dict[str, str] = {}
+    for label, spec in outputs.items():
+        if spec is None:
+            checked[label] = None
+            continue
+        path, suffixes = spec if isinstance(spec, tuple) else (spec, ())
+        dest = Destination(path, overwrite=overwrite)
+        p = dest.path
+        if suffixes and not p.lower().endswith(tuple(s.lower() for s in suffixes)):
+            stem = os.path.splitext(os.path.basename(p))[0] or "out"
+            raise OutputPathError(
+                f"{label} {p!r}: tiler writes this output as {suffixes[0][1:].upper()}; name it with "
+                f"{' or '.join(suffixes)} (e.g. {stem}{suffixes[0]})")
+        if os.path.isdir(p):
+            raise OutputPathError(f"{label} {p!r} is a folder; give a file name such as "
+                                  f"out{suffixes[0] if suffixes else ''}")
+        if not os.path.isdir(dest.folder):
+            raise OutputPathError(f"{label}: folder {dest.folder!r} does not exist; create it first")
+        if not os.access(dest.folder, os.W_OK | os.X_OK):
+            raise OutputPathError(f"{label}: folder {dest.folder!r} is not writable; choose another folder")
+        for q in existing_inputs:
+            if os.path.exists(p) and _same_file(p, q) or os.path.realpath(p) == os.path.realpath(q):
+                raise OutputPathError(
+                    f"{label} {p!r} is the input {q!r}; tiler never replaces its input, even with "
+                    "--overwrite: choose another output name")
+        for other_label, other in seen.items():
+            if os.path.realpath(p) == os.path.realpath(other) or (os.path.exists(p) and _same_file(p, other)):
+                raise OutputPathError(f"{label} and {other_label} are the same file {p!r}; give each its own name")
+        if os.path.exists(p) and not overwrite:
+            raise OutputExistsError(f"{label} {p!r} exists; pass --overwrite to replace it")
+        seen[label] = p
+        checked[label] = dest
+    guard = OutputGuard(checked)
+    try:
+        for folder in sorted({d.folder for d in checked.values() if d is not None}):
+            clean_stale(folder)
+        for d in checked.values():
+            if d is not None:
+                d.lock()
+    except BaseException:
+        guard.release()
+        raise
+    return guard
+
+
+@contextmanager
+def gdal_messages() -> Iterator[list[str]]:
+    """Collect the messages GDAL emits (through rasterio's logger) inside the block.
+
+    They are kept from the terminal (one clean line per error is the CLI's job)
+    and logged at DEBUG (``-vv``).
+
+    Yields
+    ------
+    list of str
+        Filled with each message as it is emitted.
+    """
+    collected: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            collected.append(record.getMessage())
+
+    logger = logging.getLogger("rasterio._env")
+    handler = _Collect(level=logging.WARNING)
+    old_propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield collected
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = old_propagate
+        for m in collected:
+            log.debug("GDAL: %s", m)
+

@@ -1,0 +1,155 @@
+"""A scene's description before running: ``tiler info SCENE [--model M]``.
+
+Like ``rio info``, plus what tiler would do with the scene: how each of a
+model's channels would be built, the input-domain check's verdict and the
+number of patches.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+from tiler.domain import PERCENTILES, InputScale, check_domain, sample_channels
+
+__all__ = ["scene_info", "format_info"]
+
+
+def scene_info(
+    scene: Union[str, os.PathLike],
+    *,
+    model: Union[None, str, os.PathLike] = None,
+    reference: Optional[str] = None,
+    bands: Optional[Sequence[int]] = None,
+    input_scale: Union[None, InputScale, Sequence[str]] = None,
+    overlap: float = 0.5,
+    patch_size: Optional[int] = None,
+) -> dict[str, Any]:
+    """Describe a scene, and with ``model`` how ``tiler run`` would read it.
+
+    Reads only the metadata and a few hundred small windows (the value
+    ranges); the model file's metadata is read without Keras.
+
+    Parameters
+    ----------
+    scene : path-like
+        A raster, a scene manifest or a sensor folder (:func:`tiler.scene.open_scene`).
+    model : path-like, optional
+        A tiler model file; ``"default"`` for the bundled one.
+    reference : str, optional
+        Band group whose grid is the reference grid.
+    bands, input_scale, overlap, patch_size
+        As for :func:`tiler.run_scene` (the patch estimate and the domain
+        check use them).
+
+    Returns
+    -------
+    dict
+        ``width``, ``height``, ``crs``, ``transform``, ``pixel_size_m``,
+        ``groups`` (bands with dtype, nodata, scale, offset and sampled 1st/99th
+        percentile, min and max), ``notes``; with a model also ``model``:
+        channels with how each is built, the band-mapping method, the domain
+        verdict and the patch grid.
+
+    Raises
+    ------
+    SceneReadError, BandMismatchError, ModelFileError, PlanError
+        As ``tiler run`` would.
+    """
+    from tiler.indices import ChannelPlan
+    from tiler.model._file import DEFAULT_MODEL_PATH, read_info
+    from tiler.plan import PatchGrid
+    from tiler.scene import open_scene
+
+    with open_scene(scene, reference=reference) as sc:
+        samples = sample_channels(lambda r, c: sc.read(r, c, range(1, sc.count + 1)), sc.height, sc.width)
+        groups, index = [], 1
+        for g in sc.groups:
+            grid = sc.grid(g.name)
+            entries = []
+            for b in g.bands:
+                s = samples[index - 1]
+                p = np.percentile(s, PERCENTILES).tolist() if s.size else [None, None]
+                entries.append({"index": index, "name": b.name, "file": b.path, "file_band": b.index,
+                                "dtype": sc.value_dtype(index), "scale": b.scale, "offset": b.offset,
+                                "saturation_dn": b.saturation,
+                                "sampled": {"p01": p[0], "p99": p[1],
+                                            "min": float(s.min()) if s.size else None,
+                                            "max": float(s.max()) if s.size else None, "pixels": int(s.size)}})
+                index += 1
+            groups.append({"name": g.name, "width": grid.width, "height": grid.height,
+                           "pixel_size": grid.pixel_size, "placed_by": grid.placed_by, "nodata": g.nodata,
+                           "bands": entries})
+        doc: dict[str, Any] = {
+            "path": os.fspath(scene), "kind": sc.kind, "reference": sc.reference, "width": sc.width,
+            "height": sc.height, "count": sc.count, "crs": sc.crs.to_string() if sc.crs else None,
+            "transform": list(sc.transform)[:6] if sc.georeferenced else None,
+            "pixel_size_m": sc.pixel_size_m(), "groups": groups, "notes": list(sc.notes)}
+        if model is None:
+            return doc
+        from tiler.pipeline import _check_patch_size, channel_reader
+
+        path = DEFAULT_MODEL_PATH if os.fspath(model) == "default" else model
+        info = read_info(path)
+        plan = ChannelPlan.for_scene(sc, info.channels, bands=bands)
+        scale = input_scale if isinstance(input_scale, InputScale) else InputScale.parse(input_scale or ())
+        channels = [{"channel": c, "built_from": how} for c, how in zip(plan.channels, plan.describe(sc))]
+        domain = info.input_domain
+        verdict = None
+        if domain is not None:
+            got = sample_channels(channel_reader(sc, plan, info, scale, fill=False), sc.height, sc.width)
+            dtypes = plan.dtypes(sc) if scale is None else ("float32",) * len(plan.channels)
+            verdict = check_domain(domain, got, dtypes, pixel_size=sc.pixel_size_m()).to_dict()
+        p = _check_patch_size(info, patch_size)
+        grid = PatchGrid.from_overlap(sc.height, sc.width, patch_size=p, overlap=overlap)
+        doc["model"] = {"path": os.fspath(path), "channels": channels, "band_mapping": plan.method,
+                        "classes": list(info.classes), "domain": verdict,
+                        "grid": {"patch_size": p, "overlap": overlap, "stride": grid.stride,
+                                 "patches": grid.count, "patch_rows": grid.rows.count,
+                                 "patch_cols": grid.cols.count}}
+    return doc
+
+
+def _num(v: Any) -> str:
+    return "-" if v is None else f"{v:.6g}"
+
+
+def format_info(doc: dict) -> str:
+    """Render :func:`scene_info` as plain text."""
+    lines = [f"scene      {doc['path']} ({doc['kind']})",
+             f"size       {doc['width']} x {doc['height']} px (width x height), {doc['count']} band(s)",
+             f"crs        {doc['crs'] or 'none (not georeferenced)'}"]
+    if doc["transform"]:
+        lines.append(f"transform  {', '.join(_num(v) for v in doc['transform'])}")
+    lines.append(f"pixel size {_num(doc['pixel_size_m'])} m" if doc["pixel_size_m"] else "pixel size unknown")
+    lines.append(f"reference  group {doc['reference']!r}")
+    for g in doc["groups"]:
+        lines.append(f"group {g['name']}: {g['width']} x {g['height']} px, pixel {_num(g['pixel_size'])}, "
+                     f"placed by {g['placed_by']}, nodata {g['nodata']}")
+        lines.append(f"  {'band':>4} {'name':<12} {'dtype':<8} {'scale':>10} {'offset':>8} "
+                     f"{'p01':>10} {'p99':>10} {'min':>10} {'max':>10}")
+        for b in g["bands"]:
+            s = b["sampled"]
+            lines.append(f"  {b['index']:>4} {str(b['name'] or '-'):<12} {b['dtype']:<8} {_num(b['scale']):>10} "
+                         f"{_num(b['offset']):>8} {_num(s['p01']):>10} {_num(s['p99']):>10} {_num(s['min']):>10} "
+                         f"{_num(s['max']):>10}")
+    for n in doc["notes"]:
+        lines.append(f"note: {n}")
+    m = doc.get("model")
+    if m:
+        lines.append(f"model      {m['path']}: classes {', '.join(m['classes'])}")
+        lines.append(f"channels   ({m['band_mapping']}) " + "; ".join(f"{c['channel']} <- {c['built_from']}"
+                                                                      for c in m["channels"]))
+        d = m["domain"]
+        if d is None:
+            lines.append("domain     not recorded in the model file: not checked")
+        else:
+            lines.append("domain     " + ("ok" if d["ok"] else "REFUSED: " + "; ".join(d["problems"])))
+            for w in d["warnings"]:
+                lines.append(f"           warning: {w}")
+        gr = m["grid"]
+        lines.append(f"patches    {gr['patches']} ({gr['patch_rows']} x {gr['patch_cols']}) of {gr['patch_size']} px, "
+                     f"stride {gr['stride']} px (overlap {gr['overlap']})")
+    return "\n".join(lines)
