@@ -177,6 +177,12 @@ def test_train_then_run_with_the_trained_model(runner, tmp_path):
     info = read_info(model)
     assert info.classes == ("dark", "bright") and info.channels == ("red", "green", "blue")
     assert info.training["best_epoch"] in (1, 2) and info.training["command"].startswith("tiler train")
+    # The training domain: per channel the images' dtype and their 1st/99th percentiles (oracle: NumPy).
+    imgs = np.stack([smooth_image(3, 40, 48, seed=10 + i) for i in range(2)], axis=1).reshape(3, -1)
+    for c, values in zip(info.input_domain.channels, imgs):
+        lo, hi = np.percentile(values.astype(float), [1, 99])
+        assert c.dtype == "uint8" and abs(c.low - lo) <= 6 and abs(c.high - hi) <= 6  # sampled: every 7th pixel
+    assert info.input_domain.pixel_size is None  # the images are not georeferenced
     r = _run(runner, tmp_path / "val" / "img" / "im0.tif", "-o", tmp_path / "pred.tif", "--model", model)
     assert r.exit_code == 0, r.output
     # Fine-tuning keeps the normalisation of the model it starts from.
@@ -222,6 +228,8 @@ def test_train_with_index_channels_then_run(runner, tmp_path):
 
     info = read_info(model)
     assert info.channels == ("red", "nir", "ndvi", "ndwi")
+    assert [c.dtype for c in info.input_domain.channels] == ["uint8", "uint8", "float32", "float32"]
+    assert all(-1 <= c.low <= c.high <= 1 for c in info.input_domain.channels[2:])
     # Unnamed bands without --band-names cannot feed index channels: a clear error.
     r = runner.invoke(main, ["train", str(tmp_path / "train" / "img"), str(tmp_path / "train" / "mask"),
                              "-o", str(tmp_path / "x.keras"), "--channels", "red,nir,ndvi", *common])

@@ -100,7 +100,8 @@ def scene_info(
         verdict = None
         if domain is not None:
             got = sample_channels(channel_reader(sc, plan, info, scale, fill=False), sc.height, sc.width)
-            dtypes = plan.dtypes(sc) if scale is None else ("float32",) * len(plan.channels)
+            # With --input-scale the user has mapped the values into the model's: its dtype is what they stand for.
+            dtypes = plan.dtypes(sc) if scale is None else tuple(c.dtype for c in domain.channels)
             verdict = check_domain(domain, got, dtypes, pixel_size=sc.pixel_size_m()).to_dict()
         p = _check_patch_size(info, patch_size)
         grid = PatchGrid.from_overlap(sc.height, sc.width, patch_size=p, overlap=overlap)

@@ -27,7 +27,6 @@ from tiler.model._predictor import Predictor
 from tiler.output import CLASS_NODATA, MaskWriter, check_creation_options, parse_creation_options
 from tiler.plan import PatchGrid, reflect_indices
 from tiler.registration import MODELS as REGISTRATION_MODELS
-from tiler.registration import register_scene
 from tiler.scene import open_scene
 
 __all__ = ["predict", "run_scene", "index_scene", "resolve_model", "channel_reader", "OUTPUTS", "REGISTRATION"]
@@ -168,13 +167,22 @@ def _register(sc, plan: ChannelPlan, registration: str, model: str, seconds: dic
     if not used:
         return None
     if registration == "off":
+        for n in used:
+            log.info("registration off: group %s placed by its %s only", n, sc.grid(n).placed_by)
         return {"off": True, "groups": {n: {"placed_by": sc.grid(n).placed_by} for n in used}}
+    from tiler.registration import register_scene
+
     t = time.perf_counter()
     reg = register_scene(sc, groups=used, model=model)
     reg.apply(sc)
     report = reg.to_dict()
     for g in report["groups"].values():
         g.pop("windows")
+        if g["status"] != "reference":
+            log.info("registration of group %s against %s: %s, %s, shift %s group px (%s m), %d windows used, "
+                     "rejected %s, residual %s ref px", g["group"], g["anchor"], g["status"], g["model"],
+                     g["shift_group_px"], g["shift_m"], g["windows_used"], g["windows_rejected"] or "none",
+                     g["residual_rms_reference_px"])
     seconds["register"] = time.perf_counter() - t
     return report
 
@@ -264,11 +272,12 @@ def _check_domain(sc, plan: ChannelPlan, info: ModelInfo, scale: Optional[InputS
     """Sample the scene's channels and compare them with the model's training domain."""
     domain = info.input_domain
     if domain is None:
-        log.warning("the model file records no training domain (written before tiler 0.9?); the scene's values "
-                    "are not checked against it")
+        log.warning("the model file records no training domain (an older file): the scene's values are not "
+                    "checked against it; add one with tiler.model.update_info(path, domain=...) or retrain")
         return None
     samples = sample_channels(channel_reader(sc, plan, info, scale, fill=False), sc.height, sc.width)
-    dtypes = plan.dtypes(sc) if scale is None else ("float32",) * len(plan.channels)
+    # With --input-scale the user has mapped the values into the model's: its dtypes are what they stand for.
+    dtypes = plan.dtypes(sc) if scale is None else tuple(c.dtype for c in domain.channels)
     verdict = check_domain(domain, samples, dtypes, pixel_size=sc.pixel_size_m())
     for row in verdict.channels:
         log.info("domain %s: scene %s %s, model %s %s", row["name"], row["scene_dtype"], row["scene_range"],

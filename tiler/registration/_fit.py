@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from skimage.measure import ransac
-from skimage.transform import AffineTransform
 
 __all__ = ["Fit", "fit_translation", "fit_affine", "MAD_TO_SIGMA"]
 
@@ -108,6 +106,9 @@ def fit_affine(centres: np.ndarray, disp: np.ndarray, *, floor: float) -> Fit:
     if len(disp) > 3:
         # RANSAC start (Fischler & Bolles, CACM 24(6), 1981) on u -> u + d(u).
         src, dst = centres[:, ::-1], (centres + disp)[:, ::-1]
+        from skimage.measure import ransac  # ~0.4 s to import: only where an affine is fitted
+        from skimage.transform import AffineTransform
+
         _, found = ransac((src, dst), AffineTransform, min_samples=3, residual_threshold=floor,
                           max_trials=RANSAC_TRIALS, rng=RANSAC_SEED)
         if found is not None and found.sum() >= 3:

@@ -10,8 +10,6 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 from affine import Affine
-from scipy import ndimage
-from skimage.registration import phase_cross_correlation
 
 from tiler.errors import RegistrationError
 from tiler.registration._fit import Fit, fit_affine, fit_translation
@@ -323,6 +321,12 @@ def _register_group(scene: Scene, name: str, anchor: str, match: BandMatch, *, m
         samples.append((centre[1], centre[0], gdat.mean(axis=0), adat.mean(axis=0), gval & aval, bright))
     medians = [float(np.nanmedian(b)) for *_, v, b in samples if b is not None and v.mean() >= MIN_VALID_FRACTION]
     cloud_level = CLOUD_FACTOR * float(np.percentile(medians, 25)) if medians else math.inf
+
+    # Imported here, not at module level: `tiler run` and `tiler indices` load
+    # this module and should not pay for SciPy's and scikit-image's imports
+    # unless they register.
+    from scipy import ndimage
+    from skimage.registration import phase_cross_correlation
 
     estimates, centres, disps = [], [], []
     nan2 = (float("nan"), float("nan"))
