@@ -358,12 +358,21 @@ class Destination:
         self.tmp = None
         self._committed = True
 
-    def write_bytes(self, data: bytes) -> None:
-        """Write ``data`` to the destination atomically (temporary file, then :meth:`commit`)."""
+    @contextmanager
+    def writing(self) -> Iterator[str]:
+        """Write the destination through a temporary file: yields its path, commits on success.
+
+        On an error inside the block the temporary file is removed (a full disk
+        becomes a :class:`DiskFullError`) and nothing reaches the destination.
+
+        Yields
+        ------
+        str
+            The temporary path to write (same folder and extension).
+        """
         tmp = self.temporary()
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
+            yield tmp
         except OSError as exc:
             failure = write_failure(exc, self.path, tmp)
             self.discard()
@@ -374,6 +383,11 @@ class Destination:
             self.discard()
             raise
         self.commit()
+
+    def write_bytes(self, data: bytes) -> None:
+        """Write ``data`` to the destination atomically (see :meth:`writing`)."""
+        with self.writing() as tmp, open(tmp, "wb") as f:
+            f.write(data)
 
     def write_text(self, text: str) -> None:
         """Write ``text`` (UTF-8) to the destination atomically."""

@@ -254,15 +254,10 @@ def save_model(
         clean = keras.models.clone_model(model)
         clean.set_weights(model.get_weights())
         model = clean
-    tmp = dest.temporary()
-    try:
+    with dest.writing() as tmp:
         model.save(tmp)
         with zipfile.ZipFile(tmp, "a", compression=zipfile.ZIP_DEFLATED) as zf:
             zf.writestr(METADATA_NAME, info.to_json())
-    except BaseException:
-        dest.discard()
-        raise
-    dest.commit()
     return info
 
 
@@ -332,17 +327,12 @@ def update_info(path: Union[str, os.PathLike, Any], **changes: Any) -> ModelInfo
         raise ModelFileError(f"model metadata has no field(s) {sorted(unknown)}")
     changes = {k: v.to_dict() if hasattr(v, "to_dict") else v for k, v in changes.items()}
     info = replace(info, **changes)
-    tmp = dest.temporary()
-    try:
-        with zipfile.ZipFile(dest.path) as src, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as dst:
-            for item in src.infolist():
-                if item.filename != METADATA_NAME:
-                    dst.writestr(item, src.read(item.filename))
-            dst.writestr(METADATA_NAME, info.to_json())
-    except BaseException:
-        dest.discard()
-        raise
-    dest.commit()
+    with dest.writing() as tmp, zipfile.ZipFile(dest.path) as src, \
+            zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            if item.filename != METADATA_NAME:
+                dst.writestr(item, src.read(item.filename))
+        dst.writestr(METADATA_NAME, info.to_json())
     return info
 
 
