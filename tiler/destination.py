@@ -65,6 +65,8 @@ PathLike = Union[str, os.PathLike]
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
 #: Names a JSON report may end in.
 JSON_SUFFIXES = (".json",)
+#: Format names for messages, by first suffix.
+_FORMATS = {".tif": "GeoTIFF", ".json": "JSON", ".keras": "a Keras model file"}
 
 #: ``.NAME.tiler-PID-TOKEN.part`` followed by the extension (and GDAL sidecars
 #: such as ``.aux.xml``): the temporary files of a tiler process.
@@ -555,11 +557,6 @@ def guard_outputs(
         path, suffixes = spec if isinstance(spec, tuple) else (spec, ())
         dest = Destination(path, overwrite=overwrite)
         p = dest.path
-        if suffixes and not p.lower().endswith(tuple(s.lower() for s in suffixes)):
-            stem = os.path.splitext(os.path.basename(p))[0] or "out"
-            raise OutputPathError(
-                f"{label} {p!r}: tiler writes this output as {suffixes[0][1:].upper()}; name it with "
-                f"{' or '.join(suffixes)} (e.g. {stem}{suffixes[0]})")
         if os.path.isdir(p):
             raise OutputPathError(f"{label} {p!r} is a folder; give a file name such as "
                                   f"out{suffixes[0] if suffixes else ''}")
@@ -575,6 +572,11 @@ def guard_outputs(
         for other_label, other in seen.items():
             if os.path.realpath(p) == os.path.realpath(other) or (os.path.exists(p) and _same_file(p, other)):
                 raise OutputPathError(f"{label} and {other_label} are the same file {p!r}; give each its own name")
+        if suffixes and not p.lower().endswith(tuple(s.lower() for s in suffixes)):
+            stem = os.path.splitext(os.path.basename(p))[0] or "out"
+            raise OutputPathError(
+                f"{label} {p!r}: tiler writes this output as {_FORMATS.get(suffixes[0], suffixes[0])}; name it with "
+                f"{' or '.join(suffixes)} (e.g. {stem}{suffixes[0]})")
         if os.path.exists(p) and not overwrite:
             raise OutputExistsError(f"{label} {p!r} exists; pass --overwrite to replace it")
         seen[label] = p
