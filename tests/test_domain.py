@@ -164,3 +164,10 @@ def test_info_reports_bands_channels_and_the_verdict(runner, tmp_path, tiny_mode
 
 def test_tiny_model_fixture_records_a_uint8_domain(tiny_model):
     assert read_info(tiny_model).input_domain == uint8_domain(RGB)
+
+
+def test_info_describes_a_scene_whose_bands_the_model_cannot_use(runner, tmp_path, tiny_model):
+    scene = write_tif(tmp_path / "four.tif", smooth_image(4, 30, 30), photometric="minisblack")
+    r = runner.invoke(main, ["info", scene, "--model", tiny_model])
+    assert r.exit_code == 0, r.output
+    assert "30 x 30 px" in r.output and "channels   cannot be built:" in r.output and "--bands" in r.output

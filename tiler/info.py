@@ -51,13 +51,15 @@ def scene_info(
         ``groups`` (bands with dtype, nodata, scale, offset and sampled 1st/99th
         percentile, min and max), ``notes``; with a model also ``model``:
         channels with how each is built, the band-mapping method, the domain
-        verdict and the patch grid.
+        verdict and the patch grid, or ``error`` where the scene cannot provide
+        the model's channels (what ``tiler run`` would refuse with).
 
     Raises
     ------
-    SceneReadError, BandMismatchError, ModelFileError, PlanError
-        As ``tiler run`` would.
+    SceneReadError, ModelFileError, PlanError
+        As ``tiler run`` would (a missing channel is reported in ``model["error"]``).
     """
+    from tiler.errors import BandMismatchError
     from tiler.indices import ChannelPlan
     from tiler.model._file import DEFAULT_MODEL_PATH, read_info
     from tiler.plan import PatchGrid
@@ -93,7 +95,12 @@ def scene_info(
 
         path = DEFAULT_MODEL_PATH if os.fspath(model) == "default" else model
         info = read_info(path)
-        plan = ChannelPlan.for_scene(sc, info.channels, bands=bands)
+        try:
+            plan = ChannelPlan.for_scene(sc, info.channels, bands=bands)
+        except BandMismatchError as exc:
+            # The scene is still described; what `tiler run` would say is the model part.
+            doc["model"] = {"path": os.fspath(path), "classes": list(info.classes), "error": str(exc)}
+            return doc
         scale = input_scale if isinstance(input_scale, InputScale) else InputScale.parse(input_scale or ())
         channels = [{"channel": c, "built_from": how} for c, how in zip(plan.channels, plan.describe(sc))]
         domain = info.input_domain
@@ -141,6 +148,9 @@ def format_info(doc: dict) -> str:
     m = doc.get("model")
     if m:
         lines.append(f"model      {m['path']}: classes {', '.join(m['classes'])}")
+        if "error" in m:
+            lines.append(f"channels   cannot be built: {m['error']}")
+            return "\n".join(lines)
         lines.append(f"channels   ({m['band_mapping']}) " + "; ".join(f"{c['channel']} <- {c['built_from']}"
                                                                       for c in m["channels"]))
         d = m["domain"]
