@@ -65,6 +65,14 @@ def smooth_image(channels: int, height: int, width: int, seed: int = 0) -> np.nd
     return np.clip(img * 255, 0, 255).astype(np.uint8)
 
 
+@pytest.fixture
+def runner():
+    """click's CliRunner for the `tiler` command."""
+    from click.testing import CliRunner
+
+    return CliRunner()
+
+
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("models")

@@ -6,16 +6,10 @@ import os
 import numpy as np
 import pytest
 import rasterio
-from click.testing import CliRunner
 
 from tests.conftest import smooth_image, write_tif
 from tiler.cli import main
 from tiler.model import build_unet
-
-
-@pytest.fixture
-def runner():
-    return CliRunner()
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import os
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from tests.conftest import DUBAI, needs_shared, smooth_image, write_tif
 from tests.reference import uint8_domain
@@ -90,11 +89,6 @@ def test_bundled_model_records_the_domain_of_its_training_images():
 
 
 # ------------------------------------------------------------ through the CLI
-
-@pytest.fixture
-def runner():
-    return CliRunner()
-
 
 def _uint16_scene(tmp_path):
     img = smooth_image(3, 48, 56).astype(np.uint16) * 16 + 37  # 12-bit counts

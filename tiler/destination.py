@@ -294,6 +294,19 @@ class Destination:
         self.tmp = os.path.join(folder, f".{name}.tiler-{os.getpid()}-{secrets.token_hex(4)}.part{ext}")
         return self.tmp
 
+    def _fail(self, exc: BaseException, tmp: str) -> None:
+        """Remove the temporary file; raise a :class:`DiskFullError` where ``exc`` was a full disk."""
+        failure = (write_failure(exc, self.path, tmp)
+                   if isinstance(exc, OSError) and not isinstance(exc, TilerError) else None)
+        self.discard()
+        if failure is not None:
+            raise failure from None
+
+    @classmethod
+    def coerce(cls, path: Union[PathLike, "Destination"], *, overwrite: bool) -> "Destination":
+        """``path`` itself if it is a Destination (already guarded), else a new one for it."""
+        return path if isinstance(path, Destination) else cls(path, overwrite=overwrite)
+
     def discard(self) -> None:
         """Remove the temporary file and its GDAL sidecars, if any."""
         if self.tmp is None:
@@ -348,14 +361,8 @@ class Destination:
                 else:
                     os.unlink(tmp)
             _fsync_dir(self.folder)
-        except OSError as exc:
-            failure = write_failure(exc, self.path, tmp)
-            self.discard()
-            if failure is not None:
-                raise failure from None
-            raise
-        except BaseException:
-            self.discard()
+        except BaseException as exc:
+            self._fail(exc, tmp)
             raise
         self.tmp = None
         self._committed = True
@@ -375,14 +382,8 @@ class Destination:
         tmp = self.temporary()
         try:
             yield tmp
-        except OSError as exc:
-            failure = write_failure(exc, self.path, tmp)
-            self.discard()
-            if failure is not None:
-                raise failure from None
-            raise
-        except BaseException:
-            self.discard()
+        except BaseException as exc:
+            self._fail(exc, tmp)
             raise
         self.commit()
 

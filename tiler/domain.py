@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -171,14 +171,18 @@ class InputScale:
                              f"{list(zip(self.scale, self.offset))}")
 
     @classmethod
-    def parse(cls, items: Sequence[str]) -> Optional["InputScale"]:
+    def parse(cls, items: Union[None, "InputScale", Sequence[str]]) -> Optional["InputScale"]:
         """From ``--input-scale`` values, each ``SCALE`` or ``SCALE,OFFSET``; None for no item.
+
+        An :class:`InputScale` is returned as it is (so entry points accept either).
 
         Raises
         ------
         UsageError
             For a malformed value.
         """
+        if isinstance(items, InputScale):
+            return items
         if not items:
             return None
         scale, offset = [], []

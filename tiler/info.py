@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from tiler.domain import PERCENTILES, InputScale, check_domain, sample_channels
+from tiler.domain import PERCENTILES, InputScale, sample_channels
 
 __all__ = ["scene_info", "format_info"]
 
@@ -91,7 +91,7 @@ def scene_info(
             "pixel_size_m": sc.pixel_size_m(), "groups": groups, "notes": list(sc.notes)}
         if model is None:
             return doc
-        from tiler.pipeline import _check_patch_size, channel_reader
+        from tiler.pipeline import _check_patch_size, domain_verdict
 
         path = DEFAULT_MODEL_PATH if os.fspath(model) == "default" else model
         info = read_info(path)
@@ -101,19 +101,13 @@ def scene_info(
             # The scene is still described; what `tiler run` would say is the model part.
             doc["model"] = {"path": os.fspath(path), "classes": list(info.classes), "error": str(exc)}
             return doc
-        scale = input_scale if isinstance(input_scale, InputScale) else InputScale.parse(input_scale or ())
         channels = [{"channel": c, "built_from": how} for c, how in zip(plan.channels, plan.describe(sc))]
-        domain = info.input_domain
-        verdict = None
-        if domain is not None:
-            got = sample_channels(channel_reader(sc, plan, info, scale, fill=False), sc.height, sc.width)
-            # With --input-scale the user has mapped the values into the model's: its dtype is what they stand for.
-            dtypes = plan.dtypes(sc) if scale is None else tuple(c.dtype for c in domain.channels)
-            verdict = check_domain(domain, got, dtypes, pixel_size=sc.pixel_size_m()).to_dict()
+        verdict = domain_verdict(sc, plan, info, InputScale.parse(input_scale))
         p = _check_patch_size(info, patch_size)
         grid = PatchGrid.from_overlap(sc.height, sc.width, patch_size=p, overlap=overlap)
         doc["model"] = {"path": os.fspath(path), "channels": channels, "band_mapping": plan.method,
-                        "classes": list(info.classes), "domain": verdict,
+                        "classes": list(info.classes),
+                        "domain": verdict.to_dict() if verdict is not None else None,
                         "grid": {"patch_size": p, "overlap": overlap, "stride": grid.stride,
                                  "patches": grid.count, "patch_rows": grid.rows.count,
                                  "patch_cols": grid.cols.count}}

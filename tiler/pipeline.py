@@ -29,7 +29,8 @@ from tiler.plan import PatchGrid, reflect_indices
 from tiler.registration import MODELS as REGISTRATION_MODELS
 from tiler.scene import open_scene
 
-__all__ = ["predict", "run_scene", "index_scene", "resolve_model", "channel_reader", "OUTPUTS", "REGISTRATION"]
+__all__ = ["predict", "run_scene", "index_scene", "resolve_model", "channel_reader", "domain_verdict", "OUTPUTS",
+           "REGISTRATION"]
 
 log = logging.getLogger(__name__)
 
@@ -268,17 +269,37 @@ _DOMAIN_FIXES = ("Fix it with --input-scale SCALE[,OFFSET] (value * SCALE + OFFS
                  "--force runs anyway")
 
 
-def _check_domain(sc, plan: ChannelPlan, info: ModelInfo, scale: Optional[InputScale], *, force: bool):
-    """Sample the scene's channels and compare them with the model's training domain."""
+def domain_verdict(sc, plan: ChannelPlan, info: ModelInfo, input_scale: Optional[InputScale]):
+    """Sample a scene's channels as the model would get them and check them against its training domain.
+
+    Parameters
+    ----------
+    sc : tiler.scene.Scene
+    plan : ChannelPlan
+    info : ModelInfo
+    input_scale : InputScale or None
+
+    Returns
+    -------
+    DomainVerdict or None
+        None when the model file records no training domain.
+    """
     domain = info.input_domain
     if domain is None:
+        return None
+    samples = sample_channels(channel_reader(sc, plan, info, input_scale, fill=False), sc.height, sc.width)
+    # With --input-scale the user has mapped the values into the model's: its dtypes are what they stand for.
+    dtypes = plan.dtypes(sc) if input_scale is None else tuple(c.dtype for c in domain.channels)
+    return check_domain(domain, samples, dtypes, pixel_size=sc.pixel_size_m())
+
+
+def _check_domain(sc, plan: ChannelPlan, info: ModelInfo, scale: Optional[InputScale], *, force: bool):
+    """:func:`domain_verdict`, logged; refuse the scene unless ``force``."""
+    verdict = domain_verdict(sc, plan, info, scale)
+    if verdict is None:
         log.warning("the model file records no training domain (an older file): the scene's values are not "
                     "checked against it; add one with tiler.model.update_info(path, domain=...) or retrain")
         return None
-    samples = sample_channels(channel_reader(sc, plan, info, scale, fill=False), sc.height, sc.width)
-    # With --input-scale the user has mapped the values into the model's: its dtypes are what they stand for.
-    dtypes = plan.dtypes(sc) if scale is None else tuple(c.dtype for c in domain.channels)
-    verdict = check_domain(domain, samples, dtypes, pixel_size=sc.pixel_size_m())
     for row in verdict.channels:
         log.info("domain %s: scene %s %s, model %s %s", row["name"], row["scene_dtype"], row["scene_range"],
                  row["model_dtype"], row["model_range"])
@@ -296,10 +317,8 @@ def _log_scene(sc, plan: ChannelPlan) -> None:
     """Notices (band mapping by position, layout assumptions) and the -v details of a scene."""
     for n in sc.notes:
         notice(log, "%s", n)
-    names = [sc.band_names[i - 1] or f"band {i}" for i in plan.indexes]
     log.info("band mapping (%s): %s", plan.method,
-             ", ".join(f"{c} <- {d}" for c, d in zip(plan.channels, names)) if not plan.index_channels
-             else f"reads {', '.join(names)}; computes {', '.join(plan.index_channels)}")
+             "; ".join(f"{c} <- {how}" for c, how in zip(plan.channels, plan.describe(sc))))
     for g in sc.groups:
         grid = sc.grid(g.name)
         log.info("group %s: %d x %d px, pixel %.4g, placed by %s, scale %s, offset %s", g.name, grid.width,
@@ -432,16 +451,15 @@ def run_scene(
     _check_registration(registration, registration_model)
     if strip_rows < 1 or band_width < 1:
         raise PlanError(f"strip rows and band width must be >= 1, got {strip_rows} and {band_width}")
-    info = model.info if isinstance(model, TilerModel) else read_info(DEFAULT_MODEL_PATH if model is None else model)
-    model_path = model.path if isinstance(model, TilerModel) else os.fspath(DEFAULT_MODEL_PATH if model is None
-                                                                               else model)
+    model_path = model.path if isinstance(model, TilerModel) else os.fspath(model or DEFAULT_MODEL_PATH)
+    info = model.info if isinstance(model, TilerModel) else read_info(model_path)
     p = _check_patch_size(info, patch_size)
     win = get_window(window, p)
     PatchGrid.from_overlap(p, p, patch_size=p, overlap=overlap)  # validates the overlap before any work
     k = len(info.classes)
     out_dtype, out_count = ("uint8", 1) if output == "class" else ("float32", k)
     co = check_creation_options(_creation_options(creation_options), dtype=out_dtype, count=out_count)
-    scale = InputScale.parse(input_scale) if not isinstance(input_scale, InputScale) else input_scale
+    scale = InputScale.parse(input_scale)
 
     with _destination(out, scene, [model_path] if model_path else [], overwrite) as dest, \
             rasterio.Env(GDAL_CACHEMAX=int(gdal_cache_mb)), open_scene(scene, reference=reference) as sc:

@@ -247,7 +247,7 @@ def save_model(
         )
     from tiler.destination import Destination
 
-    dest = path if isinstance(path, Destination) else Destination(path, overwrite=True)
+    dest = Destination.coerce(path, overwrite=True)
     if not dest.path.endswith(".keras"):
         raise ModelFileError(f"model files end in '.keras', got {dest.path!r}")
     if getattr(model, "optimizer", None) is not None:
@@ -320,7 +320,7 @@ def update_info(path: Union[str, os.PathLike, Any], **changes: Any) -> ModelInfo
 
     from tiler.destination import Destination
 
-    dest = path if isinstance(path, Destination) else Destination(path, overwrite=True)
+    dest = Destination.coerce(path, overwrite=True)
     info = read_info(dest.path)
     unknown = set(changes) - {f.name for f in fields(ModelInfo)}
     if unknown:

@@ -399,7 +399,7 @@ def train(
 
     from tiler.destination import Destination
 
-    dest = out if isinstance(out, Destination) else Destination(out, overwrite=True)
+    dest = Destination.coerce(out, overwrite=True)
     t0 = time.perf_counter()
     train_pairs, val_pairs = find_pairs(images, masks), find_pairs(val_images, val_masks)
     overlap_files = {os.path.realpath(p) for p, _ in train_pairs} & {os.path.realpath(p) for p, _ in val_pairs}
