@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tests.reference import naive_blend
-from tiler._engine import PatchStats, stream
+from tiler.engine import PatchStats, stream
 from tiler.blend import WINDOWS, get_window
 from tiler.model import Predictor
 from tiler.plan import PatchGrid, reflect_indices
@@ -37,13 +37,11 @@ def _engine_blend(image, network, classes, *, patch, overlap, window="spline", t
         data = image[:, reflect_indices(*rows, h)][:, :, reflect_indices(*cols, w)]
         return data, np.ones(data.shape[1:], bool)
 
-    def emit(acc, strip, band, valid):
-        (e0, e1), (c0, c1) = strip.emit_rows, band.emit_cols
+    for block in stream(read, grid, predictor, get_window(window, patch), strip_rows=strip_rows,
+                        band_width=band_width, stats=PatchStats()):
+        (e0, e1), (c0, c1) = block.rows, block.cols
         assert np.isnan(out[:, e0:e1, c0:c1]).all(), "a row was emitted twice"
-        out[:, e0:e1, c0:c1] = acc.emit_probability((e0, e1), (c0, c1), np.ones((e1 - e0, c1 - c0), bool))
-
-    stream(read, grid, predictor, get_window(window, patch), emit, strip_rows=strip_rows,
-           band_width=band_width, stats=PatchStats())
+        out[:, e0:e1, c0:c1] = block.values()
     assert not np.isnan(out).any(), "a row was never emitted"
     return out
 

@@ -37,7 +37,7 @@ def test_run_writes_mask_and_report(runner, tmp_path, scene, tiny_model):
     with rasterio.open(out) as ds:
         assert (ds.width, ds.height, ds.dtypes[0]) == (56, 48, "uint8")
     doc = json.loads(report.read_text())
-    assert doc["options"]["overlap"] == 0.25 and doc["patches"]["predicted"] > 0
+    assert doc["options"]["inference"]["overlap"] == 0.25 and doc["patches"]["predicted"] > 0
 
 
 def test_missing_scene(runner, tmp_path, tiny_model):

@@ -52,7 +52,7 @@ def test_streamed_equals_in_memory_on_a_real_scene(tmp_path, tiny_model, strip_r
         img, _ = sc.read((0, sc.height), (0, sc.width), [1, 2, 3])
     expected = tiler.predict(img, model=tiny_model, overlap=0.25)
     assert np.abs(streamed - expected).max() <= 1e-5
-    assert report["scene"]["band_mapping"]["method"] == "names"
+    assert report.scene["band_mapping"]["method"] == "names"
     assert profile["crs"] is None
 
 
@@ -91,8 +91,8 @@ def test_nodata_in_is_nodata_out_and_empty_patches_are_skipped(tmp_path, tif, ti
     invalid = np.all(img == 0, axis=0)
     assert profile["nodata"] == 255
     np.testing.assert_array_equal(cls[0] == 255, invalid)
-    assert report["patches"]["skipped_nodata"] > 0
-    assert report["patches"]["predicted"] + report["patches"]["skipped_nodata"] == report["patches"]["grid"]
+    assert report.patches["skipped_nodata"] > 0
+    assert report.patches["predicted"] + report.patches["skipped_nodata"] == report.patches["grid"]
     probs_out = tmp_path / "np.tif"
     tiler.run_scene(scene, probs_out, model=tiny_model, output="probability", overlap=0.5)
     probs, _, _ = _read(probs_out)
@@ -199,6 +199,6 @@ def test_band_mapping_by_description_and_explicit_bands(tmp_path, tif, tiny_mode
 
 def test_report_has_stages_counts_and_memory(tmp_path, tif, tiny_model):
     report = tiler.run_scene(tif(smooth_image(3, 64, 64)), tmp_path / "m.tif", model=tiny_model)
-    assert set(report["seconds"]) == {"read", "predict", "blend", "write", "total"}
-    assert report["patches"]["predicted"] == report["grid"]["patch_rows"] * report["grid"]["patch_cols"]
-    assert report["peak_rss_mb"] > 0 and report["scene"]["width"] == 64
+    assert set(report.seconds) == {"read", "predict", "blend", "write", "total"}
+    assert report.patches["predicted"] == report.grid["patch_rows"] * report.grid["patch_cols"]
+    assert report.peak_rss_mb > 0 and report.scene["width"] == 64

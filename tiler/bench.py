@@ -20,7 +20,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from tiler._engine import PatchStats, stream
+from tiler.engine import PatchStats, stream
 from tiler.blend import TTA_TRANSFORMS, d4_inverse, d4_transform, get_window
 from tiler.model._predictor import Predictor
 from tiler.plan import PatchGrid, reflect_indices
@@ -155,28 +155,23 @@ def blend_benchmark(size: int, *, classes: int = 1, tta: str = "none", patch_siz
         return data, np.ones(data.shape[1:], bool)
 
     def run(grid: PatchGrid, stats: PatchStats, verify: bool) -> None:
-        def emit(acc, strip, band, valid):
-            t = time.perf_counter()
-            (e0, e1), (c0, c1) = strip.emit_rows, band.emit_cols
+        # Reads in turn, not prefetched: generating the synthetic scene in a
+        # background thread would compete with the blend for memory bandwidth,
+        # and the read is not what is measured.
+        for block in stream(read, grid, predictor, win, strip_rows=strip_rows or grid.stride,
+                            band_width=band_width, stats=stats, prefetch=False):
+            (e0, e1), (c0, c1) = block.rows, block.cols
             shape = (classes, e1 - e0, c1 - c0)
             buf = out_buf.get(shape)
             if buf is None:
                 buf = out_buf[shape] = np.empty(shape, np.float32)
-            r, c = e0 - strip.read_rows[0], c0 - band.read_cols[0]
-            acc.emit_probability((e0, e1), (c0, c1), valid[r:r + e1 - e0, c:c + c1 - c0], out=buf)
-            stats.seconds["blend"] += time.perf_counter() - t
+            block.values(out=buf)  # the fused crop-and-mask, timed as blend work
             if verify:  # untimed, in small chunks so that it adds nothing to the memory peak
                 for r0 in range(e0, e1, CHECK_ROWS):
                     r1 = min(e1, r0 + CHECK_ROWS)
                     expected = np.einsum("kc,cij->kij", mix.astype(np.float64),
                                          _scene_window(a, b, (r0, r1), (c0, c1)).astype(np.float64))
                     errors[0] = max(errors[0], float(np.abs(buf[:, r0 - e0:r1 - e0] - expected).max()))
-
-        # Reads in turn, not prefetched: generating the synthetic scene in a
-        # background thread would compete with the blend for memory bandwidth,
-        # and the read is not what is measured.
-        stream(read, grid, predictor, win, emit, strip_rows=strip_rows or grid.stride, band_width=band_width,
-               stats=stats, prefetch=False)
 
     # Warm the JIT (every kernel of this configuration) outside the measurement.
     run(PatchGrid.from_overlap(patch_size, patch_size, patch_size=patch_size, overlap=overlap),

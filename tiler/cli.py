@@ -191,6 +191,40 @@ def _geotiff(spec: str):
     return (spec, GEOTIFF_SUFFIXES)
 
 
+def _vector(spec: Optional[str]):
+    from tiler.sinks import VECTOR_FORMATS, vector_format
+
+    if spec is None:
+        return None
+    vector_format(spec)  # an unknown extension, or GeoParquet without pyarrow: say so before any work
+    return (spec, tuple(VECTOR_FORMATS))
+
+
+def _cog(f):
+    return click.option("--cog", is_flag=True,
+                        help="Write a Cloud-Optimized GeoTIFF: internal tiled overviews (mode for class maps, "
+                             "average for probabilities and indices).")(f)
+
+
+def _polygon_options(f):
+    f = click.option("--simplify", type=float, default=0.0, show_default=True, metavar="TOL",
+                     help="Simplify polygons by TOL (CRS units, pixels where not georeferenced), shared edges "
+                          "kept: no gaps or overlaps between neighbours.")(f)
+    f = click.option("--min-area", type=float, default=0.0, show_default=True,
+                     help="Drop regions smaller than this (m² where the CRS is projected, else pixels).")(f)
+    f = click.option("--connectivity", type=click.Choice(["4", "8"]), default="4", show_default=True,
+                     help="Pixels of a region joined by edges (4) or edges and corners (8).")(f)
+    f = click.option("--classes", default=None, metavar="NAME,...",
+                     help="Classes to write as polygons (default: all but a background class).")(f)
+    return f
+
+
+def _vector_config(classes, connectivity, min_area, simplify):
+    from tiler.config import VectorConfig
+
+    return VectorConfig(classes=classes, connectivity=int(connectivity), min_area=min_area, simplify=simplify)
+
+
 def _scene_inputs(scene: str) -> list:
     from tiler.destination import scene_inputs
 
@@ -230,14 +264,23 @@ def main() -> None:
 
 @main.command()
 @click.argument("scene", type=click.Path(dir_okay=True))
-@_out
+@click.option("-o", "--out", type=click.Path(dir_okay=False), default=None,
+              help="Output GeoTIFF (class map, or probabilities with --output probability).")
+@click.option("--vector", type=click.Path(dir_okay=False), default=None,
+              help="Also (or only) write polygons of the class map here: .gpkg, .geojson, .fgb, .parquet, or "
+                   ".csv (image_id,class,multipolygon_wkt).")
 @_model
 @click.option("--patch-size", type=int, default=None, help="Patch side in pixels (default: the model's).")
 @click.option("--overlap", type=float, default=0.5, show_default=True,
               help="Patch overlap as a fraction of the patch, in [0, 1).")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Patches per network call.")
 @click.option("--output", type=click.Choice(["class", "probability"]), default="class", show_default=True,
-              help="uint8 class map with a colour table, or float32 probability per class.")
+              help="uint8 class map with a colour table, or probability per class.")
+@click.option("--probability-dtype", type=click.Choice(["float32", "uint8"]), default="float32",
+              show_default=True,
+              help="Probabilities as float32 (nodata NaN) or uint8 scaled 0-255 (a quarter of the disk; nodata in "
+                   "the mask band).")
+@_cog
 @click.option("--window", default="spline", show_default=True,
               help="Blending window: spline, hann, triangle, gaussian or boxcar.")
 @click.option("--tta", type=click.Choice(["none", "flip", "d4"]), default="none", show_default=True,
@@ -264,36 +307,48 @@ def main() -> None:
                    "8-bit model).")
 @click.option("--force", is_flag=True,
               help="Predict even when the scene's values are far outside the model's training domain.")
+@_polygon_options
 @_verbosity
 @_handle_errors
-def run(scene, out, model, patch_size, overlap, batch_size, output, window, tta, tta_mean, tta_device, bands,
-        strip_rows, overwrite, creation_options, report, reference, registration, registration_model,
-        input_scale, force, quiet, verbose):
-    """Segment SCENE into a georeferenced GeoTIFF mask, streaming strip by strip.
+def run(scene, out, vector, model, patch_size, overlap, batch_size, output, probability_dtype, cog, window, tta,
+        tta_mean, tta_device, bands, strip_rows, overwrite, creation_options, report, reference, registration,
+        registration_model, input_scale, force, classes, connectivity, min_area, simplify, quiet, verbose):
+    """Segment SCENE into a georeferenced GeoTIFF mask and/or polygons, streaming strip by strip.
 
     SCENE is a raster, a scene manifest (.toml) or a Sentinel-2, Landsat-8/9 or
-    WorldView-3 folder of band files.
+    WorldView-3 folder of band files. Give --out, --vector or both: both come
+    from one pass of the network.
     """
     _require(scene)
-    with _guard({"--out": _geotiff(out), "--report": _json(report)},
+    if out is None and vector is None:
+        raise UsageError("nothing to write: give --out mask.tif and/or --vector polygons.gpkg")
+    from tiler.config import InferenceConfig, OutputConfig, StreamConfig
+
+    inference = InferenceConfig(patch_size=patch_size, overlap=overlap, batch_size=batch_size, window=window,
+                                tta=tta, tta_mean=tta_mean, tta_device=tta_device, bands=_int_list(bands),
+                                input_scale=list(input_scale), force=force, reference=reference,
+                                registration=registration, registration_model=registration_model)
+    streaming = StreamConfig(strip_rows=strip_rows)
+    out_cfg = OutputConfig(kind=output, probability_dtype=probability_dtype,
+                           creation_options=list(creation_options), cog=cog)
+    polygons = _vector_config(classes, connectivity, min_area, simplify)
+    with _guard({"--out": _geotiff(out) if out else None, "--vector": _vector(vector), "--report": _json(report)},
                 [*_scene_inputs(scene), _model_path(model)], overwrite) as guard:
         from tiler.pipeline import run_scene
 
         bar = _Progress(quiet, "patch", "predict")
         try:
-            result = run_scene(scene, guard["--out"], model=model, patch_size=patch_size, overlap=overlap,
-                               batch_size=batch_size, output=output, window=window, tta=tta,
-                               tta_mean=tta_mean, tta_device=tta_device, bands=_int_list(bands),
-                               strip_rows=strip_rows, overwrite=overwrite,
-                               creation_options=list(creation_options), progress=bar, reference=reference,
-                               registration=registration, registration_model=registration_model,
-                               input_scale=list(input_scale), force=force)
+            result = run_scene(scene, guard["--out"], vector=guard["--vector"], model=model, inference=inference,
+                               streaming=streaming, output=out_cfg, polygons=polygons, overwrite=overwrite,
+                               progress=bar)
         finally:
             bar.close()
-        _write_json(guard["--report"], result)
+        _write_json(guard["--report"], result.to_dict())
     if not quiet:
-        click.echo(f"wrote {result['out']} ({result['scene']['width']}x{result['scene']['height']}, "
-                   f"{result['patches']['predicted']} patches, {result['seconds']['total']:.1f} s)", err=True)
+        wrote = [p for p in (result.out, result.vector and result.vector["path"]) if p]
+        extra = (f", {sum(result.vector['features'].values())} polygons" if result.vector else "")
+        click.echo(f"wrote {' and '.join(wrote)} ({result.scene['width']}x{result.scene['height']}, "
+                   f"{result.patches['predicted']} patches{extra}, {result.seconds['total']:.1f} s)", err=True)
 
 
 @main.command()
@@ -362,6 +417,7 @@ def format_registration(reg) -> str:
 @_overwrite
 @click.option("--co", "creation_options", multiple=True, metavar="NAME=VALUE",
               help="GeoTIFF creation option (repeatable).")
+@_cog
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write a JSON report here.")
 @_reference
 @click.option("--registration", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
@@ -369,8 +425,8 @@ def format_registration(reg) -> str:
 @_registration_model
 @_verbosity
 @_handle_errors
-def indices(scene, out, indices, params, strip_rows, overwrite, creation_options, report, reference, registration,
-            registration_model, quiet, verbose):
+def indices(scene, out, indices, params, strip_rows, overwrite, creation_options, cog, report, reference,
+            registration, registration_model, quiet, verbose):
     """Write spectral indices of SCENE as a float32 GeoTIFF, one band per index.
 
     Band descriptions are the index names, nodata is NaN (nodata or saturated
@@ -394,15 +450,14 @@ def indices(scene, out, indices, params, strip_rows, overwrite, creation_options
         bar = _Progress(quiet, "row", "indices")
         try:
             result = index_scene(scene, guard["--out"], list(indices), params=overrides, strip_rows=strip_rows,
-                                 overwrite=overwrite, creation_options=list(creation_options),
+                                 overwrite=overwrite, creation_options=list(creation_options), cog=cog,
                                  reference=reference, registration=registration,
                                  registration_model=registration_model, progress=bar)
         finally:
             bar.close()
-        _write_json(guard["--report"], result)
+        _write_json(guard["--report"], result.to_dict())
     if not quiet:
-        click.echo(f"wrote {result['out']} ({', '.join(result['indices'])}; {result['seconds']['total']:.1f} s)",
-                   err=True)
+        click.echo(f"wrote {result.out} ({', '.join(result.indices)}; {result.seconds['total']:.1f} s)", err=True)
 
 
 @main.command()

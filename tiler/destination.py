@@ -215,6 +215,7 @@ class Destination:
         self.path = os.path.abspath(os.fspath(path))
         self.overwrite = overwrite
         self.tmp: Optional[str] = None
+        self._scratch: list[str] = []
         self._committed = False  # a later commit may replace our own earlier one
         self._lock_fd: Optional[int] = None
         self._lock_path: Optional[str] = None
@@ -294,6 +295,39 @@ class Destination:
         self.tmp = os.path.join(folder, f".{name}.tiler-{os.getpid()}-{secrets.token_hex(4)}.part{ext}")
         return self.tmp
 
+    def scratch(self, label: str, ext: Optional[str] = None) -> str:
+        """A further temporary path beside the destination, for an intermediate file.
+
+        Named like :meth:`temporary` (so a dead process's leftovers are
+        cleaned) with ``label`` before the extension, e.g.
+        ``.m.tif.tiler-PID-TOKEN.part.plain.tif``; removed by :meth:`discard`
+        and :meth:`commit` unless adopted (:meth:`adopt`).
+
+        Parameters
+        ----------
+        label : str
+            A short word naming the intermediate (``plain``, ``features``).
+        ext : str, optional
+            Extension with its dot; default the destination's.
+        """
+        folder, name = os.path.split(self.path)
+        ext = os.path.splitext(name)[1] if ext is None else ext
+        path = os.path.join(folder, f".{name}.tiler-{os.getpid()}-{secrets.token_hex(4)}.part.{label}{ext}")
+        self._scratch.append(path)
+        return path
+
+    def adopt(self, path: str) -> None:
+        """Make ``path`` (a :meth:`scratch` file, complete) the file :meth:`commit` renames into place.
+
+        The previous temporary file, if any, is removed.
+        """
+        old = self.tmp
+        if path in self._scratch:
+            self._scratch.remove(path)
+        self.tmp = path
+        if old is not None and old != path:
+            _remove_with_sidecars(old)
+
     def _fail(self, exc: BaseException, tmp: str) -> None:
         """Remove the temporary file; raise a :class:`DiskFullError` where ``exc`` was a full disk."""
         failure = (write_failure(exc, self.path, tmp)
@@ -308,16 +342,13 @@ class Destination:
         return path if isinstance(path, Destination) else cls(path, overwrite=overwrite)
 
     def discard(self) -> None:
-        """Remove the temporary file and its GDAL sidecars, if any."""
+        """Remove the temporary file, the scratch files and their GDAL sidecars, if any."""
+        for path in self._scratch:
+            _remove_with_sidecars(path)
+        self._scratch = []
         if self.tmp is None:
             return
-        for path in (self.tmp, self.tmp + ".aux.xml", self.tmp + ".ovr", self.tmp + ".msk"):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-            except IsADirectoryError:
-                shutil.rmtree(path, ignore_errors=True)
+        _remove_with_sidecars(self.tmp)
         self.tmp = None
 
     def commit(self) -> None:
@@ -366,6 +397,9 @@ class Destination:
             raise
         self.tmp = None
         self._committed = True
+        for path in self._scratch:
+            _remove_with_sidecars(path)
+        self._scratch = []
 
     @contextmanager
     def writing(self) -> Iterator[str]:
@@ -398,6 +432,18 @@ class Destination:
 
     def __repr__(self) -> str:
         return f"Destination({self.path!r}, overwrite={self.overwrite})"
+
+
+def _remove_with_sidecars(path: str) -> None:
+    """Remove a file and GDAL's sidecars of it (``.aux.xml``, ``.ovr``, ``.msk``, a GeoPackage's journal)."""
+    for p in (path, path + ".aux.xml", path + ".ovr", path + ".msk", path + "-journal", path + "-wal",
+              path + "-shm"):
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def _umask() -> int:

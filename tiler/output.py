@@ -146,6 +146,12 @@ class MaskWriter:
         Band descriptions.
     tags : mapping, optional
         Dataset metadata tags.
+    mask : bool, default False
+        Write validity to an internal mask band (GDAL's per-dataset mask)
+        instead of a nodata value: for dtypes where every value is data
+        (uint8-scaled probabilities); pass ``valid`` to :meth:`write_rows`.
+    scales : sequence of float, optional
+        Band scale factors (GDAL metadata: physical value = stored * scale).
 
     Notes
     -----
@@ -158,8 +164,10 @@ class MaskWriter:
                  creation_options: Optional[Mapping[str, str]] = None,
                  colormap: Optional[Mapping[int, tuple]] = None,
                  descriptions: Optional[Sequence[str]] = None,
-                 tags: Optional[Mapping[str, str]] = None) -> None:
+                 tags: Optional[Mapping[str, str]] = None, mask: bool = False,
+                 scales: Optional[Sequence[float]] = None) -> None:
         self.destination = destination
+        self.mask = mask
         self.out = destination.path
         options = _options_for(profile["dtype"], creation_options)
         self.profile = {"driver": "GTiff", **profile, **{k.lower(): v for k, v in options.items()}}
@@ -178,6 +186,8 @@ class MaskWriter:
                     self._dst.set_band_description(i, d)
                 if tags:
                     self._dst.update_tags(**tags)
+                if scales is not None:
+                    self._dst.scales = tuple(scales)
         except BaseException:
             self.abort()
             raise
@@ -200,7 +210,8 @@ class MaskWriter:
         """Rows per write: the tile height."""
         return int(self.profile.get("blockysize", BLOCK_SIZE))
 
-    def write_rows(self, data: np.ndarray, rows: tuple[int, int], cols: tuple[int, int]) -> None:
+    def write_rows(self, data: np.ndarray, rows: tuple[int, int], cols: tuple[int, int],
+                   valid: Optional[np.ndarray] = None) -> None:
         """Add finished rows of one column band; written once a block row is full.
 
         Parameters
@@ -210,12 +221,17 @@ class MaskWriter:
         rows, cols : tuple of int
             ``(start, stop)`` output pixels. Rows of one column band must come
             in order, without gaps.
+        valid : ndarray of shape (rows, cols), bool, optional
+            Validity, required when the writer has a mask band.
         """
+        if self.mask and valid is None:
+            raise ValueError("this writer has a mask band: pass valid=")
         key = cols
-        buf, filled_to = self._buffers.get(key, (None, 0))
+        buf, mbuf, filled_to = self._buffers.get(key, (None, None, 0))
         if buf is None:
             height = min(self.block_rows, self.profile["height"])
             buf = np.empty((data.shape[0], height, cols[1] - cols[0]), data.dtype)
+            mbuf = np.empty((height, cols[1] - cols[0]), np.uint8) if self.mask else None
             filled_to = rows[0]
         if rows[0] != filled_to:
             raise RuntimeError(f"rows {rows} of columns {cols} arrive out of order (expected {filled_to})")
@@ -225,12 +241,17 @@ class MaskWriter:
             block1 = min(block0 + self.block_rows, self.profile["height"])
             stop = min(rows[1], block1)
             buf[:, start - block0:stop - block0] = data[:, start - rows[0]:stop - rows[0]]
+            if mbuf is not None:
+                np.multiply(valid[start - rows[0]:stop - rows[0]], 255, out=mbuf[start - block0:stop - block0],
+                            casting="unsafe")
             if stop == block1:
+                window = Window(cols[0], block0, cols[1] - cols[0], block1 - block0)
                 with self._gdal():
-                    self._dst.write(buf[:, :block1 - block0],
-                                    window=Window(cols[0], block0, cols[1] - cols[0], block1 - block0))
+                    self._dst.write(buf[:, :block1 - block0], window=window)
+                    if mbuf is not None:
+                        self._dst.write_mask(mbuf[:block1 - block0], window=window)
             start = stop
-        self._buffers[key] = (buf, rows[1])
+        self._buffers[key] = (buf, mbuf, rows[1])
 
     def abort(self) -> None:
         """Close and remove the temporary file."""
@@ -257,19 +278,32 @@ class MaskWriter:
             back does not have the expected size, bands, dtype or georeferencing.
         """
         try:
-            unfinished = [c for c, (_, filled) in self._buffers.items() if filled != self.profile["height"]]
-            covered = sum(c[1] - c[0] for c in self._buffers)
-            if unfinished or covered != self.profile["width"]:
-                raise OutputVerificationError(
-                    f"output incomplete: columns {unfinished or 'missing'} not written to the last row"
-                )
-            with self._gdal():
-                self._dst.close()
-            self._verify()
+            self.finish()
             self.destination.commit()
         except BaseException:
             self.abort()
             raise
+
+    def finish(self) -> str:
+        """Close and verify the temporary file; return its path (:meth:`commit` then renames it).
+
+        Raises
+        ------
+        DiskFullError, OutputVerificationError
+            As for :meth:`commit`; the caller aborts.
+        """
+        if self._dst.closed:
+            return self.tmp
+        unfinished = [c for c, (_, _, filled) in self._buffers.items() if filled != self.profile["height"]]
+        covered = sum(c[1] - c[0] for c in self._buffers)
+        if unfinished or covered != self.profile["width"]:
+            raise OutputVerificationError(
+                f"output incomplete: columns {unfinished or 'missing'} not written to the last row"
+            )
+        with self._gdal():
+            self._dst.close()
+        self._verify()
+        return self.tmp
 
     def _verify(self) -> None:
         p = self.profile

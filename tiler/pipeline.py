@@ -1,7 +1,9 @@
-"""The streaming engine: :func:`run_scene`, and its in-memory twin :func:`predict`."""
+"""Wiring of source, engine and sinks: :func:`run_scene`, :func:`index_scene`; and
+:func:`predict`, the in-memory twin of the streaming engine."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -9,49 +11,34 @@ import resource
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import rasterio
 
-from tiler._engine import PatchStats, ProgressCallback, ReadFunction, blend_patches, stream
 from tiler._logging import notice
 from tiler._version import __version__
 from tiler.blend import Accumulator, WindowFunction, get_window
+from tiler.config import InferenceConfig, OutputConfig, StreamConfig, VectorConfig, split_options
 from tiler.destination import GEOTIFF_SUFFIXES, Destination, guard_outputs, scene_inputs
 from tiler.domain import InputScale, check_domain, sample_channels
+from tiler.engine import Block, PatchStats, ProgressCallback, blend_patches, stream
 from tiler.errors import BandMismatchError, PlanError, UsageError
 from tiler.indices import ChannelPlan
 from tiler.model._file import DEFAULT_MODEL_PATH, ModelInfo, TilerModel, load_model, read_info
 from tiler.model._predictor import Predictor
-from tiler.output import CLASS_NODATA, MaskWriter, check_creation_options, parse_creation_options
+from tiler.output import check_creation_options
 from tiler.plan import PatchGrid, reflect_indices
-from tiler.registration import MODELS as REGISTRATION_MODELS
 from tiler.scene import open_scene
+from tiler.sinks import (VECTOR_FORMATS, ClassMapSink, IndexSink, OutputContext, PolygonSink, ProbabilitySink,
+                         feed)
+from tiler.source import ChannelSource
 
-__all__ = ["predict", "run_scene", "index_scene", "resolve_model", "channel_reader", "domain_verdict", "OUTPUTS",
-           "REGISTRATION"]
+__all__ = ["predict", "run_scene", "index_scene", "resolve_model", "domain_verdict", "RunReport",
+           "IndexReport"]
 
 log = logging.getLogger(__name__)
-
-#: Output kinds of :func:`run_scene`.
-OUTPUTS = ("class", "probability")
-
-#: Registration modes of :func:`run_scene`: estimate and apply (``auto``), or
-#: place band groups by their georeferencing only (``off``).
-REGISTRATION = ("auto", "off")
-
-#: Default overlap: half a patch, the original smooth-blending method's
-#: ``subdivisions=2``.
-DEFAULT_OVERLAP = 0.5
-#: Default scene rows per strip (rounded to whole strides).
-DEFAULT_STRIP_ROWS = 512
-#: Default output columns per column band: bounds memory for very wide scenes
-#: (DESIGN.md invariant 4); a multiple of the 512-pixel output tile.
-DEFAULT_BAND_WIDTH = 8192
-#: GDAL block cache for a run, in MB: enough for a strip of input tiles, small
-#: enough that memory stays flat in scene size.
-DEFAULT_GDAL_CACHE_MB = 64
 
 
 def resolve_model(model: Union[None, str, os.PathLike, TilerModel]) -> TilerModel:
@@ -78,7 +65,7 @@ def predict(
     *,
     model: Union[None, str, os.PathLike, TilerModel] = None,
     patch_size: Optional[int] = None,
-    overlap: float = DEFAULT_OVERLAP,
+    overlap: float = 0.5,
     batch_size: int = 8,
     window: Union[str, WindowFunction] = "spline",
     valid: Optional[np.ndarray] = None,
@@ -188,79 +175,27 @@ def _register(sc, plan: ChannelPlan, registration: str, model: str, seconds: dic
     return report
 
 
-def _creation_options(creation_options: Union[None, Sequence[str], dict]) -> dict[str, str]:
-    if isinstance(creation_options, dict):
-        return {k.upper(): str(v) for k, v in creation_options.items()}
-    return parse_creation_options(creation_options or ())
-
-
-def _check_registration(registration: str, model: str) -> None:
-    if registration not in REGISTRATION or model not in REGISTRATION_MODELS:
-        raise UsageError(f"registration must be one of {', '.join(REGISTRATION)} and its model one of "
-                         f"{', '.join(REGISTRATION_MODELS)}, got {registration!r} and {model!r}")
-
-
 def _peak_rss_mb() -> float:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 @contextmanager
-def _destination(out: Union[str, os.PathLike, Destination], scene: Union[str, os.PathLike],
-                 other_inputs: Sequence[str], overwrite: bool) -> Iterator[Destination]:
-    """The checked, locked destination of a library call (or the caller's own)."""
-    if isinstance(out, Destination):
-        yield out
-        return
-    with guard_outputs({"out": (out, GEOTIFF_SUFFIXES)}, inputs=[*scene_inputs(scene), *other_inputs],
-                       overwrite=overwrite) as guard:
-        yield guard["out"]
+def _destinations(outputs: dict, scene: Union[str, os.PathLike], other_inputs: Sequence[str],
+                  overwrite: bool) -> Iterator[dict[str, Optional[Destination]]]:
+    """The checked, locked destinations of a library call: ``{label: (path or Destination or None, suffixes)}``.
 
-
-def channel_reader(sc, plan: ChannelPlan, info: ModelInfo, input_scale: Optional[InputScale], *,
-                   fill: bool) -> ReadFunction:
-    """The source of the model's channels: ``read(rows, cols) -> (channels, valid)``.
-
-    Reads the plan's bands of a reference-grid window (reflect-padded past the
-    edges), builds the channels (bands and indices), applies ``--input-scale``
-    and, with ``fill``, the fill policy: nodata pixels get each channel's
-    normalisation offset (its training mean), and so does an index value that is
-    undefined where its bands are valid (a zero denominator), whose pixel stays
-    valid.
-
-    Parameters
-    ----------
-    sc : tiler.scene.Scene
-    plan : ChannelPlan
-    info : ModelInfo
-    input_scale : InputScale or None
-    fill : bool
-        Apply the fill policy (for prediction); without it invalid pixels and
-        undefined index values are left as read (for sampling the domain).
-
-    Returns
-    -------
-    callable
-        ``read(rows, cols) -> (ndarray (channel, row, col) float32, ndarray (row, col) bool)``.
+    A :class:`Destination` the caller already guarded is used as it is; paths
+    are guarded together (:func:`tiler.destination.guard_outputs`).
     """
-    fillv = np.asarray(info.offset, np.float32)[:, None]
-    gain = bias = None
-    if input_scale is not None:
-        gain, bias = input_scale.per_channel(plan.channels, plan.index_channels)
-        gain, bias = gain[:, None, None], bias[:, None, None]
-
-    def read(rows, cols):
-        data, valid = sc.read(rows, cols, plan.indexes)
-        data = plan.build(data, valid)
-        if gain is not None:
-            data = data * gain + bias
-        if fill:
-            data[:, ~valid] = fillv
-            if plan.index_channels:
-                np.copyto(data, np.broadcast_to(fillv[:, :, None], data.shape), where=np.isnan(data))
-        return data, valid
-
-    return read
+    given = {k: v[0] for k, v in outputs.items() if isinstance(v[0], Destination)}
+    paths = {k: v for k, v in outputs.items() if not isinstance(v[0], Destination) and v[0] is not None}
+    if not paths:
+        yield {k: given.get(k) for k in outputs}
+        return
+    with guard_outputs(paths, inputs=[*scene_inputs(scene), *other_inputs, *(d.path for d in given.values())],
+                       overwrite=overwrite) as guard:
+        yield {k: given.get(k) or (guard[k] if k in paths else None) for k in outputs}
 
 
 #: What ``--force``-less refusals tell the user to do.
@@ -287,7 +222,7 @@ def domain_verdict(sc, plan: ChannelPlan, info: ModelInfo, input_scale: Optional
     domain = info.input_domain
     if domain is None:
         return None
-    samples = sample_channels(channel_reader(sc, plan, info, input_scale, fill=False), sc.height, sc.width)
+    samples = sample_channels(ChannelSource(sc, plan, input_scale=input_scale), sc.height, sc.width)
     # With --input-scale the user has mapped the values into the model's: its dtypes are what they stand for.
     dtypes = plan.dtypes(sc) if input_scale is None else tuple(c.dtype for c in domain.channels)
     return check_domain(domain, samples, dtypes, pixel_size=sc.pixel_size_m())
@@ -326,36 +261,112 @@ def _log_scene(sc, plan: ChannelPlan) -> None:
                  sorted({b.offset for b in g.bands}))
 
 
+@dataclass(frozen=True)
+class RunReport:
+    """The summary of a :func:`run_scene` run (``--report run.json``).
+
+    Attributes
+    ----------
+    scene : dict
+        Path, size, bands, CRS, transform, band mapping, kind, reference group, notes.
+    registration : dict or None
+        Per band group: shift, model, windows, residual (None: nothing to register).
+    domain : dict or None
+        The input-domain verdict (None: the model records no training domain).
+    out : str or None
+        The raster written (None: polygons only).
+    vector : dict or None
+        The polygons written: path, format, features per class, units of area
+        and perimeter, regions dropped by ``min_area``.
+    model : dict
+        Path, channels, classes.
+    grid : dict
+        Patch size, stride, overlap, patch rows and columns, strips, column bands.
+    patches : dict
+        On the grid, predicted, skipped (no valid pixel).
+    seconds : dict
+        Per stage: register, read, predict, blend, write, total.
+    megapixels_per_second : float
+    peak_rss_mb : float
+        Peak resident memory of the process, MB.
+    options : dict
+        The config values: ``inference``, ``streaming``, ``output``, ``vector``
+        (each its ``to_dict()``).
+    tiler_version : str
+    """
+
+    scene: dict
+    registration: Optional[dict]
+    domain: Optional[dict]
+    out: Optional[str]
+    vector: Optional[dict]
+    model: dict
+    grid: dict
+    patches: dict
+    seconds: dict
+    megapixels_per_second: float
+    peak_rss_mb: float
+    options: dict
+    tiler_version: str = __version__
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return dataclasses.asdict(self)
+
+
+def _model_info(model) -> tuple[Optional[str], ModelInfo]:
+    """The model's path and metadata, read without Keras."""
+    if isinstance(model, TilerModel):
+        return model.path, model.info
+    path = os.fspath(model or DEFAULT_MODEL_PATH)
+    return path, read_info(path)
+
+
+def _raster_sink(dest: Destination, output: OutputConfig):
+    co = dict(output.creation_options)
+    if output.kind == "class":
+        return ClassMapSink(dest, creation_options=co, cog=output.cog)
+    return ProbabilitySink(dest, dtype=output.probability_dtype, creation_options=co, cog=output.cog)
+
+
+def _scene_summary(sc, plan: ChannelPlan, path) -> dict:
+    return {"path": os.fspath(path), "width": sc.width, "height": sc.height, "bands": sc.count,
+            "crs": sc.crs.to_string() if sc.crs else None,
+            "transform": list(sc.transform)[:6] if sc.georeferenced else None,
+            "band_mapping": {"indexes": list(plan.indexes), "method": plan.method,
+                             "index_channels": list(plan.index_channels)},
+            "kind": sc.kind, "reference": sc.reference, "notes": list(sc.notes)}
+
+
+def _vector_summary(sink: Optional[PolygonSink]) -> Optional[dict]:
+    if sink is None:
+        return None
+    return {"path": sink.destination.path, "format": sink.format, "features": dict(sink.counts),
+            "units": {"area": "m2" if sink.units == "m" else "px2", "perimeter": sink.units},
+            "dropped_small": sink.dropped_small}
+
+
 def run_scene(
     scene: Union[str, os.PathLike],
-    out: Union[str, os.PathLike],
+    out: Union[None, str, os.PathLike, Destination] = None,
     *,
+    vector: Union[None, str, os.PathLike, Destination] = None,
     model: Union[None, str, os.PathLike, TilerModel] = None,
-    patch_size: Optional[int] = None,
-    overlap: float = DEFAULT_OVERLAP,
-    batch_size: int = 8,
-    output: str = "class",
-    window: Union[str, WindowFunction] = "spline",
-    tta: str = "none",
-    tta_mean: str = "arithmetic",
-    tta_device: str = "graph",
-    bands: Optional[Sequence[int]] = None,
-    strip_rows: int = DEFAULT_STRIP_ROWS,
-    band_width: int = DEFAULT_BAND_WIDTH,
+    inference: Optional[InferenceConfig] = None,
+    streaming: Optional[StreamConfig] = None,
+    output: Union[None, str, OutputConfig] = None,
+    polygons: Optional[VectorConfig] = None,
     overwrite: bool = False,
-    creation_options: Union[None, Sequence[str], dict] = None,
     progress: Optional[ProgressCallback] = None,
-    gdal_cache_mb: int = DEFAULT_GDAL_CACHE_MB,
-    reference: Optional[str] = None,
-    registration: str = "auto",
-    registration_model: str = "auto",
-    input_scale: Union[None, InputScale, Sequence[str]] = None,
-    force: bool = False,
-) -> dict[str, Any]:
-    """Segment a scene, streaming it strip by strip, into a GeoTIFF mask.
+    **options: Any,
+) -> RunReport:
+    """Segment a scene, streaming it strip by strip, into a GeoTIFF and/or polygons.
 
-    Only one strip of patch rows (plus its halo) of one column band is in
-    memory at a time; the result equals :func:`predict` on the whole scene.
+    Source (the scene's channels), engine (patches, network, blender) and
+    sinks (the raster, the polygons) are wired here; every product is fed
+    from one pass. Only one strip of patch rows (plus its halo) of one column
+    band is in memory at a time; the raster equals :func:`predict` on the
+    whole scene, and the polygons equal polygonising that raster at once.
 
     Parameters
     ----------
@@ -363,72 +374,42 @@ def run_scene(
         A raster rasterio can open, a scene manifest (``.toml``) or a sensor
         folder (Sentinel-2, Landsat-8/9, WorldView-3) holding the model's
         channels; see :func:`tiler.scene.open_scene`.
-    out : path-like or Destination
-        Output GeoTIFF (``.tif``/``.tiff``). Checked and locked before any
-        work (:func:`tiler.destination.guard_outputs`; the scene's files and
-        the model file count as inputs), written to a temporary file in the
-        same folder and renamed into place when complete and verified. A
+    out : path-like or Destination, optional
+        Output GeoTIFF (``.tif``/``.tiff``), the product chosen by
+        ``output``. Checked and locked before any work
+        (:func:`tiler.destination.guard_outputs`; the scene's files and the
+        model file count as inputs), written to a temporary file in the same
+        folder and renamed into place when complete and verified. A
         :class:`~tiler.destination.Destination` the caller already guarded is
         used as it is.
+    vector : path-like or Destination, optional
+        Polygons of the class map (:class:`tiler.sinks.PolygonSink`), format
+        by extension (:data:`tiler.sinks.VECTOR_FORMATS`). At least one of
+        ``out`` and ``vector``.
     model : path-like or TilerModel, optional
         Default: the model shipped with tiler.
-    patch_size : int, optional
-        Patch side in pixels (multiple of ``2**depth``); default: the model's.
-    overlap : float, default 0.5
-        Patch overlap as a fraction of the patch, in [0, 1).
-    batch_size : int, default 8
-        Patches per network call.
-    output : {"class", "probability"}
-        ``class``: uint8 class index per pixel with a colour table, nodata 255.
-        ``probability``: float32, one band per class, nodata NaN.
-    window : str or callable, default "spline"
-        Blending window (see :data:`tiler.blend.WINDOWS`).
-    tta : {"none", "flip", "d4"}, default "none"
-        Test-time augmentation: each patch is also predicted mirrored
-        (``flip``) or under all 8 dihedral transforms (``d4``), each
-        prediction exactly un-transformed, then averaged.
-    tta_mean : {"arithmetic", "geometric"}, default "arithmetic"
-        Averaging of the TTA variants.
-    tta_device : {"graph", "host"}, default "graph"
-        Where the TTA rotations run: in the Keras graph (on the accelerator
-        where there is one) or on the host (numba).
-    bands : sequence of int, optional
-        1-based scene band per model channel; default: matched by band name,
-        or by position for unnamed bands.
-    strip_rows : int, default 512
-        Scene rows emitted per strip (rounded to whole strides).
-    band_width : int, default 8192
-        Output columns per column band.
+    inference : InferenceConfig, optional
+        Patch size, overlap, batch, window, TTA, bands, input scale, force,
+        reference group, registration.
+    streaming : StreamConfig, optional
+        Strip rows, column-band width, GDAL cache, prefetch.
+    output : OutputConfig or {"class", "probability"}, optional
+        Class map or probabilities (float32 / uint8), creation options, COG; a
+        string is the kind (``OutputConfig(kind=output)``).
+    polygons : VectorConfig, optional
+        Classes, connectivity, minimum area, simplification of ``vector``.
     overwrite : bool, default False
-        Replace an existing ``out``.
-    creation_options : sequence of "NAME=VALUE" or dict, optional
-        GeoTIFF creation options overriding the defaults.
+        Replace existing outputs.
     progress : callable, optional
         ``progress(done, total)`` in patches, after each batch.
-    gdal_cache_mb : int, default 64
-        GDAL block cache for the run.
-    reference : str, optional
-        Band group whose grid is the output grid; default the manifest's
-        reference, else the finest group.
-    registration : {"auto", "off"}, default "auto"
-        ``auto``: the band groups the model reads are registered against the
-        reference (:func:`tiler.registration.register_scene`) before the run,
-        and the run stops if that fails; ``off``: groups are placed by their
-        georeferencing (or extent) only.
-    registration_model : {"auto", "translation", "affine"}
-        Displacement model of the registration.
-    input_scale : InputScale or sequence of str, optional
-        ``value * scale + offset`` per channel before the model's normalisation
-        (``--input-scale``), e.g. to feed 12-bit data to an 8-bit model.
-    force : bool, default False
-        Predict even when the scene is outside the model's training domain.
+    **options
+        Any field of the four configs by name (``overlap=0.25``,
+        ``strip_rows=64``, ``output="probability"``, ``cog=True``,
+        ``min_area=50``), applied over the configs given.
 
     Returns
     -------
-    dict
-        The run report: scene, grid, patch counts, seconds per stage
-        (read, predict, blend, write, total), peak RSS of the process in MB,
-        options.
+    RunReport
 
     Raises
     ------
@@ -438,125 +419,127 @@ def run_scene(
         The scene's values are far outside the model's training domain and
         ``force`` is false (exit code 2).
     OutputExistsError, OutputPathError, OutputBusyError
-        The destination cannot be written safely (exit code 2).
+        A destination cannot be written safely (exit code 2).
     DiskFullError
         The disk filled (exit code 1); nothing is left.
     OutputVerificationError
-        The finished file failed verification (exit code 4); nothing is left at ``out``.
+        A finished file failed verification (exit code 4); nothing is left at ``out``.
     """
     t_start = time.perf_counter()
     stats = PatchStats()
-    if output not in OUTPUTS:
-        raise UsageError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
-    _check_registration(registration, registration_model)
-    if strip_rows < 1 or band_width < 1:
-        raise PlanError(f"strip rows and band width must be >= 1, got {strip_rows} and {band_width}")
-    model_path = model.path if isinstance(model, TilerModel) else os.fspath(model or DEFAULT_MODEL_PATH)
-    info = model.info if isinstance(model, TilerModel) else read_info(model_path)
-    p = _check_patch_size(info, patch_size)
-    win = get_window(window, p)
-    PatchGrid.from_overlap(p, p, patch_size=p, overlap=overlap)  # validates the overlap before any work
-    k = len(info.classes)
-    out_dtype, out_count = ("uint8", 1) if output == "class" else ("float32", k)
-    co = check_creation_options(_creation_options(creation_options), dtype=out_dtype, count=out_count)
-    scale = InputScale.parse(input_scale)
+    if isinstance(output, str):
+        output = OutputConfig(kind=output)
+    inference, streaming, output, polygons = split_options(
+        options, inference or InferenceConfig(), streaming or StreamConfig(), output or OutputConfig(),
+        polygons or VectorConfig())
+    if out is None and vector is None:
+        raise UsageError("nothing to write: give a GeoTIFF (--out) and/or polygons (--vector)")
+    model_path, info = _model_info(model)
+    p = _check_patch_size(info, inference.patch_size)
+    win = get_window(inference.window, p)
+    PatchGrid.from_overlap(p, p, patch_size=p, overlap=inference.overlap)  # validates the overlap before any work
+    if out is not None:
+        check_creation_options(dict(output.creation_options), dtype=output.dtype,
+                               count=1 if output.kind == "class" else len(info.classes))
 
-    with _destination(out, scene, [model_path] if model_path else [], overwrite) as dest, \
-            rasterio.Env(GDAL_CACHEMAX=int(gdal_cache_mb)), open_scene(scene, reference=reference) as sc:
-        plan = ChannelPlan.for_scene(sc, info.channels, bands=bands)
+    with _destinations({"out": (out, GEOTIFF_SUFFIXES), "vector": (vector, tuple(VECTOR_FORMATS))}, scene,
+                       [model_path] if model_path else [], overwrite) as dests, \
+            rasterio.Env(GDAL_CACHEMAX=streaming.gdal_cache_mb), \
+            open_scene(scene, reference=inference.reference) as sc:
+        sinks = []
+        if dests["out"] is not None:
+            sinks.append(_raster_sink(dests["out"], output))
+        vector_sink = PolygonSink(dests["vector"], polygons) if dests["vector"] is not None else None
+        if vector_sink is not None:
+            sinks.append(vector_sink)
+        plan = ChannelPlan.for_scene(sc, info.channels, bands=inference.bands)
         _log_scene(sc, plan)
-        verdict = _check_domain(sc, plan, info, scale, force=force)
+        verdict = _check_domain(sc, plan, info, inference.input_scale, force=inference.force)
         tm = resolve_model(model)
-        predictor = Predictor(tm, batch_size=batch_size, tta=tta, tta_mean=tta_mean, tta_device=tta_device)
-        reg_report = _register(sc, plan, registration, registration_model, stats.seconds)
-        grid = PatchGrid.from_overlap(sc.height, sc.width, patch_size=p, overlap=overlap)
+        predictor = Predictor(tm, batch_size=inference.batch_size, tta=inference.tta, tta_mean=inference.tta_mean,
+                              tta_device=inference.tta_device)
+        reg_report = _register(sc, plan, inference.registration, inference.registration_model, stats.seconds)
+        grid = PatchGrid.from_overlap(sc.height, sc.width, patch_size=p, overlap=inference.overlap)
         log.info("patch grid: patch %d px, stride %d px (overlap %d px), %d x %d patches, strips of %d rows, "
                  "column bands of %d columns", p, grid.stride, grid.overlap, grid.rows.count, grid.cols.count,
-                 strip_rows, band_width)
-        if output == "class":
-            profile = {"dtype": "uint8", "count": 1, "nodata": CLASS_NODATA}
-            colormap, descriptions = info.labels.colormap(), ["class"]
-        else:
-            profile = {"dtype": "float32", "count": k, "nodata": float("nan")}
-            colormap, descriptions = None, list(info.classes)
-        profile.update(width=sc.width, height=sc.height)
-        if sc.georeferenced:
-            profile.update(crs=sc.crs, transform=sc.transform)
-        tags = {"TILER_VERSION": __version__, "TILER_CLASSES": ",".join(info.classes),
-                "TILER_OUTPUT": output, "TILER_TTA": tta}
-        read = channel_reader(sc, plan, info, scale, fill=True)
-
-        with MaskWriter(dest, profile, creation_options=co, colormap=colormap,
-                        descriptions=descriptions, tags=tags) as writer:
-
-            def emit(acc, strip, band, valid):
-                t = time.perf_counter()
-                (e0, e1), (c0, c1) = strip.emit_rows, band.emit_cols
-                r, c = e0 - strip.read_rows[0], c0 - band.read_cols[0]
-                v = valid[r:r + e1 - e0, c:c + c1 - c0]
-                if output == "class":
-                    result = acc.emit_class((e0, e1), (c0, c1), v, nodata=CLASS_NODATA)[None]
-                else:
-                    result = acc.emit_probability((e0, e1), (c0, c1), v)
-                t2 = time.perf_counter()
-                writer.write_rows(result, (e0, e1), (c0, c1))
-                stats.seconds["blend"] += t2 - t
-                stats.seconds["write"] += time.perf_counter() - t2
-
-            stream(read, grid, predictor, win, emit, strip_rows=strip_rows, band_width=band_width,
-                   stats=stats, progress=progress)
-            t = time.perf_counter()
-            writer.commit()
-            stats.seconds["write"] += time.perf_counter() - t
+                 streaming.strip_rows, streaming.band_width)
+        context = OutputContext(
+            sc.width, sc.height, sc.crs if sc.georeferenced else None, sc.transform if sc.georeferenced else None,
+            tuple(info.classes), labels=info.labels,
+            tags={"TILER_VERSION": __version__, "TILER_CLASSES": ",".join(info.classes), "TILER_TTA": inference.tta},
+            source=os.path.splitext(os.path.basename(os.fspath(scene).rstrip(os.sep)))[0])
+        source = ChannelSource(sc, plan, fill=info.offset, input_scale=inference.input_scale)
+        blocks = stream(source, grid, predictor, win, strip_rows=streaming.strip_rows,
+                        band_width=streaming.band_width, stats=stats, progress=progress,
+                        prefetch=streaming.prefetch)
+        feed(blocks, sinks, context, seconds=stats.seconds)
+        summary = _scene_summary(sc, plan, scene)
 
     stats.seconds["total"] = time.perf_counter() - t_start
     log.info("seconds: %s", ", ".join(f"{n} {v:.2f}" for n, v in stats.seconds.items()))
-    return {
-        "tiler_version": __version__,
-        "scene": {"path": os.fspath(scene), "width": sc.width, "height": sc.height,
-                  "bands": sc.count, "crs": sc.crs.to_string() if sc.crs else None,
-                  "transform": list(sc.transform)[:6] if sc.georeferenced else None,
-                  "band_mapping": {"indexes": list(plan.indexes), "method": plan.method,
-                                   "index_channels": list(plan.index_channels)},
-                  "kind": sc.kind, "reference": sc.reference, "notes": list(sc.notes)},
-        "registration": reg_report,
-        "domain": verdict.to_dict() if verdict is not None else None,
-        "out": dest.path,
-        "model": {"path": tm.path, "channels": list(info.channels), "classes": list(info.classes)},
-        "grid": {"patch_size": p, "stride": grid.stride, "overlap_px": grid.overlap,
-                 "patch_rows": grid.rows.count, "patch_cols": grid.cols.count,
-                 "strips": len(list(grid.strips(strip_rows))),
-                 "column_bands": len(list(grid.column_bands(band_width)))},
-        "patches": {"grid": grid.count, "predicted": stats.predicted,
-                    "skipped_nodata": stats.skipped_nodata},
-        "seconds": {name: round(v, 4) for name, v in stats.seconds.items()},
-        "megapixels_per_second": round(sc.width * sc.height / 1e6 / stats.seconds["total"], 4),
-        "peak_rss_mb": round(_peak_rss_mb(), 1),
-        "options": {"overlap": overlap, "batch_size": batch_size, "output": output,
-                    "window": window if isinstance(window, str) else getattr(window, "__name__", "callable"),
-                    "tta": tta, "tta_mean": tta_mean, "tta_device": tta_device,
-                    "strip_rows": strip_rows, "band_width": band_width,
-                    "creation_options": co, "gdal_cache_mb": gdal_cache_mb,
-                    "registration": registration, "registration_model": registration_model,
-                    "input_scale": scale.to_dict() if scale is not None else None, "force": force},
-    }
+    return RunReport(
+        scene=summary, registration=reg_report, domain=verdict.to_dict() if verdict is not None else None,
+        out=dests["out"].path if dests["out"] is not None else None, vector=_vector_summary(vector_sink),
+        model={"path": tm.path, "channels": list(info.channels), "classes": list(info.classes)},
+        grid={"patch_size": p, "stride": grid.stride, "overlap_px": grid.overlap,
+              "patch_rows": grid.rows.count, "patch_cols": grid.cols.count,
+              "strips": len(list(grid.strips(streaming.strip_rows))),
+              "column_bands": len(list(grid.column_bands(streaming.band_width)))},
+        patches={"grid": grid.count, "predicted": stats.predicted, "skipped_nodata": stats.skipped_nodata},
+        seconds={name: round(v, 4) for name, v in stats.seconds.items()},
+        megapixels_per_second=round(summary["width"] * summary["height"] / 1e6 / stats.seconds["total"], 4),
+        peak_rss_mb=round(_peak_rss_mb(), 1),
+        options={"inference": inference.to_dict(), "streaming": streaming.to_dict(), "output": output.to_dict(),
+                 "vector": polygons.to_dict() if vector is not None else None},
+    )
+
+
+@dataclass(frozen=True)
+class IndexReport:
+    """The summary of an :func:`index_scene` run.
+
+    Attributes
+    ----------
+    scene : dict
+    out : str
+    indices : dict
+        Per index: formula, parameters, bounds, reference.
+    radiometry : dict
+        Per input band: group, scale, offset, saturation DN.
+    registration : dict or None
+    seconds : dict
+        register, read, compute, write, total.
+    options : dict
+    tiler_version : str
+    """
+
+    scene: dict
+    out: str
+    indices: dict
+    radiometry: dict
+    registration: Optional[dict]
+    seconds: dict
+    options: dict
+    tiler_version: str = __version__
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return dataclasses.asdict(self)
 
 
 def index_scene(
     scene: Union[str, os.PathLike],
-    out: Union[str, os.PathLike],
+    out: Union[str, os.PathLike, Destination],
     indices: Sequence[str],
     *,
     params: Optional[dict[str, dict[str, float]]] = None,
-    strip_rows: int = DEFAULT_STRIP_ROWS,
+    inference: Optional[InferenceConfig] = None,
+    streaming: Optional[StreamConfig] = None,
+    output: Optional[OutputConfig] = None,
     overwrite: bool = False,
-    creation_options: Union[None, Sequence[str], dict] = None,
-    reference: Optional[str] = None,
-    registration: str = "auto",
-    registration_model: str = "auto",
     progress: Optional[ProgressCallback] = None,
-    gdal_cache_mb: int = DEFAULT_GDAL_CACHE_MB,
-) -> dict[str, Any]:
+    **options: Any,
+) -> IndexReport:
     """Compute spectral indices of a scene into a float32 GeoTIFF, strip by strip.
 
     Parameters
@@ -573,16 +556,21 @@ def index_scene(
         Index names (:data:`tiler.indices.INDICES`), in band order.
     params : dict, optional
         Per index, parameter overrides, e.g. ``{"savi": {"L": 1.0}}``.
-    strip_rows : int, default 512
-        Reference-grid rows computed per strip.
-    overwrite, creation_options, reference, registration, registration_model, progress, gdal_cache_mb
-        As for :func:`run_scene`; ``progress(done, total)`` counts rows.
+    inference : InferenceConfig, optional
+        Its ``reference``, ``registration`` and ``registration_model`` apply.
+    streaming : StreamConfig, optional
+        ``strip_rows`` (reference-grid rows per strip) and ``gdal_cache_mb`` apply.
+    output : OutputConfig, optional
+        ``creation_options`` and ``cog`` apply.
+    overwrite : bool, default False
+    progress : callable, optional
+        ``progress(done, total)`` in rows.
+    **options
+        Fields of the configs by name (``strip_rows=64``, ``cog=True``).
 
     Returns
     -------
-    dict
-        Report: scene, indices with formulas and parameters, radiometric
-        scaling applied per input band, registration, seconds.
+    IndexReport
 
     Raises
     ------
@@ -597,6 +585,8 @@ def index_scene(
 
     t_start = time.perf_counter()
     seconds = {"register": 0.0, "read": 0.0, "compute": 0.0, "write": 0.0}
+    inference, streaming, output = split_options(options, inference or InferenceConfig(),
+                                                 streaming or StreamConfig(), output or OutputConfig())
     names = [n.lower() for n in indices]
     params = {k.lower(): dict(v) for k, v in (params or {}).items()}
     unknown = [n for n in names + list(params) if n not in INDICES]
@@ -607,15 +597,15 @@ def index_scene(
         if bad:
             raise UsageError(f"{n} has no parameter(s) {', '.join(sorted(bad))}; "
                              f"its parameters: {', '.join(INDICES[n].params) or 'none'}")
-    _check_registration(registration, registration_model)
-    if strip_rows < 1:
-        raise PlanError(f"strip rows must be >= 1, got {strip_rows}")
-    co = check_creation_options(_creation_options(creation_options), dtype="float32", count=len(names))
-    with _destination(out, scene, [], overwrite) as dest, \
-            rasterio.Env(GDAL_CACHEMAX=int(gdal_cache_mb)), open_scene(scene, reference=reference) as sc:
+    co = check_creation_options(dict(output.creation_options), dtype="float32", count=len(names))
+    strip_rows = streaming.strip_rows
+    with _destinations({"out": (out, GEOTIFF_SUFFIXES)}, scene, [], overwrite) as dests, \
+            rasterio.Env(GDAL_CACHEMAX=streaming.gdal_cache_mb), \
+            open_scene(scene, reference=inference.reference) as sc:
+        sink = IndexSink(dests["out"], creation_options=co, cog=output.cog)
         plan = ChannelPlan.for_scene(sc, names)
         _log_scene(sc, plan)
-        reg_report = _register(sc, plan, registration, registration_model, seconds)
+        reg_report = _register(sc, plan, inference.registration, inference.registration_model, seconds)
         radiometry = {}
         for i in plan.indexes:
             b = sc.band(i)
@@ -623,33 +613,30 @@ def index_scene(
                                   "saturation_dn": b.saturation}
         described = {n: {"formula": INDICES[n].formula, "params": {**INDICES[n].params, **params.get(n, {})},
                          "bounds": INDICES[n].bounds, "reference": INDICES[n].reference} for n in names}
-        profile = {"dtype": "float32", "count": len(names), "nodata": float("nan"),
-                   "width": sc.width, "height": sc.height}
-        if sc.georeferenced:
-            profile.update(crs=sc.crs, transform=sc.transform)
-        tags = {"TILER_VERSION": __version__, "TILER_INDICES": ",".join(names),
-                "TILER_RADIOMETRY": json.dumps({"bands": radiometry, "notes": list(sc.notes)}),
-                "TILER_INDEX_DEFINITIONS": json.dumps(described)}
-        with MaskWriter(dest, profile, creation_options=co, descriptions=names, tags=tags) as writer:
+        context = OutputContext(
+            sc.width, sc.height, sc.crs if sc.georeferenced else None, sc.transform if sc.georeferenced else None,
+            tuple(names),
+            tags={"TILER_VERSION": __version__, "TILER_INDICES": ",".join(names),
+                  "TILER_RADIOMETRY": json.dumps({"bands": radiometry, "notes": list(sc.notes)}),
+                  "TILER_INDEX_DEFINITIONS": json.dumps(described)})
+
+        def blocks() -> Iterator[Block]:
             for r0 in range(0, sc.height, strip_rows):
                 r1 = min(sc.height, r0 + strip_rows)
                 t = time.perf_counter()
                 data, valid = sc.read((r0, r1), (0, sc.width), plan.indexes)
                 t2 = time.perf_counter()
                 result = plan.build(data, valid, **params)
-                t3 = time.perf_counter()
-                writer.write_rows(result, (r0, r1), (0, sc.width))
                 seconds["read"] += t2 - t
-                seconds["compute"] += t3 - t2
-                seconds["write"] += time.perf_counter() - t3
+                seconds["compute"] += time.perf_counter() - t2
+                yield Block((r0, r1), (0, sc.width), valid, values=result)
                 if progress is not None:
                     progress(r1, sc.height)
-            t = time.perf_counter()
-            writer.commit()
-            seconds["write"] += time.perf_counter() - t
+
+        feed(blocks(), [sink], context, seconds=seconds)
         seconds["total"] = time.perf_counter() - t_start
-        return {"tiler_version": __version__, "scene": sc.describe(), "out": dest.path, "indices": described,
-                "radiometry": radiometry, "registration": reg_report,
-                "seconds": {k: round(v, 4) for k, v in seconds.items()},
-                "options": {"strip_rows": strip_rows, "creation_options": co, "registration": registration,
-                            "registration_model": registration_model, "gdal_cache_mb": gdal_cache_mb}}
+        return IndexReport(scene=sc.describe(), out=dests["out"].path, indices=described, radiometry=radiometry,
+                           registration=reg_report, seconds={k: round(v, 4) for k, v in seconds.items()},
+                           options={"inference": {k: inference.to_dict()[k] for k in
+                                                  ("reference", "registration", "registration_model")},
+                                    "streaming": streaming.to_dict(), "output": output.to_dict()})

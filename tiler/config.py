@@ -1,0 +1,331 @@
+"""Frozen, validated option values of a run: inference, streaming, output, polygons.
+
+Each is a frozen dataclass validated on construction, with ``to_dict`` /
+``from_dict`` for JSON, so that a run report, a resumable journal and a
+hyperparameter search can store options and compare them for equality. The
+entry points (:func:`tiler.run_scene`, the CLI) build them once; everything
+below takes them as they are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Mapping, Optional, Union
+
+from tiler.domain import InputScale
+from tiler.errors import PlanError, UsageError
+
+__all__ = ["InferenceConfig", "StreamConfig", "OutputConfig", "VectorConfig", "split_options",
+           "OUTPUT_KINDS", "PROBABILITY_DTYPES", "REGISTRATION", "CONNECTIVITY"]
+
+#: Raster products of ``tiler run``: a uint8 class map, or per-class probabilities.
+OUTPUT_KINDS = ("class", "probability")
+#: Probability encodings: float32 (nodata NaN), or uint8 scaled 0-255 (value / 255,
+#: nodata in the internal mask): a quarter of the disk.
+PROBABILITY_DTYPES = ("float32", "uint8")
+#: Registration modes: estimate and apply (``auto``), or place band groups by their
+#: georeferencing only (``off``).
+REGISTRATION = ("auto", "off")
+#: Registration displacement models (:data:`tiler.registration.MODELS`).
+REGISTRATION_MODELS = ("auto", "translation", "affine")
+#: Pixel connectivity of polygon regions: edge neighbours (4) or edge and corner (8).
+CONNECTIVITY = (4, 8)
+#: Default overlap: half a patch, the original smooth-blending method's ``subdivisions=2``.
+DEFAULT_OVERLAP = 0.5
+#: Default scene rows per strip (rounded to whole strides).
+DEFAULT_STRIP_ROWS = 512
+#: Default output columns per column band: bounds memory for very wide scenes
+#: (DESIGN.md invariant 4); a multiple of the 512-pixel output tile.
+DEFAULT_BAND_WIDTH = 8192
+#: GDAL block cache for a run, in MB: enough for a strip of input tiles, small
+#: enough that memory stays flat in scene size.
+DEFAULT_GDAL_CACHE_MB = 64
+#: Blending windows, TTA modes, means and devices accepted (see :mod:`tiler.blend`,
+#: :class:`tiler.model.Predictor`).
+_TTA = ("none", "flip", "d4")
+_TTA_MEANS = ("arithmetic", "geometric")
+_TTA_DEVICES = ("graph", "host")
+
+
+def _choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise UsageError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
+class _Config:
+    """``to_dict`` / ``from_dict`` shared by the option values."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: plain numbers, strings, lists and ``None``."""
+        out = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            if isinstance(v, InputScale):
+                v = v.to_dict()
+            elif callable(v):
+                v = getattr(v, "__name__", "callable")
+            elif isinstance(v, tuple):
+                v = [list(x) if isinstance(x, tuple) else x for x in v]
+            out[f.name] = v
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]):
+        """The value of a :meth:`to_dict` result (unknown keys are an error).
+
+        Raises
+        ------
+        UsageError
+            For an unknown key or an invalid value.
+        """
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = set(data) - names
+        if unknown:
+            raise UsageError(f"unknown {cls.__name__} option(s) {', '.join(sorted(unknown))}; "
+                             f"known: {', '.join(sorted(names))}")
+        kwargs = dict(data)
+        if isinstance(kwargs.get("input_scale"), Mapping):
+            kwargs["input_scale"] = InputScale(tuple(kwargs["input_scale"]["scale"]),
+                                               tuple(kwargs["input_scale"]["offset"]))
+        return cls(**kwargs)
+
+    def replace(self, **changes):
+        """A copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+@dataclass(frozen=True)
+class InferenceConfig(_Config):
+    """How patches are cut, predicted and blended, and how the scene is prepared.
+
+    Parameters
+    ----------
+    patch_size : int, optional
+        Patch side in pixels, a multiple of ``2**depth`` of the model; default
+        the model's training patch size.
+    overlap : float, default 0.5
+        Fraction of a patch shared with its neighbour, in [0, 1).
+    batch_size : int, default 8
+        Patches per network call.
+    window : str or callable, default "spline"
+        Blending window (:data:`tiler.blend.WINDOWS`) or a function of the
+        same signature.
+    tta : {"none", "flip", "d4"}
+        Test-time augmentation.
+    tta_mean : {"arithmetic", "geometric"}
+    tta_device : {"graph", "host"}
+    bands : tuple of int, optional
+        1-based scene band per model channel; default matched by name.
+    input_scale : InputScale, optional
+        ``--input-scale`` (a sequence of ``"SCALE[,OFFSET]"`` is parsed).
+    force : bool, default False
+        Predict although the scene is outside the model's training domain.
+    reference : str, optional
+        Band group whose grid is the output grid.
+    registration : {"auto", "off"}
+    registration_model : {"auto", "translation", "affine"}
+
+    Raises
+    ------
+    UsageError, PlanError
+        For an invalid value, naming it.
+    """
+
+    patch_size: Optional[int] = None
+    overlap: float = DEFAULT_OVERLAP
+    batch_size: int = 8
+    window: Union[str, Callable] = "spline"
+    tta: str = "none"
+    tta_mean: str = "arithmetic"
+    tta_device: str = "graph"
+    bands: Optional[tuple[int, ...]] = None
+    input_scale: Optional[InputScale] = None
+    force: bool = False
+    reference: Optional[str] = None
+    registration: str = "auto"
+    registration_model: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.overlap, (int, float)) and 0 <= self.overlap < 1):
+            raise PlanError(f"overlap must be a fraction in [0, 1), got {self.overlap!r}; e.g. 0.5 (half a patch)")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise PlanError(f"batch size must be >= 1, got {self.batch_size!r}")
+        if self.patch_size is not None and (not isinstance(self.patch_size, int) or self.patch_size < 1):
+            raise PlanError(f"patch size must be a positive integer, got {self.patch_size!r}")
+        if isinstance(self.window, str):
+            from tiler.blend import WINDOWS
+
+            _choice("window", self.window, tuple(WINDOWS))
+        _choice("TTA", self.tta, _TTA)
+        _choice("TTA mean", self.tta_mean, _TTA_MEANS)
+        _choice("TTA device", self.tta_device, _TTA_DEVICES)
+        _choice("registration", self.registration, REGISTRATION)
+        _choice("registration model", self.registration_model, REGISTRATION_MODELS)
+        if self.bands is not None:
+            object.__setattr__(self, "bands", tuple(int(b) for b in self.bands))
+        if not isinstance(self.input_scale, (InputScale, type(None))):
+            object.__setattr__(self, "input_scale", InputScale.parse(self.input_scale))
+
+
+@dataclass(frozen=True)
+class StreamConfig(_Config):
+    """How the scene is streamed: strip height, column-band width, caches.
+
+    Parameters
+    ----------
+    strip_rows : int, default 512
+        Scene rows emitted per strip (rounded to whole strides).
+    band_width : int, default 8192
+        Output columns per column band (bounds memory for wide scenes).
+    gdal_cache_mb : int, default 64
+        GDAL block cache for the run, in MB.
+    prefetch : bool, default True
+        Read the next strip in a background thread.
+
+    Raises
+    ------
+    PlanError
+        For a size below 1.
+    """
+
+    strip_rows: int = DEFAULT_STRIP_ROWS
+    band_width: int = DEFAULT_BAND_WIDTH
+    gdal_cache_mb: int = DEFAULT_GDAL_CACHE_MB
+    prefetch: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("strip_rows", "band_width", "gdal_cache_mb"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise PlanError(f"{name.replace('_', ' ')} must be an integer >= 1, got {v!r}")
+
+
+@dataclass(frozen=True)
+class OutputConfig(_Config):
+    """The raster product of a run and how its file is written.
+
+    Parameters
+    ----------
+    kind : {"class", "probability"}, default "class"
+        ``class``: uint8 class index with a colour table, nodata 255.
+        ``probability``: one band per class.
+    probability_dtype : {"float32", "uint8"}, default "float32"
+        float32 (nodata NaN), or uint8 scaled 0-255 (probability = value / 255,
+        recorded as the band scale; nodata in the internal mask band).
+    creation_options : tuple of (str, str), default ()
+        GeoTIFF creation options overriding the defaults (``--co``); a mapping
+        or ``NAME=VALUE`` strings are accepted and normalised.
+    cog : bool, default False
+        Write a Cloud-Optimized GeoTIFF (internal overviews, GDAL's COG driver).
+
+    Raises
+    ------
+    UsageError
+        For an invalid value.
+    """
+
+    kind: str = "class"
+    probability_dtype: str = "float32"
+    creation_options: tuple[tuple[str, str], ...] = ()
+    cog: bool = False
+
+    def __post_init__(self) -> None:
+        _choice("output", self.kind, OUTPUT_KINDS)
+        _choice("probability dtype", self.probability_dtype, PROBABILITY_DTYPES)
+        co = self.creation_options
+        if isinstance(co, Mapping):
+            pairs = co.items()
+        else:
+            from tiler.output import parse_creation_options
+
+            items = list(co or ())
+            pairs = (parse_creation_options(items).items() if all(isinstance(i, str) for i in items)
+                     else [tuple(i) for i in items])
+        object.__setattr__(self, "creation_options", tuple((str(k).upper(), str(v)) for k, v in pairs))
+
+    @property
+    def dtype(self) -> str:
+        """The raster's data type."""
+        return "uint8" if self.kind == "class" else self.probability_dtype
+
+
+@dataclass(frozen=True)
+class VectorConfig(_Config):
+    """Polygons of a class map (``--vector``, ``tiler vectorize``).
+
+    Parameters
+    ----------
+    classes : tuple of str, optional
+        Class names to export; default every class but the background class
+        the model names (:attr:`tiler.labels.LabelScheme.background`), or all.
+    connectivity : {4, 8}, default 4
+        Pixels joined through edges only (4) or edges and corners (8).
+    min_area : float, default 0
+        Regions of smaller area are dropped: m² where the CRS is projected,
+        else pixels.
+    simplify : float, default 0
+        Coverage simplification tolerance in CRS units (pixels where not
+        georeferenced); shared edges stay shared (no gaps, no overlaps).
+
+    Raises
+    ------
+    UsageError
+        For an invalid value.
+    """
+
+    classes: Optional[tuple[str, ...]] = None
+    connectivity: int = 4
+    min_area: float = 0.0
+    simplify: float = 0.0
+
+    def __post_init__(self) -> None:
+        _choice("connectivity", self.connectivity, CONNECTIVITY)
+        for name in ("min_area", "simplify"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be a number >= 0, got {v!r}")
+        if self.classes is not None:
+            names = self.classes.split(",") if isinstance(self.classes, str) else self.classes
+            names = tuple(n.strip() for n in names if n.strip())
+            if not names:
+                raise UsageError("--classes names no class; give e.g. --classes building,water")
+            object.__setattr__(self, "classes", names)
+
+
+def split_options(options: Mapping[str, Any], *configs) -> list:
+    """Route flat keyword options to the config values that own them.
+
+    Parameters
+    ----------
+    options : mapping
+        ``name -> value`` (e.g. ``overlap=0.25, strip_rows=64``); the output
+        kind may be given as ``output``.
+    *configs : config values
+        The starting values (e.g. defaults); each gets the options that are
+        its fields.
+
+    Returns
+    -------
+    list
+        The configs with the options applied, in the order given.
+
+    Raises
+    ------
+    UsageError
+        For an option no config has.
+    """
+    options = dict(options)
+    if "output" in options:
+        options["kind"] = options.pop("output")
+    out = []
+    for cfg in configs:
+        mine = {f.name for f in fields(cfg)}
+        changes = {k: options.pop(k) for k in list(options) if k in mine}
+        out.append(cfg.replace(**changes) if changes else cfg)
+    if options:
+        known = sorted({f.name for cfg in configs for f in fields(cfg)})
+        raise UsageError(f"unknown option(s) {', '.join(sorted(options))}; known: {', '.join(known)}")
+    return out
+

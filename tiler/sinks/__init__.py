@@ -1,0 +1,15 @@
+"""Sinks: the products a run writes from the engine's finished blocks.
+
+One protocol (:class:`Sink`: ``open``, ``write(block)``, ``commit``, ``abort``),
+one class per product. Several sinks are fed in one pass by :func:`feed`
+(``tiler run --out mask.tif --vector buildings.gpkg`` predicts once). Every sink
+writes through a guarded :class:`tiler.destination.Destination`: a temporary
+file beside the destination, renamed into place when complete and verified.
+"""
+
+from tiler.sinks._base import OutputContext, Sink, feed
+from tiler.sinks._raster import ClassMapSink, IndexSink, ProbabilitySink, to_cog
+from tiler.sinks._vector import VECTOR_FORMATS, PolygonSink, Polygonizer, vector_format
+
+__all__ = ["OutputContext", "Sink", "feed", "ClassMapSink", "ProbabilitySink", "IndexSink", "to_cog",
+           "PolygonSink", "Polygonizer", "VECTOR_FORMATS", "vector_format"]

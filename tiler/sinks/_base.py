@@ -1,0 +1,125 @@
+"""The sink protocol, the description of the output grid, and feeding blocks to sinks."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Optional, Protocol, Sequence, runtime_checkable
+
+from affine import Affine
+from rasterio.crs import CRS
+
+from tiler.engine import Block
+from tiler.labels import LabelScheme
+
+__all__ = ["OutputContext", "Sink", "feed"]
+
+
+@dataclass(frozen=True)
+class OutputContext:
+    """What every sink of a run needs to know of the output before the first block.
+
+    Parameters
+    ----------
+    width, height : int
+        The reference grid in pixels.
+    crs : rasterio.crs.CRS or None
+        Its CRS (None: not georeferenced).
+    transform : affine.Affine or None
+        Its transform (None: not georeferenced; pixel coordinates are used).
+    band_names : tuple of str
+        Names of the values' bands: class names for predictions, index names
+        for ``tiler indices``.
+    labels : LabelScheme, optional
+        The model's classes and colours (class-map and polygon sinks).
+    tags : mapping of str to str
+        Dataset metadata every raster product carries (version, model, options).
+    source : str, optional
+        Identifier of the scene (file stem), e.g. the ``image_id`` of a WKT CSV.
+    """
+
+    width: int
+    height: int
+    crs: Optional[CRS]
+    transform: Optional[Affine]
+    band_names: tuple[str, ...]
+    labels: Optional[LabelScheme] = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    source: Optional[str] = None
+
+    @property
+    def georeferenced(self) -> bool:
+        """Whether the grid has a CRS and transform."""
+        return self.crs is not None and self.transform is not None
+
+    def profile(self) -> dict:
+        """The rasterio profile keys of the grid: ``width``, ``height`` and, where georeferenced,
+        ``crs`` and ``transform``."""
+        p = {"width": self.width, "height": self.height}
+        if self.georeferenced:
+            p.update(crs=self.crs, transform=self.transform)
+        return p
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """A product written from finished blocks.
+
+    ``open(context)`` once, ``write(block)`` for every block (column band by
+    column band, strips top to bottom; every output pixel once), then
+    ``commit()`` to finish, verify and rename into place, or ``abort()`` to
+    remove everything written. A sink never sees the engine's accumulator.
+    """
+
+    def open(self, context: OutputContext) -> None: ...
+
+    def write(self, block: Block) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+def feed(blocks: Iterable[Block], sinks: Sequence[Sink], context: OutputContext, *,
+         seconds: Optional[dict] = None) -> None:
+    """Open every sink, write every block to each, then commit them in order.
+
+    Parameters
+    ----------
+    blocks : iterable of Block
+        The finished blocks (the engine's :func:`tiler.engine.stream`, or a
+        loop over a raster).
+    sinks : sequence of Sink
+    context : OutputContext
+    seconds : dict, optional
+        ``seconds["write"]`` gets the time spent in the sinks.
+
+    Raises
+    ------
+    Exception
+        Whatever a sink or the blocks raise; then every sink not yet committed
+        is aborted (nothing half-written is left), and the error propagates.
+    """
+    seconds = seconds if seconds is not None else {}
+    seconds.setdefault("write", 0.0)
+    opened: list[Sink] = []
+    committed = 0
+    try:
+        for s in sinks:
+            opened.append(s)
+            s.open(context)
+        for block in blocks:
+            t, blend = time.perf_counter(), seconds.get("blend", 0.0)
+            for s in sinks:
+                s.write(block)
+            # A block's class map or values are computed on first use and counted as blending.
+            seconds["write"] += time.perf_counter() - t - (seconds.get("blend", 0.0) - blend)
+        t = time.perf_counter()
+        for s in sinks:
+            s.commit()
+            committed += 1
+        seconds["write"] += time.perf_counter() - t
+    except BaseException:
+        for s in opened[committed:]:
+            s.abort()
+        raise

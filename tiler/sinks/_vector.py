@@ -1,0 +1,516 @@
+"""Polygons of a class map, streamed block by block and merged across block seams.
+
+Each finished block is polygonised as it arrives (``rasterio.features.shapes``
+on its class map, with its valid mask). A region that touches a seam still to
+be reached (the bottom of the current strip, the right edge of the current
+column band, the rows of the previous band's right edge below the current
+strip) is held open; when the block across that seam arrives, the open
+regions of the same class that share an edge with its regions (or a corner,
+with 8-connectivity) are merged with a shapely union of only those. A region
+is written as soon as it touches no pending seam, so memory is bounded by the
+open seam features, not by the scene. The result equals polygonising the
+whole class map at once.
+
+Geometry is built in pixel coordinates (integers: unions and the
+touch tests are exact) and mapped to the scene's CRS by its transform when
+written.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import warnings
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+import rasterio.features
+import shapely
+from affine import Affine
+
+from tiler.config import VectorConfig
+from tiler.destination import Destination
+from tiler.engine import Block
+from tiler.errors import UsageError
+from tiler.output import CLASS_NODATA
+from tiler.sinks._base import OutputContext
+
+__all__ = ["Polygonizer", "PolygonSink", "VECTOR_FORMATS", "vector_format", "export_classes"]
+
+log = logging.getLogger(__name__)
+
+#: Vector formats by file extension: OGR driver name (through pyogrio), or
+#: ``WKT-CSV`` for the submission-style CSV (``image_id,class,multipolygon_wkt``).
+VECTOR_FORMATS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".fgb": "FlatGeobuf", ".parquet": "Parquet",
+                  ".csv": "WKT-CSV"}
+#: Features written per call to the file (bounds the finished features held).
+_FLUSH_FEATURES = 5000
+#: Features read per chunk when converting the intermediate GeoPackage.
+_CHUNK = 20000
+#: Layer name of the written polygons.
+LAYER = "polygons"
+#: Class names taken as background (not exported by default): the DeepGlobe,
+#: ISPRS Potsdam/Vaihingen and LoveDA conventions.
+BACKGROUND_NAMES = ("background", "unlabeled", "unlabelled", "clutter", "void")
+
+
+#: The attribute fields of every polygon layer.
+FIELDS = ("class", "class_index", "area", "perimeter")
+
+
+def _empty_fields() -> list:
+    return [np.empty(0, object), np.empty(0, np.int32), np.empty(0, np.float64), np.empty(0, np.float64)]
+
+
+def _write_layer(path: str, wkb, fields: Sequence[np.ndarray], *, driver: str, crs: Optional[str],
+                 append: bool, spatial_index: bool = True) -> None:
+    """Write (or append) MultiPolygon features to the polygon layer of ``path`` with pyogrio.
+
+    ``spatial_index=False`` skips the GeoPackage R-tree (for an intermediate file).
+    """
+    import pyogrio.raw
+
+    with warnings.catch_warnings():
+        # A scene without georeferencing has no CRS, on purpose: pyogrio's warning would only alarm.
+        warnings.filterwarnings("ignore", message=".*crs.*was not provided", category=UserWarning)
+        pyogrio.raw.write(path, wkb, list(fields), list(FIELDS), layer=LAYER, driver=driver,
+                          geometry_type="MultiPolygon", crs=crs, append=append,
+                          layer_options=None if spatial_index or driver != "GPKG" else {"SPATIAL_INDEX": "NO"})
+
+
+def vector_format(path: str) -> str:
+    """The vector format of a path by its extension (:data:`VECTOR_FORMATS`).
+
+    Raises
+    ------
+    UsageError
+        For an unknown extension, or GeoParquet where neither GDAL's Parquet
+        driver nor pyarrow is available.
+    """
+    ext = os.path.splitext(os.fspath(path))[1].lower()
+    fmt = VECTOR_FORMATS.get(ext)
+    if fmt is None:
+        raise UsageError(f"cannot tell the vector format of {os.fspath(path)!r}; use one of "
+                         f"{', '.join(VECTOR_FORMATS)} (GeoPackage, GeoJSON, FlatGeobuf, GeoParquet, WKT CSV)")
+    if fmt == "Parquet" and not _parquet_driver():
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise UsageError(f"{os.fspath(path)!r}: GeoParquet needs pyarrow (pip install pyarrow) or a GDAL "
+                             "with the Parquet driver; or write .gpkg or .fgb") from None
+    return fmt
+
+
+def _parquet_driver() -> bool:
+    import pyogrio
+
+    return "Parquet" in pyogrio.list_drivers(write=True)
+
+
+def export_classes(names: Sequence[str], wanted: Optional[Sequence[str]]) -> tuple[int, ...]:
+    """Indices of the classes to export.
+
+    Parameters
+    ----------
+    names : sequence of str
+        The model's class names.
+    wanted : sequence of str, optional
+        ``--classes``; default all but a background class (:data:`BACKGROUND_NAMES`),
+        or all where the model names none.
+
+    Raises
+    ------
+    UsageError
+        For a name the model does not have.
+    """
+    lower = [n.lower() for n in names]
+    if wanted is None:
+        keep = tuple(i for i, n in enumerate(lower) if n not in BACKGROUND_NAMES)
+        return keep or tuple(range(len(names)))
+    out = []
+    for w in wanted:
+        if w.lower() not in lower:
+            raise UsageError(f"--classes: the model has no class {w!r}; its classes: {', '.join(names)}")
+        out.append(lower.index(w.lower()))
+    return tuple(sorted(set(out)))
+
+
+class Polygonizer:
+    """Polygons of a class map fed block by block, merged across block seams.
+
+    Parameters
+    ----------
+    height, width : int
+        The full grid in pixels.
+    classes : sequence of int
+        Class values to polygonise.
+    connectivity : {4, 8}, default 4
+        Pixels joined by edges (4) or by edges and corners (8).
+
+    Notes
+    -----
+    Blocks must come as the engine yields them: column band by column band
+    (left to right), strips top to bottom within each, tiling the grid.
+    :meth:`add` returns the regions that are complete; after the last block,
+    every region has been returned once. Geometries are in pixel coordinates
+    (x = column, y = row) with integer vertices. With 8-connectivity a region
+    whose pixels touch only at corners is one MultiPolygon (a valid OGC
+    geometry; GDAL's own polygoniser returns it as one self-touching ring).
+    """
+
+    def __init__(self, height: int, width: int, classes: Sequence[int], *, connectivity: int = 4) -> None:
+        if connectivity not in (4, 8):
+            raise ValueError(f"connectivity must be 4 or 8, got {connectivity!r}")
+        self.height, self.width = int(height), int(width)
+        self.classes = np.asarray(sorted(set(int(c) for c in classes)), np.int64)
+        self.connectivity = connectivity
+        self._open: list[shapely.Geometry] = []
+        self._open_class: list[int] = []
+
+    @property
+    def open_count(self) -> int:
+        """Regions held open at a seam."""
+        return len(self._open)
+
+    def _shapes(self, class_map: np.ndarray, valid: np.ndarray, rows: tuple[int, int],
+                cols: tuple[int, int]) -> tuple[list, list]:
+        mask = valid & np.isin(class_map, self.classes)
+        if not mask.any():
+            return [], []
+        polys, values = [], []
+        transform = Affine.translation(cols[0], rows[0])
+        for geom, value in rasterio.features.shapes(class_map, mask=mask, connectivity=self.connectivity,
+                                                    transform=transform):
+            rings = geom["coordinates"]
+            polys.append(shapely.Polygon(rings[0], rings[1:]))
+            values.append(int(value))
+        polys = np.asarray(polys, dtype=object)
+        if self.connectivity == 8:
+            bad = ~shapely.is_valid(polys)
+            if bad.any():
+                polys[bad] = shapely.make_valid(polys[bad])
+        return list(polys), values
+
+    def add(self, class_map: np.ndarray, valid: np.ndarray, rows: tuple[int, int],
+            cols: tuple[int, int]) -> list[tuple[int, shapely.Geometry]]:
+        """Polygonise a block; return the regions now complete.
+
+        Parameters
+        ----------
+        class_map : ndarray of shape (rows, cols), integer
+            Class value per pixel.
+        valid : ndarray of shape (rows, cols), bool
+            Pixels to polygonise (others are nodata).
+        rows, cols : tuple of int
+            ``(start, stop)`` of the block in the grid.
+
+        Returns
+        -------
+        list of (int, shapely geometry)
+            Class value and region (Polygon, or MultiPolygon with
+            8-connectivity), pixel coordinates.
+        """
+        (r0, r1), (c0, c1) = rows, cols
+        polys, values = self._shapes(np.ascontiguousarray(class_map), np.ascontiguousarray(valid, bool),
+                                     rows, cols)
+        done: list[tuple[int, shapely.Geometry]] = []
+        fresh: list[tuple[int, shapely.Geometry]] = []
+        if polys:
+            b = shapely.bounds(np.asarray(polys, dtype=object))
+            at_seam = (((b[:, 1] == r0) & (r0 > 0)) | ((b[:, 0] == c0) & (c0 > 0))
+                       | ((b[:, 3] == r1) & (r1 < self.height)) | ((b[:, 2] == c1) & (c1 < self.width)))
+            for p, v, s in zip(polys, values, at_seam):
+                (fresh if s else done).append((v, p))
+        if fresh:
+            self._merge(fresh, rows, cols)
+        done.extend(self._close(rows, cols))
+        return done
+
+    def _merge(self, fresh: list[tuple[int, shapely.Geometry]], rows, cols) -> None:
+        """Union each new seam region with the open regions it joins; all become open."""
+        n_old = len(self._open)
+        geoms = self._open + [g for _, g in fresh]
+        cls = self._open_class + [v for v, _ in fresh]
+        parent = list(range(len(geoms)))
+
+        def find(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        if n_old:
+            tree = shapely.STRtree(self._open)
+            new = np.asarray([g for _, g in fresh], dtype=object)
+            pairs = tree.query(new, predicate="intersects")  # (new index, old index)
+            for ni, oi in zip(*pairs):
+                ni, oi = int(ni), int(oi)
+                if cls[n_old + ni] != cls[oi]:
+                    continue
+                if self.connectivity == 4 and shapely.length(shapely.intersection(new[ni], geoms[oi])) == 0:
+                    continue  # touching at a corner only: not 4-connected
+                a, b = find(n_old + ni), find(oi)
+                if a != b:
+                    parent[a] = b
+        groups: dict[int, list[int]] = {}
+        for i in range(len(geoms)):
+            groups.setdefault(find(i), []).append(i)
+        self._open, self._open_class = [], []
+        for members in groups.values():
+            if len(members) == 1:
+                g = geoms[members[0]]
+            else:
+                g = shapely.union_all([geoms[i] for i in members])
+                # Drop the vertices the seam left on straight edges (exactly collinear: tolerance 0).
+                g = shapely.simplify(g, 0.0)
+            self._open.append(g)
+            self._open_class.append(cls[members[0]])
+
+    def _close(self, rows, cols) -> list[tuple[int, shapely.Geometry]]:
+        """Hand out the open regions that touch no pending seam."""
+        if not self._open:
+            return []
+        (_, r1), (c0, c1) = rows, cols
+        seams = []
+        if r1 < self.height:  # the next strip of this column band
+            seams.append([(c0, r1), (c1, r1)])
+        if c1 < self.width:  # this band's right edge, rows done so far
+            seams.append([(c1, 0), (c1, r1)])
+        if c0 > 0 and r1 < self.height:  # the previous band's right edge, rows this band has not reached
+            seams.append([(c0, r1), (c0, self.height)])
+        if seams:
+            pending = shapely.multilinestrings(seams)
+            still = shapely.intersects(np.asarray(self._open, dtype=object), pending)
+        else:
+            still = np.zeros(len(self._open), bool)
+        done = [(v, g) for g, v, s in zip(self._open, self._open_class, still) if not s]
+        self._open = [g for g, s in zip(self._open, still) if s]
+        self._open_class = [v for v, s in zip(self._open_class, still) if s]
+        return done
+
+    def finish(self) -> list[tuple[int, shapely.Geometry]]:
+        """The regions still open (none once every block of the grid was added)."""
+        done = list(zip(self._open_class, self._open))
+        self._open, self._open_class = [], []
+        return done
+
+
+class PolygonSink:
+    """Polygons per class of the class map (``--vector``), streamed and merged across seams.
+
+    One feature per connected region of an exported class, in the scene's CRS
+    (pixel coordinates where the scene is not georeferenced), with attributes
+    ``class`` (name), ``class_index``, ``area`` (m² where the CRS is
+    projected, else pixels) and ``perimeter`` (metres, else pixels). Written
+    to a GeoPackage beside the destination as regions complete, converted to
+    the destination's format (by extension, :data:`VECTOR_FORMATS`) at
+    commit, renamed into place.
+
+    Parameters
+    ----------
+    destination : Destination
+        A guarded destination.
+    config : VectorConfig, optional
+        Classes, connectivity, minimum area, simplification.
+
+    Notes
+    -----
+    ``simplify`` uses GEOS coverage simplification
+    (:func:`shapely.coverage_simplify`), which needs the whole coverage at
+    once: with it, the finished regions (not the raster) are held until the
+    end.
+    """
+
+    def __init__(self, destination: Destination, config: Optional[VectorConfig] = None) -> None:
+        self.destination = destination
+        self.config = config or VectorConfig()
+        self.format = vector_format(destination.path)
+        self._features = 0
+        self._pending: list[tuple[int, shapely.Geometry]] = []
+        self._work: Optional[str] = None
+        self.counts: dict[str, int] = {}
+        self.dropped_small = 0
+
+    def open(self, context: OutputContext) -> None:
+        """Choose the classes, the units, and the intermediate file.
+
+        Raises
+        ------
+        UsageError
+            For a class name the model does not have.
+        """
+        import pyogrio  # noqa: F401  (a missing install fails here, before any work)
+
+        self.context = context
+        names = context.labels.names if context.labels is not None else context.band_names
+        self.names = tuple(names)
+        self.classes = export_classes(self.names, self.config.classes)
+        self.counts = {self.names[i]: 0 for i in self.classes}
+        self.poly = Polygonizer(context.height, context.width, self.classes,
+                                connectivity=self.config.connectivity)
+        crs = context.crs if context.georeferenced else None
+        #: Area and perimeter in metres where the CRS is projected in metres, else in pixels.
+        self.metric = bool(crs is not None and crs.is_projected and abs(crs.linear_units_factor[1] - 1) < 1e-12)
+        self.units = "m" if self.metric else "px"
+        self.transform = context.transform if context.georeferenced else Affine.identity()
+        self.crs_wkt = crs.to_wkt() if crs is not None else None
+        self._work = (self.destination.temporary() if self.format == "GPKG"
+                      else self.destination.scratch("features", ".gpkg"))
+
+    def write(self, block: Block) -> None:
+        """Polygonise a block; write the regions that are complete."""
+        done = self.poly.add(block.class_map(CLASS_NODATA), block.valid, block.rows, block.cols)
+        self._take(done)
+
+    def _take(self, done: list[tuple[int, shapely.Geometry]]) -> None:
+        if not done:
+            return
+        self._pending.extend(done)
+        if not self.config.simplify and len(self._pending) >= _FLUSH_FEATURES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        values = np.asarray([v for v, _ in self._pending], np.int64)
+        pixel = np.asarray([g for _, g in self._pending], dtype=object)
+        self._pending = []
+        t = self.transform
+        geoms = shapely.transform(pixel, lambda xy: np.column_stack([t.a * xy[:, 0] + t.b * xy[:, 1] + t.c,
+                                                                     t.d * xy[:, 0] + t.e * xy[:, 1] + t.f]))
+        area = shapely.area(geoms if self.metric else pixel)
+        perimeter = shapely.length(geoms if self.metric else pixel)
+        keep = area >= self.config.min_area
+        self.dropped_small += int((~keep).sum())
+        if not keep.all():
+            values, geoms, area, perimeter = values[keep], geoms[keep], area[keep], perimeter[keep]
+        if self.config.simplify:
+            geoms = shapely.coverage_simplify(geoms, self.config.simplify)
+            perimeter = shapely.length(geoms) if self.metric else perimeter
+        if not len(geoms):
+            return
+        geoms = shapely.force_2d(geoms)
+        geoms = np.asarray([g if g.geom_type == "MultiPolygon" else shapely.MultiPolygon([g]) for g in geoms],
+                           dtype=object)
+        names = np.asarray([self.names[v] for v in values], dtype=object)
+        for n in names:
+            self.counts[n] += 1
+        _write_layer(self._work, shapely.to_wkb(geoms),
+                     [names, values.astype(np.int32), area.astype(np.float64), perimeter.astype(np.float64)],
+                     driver="GPKG", crs=self.crs_wkt, append=self._features > 0,
+                     spatial_index=self.format == "GPKG")
+        self._features += len(geoms)
+
+    def commit(self) -> None:
+        """Write the last regions, convert to the destination's format, rename into place.
+
+        Raises
+        ------
+        OutputVerificationError
+            If regions were left open (blocks missing).
+        DiskFullError, OutputExistsError
+            As for every output; nothing is left.
+        """
+        from tiler.errors import OutputVerificationError
+
+        try:
+            if self.poly.open_count:
+                raise OutputVerificationError(f"{self.poly.open_count} polygon(s) still open at a seam: "
+                                              "blocks are missing")
+            self._flush()
+            if self._features == 0:
+                self._write_empty()
+            if self.format == "WKT-CSV":
+                self._to_csv()
+            elif self.format == "Parquet" and not _parquet_driver():
+                self._to_parquet()
+            elif self.format != "GPKG":
+                self._convert()
+            else:
+                self.destination.adopt(self._work)
+            self.destination.commit()
+        except BaseException:
+            self.abort()
+            raise
+
+    def _write_empty(self) -> None:
+        _write_layer(self._work, np.empty(0, object), _empty_fields(), driver="GPKG", crs=self.crs_wkt,
+                     append=False)
+
+    def _chunks(self, where: Optional[str] = None) -> Iterator[tuple]:
+        import pyogrio.raw
+
+        skip = 0
+        while True:
+            meta, _, geoms, fields = pyogrio.raw.read(self._work, layer=LAYER, skip_features=skip,
+                                                      max_features=_CHUNK, where=where)
+            if len(geoms) == 0:
+                return
+            yield meta, geoms, fields
+            skip += len(geoms)
+            if len(geoms) < _CHUNK:
+                return
+
+    def _convert(self) -> None:
+        """Copy the intermediate GeoPackage into the destination's format, chunk by chunk."""
+        tmp = self.destination.temporary()
+        first = True
+        for _, geoms, fields in self._chunks():
+            _write_layer(tmp, geoms, fields, driver=self.format, crs=self.crs_wkt, append=not first)
+            first = False
+        if first:  # no feature: an empty layer
+            _write_layer(tmp, np.empty(0, object), _empty_fields(), driver=self.format, crs=self.crs_wkt,
+                         append=False)
+
+    def _to_csv(self) -> None:
+        """The submission-style CSV: one row per exported class, its regions as one MultiPolygon WKT."""
+        tmp = self.destination.temporary()
+        image_id = self.context.source or ""
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["image_id", "class", "multipolygon_wkt"])
+            for i in self.classes:
+                parts = io.StringIO()
+                n = 0
+                for _, geoms, _ in self._chunks(where=f"class_index = {int(i)}"):
+                    for g in shapely.from_wkb(geoms):
+                        for poly in shapely.get_parts(g):
+                            parts.write(", " if n else "")
+                            parts.write(shapely.to_wkt(poly, rounding_precision=-1)[len("POLYGON "):])
+                            n += 1
+                wkt = f"MULTIPOLYGON ({parts.getvalue()})" if n else "MULTIPOLYGON EMPTY"
+                w.writerow([image_id, self.names[i], wkt])
+
+    def _to_parquet(self) -> None:
+        """GeoParquet 1.1 through pyarrow, chunk by chunk (where GDAL has no Parquet driver)."""
+        import json
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        tmp = self.destination.temporary()
+        crs = self.context.crs if self.context.georeferenced else None
+        bbox = [np.inf, np.inf, -np.inf, -np.inf]
+        schema = pa.schema([("class", pa.string()), ("class_index", pa.int32()), ("area", pa.float64()),
+                            ("perimeter", pa.float64()), ("geometry", pa.binary())])
+        with pq.ParquetWriter(tmp, schema) as out:
+            for _, geoms, fields in self._chunks():
+                b = shapely.total_bounds(shapely.from_wkb(geoms))
+                bbox = [min(bbox[0], b[0]), min(bbox[1], b[1]), max(bbox[2], b[2]), max(bbox[3], b[3])]
+                out.write_table(pa.table([pa.array(fields[0], pa.string()), pa.array(fields[1], pa.int32()),
+                                          pa.array(fields[2], pa.float64()), pa.array(fields[3], pa.float64()),
+                                          pa.array(list(geoms), pa.binary())], schema=schema))
+            column = {"encoding": "WKB", "geometry_types": ["MultiPolygon"]}
+            if crs is not None:
+                column["crs"] = crs.to_dict(projjson=True)
+            if np.isfinite(bbox).all():
+                column["bbox"] = [float(v) for v in bbox]
+            out.add_key_value_metadata({"geo": json.dumps({"version": "1.1.0", "primary_column": "geometry",
+                                                           "columns": {"geometry": column}})})
+
+    def abort(self) -> None:
+        """Remove the intermediate and temporary files."""
+        self._pending = []
+        self.destination.discard()

@@ -1,0 +1,123 @@
+"""The source: a scene window read and turned into a model's channels.
+
+One object for every consumer of a scene's channels: the streaming engine of
+``tiler run``, the domain check that samples a scene before a run, and
+training, which reads whole images the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+from tiler.domain import InputScale
+from tiler.indices import ChannelPlan
+
+__all__ = ["ChannelSource", "fill_channels"]
+
+
+def fill_channels(data: np.ndarray, valid: Optional[np.ndarray], fill: np.ndarray, *,
+                  undefined: bool = True) -> np.ndarray:
+    """Apply the fill policy in place: invalid pixels and undefined values get each channel's fill value.
+
+    Parameters
+    ----------
+    data : ndarray of shape (channel, row, col), float32
+        Channels; modified in place.
+    valid : ndarray of shape (row, col), bool, or None
+        Valid-data mask; invalid pixels are set to ``fill`` (``None``: all valid).
+    fill : ndarray of shape (channel,), float32
+        Per-channel fill value: the model's normalisation offset (its training
+        mean), so that a filled pixel is a neutral input.
+    undefined : bool, default True
+        Also fill NaN values (an index whose denominator is zero where its
+        bands are valid); those pixels stay valid.
+
+    Returns
+    -------
+    ndarray
+        ``data`` itself.
+    """
+    values = np.asarray(fill, np.float32).reshape(-1, 1)
+    if valid is not None and not valid.all():
+        data[:, ~valid] = values
+    if undefined:
+        np.copyto(data, np.broadcast_to(values[:, :, None], data.shape), where=np.isnan(data))
+    return data
+
+
+class ChannelSource:
+    """Reads windows of a scene's reference grid as a model's input channels.
+
+    Parameters
+    ----------
+    scene : tiler.scene.Scene
+        An open scene (registered, where its groups are registered).
+    plan : ChannelPlan
+        Which bands to read and which channels (bands and indices) to build.
+    fill : ndarray of shape (channel,), optional
+        Per-channel fill value (the model's normalisation offset). Given:
+        nodata pixels and undefined index values are filled (for prediction).
+        None: they are left as read, NaN for undefined indices (for sampling
+        the domain, for training before its statistics are known).
+    input_scale : InputScale, optional
+        ``value * scale + offset`` per channel (``--input-scale``), applied
+        before the fill.
+
+    Notes
+    -----
+    Calling the source, ``source(rows, cols)``, is :meth:`read`; it is the
+    engine's ``read`` callable (:data:`tiler.engine.ReadFunction`).
+    """
+
+    def __init__(self, scene, plan: ChannelPlan, *, fill: Optional[Sequence[float]] = None,
+                 input_scale: Optional[InputScale] = None) -> None:
+        self.scene, self.plan = scene, plan
+        self.fill = None if fill is None else np.asarray(fill, np.float32)
+        if self.fill is not None and self.fill.shape != (len(plan.channels),):
+            raise ValueError(f"fill has {self.fill.shape} values for {len(plan.channels)} channels")
+        self.input_scale = input_scale
+        self._gain = self._bias = None
+        if input_scale is not None:
+            gain, bias = input_scale.per_channel(plan.channels, plan.index_channels)
+            self._gain, self._bias = gain[:, None, None], bias[:, None, None]
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """The channel names, in order."""
+        return tuple(self.plan.channels)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(rows, cols)`` of the reference grid."""
+        return self.scene.height, self.scene.width
+
+    def read(self, rows: tuple[int, int], cols: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Read a window of the reference grid as channels.
+
+        Parameters
+        ----------
+        rows, cols : tuple of int
+            ``(start, stop)`` reference-grid pixels; positions past the scene's
+            edges are reflect-padded.
+
+        Returns
+        -------
+        channels : ndarray of shape (channel, row, col), float32
+        valid : ndarray of shape (row, col), bool
+            True where every band the channels use has data.
+        """
+        data, valid = self.scene.read(rows, cols, self.plan.indexes)
+        data = self.plan.build(data, valid)
+        if self._gain is not None:
+            data = data * self._gain + self._bias
+        if self.fill is not None:
+            fill_channels(data, valid, self.fill, undefined=bool(self.plan.index_channels))
+        return data, valid
+
+    __call__ = read
+
+    def with_fill(self, fill: Optional[Sequence[float]]) -> "ChannelSource":
+        """The same source with another fill policy (``None``: unfilled)."""
+        return ChannelSource(self.scene, self.plan, fill=fill, input_scale=self.input_scale)
