@@ -183,3 +183,48 @@ def np_index(name: str, bands: dict, valid=None, **params) -> np.ndarray:
     for v in b.values():
         finite &= np.isfinite(v)
     return np.where(finite, out, np.nan).astype(np.float32)
+
+
+#: A 3-class linear model whose argmax follows the image's colours: class maps
+#: with many regions of every size, for the polygon and COG tests.
+CLASSES3_W = np.asarray([[0.0, 0.0, 0.0], [1.0, -0.6, -0.3], [-0.5, -0.2, 1.1]], np.float32)
+CLASSES3_B = np.asarray([0.35, 0.0, 0.0], np.float32)
+
+
+def build_classes_model(path):
+    """Classes ``background, building, water``: a 1x1 linear map of the normalised RGB (no domain)."""
+    return _linear_model(path, CLASSES3_W, CLASSES3_B, channels=RGB, classes=("background", "building", "water"),
+                         offset=[110.0] * 3, scale=[40.0] * 3)
+
+
+def polygons_by_class(class_map: np.ndarray, valid: np.ndarray, classes, *, connectivity: int = 4,
+                      transform=None) -> dict:
+    """Oracle: ``rasterio.features.shapes`` on a whole in-memory class map, per class value.
+
+    With 8-connectivity GDAL returns a region touching itself at a corner as one
+    self-touching (invalid) ring; it is made valid (a MultiPolygon) to compare.
+    """
+    import rasterio.features
+    import shapely
+    from affine import Affine
+    from shapely.geometry import shape
+
+    out: dict = {}
+    mask = valid & np.isin(class_map, list(classes))
+    for geom, value in rasterio.features.shapes(class_map, mask=mask, connectivity=connectivity,
+                                                transform=transform or Affine.identity()):
+        g = shape(geom)
+        out.setdefault(int(value), []).append(g if g.is_valid else shapely.make_valid(g))
+    return out
+
+
+def assert_same_polygons(expected: dict, got: dict, *, tolerance: float = 1e-6) -> None:
+    """Per class: the same number of regions, each matched one to one with symmetric difference area 0."""
+    assert set(expected) == set(got), (sorted(expected), sorted(got))
+    for k in expected:
+        a = sorted(expected[k], key=lambda g: (g.bounds, g.area))
+        b = sorted(got[k], key=lambda g: (g.bounds, g.area))
+        assert len(a) == len(b), f"class {k}: {len(a)} regions expected, {len(b)} written"
+        for x, y in zip(a, b):
+            d = x.symmetric_difference(y).area
+            assert d <= tolerance * max(1.0, x.area), f"class {k}: region at {x.bounds} differs by area {d}"

@@ -287,9 +287,12 @@ class Destination:
         """A fresh temporary path beside the destination, with the same extension.
 
         The file is not created; the caller writes it and then calls
-        :meth:`commit` or :meth:`discard`.
+        :meth:`commit` or :meth:`discard`. A previous temporary file is
+        removed; :meth:`scratch` files are kept.
         """
-        self.discard()
+        if self.tmp is not None:
+            _remove_with_sidecars(self.tmp)
+            self.tmp = None
         folder, name = os.path.split(self.path)
         ext = os.path.splitext(name)[1]
         self.tmp = os.path.join(folder, f".{name}.tiler-{os.getpid()}-{secrets.token_hex(4)}.part{ext}")

@@ -1,0 +1,301 @@
+"""Products GIS users consume: COGs, uint8 probabilities, polygons merged across block seams."""
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pyogrio
+import pytest
+import rasterio
+import shapely
+from affine import Affine
+from click.testing import CliRunner
+from rasterio.errors import NotGeoreferencedWarning
+from rio_cogeo.cogeo import cog_validate
+from scipy import ndimage
+
+import tiler
+from tests.conftest import SENTINEL2, needs_shared, smooth_image, write_tif
+from tests.reference import assert_same_polygons, build_classes_model, polygons_by_class
+from tiler.cli import main
+from tiler.config import InferenceConfig, OutputConfig, StreamConfig, VectorConfig
+from tiler.engine import Block
+from tiler.errors import UsageError
+from tiler.sinks import ClassMapSink, OutputContext, Polygonizer, feed
+from tiler.destination import guard_outputs
+
+SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "dubai_sample.tif"
+#: A UTM 40N grid of 0.5 m pixels for the (ungeoreferenced) bundled sample.
+SAMPLE_TRANSFORM = Affine(0.5, 0.0, 300000.0, 0.0, -0.5, 2800000.0)
+
+
+@pytest.fixture(scope="module")
+def classes_model(tmp_path_factory):
+    return build_classes_model(tmp_path_factory.mktemp("models") / "classes.keras")
+
+
+@pytest.fixture(scope="module")
+def sample_scene(tmp_path_factory):
+    """The bundled real aerial sample (1817 x 2061, 4 x 5 output tiles), georeferenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(SAMPLE) as ds:
+            data = ds.read()
+    return write_tif(tmp_path_factory.mktemp("scene") / "sample.tif", data, crs="EPSG:32640",
+                     transform=SAMPLE_TRANSFORM, descriptions=["red", "green", "blue"])
+
+
+FAST = dict(patch_size=256, batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory, sample_scene, classes_model):
+    """One run on the sample: plain class map, COG class map and polygons from the same options."""
+    d = tmp_path_factory.mktemp("run")
+    plain = tiler.run_scene(sample_scene, d / "plain.tif", model=classes_model, strip_rows=384, band_width=1024,
+                            **FAST)
+    cog = tiler.run_scene(sample_scene, d / "cog.tif", vector=d / "polys.gpkg", model=classes_model, cog=True,
+                          strip_rows=384, band_width=1024, **FAST)
+    return d, plain, cog
+
+
+def test_cog_is_valid_with_mode_overviews_and_the_plain_pixels(sample_run):
+    d, _, report = sample_run
+    valid, errors, warnings = cog_validate(str(d / "cog.tif"))
+    assert valid and not errors and not warnings, (errors, warnings)
+    with rasterio.open(d / "plain.tif") as p, rasterio.open(d / "cog.tif") as c:
+        assert c.overviews(1) and max(c.width, c.height) / c.overviews(1)[-1] <= 512
+        assert c.block_shapes == p.block_shapes == [(512, 512)]
+        np.testing.assert_array_equal(c.read(), p.read())
+        assert c.crs == p.crs and c.transform == p.transform and c.nodata == p.nodata == 255
+        assert c.colormap(1)[1][:3] == (0, 255, 0) and c.tags()["TILER_CLASSES"] == "background,building,water"
+        present = set(np.unique(p.read(1)))
+        for level in range(len(c.overviews(1))):
+            with rasterio.open(d / "cog.tif", overview_level=level) as o:
+                # mode resampling: an overview holds only class values of the full resolution
+                assert set(np.unique(o.read(1))) <= present
+    assert report.out == str(d / "cog.tif") and report.options["output"]["cog"] is True
+
+
+def test_polygons_of_the_run_equal_polygonising_the_whole_mask(sample_run):
+    d, _, report = sample_run
+    with rasterio.open(d / "plain.tif") as ds:
+        cm = ds.read(1)
+        expected = polygons_by_class(cm, cm != 255, [1, 2], transform=ds.transform)
+    info = pyogrio.read_info(d / "polys.gpkg")
+    assert info["driver"] == "GPKG" and info["geometry_type"] == "MultiPolygon"
+    assert rasterio.crs.CRS.from_user_input(info["crs"]) == rasterio.crs.CRS.from_epsg(32640)
+    _, _, geoms, fields = pyogrio.raw.read(d / "polys.gpkg")
+    names, index, area, perimeter = fields
+    assert set(names) == {"building", "water"}  # the background class is not exported by default
+    polys = shapely.from_wkb(geoms)
+    got = {}
+    for g, k in zip(polys, index):
+        parts = shapely.get_parts(g)
+        got.setdefault(int(k), []).append(parts[0] if len(parts) == 1 else g)
+    assert_same_polygons(expected, got)
+    np.testing.assert_allclose(area, shapely.area(polys))  # metres² in a metric CRS
+    np.testing.assert_allclose(perimeter, shapely.length(polys))
+    assert report.vector["features"] == {"building": len(expected[1]), "water": len(expected[2])}
+    assert report.vector["units"] == {"area": "m2", "perimeter": "m"}
+
+
+def _blobs(shape, classes, seed, sigma=3.0):
+    rng = np.random.default_rng(seed)
+    return ndimage.gaussian_filter(rng.random((classes,) + shape), (0, sigma, sigma)).argmax(0).astype(np.uint8)
+
+
+def _stream(cm, valid, classes, connectivity, strip, band):
+    h, w = cm.shape
+    poly = Polygonizer(h, w, classes, connectivity=connectivity)
+    got = {}
+    for c0 in range(0, w, band):
+        for r0 in range(0, h, strip):
+            r1, c1 = min(h, r0 + strip), min(w, c0 + band)
+            for k, g in poly.add(cm[r0:r1, c0:c1], valid[r0:r1, c0:c1], (r0, r1), (c0, c1)):
+                got.setdefault(k, []).append(g)
+    assert poly.open_count == 0 and not poly.finish()
+    return got
+
+
+@pytest.mark.parametrize("connectivity", [4, 8])
+@pytest.mark.parametrize("strip,band", [(16, 1000), (7, 23), (64, 50), (1, 300)])
+def test_streamed_polygons_equal_whole_array_shapes(connectivity, strip, band):
+    cm = _blobs((150, 190), 4, seed=strip + band)
+    valid = np.ones(cm.shape, bool)
+    valid[40:55, 30:170] = False  # nodata crossing seams
+    # a region crossing every strip and band seam: a one-pixel spiral-free frame and a cross
+    cm[5, 3:187] = 3
+    cm[5:145, 3] = 3
+    cm[75, :] = 2
+    cm[:, 95] = 2
+    expected = polygons_by_class(cm, valid, [1, 2, 3], connectivity=connectivity)
+    assert_same_polygons(expected, _stream(cm, valid, [1, 2, 3], connectivity, strip, band))
+
+
+@pytest.mark.parametrize("connectivity", [4, 8])
+def test_checkerboards_and_diagonals_across_seams(connectivity):
+    rng = np.random.default_rng(connectivity)
+    cm = (rng.random((61, 67)) < 0.45).astype(np.uint8)  # many corner-only contacts, holes, seam crossings
+    cm[np.arange(61), np.arange(61)] = 1  # a diagonal line: one region with 8-connectivity, 61 with 4
+    valid = np.ones(cm.shape, bool)
+    expected = polygons_by_class(cm, valid, [1], connectivity=connectivity)
+    assert_same_polygons(expected, _stream(cm, valid, [1], connectivity, 8, 10))
+
+
+def test_uint8_probabilities_are_the_float_ones_scaled_with_the_mask(tmp_path, tif, classes_model):
+    img = smooth_image(3, 90, 70)
+    img[:, :10, :12] = 0
+    scene = tif(img, nodata=0)
+    f, u = tmp_path / "f.tif", tmp_path / "u.tif"
+    tiler.run_scene(scene, f, model=classes_model, output="probability")
+    tiler.run_scene(scene, u, model=classes_model, output=OutputConfig(kind="probability", probability_dtype="uint8",
+                                                                      cog=True))
+    with rasterio.open(f) as a, rasterio.open(u) as b:
+        p, q = a.read(), b.read()
+        valid = ~np.isnan(p[0])
+        assert b.dtypes[0] == "uint8" and b.scales == (1 / 255,) * 3 and b.nodata is None
+        np.testing.assert_array_equal(b.read_masks(1) > 0, valid)
+        np.testing.assert_array_equal(q[:, valid], np.rint(p[:, valid] * 255).astype(np.uint8))
+        assert not valid[:10, :12].any()
+    assert cog_validate(str(u))[0]
+
+
+def test_index_cog(tmp_path, tif):
+    img = (smooth_image(2, 600, 530) + 1).astype(np.uint16)
+    scene = tif(img, descriptions=["nir", "red"])
+    out = tmp_path / "ndvi.tif"
+    report = tiler.index_scene(scene, out, ["ndvi"], cog=True)
+    assert cog_validate(str(out))[0] and report.options["output"]["cog"]
+    with rasterio.open(out) as ds:
+        assert ds.overviews(1) == [2] and ds.descriptions == ("ndvi",)
+
+
+def test_a_failing_sink_leaves_no_output_of_any_sink(tmp_path):
+    class Broken:
+        def open(self, context):
+            pass
+
+        def write(self, block):
+            if block.rows[0] > 0:
+                raise RuntimeError("sink failed")
+
+        def commit(self):
+            pass
+
+        def abort(self):
+            self.aborted = True
+
+    cm = np.zeros((64, 64), np.uint8)
+    ctx = OutputContext(64, 64, None, None, ("a",))
+    blocks = (Block((r, r + 16), (0, 64), np.ones((16, 64), bool), class_map=cm[r:r + 16]) for r in range(0, 64, 16))
+    broken = Broken()
+    with guard_outputs({"out": tmp_path / "m.tif"}) as guard, pytest.raises(RuntimeError, match="sink failed"):
+        feed(blocks, [ClassMapSink(guard["out"]), broken], ctx)
+    assert broken.aborted and list(tmp_path.iterdir()) == []
+
+
+def test_config_values_round_trip_and_are_validated():
+    cfgs = [InferenceConfig(overlap=0.25, tta="d4", input_scale=["0.0625"], bands=[3, 2, 1]),
+            StreamConfig(strip_rows=64), OutputConfig(kind="probability", creation_options=["COMPRESS=ZSTD"]),
+            VectorConfig(classes="building,water", connectivity=8, min_area=12.5)]
+    for c in cfgs:
+        doc = json.loads(json.dumps(c.to_dict()))
+        assert type(c).from_dict(doc) == c and hash(type(c).from_dict(doc)) == hash(c)
+    with pytest.raises(UsageError, match="overlap must be a fraction"):
+        InferenceConfig(overlap=1.0)
+    with pytest.raises(UsageError, match="unknown InferenceConfig option"):
+        InferenceConfig.from_dict({"overlapp": 0.5})
+    with pytest.raises(UsageError, match="connectivity must be one of 4, 8"):
+        VectorConfig(connectivity=6)
+    with pytest.raises(UsageError, match="probability dtype"):
+        OutputConfig(probability_dtype="float16")
+
+
+@pytest.mark.parametrize("ext,driver", [(".geojson", "GeoJSON"), (".fgb", "FlatGeobuf")])
+def test_vectorize_formats_options_and_attributes(tmp_path, ext, driver):
+    cm = _blobs((300, 260), 3, seed=1, sigma=5)
+    cm[:4, :4] = 2  # a 16-pixel region: 1600 m² at 10 m pixels
+    cm[4, :5] = 0
+    cm[:4, 4] = 0
+    mask = write_tif(tmp_path / "m.tif", cm[None], nodata=255)
+    out = tmp_path / f"p{ext}"
+    r = CliRunner().invoke(main, ["vectorize", mask, "--out", str(out), "--classes", "2", "--min-area", "2000"])
+    assert r.exit_code == 0, r.output
+    assert pyogrio.read_info(out)["driver"] == driver
+    _, _, geoms, (names, index, area, _) = pyogrio.raw.read(out)
+    expected = [g for g in polygons_by_class(cm, np.ones(cm.shape, bool), [2])[2] if g.area * 100 >= 2000]
+    assert len(geoms) == len(expected) and set(names) == {"2"} and (area >= 2000).all()
+    assert not any(abs(a - 1600) < 1e-6 for a in area)
+
+
+def test_wkt_csv_has_one_multipolygon_per_class(tmp_path):
+    cm = _blobs((120, 100), 3, seed=2)
+    mask = write_tif(tmp_path / "m.tif", cm[None], nodata=255)  # 10 m pixels
+    out = tmp_path / "sub.csv"
+    r = CliRunner().invoke(main, ["vectorize", mask, "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    import csv
+
+    with out.open() as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["image_id", "class", "multipolygon_wkt"] and [row[1] for row in rows[1:]] == ["0", "1", "2"]
+    for row in rows[1:]:
+        k = int(row[1])
+        g = shapely.from_wkt(row[2])
+        expected = polygons_by_class(cm, np.ones(cm.shape, bool), [k])[k]
+        assert row[0] == "m" and g.geom_type == "MultiPolygon" and len(g.geoms) == len(expected)
+        assert abs(g.area - (cm == k).sum() * 100) < 1e-3
+
+
+def test_simplify_keeps_a_coverage_without_gaps_or_overlaps(tmp_path):
+    cm = _blobs((200, 200), 3, seed=3, sigma=6)
+    mask = write_tif(tmp_path / "m.tif", cm[None], nodata=255)
+    out = tmp_path / "s.gpkg"
+    tiler_report = __import__("tiler.vectorize", fromlist=["x"]).vectorize_mask(mask, out, simplify=15.0,
+                                                                                 strip_rows=64, band_width=90)
+    geoms = shapely.from_wkb(pyogrio.raw.read(out)[2])
+    raw = sum(len(shapely.get_coordinates(g)) for g in polygons_by_class(cm, np.ones(cm.shape, bool),
+                                                                           [0, 1, 2])[0])
+    assert sum(tiler_report["features"].values()) == len(geoms)
+    total = shapely.union_all(geoms)
+    # shared edges kept: the simplified regions still tile the scene exactly
+    assert abs(shapely.area(geoms).sum() - total.area) < 1e-3 and abs(total.area - 200 * 200 * 100) < 1e-3
+    assert len(shapely.get_coordinates(geoms)) < raw
+
+
+def test_bad_vector_options_fail_before_any_work(runner, tmp_path, tif, classes_model):
+    scene = tif(smooth_image(3, 40, 40))
+    for args, message in [(["--vector", str(tmp_path / "p.shp")], "cannot tell the vector format"),
+                          (["--vector", str(tmp_path / "p.gpkg"), "--classes", "roof"], "no class 'roof'"),
+                          ([], "nothing to write")]:
+        r = runner.invoke(main, ["run", scene, "--model", classes_model, *args])
+        assert r.exit_code == 2 and message in r.output, r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif"]
+
+
+@needs_shared(SENTINEL2)
+def test_cli_run_cog_and_vector_on_real_sentinel2(runner, tmp_path, classes_model):
+    from rasterio.windows import Window
+
+    bands = []
+    for b in ("B04", "B03", "B02"):
+        with rasterio.open(SENTINEL2 / f"s2_{b}.jp2") as ds:
+            w = Window(600, 700, 700, 600)
+            bands.append(ds.read(1, window=w))
+            crs, transform = ds.crs, ds.transform @ Affine.translation(600, 700)
+    scene = write_tif(tmp_path / "s2.tif", (np.stack(bands) // 8).clip(0, 255).astype(np.uint8), crs=crs,
+                      transform=transform, descriptions=["red", "green", "blue"])
+    out, vec, report = tmp_path / "m.tif", tmp_path / "m.gpkg", tmp_path / "r.json"
+    r = runner.invoke(main, ["run", scene, "-o", str(out), "--vector", str(vec), "--cog", "--model", classes_model,
+                             "--patch-size", "128", "--strip-rows", "100", "--report", str(report)])
+    assert r.exit_code == 0, r.output
+    assert cog_validate(str(out))[0]
+    info = pyogrio.read_info(vec)
+    assert rasterio.crs.CRS.from_user_input(info["crs"]) == crs and info["features"] > 0
+    with rasterio.open(out) as ds:
+        cm = ds.read(1)
+        expected = polygons_by_class(cm, cm != 255, [1, 2], transform=ds.transform)
+    doc = json.loads(report.read_text())
+    assert doc["vector"]["features"] == {"building": len(expected.get(1, [])), "water": len(expected.get(2, []))}
