@@ -32,7 +32,7 @@ import json, sys
 import tiler
 report = tiler.run_scene(sys.argv[1], sys.argv[2], model=sys.argv[3], overlap=float(sys.argv[4]),
                          batch_size=int(sys.argv[5]), overwrite=True)
-print(json.dumps(report))
+print(json.dumps(report.to_dict()))
 """
 
 

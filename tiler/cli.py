@@ -494,12 +494,17 @@ def vectorize(mask, out, classes, connectivity, min_area, simplify, overwrite, r
 
 @main.command()
 @click.argument("images")
-@click.argument("masks")
+@click.argument("masks", required=False)
 @_out
 @click.option("--classes", "classes_file", required=True, type=click.Path(dir_okay=False),
               help="Class scheme JSON (names, mask colours, ignored colours).")
 @click.option("--val-images", required=True, help="Validation image folder(s): whole held-out images.")
-@click.option("--val-masks", required=True, help="Validation mask folder(s).")
+@click.option("--val-masks", default=None, help="Validation mask folder(s) (not with --labels).")
+@click.option("--labels", "vector_labels", type=click.Path(dir_okay=False), default=None,
+              help="Polygon labels instead of masks, for training and validation images: any vector file "
+                   "(GeoPackage, GeoJSON, FlatGeobuf, Shapefile) or a WKT CSV (image_id,class,multipolygon_wkt).")
+@click.option("--label-field", default="class", show_default=True,
+              help="The polygons' attribute holding the class name or index.")
 @click.option("--channels", default=None,
               help="Model input channels: band names and spectral index names, e.g. red,green,blue,nir,ndwi "
                    "(default: the images' bands).")
@@ -521,17 +526,30 @@ def vectorize(mask, out, classes, connectivity, min_area, simplify, overwrite, r
 @_overwrite
 @_verbosity
 @_handle_errors
-def train(images, masks, out, classes_file, val_images, val_masks, channels, band_names, epochs, steps_per_epoch,
-          batch_size, patch_size, depth, base_filters, learning_rate, patience, val_overlap, max_minutes,
-          seed, init, overwrite, quiet, verbose):
-    """Train a U-Net on IMAGES and MASKS (folders or quoted glob patterns of folders)."""
+def train(images, masks, out, classes_file, val_images, val_masks, vector_labels, label_field, channels, band_names,
+          epochs, steps_per_epoch, batch_size, patch_size, depth, base_filters, learning_rate, patience, val_overlap,
+          max_minutes, seed, init, overwrite, quiet, verbose):
+    """Train a U-Net on IMAGES and MASKS (folders or quoted glob patterns of folders).
+
+    With --labels POLYGONS instead of MASKS, each image's labels are burnt from
+    the polygons on its grid (by CRS where georeferenced, else pixel coordinates).
+    """
     from tiler.labels import LabelScheme
     from tiler.model._train import TrainConfig
-    from tiler.model._train import find_pairs
+    from tiler.model._train import find_images, find_pairs
     from tiler.model._train import train as train_model
 
-    pairs = find_pairs(images, masks) + find_pairs(val_images, val_masks)
-    inputs = [f for pair in pairs for f in pair] + [classes_file] + ([init] if init else [])
+    if vector_labels is not None:
+        if masks is not None or val_masks is not None:
+            raise UsageError("give masks (MASKS, --val-masks) or --labels polygons, not both")
+        _require(vector_labels, "label file")
+        pairs = find_images(images) + find_images(val_images)
+    elif masks is None or val_masks is None:
+        raise UsageError("give MASKS and --val-masks (label mask folders), or --labels POLYGONS")
+    else:
+        pairs = find_pairs(images, masks) + find_pairs(val_images, val_masks)
+    inputs = [f for pair in pairs for f in pair if f] + [classes_file] + ([init] if init else []) \
+        + ([vector_labels] if vector_labels else [])
     guard = _guard({"--out": (out, (".keras",))}, inputs, overwrite)
     config = TrainConfig(patch_size=patch_size, batch_size=batch_size, epochs=epochs,
                          steps_per_epoch=steps_per_epoch, learning_rate=learning_rate, patience=patience,
@@ -548,8 +566,8 @@ def train(images, masks, out, classes_file, val_images, val_masks, channels, ban
     command = "tiler train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     with guard:
         report = train_model(images, masks, guard["--out"], labels=LabelScheme.from_file(classes_file),
-                             val_images=val_images, val_masks=val_masks,
-                             channels=channels.split(",") if channels else None,
+                             val_images=val_images, val_masks=val_masks, vector_labels=vector_labels,
+                             label_field=label_field, channels=channels.split(",") if channels else None,
                              band_names=band_names.split(",") if band_names else None,
                              config=config, on_epoch=on_epoch, command=command, init=init)
     if not quiet:

@@ -13,15 +13,17 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
 from rasterio.windows import Window
 
 from tiler.blend import Accumulator
-from tiler.model._predictor import Predictor
 from tiler.plan import ColumnBand, PatchGrid, Strip
+
+if TYPE_CHECKING:  # the network stage loads Keras; blocks and sinks do not need it
+    from tiler.model._predictor import Predictor
 
 __all__ = ["Block", "PatchStats", "ProgressCallback", "ReadFunction", "blend_patches", "stream"]
 

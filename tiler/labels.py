@@ -23,7 +23,7 @@ import json
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import rasterio
@@ -32,10 +32,14 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
 from tiler.errors import DatasetError
 
-__all__ = ["IGNORE", "LabelScheme", "parse_colour", "read_mask"]
+__all__ = ["IGNORE", "BACKGROUND_NAMES", "LabelScheme", "parse_colour", "read_mask"]
 
 #: Decoded label of pixels that are ignored in losses and metrics.
 IGNORE = 255
+#: Class names taken as the background class (not exported as polygons by
+#: default; the fill of polygon labels): the DeepGlobe, ISPRS Potsdam/Vaihingen
+#: and LoveDA conventions.
+BACKGROUND_NAMES = ("background", "unlabeled", "unlabelled", "clutter", "void")
 
 
 def parse_colour(colour: Union[str, Sequence[int]]) -> tuple[int, int, int]:
@@ -236,6 +240,12 @@ class LabelScheme:
                 + " are neither a class nor ignored; add them to the class file"
             )
         return vals[pos]
+
+    @property
+    def background(self) -> Optional[int]:
+        """Index of the background class (named as in :data:`BACKGROUND_NAMES`), or None."""
+        lower = [n.lower() for n in self.names]
+        return next((lower.index(n) for n in BACKGROUND_NAMES if n in lower), None)
 
     def colormap(self) -> dict[int, tuple[int, int, int, int]]:
         """GDAL colour table: class index -> (r, g, b, 255)."""

@@ -152,16 +152,35 @@ def find_pairs(images: str, masks: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def load_labelled(pairs: Sequence[tuple[str, str]], labels: LabelScheme, *,
+def find_images(images: str) -> list[tuple[str, None]]:
+    """The image files of folders (or glob patterns of folders), for polygon labels: ``(path, None)`` pairs.
+
+    Raises
+    ------
+    DatasetError
+        If no image is found.
+    """
+    pairs = [(os.path.join(d, f), None) for d in _expand(images) for f in sorted(os.listdir(d))
+             if f.lower().endswith(_IMAGE_SUFFIXES)]
+    if not pairs:
+        raise DatasetError(f"no images found in {images!r}")
+    return pairs
+
+
+def load_labelled(pairs: Sequence[tuple[str, Optional[str]]], labels: LabelScheme, *,
                   channels: Optional[Sequence[str]] = None,
-                  band_names: Optional[Sequence[str]] = None) -> tuple[list[LabelledImage], tuple[str, ...]]:
+                  band_names: Optional[Sequence[str]] = None,
+                  vector=None) -> tuple[list[LabelledImage], tuple[str, ...]]:
     """Read image/mask pairs into memory, building the model's channels.
 
     Parameters
     ----------
-    pairs : sequence of (image path, mask path)
+    pairs : sequence of (image path, mask path or None)
+        A mask path of None: the labels are burnt from ``vector``.
     labels : LabelScheme
         Decodes the masks.
+    vector : tiler.vector_labels.VectorLabels, optional
+        Polygon labels, rasterised onto each image's grid.
     channels : sequence of str, optional
         The model's input channels: band names of the images and spectral
         index names (e.g. ``red, green, blue, nir, ndwi``), computed from the
@@ -187,6 +206,7 @@ def load_labelled(pairs: Sequence[tuple[str, str]], labels: LabelScheme, *,
     """
     from tiler.errors import BandMismatchError
     from tiler.indices import INDICES, ChannelPlan
+    from tiler.source import ChannelSource
 
     out = []
     wanted: Optional[tuple[str, ...]] = tuple(c.strip().lower() for c in channels) if channels else None
@@ -210,15 +230,21 @@ def load_labelled(pairs: Sequence[tuple[str, str]], labels: LabelScheme, *,
             except BandMismatchError as exc:
                 raise DatasetError(f"{exc}. Name the images' bands with --band-names (one per band, e.g. "
                                    "blue,green,red,nir) if the files do not name them so") from None
-            data, valid = sc.read((0, sc.height), (0, sc.width), plan.indexes)
-            image = plan.build(data, valid)
+            image, _ = ChannelSource(sc, plan).read((0, sc.height), (0, sc.width))
             dtypes, pixel_size = plan.dtypes(sc), sc.pixel_size_m()
+            if mpath is None:
+                if vector is None:
+                    raise DatasetError(f"image {ipath!r} has no mask and no polygon labels were given")
+                decoded = vector.mask(ipath, sc.height, sc.width, crs=sc.crs if sc.georeferenced else None,
+                                      transform=sc.transform if sc.georeferenced else None)
         if wanted is None:
             wanted = want
-        mask = read_mask(mpath)
-        if mask.shape[1:] != image.shape[1:]:
-            raise DatasetError(f"mask {mpath!r} is {mask.shape[1:]} but image {ipath!r} is {image.shape[1:]}")
-        out.append(LabelledImage(ipath, image, labels.decode(mask), dtypes, pixel_size))
+        if mpath is not None:
+            mask = read_mask(mpath)
+            if mask.shape[1:] != image.shape[1:]:
+                raise DatasetError(f"mask {mpath!r} is {mask.shape[1:]} but image {ipath!r} is {image.shape[1:]}")
+            decoded = labels.decode(mask)
+        out.append(LabelledImage(ipath, image, decoded, dtypes, pixel_size))
     return out, wanted  # type: ignore[return-value]
 
 
@@ -330,12 +356,14 @@ def evaluate_images(model: TilerModel, data: Sequence[LabelledImage], *, overlap
 
 def train(
     images: str,
-    masks: str,
+    masks: Optional[str],
     out: Any,
     *,
     labels: LabelScheme,
     val_images: str,
-    val_masks: str,
+    val_masks: Optional[str],
+    vector_labels: Optional[str] = None,
+    label_field: str = "class",
     channels: Optional[Sequence[str]] = None,
     band_names: Optional[Sequence[str]] = None,
     config: TrainConfig = TrainConfig(),
@@ -355,14 +383,22 @@ def train(
     Parameters
     ----------
     images, masks : str
-        Training image and mask folders (or glob patterns, see :func:`find_pairs`).
+        Training image and mask folders (or glob patterns, see :func:`find_pairs`);
+        ``masks`` None with ``vector_labels``.
     out : str or Destination
         Output ``.keras`` path (replaced each time the validation improves),
         or a :class:`tiler.destination.Destination` already checked and locked.
     labels : LabelScheme
         Classes, their mask colours and the ignored colours.
     val_images, val_masks : str
-        Validation folders: whole held-out images, never patches of training images.
+        Validation folders: whole held-out images, never patches of training
+        images; ``val_masks`` None with ``vector_labels``.
+    vector_labels : path-like, optional
+        Polygon labels instead of masks (:class:`tiler.vector_labels.VectorLabels`):
+        any vector file pyogrio reads, or a WKT CSV; rasterised onto each
+        training and validation image's grid.
+    label_field : str, default "class"
+        The polygons' class attribute (a class name or index).
     channels : sequence of str, optional
         The model's input channels: image band names and spectral index
         names (e.g. ``red, green, blue, nir, ndwi, savi``); default: the
@@ -401,15 +437,23 @@ def train(
 
     dest = Destination.coerce(out, overwrite=True)
     t0 = time.perf_counter()
-    train_pairs, val_pairs = find_pairs(images, masks), find_pairs(val_images, val_masks)
+    vector = None
+    if vector_labels is not None:
+        from tiler.vector_labels import VectorLabels
+
+        vector = VectorLabels(vector_labels, labels, field=label_field)
+    elif masks is None or val_masks is None:
+        raise DatasetError("give mask folders (MASKS and --val-masks) or polygon labels (--labels)")
+    train_pairs = find_pairs(images, masks) if masks is not None else find_images(images)
+    val_pairs = find_pairs(val_images, val_masks) if val_masks is not None else find_images(val_images)
     overlap_files = {os.path.realpath(p) for p, _ in train_pairs} & {os.path.realpath(p) for p, _ in val_pairs}
     if overlap_files:
         raise DatasetError(
             f"{len(overlap_files)} validation image(s) are also training images, e.g. "
             f"{sorted(overlap_files)[0]!r}; validate on held-out images only"
         )
-    train_data, names = load_labelled(train_pairs, labels, channels=channels, band_names=band_names)
-    val_data, _ = load_labelled(val_pairs, labels, channels=names, band_names=band_names)
+    train_data, names = load_labelled(train_pairs, labels, channels=channels, band_names=band_names, vector=vector)
+    val_data, _ = load_labelled(val_pairs, labels, channels=names, band_names=band_names, vector=vector)
     keras.utils.set_random_seed(config.seed)
     if init is not None:
         start = load_model(init)

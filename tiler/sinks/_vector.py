@@ -34,6 +34,7 @@ from tiler.config import VectorConfig
 from tiler.destination import Destination
 from tiler.engine import Block
 from tiler.errors import UsageError
+from tiler.labels import BACKGROUND_NAMES
 from tiler.output import CLASS_NODATA
 from tiler.sinks._base import OutputContext
 
@@ -45,15 +46,15 @@ log = logging.getLogger(__name__)
 #: ``WKT-CSV`` for the submission-style CSV (``image_id,class,multipolygon_wkt``).
 VECTOR_FORMATS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".fgb": "FlatGeobuf", ".parquet": "Parquet",
                   ".csv": "WKT-CSV"}
+#: DE-9IM pattern of two seam edges that share a segment (their interiors meet in a
+#: line): the pixels on either side share an edge, i.e. are 4-connected.
+_SHARED_SEGMENT = "1********"
 #: Features written per call to the file (bounds the finished features held).
 _FLUSH_FEATURES = 5000
 #: Features read per chunk when converting the intermediate GeoPackage.
 _CHUNK = 20000
 #: Layer name of the written polygons.
 LAYER = "polygons"
-#: Class names taken as background (not exported by default): the DeepGlobe,
-#: ISPRS Potsdam/Vaihingen and LoveDA conventions.
-BACKGROUND_NAMES = ("background", "unlabeled", "unlabelled", "clutter", "void")
 
 
 #: The attribute fields of every polygon layer.
@@ -117,8 +118,8 @@ def export_classes(names: Sequence[str], wanted: Optional[Sequence[str]]) -> tup
     names : sequence of str
         The model's class names.
     wanted : sequence of str, optional
-        ``--classes``; default all but a background class (:data:`BACKGROUND_NAMES`),
-        or all where the model names none.
+        ``--classes``; default all but a background class
+        (:data:`tiler.labels.BACKGROUND_NAMES`), or all where the model names none.
 
     Raises
     ------
@@ -155,7 +156,9 @@ class Polygonizer:
     (left to right), strips top to bottom within each, tiling the grid.
     :meth:`add` returns the regions that are complete; after the last block,
     every region has been returned once. Geometries are in pixel coordinates
-    (x = column, y = row) with integer vertices. With 8-connectivity a region
+    (x = column, y = row) with integer vertices; a region merged across a
+    seam keeps the vertex where its straight edges crossed the seam (the same
+    shape, one collinear vertex more than polygonising at once). With 8-connectivity a region
     whose pixels touch only at corners is one MultiPolygon (a valid OGC
     geometry; GDAL's own polygoniser returns it as one self-touching ring).
     """
@@ -166,19 +169,33 @@ class Polygonizer:
         self.height, self.width = int(height), int(width)
         self.classes = np.asarray(sorted(set(int(c) for c in classes)), np.int64)
         self.connectivity = connectivity
-        self._open: list[shapely.Geometry] = []
-        self._open_class: list[int] = []
+        # The open parts: a region's pieces from each block, joined (union-find) but not yet
+        # unioned: each region is unioned once, when it closes, so a region spanning the
+        # scene costs one cascaded union rather than one growing union per block.
+        self._parts: list = []
+        self._edges: list = []  # each part's boundary on its block's edges: small, for the seam tests
+        self._cls: list[int] = []
+        self._parent: list[int] = []
 
     @property
     def open_count(self) -> int:
         """Regions held open at a seam."""
-        return len(self._open)
+        return len({self._find(i) for i in range(len(self._parts))})
+
+    def _find(self, i: int) -> int:
+        parent = self._parent
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
 
     def _shapes(self, class_map: np.ndarray, valid: np.ndarray, rows: tuple[int, int],
                 cols: tuple[int, int]) -> tuple[list, list]:
         mask = valid & np.isin(class_map, self.classes)
         if not mask.any():
             return [], []
+        if mask.all():
+            mask = None  # GDAL's polygoniser is faster without a mask band
         polys, values = [], []
         transform = Affine.translation(cols[0], rows[0])
         for geom, value in rasterio.features.shapes(class_map, mask=mask, connectivity=self.connectivity,
@@ -216,61 +233,44 @@ class Polygonizer:
         polys, values = self._shapes(np.ascontiguousarray(class_map), np.ascontiguousarray(valid, bool),
                                      rows, cols)
         done: list[tuple[int, shapely.Geometry]] = []
-        fresh: list[tuple[int, shapely.Geometry]] = []
         if polys:
-            b = shapely.bounds(np.asarray(polys, dtype=object))
+            arr = np.asarray(polys, dtype=object)
+            b = shapely.bounds(arr)
             at_seam = (((b[:, 1] == r0) & (r0 > 0)) | ((b[:, 0] == c0) & (c0 > 0))
                        | ((b[:, 3] == r1) & (r1 < self.height)) | ((b[:, 2] == c1) & (c1 < self.width)))
-            for p, v, s in zip(polys, values, at_seam):
-                (fresh if s else done).append((v, p))
-        if fresh:
-            self._merge(fresh, rows, cols)
+            done = [(v, p) for p, v, s in zip(polys, values, at_seam) if not s]
+            if at_seam.any():
+                ring = shapely.box(c0, r0, c1, r1).exterior
+                fresh = arr[at_seam]
+                self._join(fresh, shapely.intersection(fresh, ring), [v for v, s in zip(values, at_seam) if s])
         done.extend(self._close(rows, cols))
         return done
 
-    def _merge(self, fresh: list[tuple[int, shapely.Geometry]], rows, cols) -> None:
-        """Union each new seam region with the open regions it joins; all become open."""
-        n_old = len(self._open)
-        geoms = self._open + [g for _, g in fresh]
-        cls = self._open_class + [v for v, _ in fresh]
-        parent = list(range(len(geoms)))
-
-        def find(i: int) -> int:
-            while parent[i] != i:
-                parent[i] = parent[parent[i]]
-                i = parent[i]
-            return i
-
+    def _join(self, parts: np.ndarray, edges: np.ndarray, classes: list[int]) -> None:
+        """Add a block's seam parts; join each with the open parts it touches across a seam."""
+        n_old = len(self._parts)
         if n_old:
-            tree = shapely.STRtree(self._open)
-            new = np.asarray([g for _, g in fresh], dtype=object)
-            pairs = tree.query(new, predicate="intersects")  # (new index, old index)
-            for ni, oi in zip(*pairs):
-                ni, oi = int(ni), int(oi)
-                if cls[n_old + ni] != cls[oi]:
-                    continue
-                if self.connectivity == 4 and shapely.length(shapely.intersection(new[ni], geoms[oi])) == 0:
-                    continue  # touching at a corner only: not 4-connected
-                a, b = find(n_old + ni), find(oi)
-                if a != b:
-                    parent[a] = b
-        groups: dict[int, list[int]] = {}
-        for i in range(len(geoms)):
-            groups.setdefault(find(i), []).append(i)
-        self._open, self._open_class = [], []
-        for members in groups.values():
-            if len(members) == 1:
-                g = geoms[members[0]]
-            else:
-                g = shapely.union_all([geoms[i] for i in members])
-                # Drop the vertices the seam left on straight edges (exactly collinear: tolerance 0).
-                g = shapely.simplify(g, 0.0)
-            self._open.append(g)
-            self._open_class.append(cls[members[0]])
+            tree = shapely.STRtree(self._edges)
+            new_i, old_i = tree.query(edges, predicate="intersects")
+        else:
+            new_i = old_i = ()
+        self._parts.extend(parts)
+        self._edges.extend(edges)
+        self._cls.extend(classes)
+        self._parent.extend(range(n_old, n_old + len(parts)))
+        for ni, oi in zip(new_i, old_i):
+            ni, oi = int(ni), int(oi)
+            if classes[ni] != self._cls[oi]:
+                continue
+            if self.connectivity == 4 and not shapely.relate_pattern(edges[ni], self._edges[oi], _SHARED_SEGMENT):
+                continue  # touching at a corner only: not 4-connected
+            a, b = self._find(n_old + ni), self._find(oi)
+            if a != b:
+                self._parent[a] = b
 
     def _close(self, rows, cols) -> list[tuple[int, shapely.Geometry]]:
-        """Hand out the open regions that touch no pending seam."""
-        if not self._open:
+        """Union and hand out the regions none of whose parts touches a pending seam."""
+        if not self._parts:
             return []
         (_, r1), (c0, c1) = rows, cols
         seams = []
@@ -280,20 +280,39 @@ class Polygonizer:
             seams.append([(c1, 0), (c1, r1)])
         if c0 > 0 and r1 < self.height:  # the previous band's right edge, rows this band has not reached
             seams.append([(c0, r1), (c0, self.height)])
+        roots = [self._find(i) for i in range(len(self._parts))]
         if seams:
-            pending = shapely.multilinestrings(seams)
-            still = shapely.intersects(np.asarray(self._open, dtype=object), pending)
+            touching = shapely.intersects(np.asarray(self._edges, dtype=object), shapely.multilinestrings(seams))
+            still_open = {r for r, t in zip(roots, touching) if t}
         else:
-            still = np.zeros(len(self._open), bool)
-        done = [(v, g) for g, v, s in zip(self._open, self._open_class, still) if not s]
-        self._open = [g for g, s in zip(self._open, still) if s]
-        self._open_class = [v for v, s in zip(self._open_class, still) if s]
+            still_open = set()
+        groups: dict[int, list[int]] = {}
+        for i, r in enumerate(roots):
+            groups.setdefault(r, []).append(i)
+        done, keep = [], []
+        for r, members in groups.items():
+            if r in still_open:
+                keep.extend(members)
+            elif len(members) == 1:
+                done.append((self._cls[r], self._parts[members[0]]))
+            else:
+                done.append((self._cls[r], shapely.union_all([self._parts[i] for i in members])))
+        if done:
+            keep.sort()
+            index = {old: new for new, old in enumerate(keep)}
+            self._parts = [self._parts[i] for i in keep]
+            self._edges = [self._edges[i] for i in keep]
+            self._cls = [self._cls[i] for i in keep]
+            self._parent = [index[roots[i]] for i in keep]
         return done
 
     def finish(self) -> list[tuple[int, shapely.Geometry]]:
-        """The regions still open (none once every block of the grid was added)."""
-        done = list(zip(self._open_class, self._open))
-        self._open, self._open_class = [], []
+        """The regions still open, unioned (none once every block of the grid was added)."""
+        groups: dict[int, list[int]] = {}
+        for i in range(len(self._parts)):
+            groups.setdefault(self._find(i), []).append(i)
+        done = [(self._cls[r], shapely.union_all([self._parts[i] for i in m])) for r, m in groups.items()]
+        self._parts, self._edges, self._cls, self._parent = [], [], [], []
         return done
 
 
