@@ -106,9 +106,9 @@ def _blobs(shape, classes, seed, sigma=3.0):
     return ndimage.gaussian_filter(rng.random((classes,) + shape), (0, sigma, sigma)).argmax(0).astype(np.uint8)
 
 
-def _stream(cm, valid, classes, connectivity, strip, band):
+def _stream(cm, valid, classes, connectivity, strip, band, min_rows=1):
     h, w = cm.shape
-    poly = Polygonizer(h, w, classes, connectivity=connectivity)
+    poly = Polygonizer(h, w, classes, connectivity=connectivity, min_rows=min_rows)
     got = {}
     for c0 in range(0, w, band):
         for r0 in range(0, h, strip):
@@ -132,6 +132,8 @@ def test_streamed_polygons_equal_whole_array_shapes(connectivity, strip, band):
     cm[:, 95] = 2
     expected = polygons_by_class(cm, valid, [1, 2, 3], connectivity=connectivity)
     assert_same_polygons(expected, _stream(cm, valid, [1, 2, 3], connectivity, strip, band))
+    # blocks buffered to 40 rows before polygonising: seams every 40 rows only
+    assert_same_polygons(expected, _stream(cm, valid, [1, 2, 3], connectivity, strip, band, min_rows=40))
 
 
 @pytest.mark.parametrize("connectivity", [4, 8])

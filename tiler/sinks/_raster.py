@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 #: is the most frequent class below it: no new class values appear), ``average``
 #: for probabilities and indices (GDAL's resampling names).
 COG_RESAMPLING = {"class": "MODE", "probability": "AVERAGE", "indices": "AVERAGE"}
+#: Largest uncompressed intermediate file of a COG, bytes (2 GiB: a 46k x 46k
+#: class map); larger rasters stream through ZSTD level 1 (benchmarks/outputs.py).
+COG_RAW_INTERMEDIATE_BYTES = 2 * 2**30
 #: Scale of uint8 probabilities: stored value = round(probability * 255).
 PROBABILITY_UINT8_SCALE = 255
 #: GeoTIFF creation options with a COG-driver equivalent (GDAL COG driver
@@ -42,6 +45,23 @@ def _cog_options(options: Mapping[str, str], resampling: str) -> dict[str, str]:
     out["BLOCKSIZE"] = options.get("BLOCKXSIZE", "512")
     out.setdefault("NUM_THREADS", "ALL_CPUS")
     out.update(OVERVIEWS="AUTO", RESAMPLING=resampling, OVERVIEW_RESAMPLING=resampling)
+    return out
+
+
+def _intermediate_options(options: Mapping[str, str], profile: Mapping) -> dict[str, str]:
+    """Creation options of the streamed file a COG is built from: lossless and fast to write and read.
+
+    Uncompressed up to :data:`COG_RAW_INTERMEDIATE_BYTES` (the COG driver reads
+    it twice: for the overviews, then for the full resolution), ZSTD level 1
+    above; the tile size and BigTIFF choice are the run's. The COG itself gets
+    the run's compression.
+    """
+    size = int(profile["width"]) * int(profile["height"]) * int(profile["count"]) * np.dtype(profile["dtype"]).itemsize
+    out = {k: v for k, v in options.items() if k in ("TILED", "BLOCKXSIZE", "BLOCKYSIZE", "BIGTIFF")}
+    if size <= COG_RAW_INTERMEDIATE_BYTES:
+        out["COMPRESS"] = "NONE"
+    else:
+        out.update(COMPRESS="ZSTD", ZSTD_LEVEL="1", PREDICTOR="3" if np.dtype(profile["dtype"]).kind == "f" else "2")
     return out
 
 
@@ -115,7 +135,8 @@ class _GeoTIFFSink:
         profile = {**context.profile(), **layout.pop("profile")}
         options = check_creation_options(self.creation_options, dtype=profile["dtype"], count=profile["count"])
         self.options = options
-        self.writer = MaskWriter(self.destination, profile, creation_options=options,
+        written = _intermediate_options(options, profile) if self.cog else options
+        self.writer = MaskWriter(self.destination, profile, creation_options=written,
                                  tags={**context.tags, "TILER_OUTPUT": self.product, **layout.pop("tags", {})},
                                  **layout)
 
