@@ -301,3 +301,23 @@ def test_cli_run_cog_and_vector_on_real_sentinel2(runner, tmp_path, classes_mode
         expected = polygons_by_class(cm, cm != 255, [1, 2], transform=ds.transform)
     doc = json.loads(report.read_text())
     assert doc["vector"]["features"] == {"building": len(expected.get(1, [])), "water": len(expected.get(2, []))}
+
+
+def test_geoparquet_carries_the_geo_metadata(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet", reason="GeoParquet needs pyarrow (the test extra installs it)")
+    cm = _blobs((100, 90), 3, seed=4)
+    mask = write_tif(tmp_path / "m.tif", cm[None], nodata=255)
+    out = tmp_path / "p.parquet"
+    r = CliRunner().invoke(main, ["vectorize", mask, "--out", str(out), "--classes", "1,2"])
+    assert r.exit_code == 0, r.output
+    table = pq.read_table(out)
+    geo = json.loads(table.schema.metadata[b"geo"])
+    col = geo["columns"]["geometry"]
+    assert geo["primary_column"] == "geometry" and col["encoding"] == "WKB"
+    assert rasterio.crs.CRS.from_user_input(json.dumps(col["crs"])) == rasterio.crs.CRS.from_epsg(32618)
+    geoms = shapely.from_wkb(table.column("geometry").to_pylist())
+    expected = polygons_by_class(cm, np.ones(cm.shape, bool), [1, 2], transform=Affine(10, 0, 435730, 0, -10,
+                                                                                        4200000))
+    assert len(geoms) == sum(map(len, expected.values()))
+    np.testing.assert_allclose(col["bbox"], shapely.total_bounds(geoms))
+    assert table.column("class").to_pylist().count("1") == len(expected[1])

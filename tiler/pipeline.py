@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -11,7 +10,6 @@ import resource
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
@@ -33,6 +31,7 @@ from tiler.plan import PatchGrid, reflect_indices
 from tiler.scene import open_scene
 from tiler.sinks import (VECTOR_FORMATS, ClassMapSink, IndexSink, OutputContext, PolygonSink, ProbabilitySink,
                          feed)
+from tiler.reports import IndexReport, RunReport, scene_summary, vector_summary
 from tiler.source import ChannelSource
 
 __all__ = ["predict", "run_scene", "index_scene", "resolve_model", "domain_verdict", "RunReport",
@@ -261,59 +260,6 @@ def _log_scene(sc, plan: ChannelPlan) -> None:
                  sorted({b.offset for b in g.bands}))
 
 
-@dataclass(frozen=True)
-class RunReport:
-    """The summary of a :func:`run_scene` run (``--report run.json``).
-
-    Attributes
-    ----------
-    scene : dict
-        Path, size, bands, CRS, transform, band mapping, kind, reference group, notes.
-    registration : dict or None
-        Per band group: shift, model, windows, residual (None: nothing to register).
-    domain : dict or None
-        The input-domain verdict (None: the model records no training domain).
-    out : str or None
-        The raster written (None: polygons only).
-    vector : dict or None
-        The polygons written: path, format, features per class, units of area
-        and perimeter, regions dropped by ``min_area``.
-    model : dict
-        Path, channels, classes.
-    grid : dict
-        Patch size, stride, overlap, patch rows and columns, strips, column bands.
-    patches : dict
-        On the grid, predicted, skipped (no valid pixel).
-    seconds : dict
-        Per stage: register, read, predict, blend, write, total.
-    megapixels_per_second : float
-    peak_rss_mb : float
-        Peak resident memory of the process, MB.
-    options : dict
-        The config values: ``inference``, ``streaming``, ``output``, ``vector``
-        (each its ``to_dict()``).
-    tiler_version : str
-    """
-
-    scene: dict
-    registration: Optional[dict]
-    domain: Optional[dict]
-    out: Optional[str]
-    vector: Optional[dict]
-    model: dict
-    grid: dict
-    patches: dict
-    seconds: dict
-    megapixels_per_second: float
-    peak_rss_mb: float
-    options: dict
-    tiler_version: str = __version__
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return dataclasses.asdict(self)
-
-
 def _model_info(model) -> tuple[Optional[str], ModelInfo]:
     """The model's path and metadata, read without Keras."""
     if isinstance(model, TilerModel):
@@ -327,23 +273,6 @@ def _raster_sink(dest: Destination, output: OutputConfig):
     if output.kind == "class":
         return ClassMapSink(dest, creation_options=co, cog=output.cog)
     return ProbabilitySink(dest, dtype=output.probability_dtype, creation_options=co, cog=output.cog)
-
-
-def _scene_summary(sc, plan: ChannelPlan, path) -> dict:
-    return {"path": os.fspath(path), "width": sc.width, "height": sc.height, "bands": sc.count,
-            "crs": sc.crs.to_string() if sc.crs else None,
-            "transform": list(sc.transform)[:6] if sc.georeferenced else None,
-            "band_mapping": {"indexes": list(plan.indexes), "method": plan.method,
-                             "index_channels": list(plan.index_channels)},
-            "kind": sc.kind, "reference": sc.reference, "notes": list(sc.notes)}
-
-
-def _vector_summary(sink: Optional[PolygonSink]) -> Optional[dict]:
-    if sink is None:
-        return None
-    return {"path": sink.destination.path, "format": sink.format, "features": dict(sink.counts),
-            "units": {"area": "m2" if sink.units == "m" else "px2", "perimeter": sink.units},
-            "dropped_small": sink.dropped_small}
 
 
 def run_scene(
@@ -473,13 +402,13 @@ def run_scene(
                         band_width=streaming.band_width, stats=stats, progress=progress,
                         prefetch=streaming.prefetch)
         feed(blocks, sinks, context, seconds=stats.seconds)
-        summary = _scene_summary(sc, plan, scene)
+        summary = scene_summary(sc, plan, scene)
 
     stats.seconds["total"] = time.perf_counter() - t_start
     log.info("seconds: %s", ", ".join(f"{n} {v:.2f}" for n, v in stats.seconds.items()))
     return RunReport(
         scene=summary, registration=reg_report, domain=verdict.to_dict() if verdict is not None else None,
-        out=dests["out"].path if dests["out"] is not None else None, vector=_vector_summary(vector_sink),
+        out=dests["out"].path if dests["out"] is not None else None, vector=vector_summary(vector_sink),
         model={"path": tm.path, "channels": list(info.channels), "classes": list(info.classes)},
         grid={"patch_size": p, "stride": grid.stride, "overlap_px": grid.overlap,
               "patch_rows": grid.rows.count, "patch_cols": grid.cols.count,
@@ -492,39 +421,6 @@ def run_scene(
         options={"inference": inference.to_dict(), "streaming": streaming.to_dict(), "output": output.to_dict(),
                  "vector": polygons.to_dict() if vector is not None else None},
     )
-
-
-@dataclass(frozen=True)
-class IndexReport:
-    """The summary of an :func:`index_scene` run.
-
-    Attributes
-    ----------
-    scene : dict
-    out : str
-    indices : dict
-        Per index: formula, parameters, bounds, reference.
-    radiometry : dict
-        Per input band: group, scale, offset, saturation DN.
-    registration : dict or None
-    seconds : dict
-        register, read, compute, write, total.
-    options : dict
-    tiler_version : str
-    """
-
-    scene: dict
-    out: str
-    indices: dict
-    radiometry: dict
-    registration: Optional[dict]
-    seconds: dict
-    options: dict
-    tiler_version: str = __version__
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return dataclasses.asdict(self)
 
 
 def index_scene(

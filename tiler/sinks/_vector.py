@@ -1,19 +1,10 @@
-"""Polygons of a class map, streamed block by block and merged across block seams.
+"""The polygon sink: regions of a class map, in the scene's CRS, in a GIS vector format.
 
-Each finished block is polygonised as it arrives (``rasterio.features.shapes``
-on its class map, with its valid mask). A region that touches a seam still to
-be reached (the bottom of the current strip, the right edge of the current
-column band, the rows of the previous band's right edge below the current
-strip) is held open; when the block across that seam arrives, the open
-regions of the same class that share an edge with its regions (or a corner,
-with 8-connectivity) are merged with a shapely union of only those. A region
-is written as soon as it touches no pending seam, so memory is bounded by the
-open seam features, not by the scene. The result equals polygonising the
-whole class map at once.
-
-Geometry is built in pixel coordinates (integers: unions and the
-touch tests are exact) and mapped to the scene's CRS by its transform when
-written.
+Regions come from :class:`tiler.sinks._polygonize.Polygonizer` (streamed,
+merged across block seams) as they complete and are appended to a GeoPackage
+beside the destination; at commit that file is converted to the destination's
+format (GeoJSON, FlatGeobuf, GeoParquet, or the submission-style WKT CSV) chunk
+by chunk and renamed into place.
 """
 
 from __future__ import annotations
@@ -26,7 +17,6 @@ import warnings
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
-import rasterio.features
 import shapely
 from affine import Affine
 
@@ -37,8 +27,9 @@ from tiler.errors import UsageError
 from tiler.labels import BACKGROUND_NAMES
 from tiler.output import CLASS_NODATA
 from tiler.sinks._base import OutputContext
+from tiler.sinks._polygonize import Polygonizer
 
-__all__ = ["Polygonizer", "PolygonSink", "VECTOR_FORMATS", "vector_format", "export_classes"]
+__all__ = ["PolygonSink", "VECTOR_FORMATS", "vector_format", "export_classes"]
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +37,6 @@ log = logging.getLogger(__name__)
 #: ``WKT-CSV`` for the submission-style CSV (``image_id,class,multipolygon_wkt``).
 VECTOR_FORMATS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".fgb": "FlatGeobuf", ".parquet": "Parquet",
                   ".csv": "WKT-CSV"}
-#: Rows polygonised at once: blocks of a column band are buffered up to this
-#: height (8 MB of class map at 8192 columns), so that fewer seams cut regions
-#: into parts to join; benchmarks/outputs.py measured 512-row blocks 1.3x slower
-#: on a dense real class map.
-POLYGON_BLOCK_ROWS = 1024
-#: DE-9IM pattern of two seam edges that share a segment (their interiors meet in a
-#: line): the pixels on either side share an edge, i.e. are 4-connected.
-_SHARED_SEGMENT = "1********"
 #: Features written per call to the file (bounds the finished features held).
 _FLUSH_FEATURES = 5000
 #: Features read per chunk when converting the intermediate GeoPackage.
@@ -143,313 +126,6 @@ def export_classes(names: Sequence[str], wanted: Optional[Sequence[str]]) -> tup
     return tuple(sorted(set(out)))
 
 
-class Polygonizer:
-    """Polygons of a class map fed block by block, merged across block seams.
-
-    Parameters
-    ----------
-    height, width : int
-        The full grid in pixels.
-    classes : sequence of int
-        Class values to polygonise.
-    connectivity : {4, 8}, default 4
-        Pixels joined by edges (4) or by edges and corners (8).
-    min_rows : int, default 1024
-        Rows of a column band polygonised at once (:data:`POLYGON_BLOCK_ROWS`);
-        1 polygonises every block as it comes.
-
-    Notes
-    -----
-    Blocks must come as the engine yields them: column band by column band
-    (left to right), strips top to bottom within each, tiling the grid.
-    :meth:`add` returns the regions that are complete; after the last block,
-    every region has been returned once. Geometries are in pixel coordinates
-    (x = column, y = row) with integer vertices; a region merged across a
-    seam keeps the vertex where its straight edges crossed the seam (the same
-    shape, one collinear vertex more than polygonising at once). With 8-connectivity a region
-    whose pixels touch only at corners is one MultiPolygon (a valid OGC
-    geometry; GDAL's own polygoniser returns it as one self-touching ring).
-    """
-
-    def __init__(self, height: int, width: int, classes: Sequence[int], *, connectivity: int = 4,
-                 min_rows: int = POLYGON_BLOCK_ROWS) -> None:
-        if connectivity not in (4, 8):
-            raise ValueError(f"connectivity must be 4 or 8, got {connectivity!r}")
-        self.height, self.width = int(height), int(width)
-        self.min_rows = max(1, int(min_rows))
-        self._buffer: list[tuple[np.ndarray, np.ndarray, tuple[int, int]]] = []
-        self._buffer_cols: Optional[tuple[int, int]] = None
-        self.classes = np.asarray(sorted(set(int(c) for c in classes)), np.int64)
-        self.connectivity = connectivity
-        # The open parts: a region's pieces from each block, joined (union-find) but not yet
-        # unioned: each region is unioned once, when it closes, so a region spanning the
-        # scene costs one cascaded union rather than one growing union per block.
-        self._parts: list = []
-        self._edges: list = []  # each part's boundary on its block's edges: small, for the seam tests
-        self._cls: list[int] = []
-        self._parent: list[int] = []
-        self._block: list[tuple[int, int, int, int]] = []  # each part's block: rows and cols
-
-    @property
-    def open_count(self) -> int:
-        """Regions held open at a seam (or rows held in the buffer: then at least 1)."""
-        return len({self._find(i) for i in range(len(self._parts))}) + bool(self._buffer)
-
-    def _find(self, i: int) -> int:
-        parent = self._parent
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    def _shapes(self, class_map: np.ndarray, valid: np.ndarray, rows: tuple[int, int],
-                cols: tuple[int, int]) -> tuple[list, list]:
-        mask = valid & np.isin(class_map, self.classes)
-        if not mask.any():
-            return [], []
-        if mask.all():
-            mask = None  # GDAL's polygoniser is faster without a mask band
-        polys, values = [], []
-        transform = Affine.translation(cols[0], rows[0])
-        for geom, value in rasterio.features.shapes(class_map, mask=mask, connectivity=self.connectivity,
-                                                    transform=transform):
-            rings = geom["coordinates"]
-            polys.append(shapely.Polygon(rings[0], rings[1:]))
-            values.append(int(value))
-        polys = np.asarray(polys, dtype=object)
-        if self.connectivity == 8:
-            bad = ~shapely.is_valid(polys)
-            if bad.any():
-                polys[bad] = shapely.make_valid(polys[bad])
-        return list(polys), values
-
-    def add(self, class_map: np.ndarray, valid: np.ndarray, rows: tuple[int, int],
-            cols: tuple[int, int]) -> list[tuple[int, shapely.Geometry]]:
-        """Add a block; return the regions now complete.
-
-        Blocks of one column band are buffered until ``min_rows`` rows (or the
-        band's last row) and polygonised together.
-
-        Parameters
-        ----------
-        class_map : ndarray of shape (rows, cols), integer
-            Class value per pixel.
-        valid : ndarray of shape (rows, cols), bool
-            Pixels to polygonise (others are nodata).
-        rows, cols : tuple of int
-            ``(start, stop)`` of the block in the grid.
-
-        Returns
-        -------
-        list of (int, shapely geometry)
-            Class value and region (Polygon, or MultiPolygon with
-            8-connectivity), pixel coordinates.
-        """
-        done: list[tuple[int, shapely.Geometry]] = []
-        if self._buffer and (cols != self._buffer_cols or rows[0] != self._buffer[-1][2][1]):
-            done.extend(self._polygonise_buffer())  # not the next rows of the same column band
-        self._buffer.append((np.array(class_map, copy=True), np.array(valid, bool, copy=True), rows))
-        self._buffer_cols = cols
-        if rows[1] - self._buffer[0][2][0] >= self.min_rows or rows[1] >= self.height:
-            done.extend(self._polygonise_buffer())
-        return done
-
-    def _polygonise_buffer(self) -> list[tuple[int, shapely.Geometry]]:
-        """Polygonise the buffered rows as one block (fewer seams: fewer parts to join and union)."""
-        parts, self._buffer = self._buffer, []
-        rows, cols = (parts[0][2][0], parts[-1][2][1]), self._buffer_cols
-        if len(parts) == 1:
-            class_map, valid = parts[0][0], parts[0][1]
-        else:
-            class_map = np.concatenate([p[0] for p in parts])
-            valid = np.concatenate([p[1] for p in parts])
-        return self._add(class_map, valid, rows, cols)
-
-    def _add(self, class_map: np.ndarray, valid: np.ndarray, rows: tuple[int, int],
-             cols: tuple[int, int]) -> list[tuple[int, shapely.Geometry]]:
-        (r0, r1), (c0, c1) = rows, cols
-        polys, values = self._shapes(np.ascontiguousarray(class_map), np.ascontiguousarray(valid, bool),
-                                     rows, cols)
-        done: list[tuple[int, shapely.Geometry]] = []
-        if polys:
-            arr = np.asarray(polys, dtype=object)
-            b = shapely.bounds(arr)
-            at_seam = (((b[:, 1] == r0) & (r0 > 0)) | ((b[:, 0] == c0) & (c0 > 0))
-                       | ((b[:, 3] == r1) & (r1 < self.height)) | ((b[:, 2] == c1) & (c1 < self.width)))
-            done = [(v, p) for p, v, s in zip(polys, values, at_seam) if not s]
-            if at_seam.any():
-                fresh = arr[at_seam]
-                self._join(fresh, _block_edges(fresh, rows, cols), [v for v, s in zip(values, at_seam) if s],
-                           (r0, r1, c0, c1))
-        done.extend(self._close(rows, cols))
-        return done
-
-    def _join(self, parts: np.ndarray, edges: np.ndarray, classes: list[int],
-              block: tuple[int, int, int, int]) -> None:
-        """Add a block's seam parts; join each with the open parts it touches across a seam."""
-        n_old = len(self._parts)
-        pairs = np.empty((2, 0), np.int64)
-        if n_old:
-            old_edges = np.asarray(self._edges, dtype=object)
-            pairs = shapely.STRtree(old_edges).query(edges, predicate="intersects")
-            # same class, and (4-connectivity) sharing a segment, not just a corner: vectorised
-            same = np.asarray(classes, np.int64)[pairs[0]] == np.asarray(self._cls, np.int64)[pairs[1]]
-            pairs = pairs[:, same]
-            if self.connectivity == 4 and pairs.shape[1]:
-                pairs = pairs[:, shapely.relate_pattern(edges[pairs[0]], old_edges[pairs[1]], _SHARED_SEGMENT)]
-        self._parts.extend(parts)
-        self._edges.extend(edges)
-        self._cls.extend(classes)
-        self._block.extend([block] * len(parts))
-        self._parent.extend(range(n_old, n_old + len(parts)))
-        for ni, oi in zip(pairs[0].tolist(), pairs[1].tolist()):
-            a, b = self._find(n_old + ni), self._find(oi)
-            if a != b:
-                self._parent[a] = b
-
-    def _close(self, rows, cols) -> list[tuple[int, shapely.Geometry]]:
-        """Union and hand out the regions none of whose parts touches a pending seam."""
-        if not self._parts:
-            return []
-        (_, r1), (c0, c1) = rows, cols
-        seams = []
-        if r1 < self.height:  # the next strip of this column band
-            seams.append([(c0, r1), (c1, r1)])
-        if c1 < self.width:  # this band's right edge, rows done so far
-            seams.append([(c1, 0), (c1, r1)])
-        if c0 > 0 and r1 < self.height:  # the previous band's right edge, rows this band has not reached
-            seams.append([(c0, r1), (c0, self.height)])
-        roots = [self._find(i) for i in range(len(self._parts))]
-        if seams:
-            touching = shapely.intersects(np.asarray(self._edges, dtype=object), shapely.multilinestrings(seams))
-            still_open = {r for r, t in zip(roots, touching) if t}
-        else:
-            still_open = set()
-        groups: dict[int, list[int]] = {}
-        for i, r in enumerate(roots):
-            groups.setdefault(r, []).append(i)
-        done, keep = [], []
-        for r, members in groups.items():
-            if r in still_open:
-                keep.extend(members)
-            elif len(members) == 1:
-                done.append((self._cls[r], self._parts[members[0]]))
-            else:
-                done.append((self._cls[r], self._union(members)))
-        if done:
-            keep.sort()
-            index = {old: new for new, old in enumerate(keep)}
-            self._parts = [self._parts[i] for i in keep]
-            self._edges = [self._edges[i] for i in keep]
-            self._cls = [self._cls[i] for i in keep]
-            self._block = [self._block[i] for i in keep]
-            self._parent = [index[roots[i]] for i in keep]
-        return done
-
-    def finish(self) -> list[tuple[int, shapely.Geometry]]:
-        """The regions still open, unioned (none once every block of the grid was added)."""
-        if self._buffer:
-            self._polygonise_buffer()
-        groups: dict[int, list[int]] = {}
-        for i in range(len(self._parts)):
-            groups.setdefault(self._find(i), []).append(i)
-        done = [(self._cls[r], self._union(m) if len(m) > 1 else self._parts[m[0]]) for r, m in groups.items()]
-        self._parts, self._edges, self._cls, self._parent, self._block = [], [], [], [], []
-        return done
-
-    def _union(self, members: list[int]) -> shapely.Geometry:
-        """One region from its parts: a coverage union, exact and linear in the vertices.
-
-        The parts do not overlap and meet only along block seams, but their
-        vertices there differ (each part has its own corners); GEOS's coverage
-        union needs identical vertices on shared edges, so each part gets a
-        vertex at every pixel corner along its own block's seams first, and the
-        collinear vertices are dropped after.
-        """
-        dense = []
-        for i in members:
-            r0, r1, c0, c1 = self._block[i]
-            ys = [v for v in (r0, r1) if 0 < v < self.height]
-            xs = [v for v in (c0, c1) if 0 < v < self.width]
-            dense.append(_densify(shapely.get_parts(self._parts[i]), ys, xs))
-        return _drop_collinear(shapely.coverage_union_all(np.concatenate(dense)))
-
-
-def _block_edges(polys: np.ndarray, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
-    """Per polygon, its boundary segments on the edges of its block, as a MultiLineString.
-
-    Every polygon given touches an edge (its bounds reach it), and an
-    orthogonal polygon reaches a line only along a segment of its boundary.
-    """
-    parts, owner = shapely.get_parts(polys, return_index=True)
-    rings, ring_part = shapely.get_rings(parts, return_index=True)
-    coords, ridx = shapely.get_coordinates(rings, return_index=True)
-    a, b = coords[:-1], coords[1:]
-    on = (ridx[:-1] == ridx[1:]) & (((a[:, 1] == b[:, 1]) & np.isin(a[:, 1], rows))
-                                   | ((a[:, 0] == b[:, 0]) & np.isin(a[:, 0], cols)))
-    lines = shapely.linestrings(np.stack([a[on], b[on]], axis=1))
-    return shapely.multilinestrings(lines, indices=owner[ring_part[ridx[:-1][on]]])
-
-
-def _densify(polys: np.ndarray, ys: Sequence[int], xs: Sequence[int]) -> np.ndarray:
-    """Polygons with a vertex at every integer point of their edges on the lines y in ``ys``, x in ``xs``.
-
-    Parameters
-    ----------
-    polys : ndarray of Polygon
-        Orthogonal polygons with integer vertices (pixel boundaries).
-    ys, xs : sequence of int
-        Horizontal and vertical lines (block seams).
-
-    Returns
-    -------
-    ndarray of Polygon
-        The same polygons (same area and shape) with the extra vertices.
-    """
-    rings, pidx = shapely.get_rings(polys, return_index=True)
-    coords, ridx = shapely.get_coordinates(rings, return_index=True)
-    a, b = coords[:-1], coords[1:]
-    same = ridx[:-1] == ridx[1:]
-    horiz = same & (a[:, 1] == b[:, 1]) & np.isin(a[:, 1], ys)
-    vert = same & (a[:, 0] == b[:, 0]) & np.isin(a[:, 0], xs)
-    gap = np.zeros(len(coords), np.int64)
-    gap[:-1][horiz] = np.abs(b[horiz, 0] - a[horiz, 0]).astype(np.int64) - 1
-    gap[:-1][vert] = np.abs(b[vert, 1] - a[vert, 1]).astype(np.int64) - 1
-    n = 1 + np.maximum(gap, 0)  # each vertex, then the points inserted after it
-    src = np.repeat(np.arange(len(coords)), n)
-    step = np.arange(len(src)) - np.repeat(np.cumsum(n) - n, n)
-    start = coords[src]
-    toward = coords[np.minimum(src + 1, len(coords) - 1)]
-    rings = shapely.linearrings(start + np.sign(toward - start) * step[:, None], indices=ridx[src])
-    return shapely.polygons(rings, indices=pidx)
-
-
-def _drop_collinear(geom: shapely.Geometry) -> shapely.Geometry:
-    """The same orthogonal (Multi)Polygon without vertices in the middle of a straight edge.
-
-    Every edge of a pixel-boundary polygon is horizontal or vertical, so a
-    vertex is redundant exactly when its two neighbours share its x or its y.
-    """
-    polys = shapely.get_parts(geom)
-    rings, pidx = shapely.get_rings(polys, return_index=True)
-    coords, ridx = shapely.get_coordinates(rings, return_index=True)
-    last = np.r_[ridx[1:] != ridx[:-1], True]  # the closing repeat of each ring's first vertex
-    coords, ridx = coords[~last], ridx[~last]
-    first = np.r_[True, ridx[1:] != ridx[:-1]]
-    start = np.flatnonzero(first)
-    length = np.diff(np.r_[start, len(ridx)])
-    pos = np.arange(len(ridx)) - np.repeat(start, length)
-    base = np.repeat(start, length)
-    prev = coords[base + (pos - 1) % np.repeat(length, length)]
-    nxt = coords[base + (pos + 1) % np.repeat(length, length)]
-    keep = ~(((prev[:, 0] == coords[:, 0]) & (nxt[:, 0] == coords[:, 0]))
-             | ((prev[:, 1] == coords[:, 1]) & (nxt[:, 1] == coords[:, 1])))
-    coords, ridx = coords[keep], ridx[keep]
-    rings = shapely.linearrings(coords, indices=ridx)  # closes each ring
-    out = shapely.polygons(rings, indices=pidx)
-    return out[0] if len(out) == 1 else shapely.MultiPolygon(list(out))
-
-
 class PolygonSink:
     """Polygons per class of the class map (``--vector``), streamed and merged across seams.
 
@@ -494,8 +170,6 @@ class PolygonSink:
         UsageError
             For a class name the model does not have.
         """
-        import pyogrio  # noqa: F401  (a missing install fails here, before any work)
-
         self.context = context
         names = context.labels.names if context.labels is not None else context.band_names
         self.names = tuple(names)
@@ -637,31 +311,35 @@ class PolygonSink:
                 w.writerow([image_id, self.names[i], wkt])
 
     def _to_parquet(self) -> None:
-        """GeoParquet 1.1 through pyarrow, chunk by chunk (where GDAL has no Parquet driver)."""
+        """GeoParquet 1.1 through pyarrow, chunk by chunk (where GDAL has no Parquet driver).
+
+        The ``geo`` metadata (WKB encoding, PROJJSON CRS, bounding box) follows
+        the GeoParquet 1.1 specification, https://geoparquet.org/releases/v1.1.0/.
+        """
         import json
 
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        import pyogrio
+
         tmp = self.destination.temporary()
         crs = self.context.crs if self.context.georeferenced else None
-        bbox = [np.inf, np.inf, -np.inf, -np.inf]
+        column = {"encoding": "WKB", "geometry_types": ["MultiPolygon"]}
+        if crs is not None:
+            column["crs"] = crs.to_dict(projjson=True)
+        bbox = pyogrio.read_info(self._work, layer=LAYER, force_total_bounds=True)["total_bounds"]
+        if bbox is not None and np.isfinite(bbox).all():
+            column["bbox"] = [float(v) for v in bbox]
+        geo = {"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": column}}
         schema = pa.schema([("class", pa.string()), ("class_index", pa.int32()), ("area", pa.float64()),
-                            ("perimeter", pa.float64()), ("geometry", pa.binary())])
+                            ("perimeter", pa.float64()), ("geometry", pa.binary())],
+                           metadata={"geo": json.dumps(geo)})
         with pq.ParquetWriter(tmp, schema) as out:
             for _, geoms, fields in self._chunks():
-                b = shapely.total_bounds(shapely.from_wkb(geoms))
-                bbox = [min(bbox[0], b[0]), min(bbox[1], b[1]), max(bbox[2], b[2]), max(bbox[3], b[3])]
                 out.write_table(pa.table([pa.array(fields[0], pa.string()), pa.array(fields[1], pa.int32()),
                                           pa.array(fields[2], pa.float64()), pa.array(fields[3], pa.float64()),
                                           pa.array(list(geoms), pa.binary())], schema=schema))
-            column = {"encoding": "WKB", "geometry_types": ["MultiPolygon"]}
-            if crs is not None:
-                column["crs"] = crs.to_dict(projjson=True)
-            if np.isfinite(bbox).all():
-                column["bbox"] = [float(v) for v in bbox]
-            out.add_key_value_metadata({"geo": json.dumps({"version": "1.1.0", "primary_column": "geometry",
-                                                           "columns": {"geometry": column}})})
 
     def abort(self) -> None:
         """Remove the intermediate and temporary files."""

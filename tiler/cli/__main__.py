@@ -1,0 +1,5 @@
+"""``python -m tiler.cli``."""
+
+from tiler.cli import main
+
+main()

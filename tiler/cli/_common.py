@@ -1,0 +1,252 @@
+"""Shared options, error handling, progress and destination helpers of the ``tiler`` commands.
+
+Exit codes (DESIGN.md): 0 success; 1 runtime failure; 2 bad usage or bad input;
+3 partial failure in batch mode; 4 output failed its own verification.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import signal
+import sys
+from typing import Callable, Optional
+
+import click
+
+from tiler._logging import NOTICE
+from tiler.errors import OutputVerificationError, SceneReadError, TilerError, UsageError
+
+log = logging.getLogger("tiler")
+
+EXIT_RUNTIME, EXIT_USAGE, EXIT_PARTIAL, EXIT_VERIFY = 1, 2, 3, 4
+#: Exit status of a command stopped by SIGTERM (128 + 15, the shell's convention).
+EXIT_TERMINATED = 128 + signal.SIGTERM
+#: Exit status after Ctrl-C (128 + SIGINT).
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread when SIGTERM arrives, so that every cleanup runs as for Ctrl-C."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
+# ---------------------------------------------------------------- shared options
+
+def _verbosity(f):
+    f = click.option("-v", "--verbose", count=True, help="More log output; -v also shows tracebacks.")(f)
+    f = click.option("-q", "--quiet", is_flag=True, help="No progress bar, warnings and errors only.")(f)
+    return f
+
+
+def _overwrite(f):
+    return click.option("--overwrite", is_flag=True, help="Replace an existing output file.")(f)
+
+
+def _out(f):
+    return click.option("-o", "--out", required=True, type=click.Path(dir_okay=False),
+                        help="Output file.")(f)
+
+
+def _model(f):
+    return click.option("--model", "model", type=click.Path(dir_okay=False), default=None,
+                        help="Model file (.keras, written by `tiler train`); default: the bundled model.")(f)
+
+
+class _Formatter(logging.Formatter):
+    """``note: ...``, ``warning: ...``; the logger's name only at -vv."""
+
+    def __init__(self, verbose: int) -> None:
+        super().__init__()
+        self.verbose = verbose
+
+    def format(self, record: logging.LogRecord) -> str:
+        label = {NOTICE: "note", logging.INFO: "info", logging.DEBUG: "debug"}.get(
+            record.levelno, record.levelname.lower())
+        where = f" [{record.name}]" if self.verbose >= 2 else ""
+        text = f"{label}{where}: {record.getMessage()}"
+        if record.exc_info and self.verbose:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    """Default: notices and warnings; -q: warnings; -v: info; -vv: debug, with the libraries' own."""
+    level = logging.WARNING if quiet else (NOTICE, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter(verbose))
+    root = logging.getLogger("tiler")
+    root.handlers[:] = [h for h in root.handlers if isinstance(h, logging.NullHandler)] + [handler]
+    root.setLevel(level)
+    # GDAL's messages come through rasterio's logger: shown from -v on (-vv: all of
+    # them), never as stray lines beside tiler's one-line errors otherwise.
+    libs = logging.getLogger("rasterio")
+    libs.handlers[:] = [handler] if verbose else [logging.NullHandler()]
+    libs.setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
+    libs.propagate = False
+
+
+def _handle_errors(func: Callable) -> Callable:
+    """Turn tiler's errors into one-line messages and exit codes."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        verbose = kwargs.get("verbose", 0)
+        _setup_logging(verbose, kwargs.get("quiet", False))
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        try:
+            return func(*args, **kwargs)
+        except UsageError as exc:
+            _fail(exc, EXIT_USAGE, verbose)
+        except OutputVerificationError as exc:
+            _fail(exc, EXIT_VERIFY, verbose)
+        except TilerError as exc:
+            _fail(exc, EXIT_RUNTIME, verbose)
+        except Terminated:
+            click.echo("Terminated (SIGTERM); no output was left behind.", err=True)
+            sys.exit(EXIT_TERMINATED)
+        except KeyboardInterrupt:
+            click.echo("Interrupted; no output was left behind.", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except click.exceptions.Exit:
+            raise
+        except Exception as exc:  # an unexpected failure: say so, traceback with -v
+            _fail(exc, EXIT_RUNTIME, verbose, unexpected=True)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    return wrapper
+
+
+def _fail(exc: BaseException, code: int, verbose: int, *, unexpected: bool = False) -> None:
+    if verbose:
+        log.exception("failed")
+    prefix = f"Error ({type(exc).__name__}): " if unexpected else "Error: "
+    click.echo(prefix + str(exc), err=True)
+    sys.exit(code)
+
+
+class _Progress:
+    """A tqdm bar on stderr, silent with -q or when stderr is not a terminal."""
+
+    def __init__(self, quiet: bool, unit: str, desc: str) -> None:
+        self.bar = None
+        if not quiet and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=0, unit=unit, desc=desc, file=sys.stderr, dynamic_ncols=True)
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.n = done
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _reference(f):
+    return click.option("--reference", default=None,
+                        help="Band group whose grid is the reference (output) grid; default the finest.")(f)
+
+
+def _registration_model(f):
+    return click.option("--registration-model", type=click.Choice(["auto", "translation", "affine"]),
+                        default="auto", show_default=True,
+                        help="Displacement model: a translation, an affine where the shift varies across the "
+                             "scene, or auto (affine only where it is clearly better).")(f)
+
+
+def _require(path: str, what: str = "scene") -> None:
+    """Refuse a missing input before anything heavy is imported (fast feedback)."""
+    if not os.path.exists(path):
+        raise SceneReadError(f"{what} {path!r} does not exist; check the path")
+
+
+def _guard(outputs: dict, inputs: list, overwrite: bool):
+    """Check and lock every output of a command before any work (tiler.destination)."""
+    from tiler.destination import guard_outputs
+
+    return guard_outputs(outputs, inputs=inputs, overwrite=overwrite)
+
+
+def _json(spec: Optional[str]):
+    from tiler.destination import JSON_SUFFIXES
+
+    return None if spec is None else (spec, JSON_SUFFIXES)
+
+
+def _geotiff(spec: str):
+    from tiler.destination import GEOTIFF_SUFFIXES
+
+    return (spec, GEOTIFF_SUFFIXES)
+
+
+def _vector(spec: Optional[str]):
+    from tiler.sinks import VECTOR_FORMATS, vector_format
+
+    if spec is None:
+        return None
+    vector_format(spec)  # an unknown extension, or GeoParquet without pyarrow: say so before any work
+    return (spec, tuple(VECTOR_FORMATS))
+
+
+def _cog(f):
+    return click.option("--cog", is_flag=True,
+                        help="Write a Cloud-Optimized GeoTIFF: internal tiled overviews (mode for class maps, "
+                             "average for probabilities and indices).")(f)
+
+
+def _polygon_options(f):
+    f = click.option("--simplify", type=float, default=0.0, show_default=True, metavar="TOL",
+                     help="Simplify polygons by TOL (CRS units, pixels where not georeferenced), shared edges "
+                          "kept: no gaps or overlaps between neighbours.")(f)
+    f = click.option("--min-area", type=float, default=0.0, show_default=True,
+                     help="Drop regions smaller than this (m² where the CRS is projected, else pixels).")(f)
+    f = click.option("--connectivity", type=click.Choice(["4", "8"]), default="4", show_default=True,
+                     help="Pixels of a region joined by edges (4) or edges and corners (8).")(f)
+    f = click.option("--classes", default=None, metavar="NAME,...",
+                     help="Classes to write as polygons (default: all but a background class).")(f)
+    return f
+
+
+def _vector_config(classes, connectivity, min_area, simplify):
+    from tiler.config import VectorConfig
+
+    return VectorConfig(classes=classes, connectivity=int(connectivity), min_area=min_area, simplify=simplify)
+
+
+def _scene_inputs(scene: str) -> list:
+    from tiler.destination import scene_inputs
+
+    return scene_inputs(scene)
+
+
+def _model_path(model: Optional[str]) -> str:
+    if model is not None:
+        _require(model, "model file")
+        return model
+    from tiler.model._file import DEFAULT_MODEL_PATH
+
+    return os.fspath(DEFAULT_MODEL_PATH)
+
+
+def _write_json(dest, doc: dict) -> None:
+    if dest is not None:
+        dest.write_text(json.dumps(doc, indent=2, default=str))
+
+
+def _int_list(text: Optional[str]) -> Optional[list[int]]:
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"--bands expects comma-separated 1-based band indexes such as 1,2,3, got {text!r}") from None

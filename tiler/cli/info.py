@@ -1,0 +1,34 @@
+"""``tiler info``: describe a scene and what tiler would do with it."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from tiler.cli._common import _handle_errors, _int_list, _reference, _require, _verbosity
+
+
+@click.command()
+@click.argument("scene", type=click.Path(dir_okay=True))
+@click.option("--model", "model", default=None,
+              help="Also show how this model's channels would be built, the input-domain verdict and the "
+                   "patch count ('default' for the bundled model).")
+@_reference
+@click.option("--bands", default=None, help="1-based scene band per model channel, e.g. 3,2,1.")
+@click.option("--input-scale", "input_scale", multiple=True, metavar="SCALE[,OFFSET]",
+              help="As for `tiler run`.")
+@click.option("--overlap", type=float, default=0.5, show_default=True, help="For the patch estimate.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@_verbosity
+@_handle_errors
+def info(scene, model, reference, bands, input_scale, overlap, as_json, quiet, verbose):
+    """Describe SCENE (size, CRS, band groups, dtypes, nodata, scaling, sampled values) before running it."""
+    _require(scene)
+    if model not in (None, "default"):
+        _require(model, "model file")
+    from tiler.info import format_info, scene_info
+
+    doc = scene_info(scene, model=model, reference=reference, bands=_int_list(bands),
+                     input_scale=list(input_scale), overlap=overlap)
+    click.echo(json.dumps(doc, indent=2, default=str) if as_json else format_info(doc))

@@ -1,0 +1,94 @@
+"""``tiler train``: train a U-Net on masks or polygon labels."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+import click
+
+from tiler.cli._common import _guard, _handle_errors, _out, _overwrite, _require, _verbosity
+from tiler.errors import UsageError
+
+
+@click.command()
+@click.argument("images")
+@click.argument("masks", required=False)
+@_out
+@click.option("--classes", "classes_file", required=True, type=click.Path(dir_okay=False),
+              help="Class scheme JSON (names, mask colours, ignored colours).")
+@click.option("--val-images", required=True, help="Validation image folder(s): whole held-out images.")
+@click.option("--val-masks", default=None, help="Validation mask folder(s) (not with --labels).")
+@click.option("--labels", "vector_labels", type=click.Path(dir_okay=False), default=None,
+              help="Polygon labels instead of masks, for training and validation images: any vector file "
+                   "(GeoPackage, GeoJSON, FlatGeobuf, Shapefile) or a WKT CSV (image_id,class,multipolygon_wkt).")
+@click.option("--label-field", default="class", show_default=True,
+              help="The polygons' attribute holding the class name or index.")
+@click.option("--channels", default=None,
+              help="Model input channels: band names and spectral index names, e.g. red,green,blue,nir,ndwi "
+                   "(default: the images' bands).")
+@click.option("--band-names", default=None, help="Names of the images' bands where the files do not name them, "
+                                                  "e.g. red,green,blue,nir.")
+@click.option("--epochs", type=int, default=50, show_default=True)
+@click.option("--steps-per-epoch", type=int, default=100, show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--patch-size", type=int, default=256, show_default=True)
+@click.option("--depth", type=int, default=4, show_default=True)
+@click.option("--base-filters", type=int, default=16, show_default=True)
+@click.option("--learning-rate", type=float, default=1e-3, show_default=True)
+@click.option("--patience", type=int, default=8, show_default=True, help="Early-stopping patience in epochs.")
+@click.option("--val-overlap", type=float, default=0.25, show_default=True)
+@click.option("--max-minutes", type=float, default=None, help="Stop after this many minutes of training.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--init", type=click.Path(dir_okay=False), default=None,
+              help="Start from this tiler model's weights and normalisation (fine-tuning).")
+@_overwrite
+@_verbosity
+@_handle_errors
+def train(images, masks, out, classes_file, val_images, val_masks, vector_labels, label_field, channels, band_names,
+          epochs, steps_per_epoch, batch_size, patch_size, depth, base_filters, learning_rate, patience, val_overlap,
+          max_minutes, seed, init, overwrite, quiet, verbose):
+    """Train a U-Net on IMAGES and MASKS (folders or quoted glob patterns of folders).
+
+    With --labels POLYGONS instead of MASKS, each image's labels are burnt from
+    the polygons on its grid (by CRS where georeferenced, else pixel coordinates).
+    """
+    from tiler.labels import LabelScheme
+    from tiler.model._train import TrainConfig
+    from tiler.model._train import find_images, find_pairs
+    from tiler.model._train import train as train_model
+
+    if vector_labels is not None:
+        if masks is not None or val_masks is not None:
+            raise UsageError("give masks (MASKS, --val-masks) or --labels polygons, not both")
+        _require(vector_labels, "label file")
+        pairs = find_images(images) + find_images(val_images)
+    elif masks is None or val_masks is None:
+        raise UsageError("give MASKS and --val-masks (label mask folders), or --labels POLYGONS")
+    else:
+        pairs = find_pairs(images, masks) + find_pairs(val_images, val_masks)
+    inputs = [f for pair in pairs for f in pair if f] + [classes_file] + ([init] if init else []) \
+        + ([vector_labels] if vector_labels else [])
+    guard = _guard({"--out": (out, (".keras",))}, inputs, overwrite)
+    config = TrainConfig(patch_size=patch_size, batch_size=batch_size, epochs=epochs,
+                         steps_per_epoch=steps_per_epoch, learning_rate=learning_rate, patience=patience,
+                         depth=depth, base_filters=base_filters, val_overlap=val_overlap,
+                         max_minutes=max_minutes, seed=seed)
+
+    def on_epoch(row: dict) -> None:
+        if not quiet:
+            ious = " ".join(f"{k}={v:.3f}" if v is not None else f"{k}=-" for k, v in row["val_iou"].items())
+            click.echo(f"epoch {row['epoch']:3d}  loss {row['loss']:.4f}  val mIoU {row['val_mean_iou']:.4f}"
+                       f"  [{ious}]  {row['elapsed_minutes']:.1f} min{'  *best' if row['best'] else ''}",
+                       err=True)
+
+    command = "tiler train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    with guard:
+        report = train_model(images, masks, guard["--out"], labels=LabelScheme.from_file(classes_file),
+                             val_images=val_images, val_masks=val_masks, vector_labels=vector_labels,
+                             label_field=label_field, channels=channels.split(",") if channels else None,
+                             band_names=band_names.split(",") if band_names else None,
+                             config=config, on_epoch=on_epoch, command=command, init=init)
+    if not quiet:
+        click.echo(f"best epoch {report['best_epoch']}: val mean IoU "
+                   f"{report['val_scores']['mean_iou']:.4f}; saved {out}", err=True)

@@ -1,0 +1,42 @@
+"""``tiler vectorize``: polygons of a class map."""
+
+from __future__ import annotations
+
+import click
+
+from tiler.cli._common import (
+    _Progress, _guard, _handle_errors, _json, _overwrite, _polygon_options, _require, _vector, _vector_config,
+    _verbosity, _write_json,
+)
+
+
+@click.command()
+@click.argument("mask", type=click.Path(dir_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False),
+              help="Polygon file: .gpkg, .geojson, .fgb, .parquet, or .csv (image_id,class,multipolygon_wkt).")
+@_polygon_options
+@_overwrite
+@click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write a JSON report here.")
+@_verbosity
+@_handle_errors
+def vectorize(mask, out, classes, connectivity, min_area, simplify, overwrite, report, quiet, verbose):
+    """Write the polygons of the class map MASK: one per connected region of a class.
+
+    MASK is a `tiler run` class map (class names from its metadata) or any
+    single-band 8/16-bit label GeoTIFF (class values as names, e.g. --classes 1,3).
+    Polygons are in MASK's CRS with class, class_index, area and perimeter.
+    """
+    _require(mask, "mask")
+    polygons = _vector_config(classes, connectivity, min_area, simplify)
+    with _guard({"--out": _vector(out), "--report": _json(report)}, [mask], overwrite) as guard:
+        from tiler.vectorize import vectorize_mask
+
+        bar = _Progress(quiet, "block", "vectorize")
+        try:
+            result = vectorize_mask(mask, guard["--out"], polygons=polygons, overwrite=overwrite, progress=bar)
+        finally:
+            bar.close()
+        _write_json(guard["--report"], result)
+    if not quiet:
+        counts = ", ".join(f"{n} {c}" for n, c in result["features"].items())
+        click.echo(f"wrote {result['out']} ({counts}; {result['seconds']['total']:.1f} s)", err=True)
