@@ -321,3 +321,24 @@ def test_geoparquet_carries_the_geo_metadata(tmp_path):
     assert len(geoms) == sum(map(len, expected.values()))
     np.testing.assert_allclose(col["bbox"], shapely.total_bounds(geoms))
     assert table.column("class").to_pylist().count("1") == len(expected[1])
+
+
+@pytest.mark.slow
+def test_done_when_sample_scene_cog_and_geopackage(runner, tmp_path):
+    """The issue's acceptance run: the bundled sample, the bundled model, a COG and a GeoPackage."""
+    out, vec = tmp_path / "m.tif", tmp_path / "m.gpkg"
+    r = runner.invoke(main, ["run", str(SAMPLE), "--out", str(out), "--cog", "--vector", str(vec)])
+    assert r.exit_code == 0, r.output
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # the sample has no georeferencing
+        assert cog_validate(str(out)) == (True, [], [])
+    info = pyogrio.read_info(vec)  # what ogrinfo reports
+    assert info["driver"] == "GPKG" and info["geometry_type"] == "MultiPolygon" and info["features"] > 0
+    assert info["crs"] is None  # the sample has no georeferencing: polygons in pixel coordinates
+    _, _, _, (names, index) = pyogrio.raw.read(vec, columns=["class", "class_index"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(out) as ds:
+            classes = ds.tags()["TILER_CLASSES"].split(",")
+            present = set(np.unique(ds.read(1))) - {255}
+    assert set(index) == present and all(classes[i] == n for i, n in zip(index, names))

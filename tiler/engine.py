@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence
 
 import numpy as np
-
 from rasterio.windows import Window
 
 from tiler.blend import Accumulator
@@ -33,7 +32,6 @@ ProgressCallback = Callable[[int, int], None]
 ReadFunction = Callable[[tuple[int, int], tuple[int, int]], tuple[np.ndarray, np.ndarray]]
 """``read(rows, cols) -> (bands (channel, row, col) float32, valid (row, col) bool)``,
 reflect-padded, nodata already filled."""
-
 
 
 @dataclass
@@ -70,6 +68,11 @@ class Block:
         not valid.
     seconds : dict, optional
         Per-stage counters; the fused kernels add their time to ``"blend"``.
+
+    Raises
+    ------
+    ValueError
+        If ``valid`` does not have the block's shape.
 
     Notes
     -----
@@ -113,7 +116,8 @@ class Block:
         """
         if self._values is None:
             if self._acc is None:
-                raise ValueError("this block carries a class map only, no values")
+                raise ValueError("this block has no values: it carries a class map only, or the engine has "
+                                 "moved on (a block is valid until the next one is requested)")
             t = time.perf_counter()
             self._values = self._acc.emit_probability(self.rows, self.cols, self.valid, out=out)
             self._count(t)
@@ -134,11 +138,19 @@ class Block:
         """
         if self._class_map is None:
             if self._acc is None:
-                raise ValueError("this block carries values only, no class map")
+                raise ValueError("this block has no class map: it carries values only, or the engine has "
+                                 "moved on (a block is valid until the next one is requested)")
             t = time.perf_counter()
             self._class_map = self._acc.emit_class(self.rows, self.cols, self.valid, nodata=nodata)
             self._count(t)
         return self._class_map
+
+    def detach(self) -> None:
+        """Drop the reference to the engine's accumulator (called by the engine when it moves on).
+
+        What was computed stays readable; what was not raises ``ValueError``.
+        """
+        self._acc = None
 
     def _count(self, t: float) -> None:
         if self._seconds is not None:
@@ -326,8 +338,13 @@ def stream(
                 (e0, e1), (c0, c1) = strip.emit_rows, band.emit_cols
                 if e1 > e0:
                     r, c = e0 - strip.read_rows[0], c0 - band.read_cols[0]
-                    yield Block((e0, e1), (c0, c1), valid[r:r + e1 - e0, c:c + c1 - c0], accumulator=acc,
-                                seconds=stats.seconds)
+                    block = Block((e0, e1), (c0, c1), valid[r:r + e1 - e0, c:c + c1 - c0], accumulator=acc,
+                                  seconds=stats.seconds)
+                    yield block
+                    # The consumer asked for the next block: this one's rows are about to be
+                    # rolled out, and a column band's accumulator must be freeable before
+                    # the next band's is allocated (flat memory).
+                    block.detach()
         finally:
             if pending is not None:
                 pending.cancel()

@@ -31,6 +31,7 @@ from tiler.plan import PatchGrid, reflect_indices
 from tiler.scene import open_scene
 from tiler.sinks import (VECTOR_FORMATS, ClassMapSink, IndexSink, OutputContext, PolygonSink, ProbabilitySink,
                          feed)
+from tiler.sinks._vector import export_classes
 from tiler.reports import IndexReport, RunReport, scene_summary, vector_summary
 from tiler.source import ChannelSource
 
@@ -370,6 +371,8 @@ def run_scene(
     if out is not None:
         check_creation_options(dict(output.creation_options), dtype=output.dtype,
                                count=1 if output.kind == "class" else len(info.classes))
+    if vector is not None:
+        export_classes(info.classes, polygons.classes)  # an unknown --classes name fails before any work
 
     with _destinations({"out": (out, GEOTIFF_SUFFIXES), "vector": (vector, tuple(VECTOR_FORMATS))}, scene,
                        [model_path] if model_path else [], overwrite) as dests, \

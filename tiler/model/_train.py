@@ -431,6 +431,7 @@ def train(
     keras = import_keras()
 
     from tiler.model._losses import DiceCrossEntropy
+    from tiler.source import fill_channels
     from tiler.model._unet import build_unet
 
     from tiler.destination import Destination
@@ -479,7 +480,7 @@ def train(
     net.compile(optimizer=optimizer, loss=DiceCrossEntropy(config.dice_weight))
     for d in train_data + val_data:
         # Undefined index values are fed as the channel mean, as `tiler run` does.
-        np.copyto(d.image, np.broadcast_to(offset[:, None, None], d.image.shape), where=np.isnan(d.image))
+        fill_channels(d.image, None, offset)
     sampler = _make_sampler(train_data, config, offset, scale)
     info_kwargs = dict(channels=names, classes=labels,
                        normalization={"offset": offset.tolist(), "scale": scale.tolist()},

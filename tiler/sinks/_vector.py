@@ -23,7 +23,7 @@ from affine import Affine
 from tiler.config import VectorConfig
 from tiler.destination import Destination
 from tiler.engine import Block
-from tiler.errors import UsageError
+from tiler.errors import OutputVerificationError, UsageError
 from tiler.labels import BACKGROUND_NAMES
 from tiler.output import CLASS_NODATA
 from tiler.sinks._base import OutputContext
@@ -132,7 +132,8 @@ class PolygonSink:
     One feature per connected region of an exported class, in the scene's CRS
     (pixel coordinates where the scene is not georeferenced), with attributes
     ``class`` (name), ``class_index``, ``area`` (m² where the CRS is
-    projected, else pixels) and ``perimeter`` (metres, else pixels). Written
+    projected, else pixels) and ``perimeter`` (metres, else pixels), both of
+    the exact pixel region (before any simplification). Written
     to a GeoPackage beside the destination as regions complete, converted to
     the destination's format (by extension, :data:`VECTOR_FORMATS`) at
     commit, renamed into place.
@@ -213,9 +214,8 @@ class PolygonSink:
         self.dropped_small += int((~keep).sum())
         if not keep.all():
             values, geoms, area, perimeter = values[keep], geoms[keep], area[keep], perimeter[keep]
-        if self.config.simplify:
+        if self.config.simplify:  # area and perimeter stay those of the exact pixel regions
             geoms = shapely.coverage_simplify(geoms, self.config.simplify)
-            perimeter = shapely.length(geoms) if self.metric else perimeter
         if not len(geoms):
             return
         geoms = shapely.force_2d(geoms)
@@ -240,8 +240,6 @@ class PolygonSink:
         DiskFullError, OutputExistsError
             As for every output; nothing is left.
         """
-        from tiler.errors import OutputVerificationError
-
         try:
             if self.poly.open_count:
                 raise OutputVerificationError(f"{self.poly.open_count} polygon(s) still open at a seam: "
