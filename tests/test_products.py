@@ -319,7 +319,7 @@ def test_geoparquet_carries_the_geo_metadata(tmp_path):
     expected = polygons_by_class(cm, np.ones(cm.shape, bool), [1, 2], transform=Affine(10, 0, 435730, 0, -10,
                                                                                         4200000))
     assert len(geoms) == sum(map(len, expected.values()))
-    np.testing.assert_allclose(col["bbox"], shapely.total_bounds(geoms))
+    np.testing.assert_allclose(col["bbox"], shapely.total_bounds([g for gs in expected.values() for g in gs]))
     assert table.column("class").to_pylist().count("1") == len(expected[1])
 
 

@@ -28,8 +28,6 @@ PROBABILITY_DTYPES = ("float32", "uint8")
 #: Registration modes: estimate and apply (``auto``), or place band groups by their
 #: georeferencing only (``off``).
 REGISTRATION = ("auto", "off")
-#: Registration displacement models (:data:`tiler.registration.MODELS`).
-REGISTRATION_MODELS = ("auto", "translation", "affine")
 #: Pixel connectivity of polygon regions: edge neighbours (4) or edge and corner (8).
 CONNECTIVITY = (4, 8)
 #: Default overlap: half a patch, the original smooth-blending method's ``subdivisions=2``.
@@ -42,11 +40,6 @@ DEFAULT_BAND_WIDTH = 8192
 #: GDAL block cache for a run, in MB: enough for a strip of input tiles, small
 #: enough that memory stays flat in scene size.
 DEFAULT_GDAL_CACHE_MB = 64
-#: Blending windows, TTA modes, means and devices accepted (see :mod:`tiler.blend`,
-#: :class:`tiler.model.Predictor`).
-_TTA = ("none", "flip", "d4")
-_TTA_MEANS = ("arithmetic", "geometric")
-_TTA_DEVICES = ("graph", "host")
 
 
 def _choice(name: str, value: Any, choices: tuple) -> None:
@@ -154,15 +147,18 @@ class InferenceConfig(_Config):
             raise PlanError(f"batch size must be >= 1, got {self.batch_size!r}")
         if self.patch_size is not None and (not isinstance(self.patch_size, int) or self.patch_size < 1):
             raise PlanError(f"patch size must be a positive integer, got {self.patch_size!r}")
-        if isinstance(self.window, str):
-            from tiler.blend import WINDOWS
+        # The registries of the parts that own them (imported here: the engine's modules load on use).
+        from tiler.blend import TTA_MEANS, TTA_TRANSFORMS, WINDOWS
+        from tiler.model._predictor import TTA_DEVICES
+        from tiler.registration import MODELS
 
+        if isinstance(self.window, str):
             _choice("window", self.window, tuple(WINDOWS))
-        _choice("TTA", self.tta, _TTA)
-        _choice("TTA mean", self.tta_mean, _TTA_MEANS)
-        _choice("TTA device", self.tta_device, _TTA_DEVICES)
+        _choice("TTA", self.tta, tuple(TTA_TRANSFORMS))
+        _choice("TTA mean", self.tta_mean, TTA_MEANS)
+        _choice("TTA device", self.tta_device, TTA_DEVICES)
         _choice("registration", self.registration, REGISTRATION)
-        _choice("registration model", self.registration_model, REGISTRATION_MODELS)
+        _choice("registration model", self.registration_model, MODELS)
         if self.bands is not None:
             object.__setattr__(self, "bands", tuple(int(b) for b in self.bands))
         if not isinstance(self.input_scale, (InputScale, type(None))):

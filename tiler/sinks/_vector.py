@@ -65,7 +65,7 @@ def _write_layer(path: str, wkb, fields: Sequence[np.ndarray], *, driver: str, c
         # A scene without georeferencing has no CRS, on purpose: pyogrio's warning would only alarm.
         warnings.filterwarnings("ignore", message=".*crs.*was not provided", category=UserWarning)
         pyogrio.raw.write(path, wkb, list(fields), list(FIELDS), layer=LAYER, driver=driver,
-                          geometry_type="MultiPolygon", crs=crs, append=append,
+                          geometry_type="MultiPolygon", promote_to_multi=True, crs=crs, append=append,
                           layer_options=None if spatial_index or driver != "GPKG" else {"SPATIAL_INDEX": "NO"})
 
 
@@ -218,9 +218,6 @@ class PolygonSink:
             geoms = shapely.coverage_simplify(geoms, self.config.simplify)
         if not len(geoms):
             return
-        geoms = shapely.force_2d(geoms)
-        geoms = np.asarray([g if g.geom_type == "MultiPolygon" else shapely.MultiPolygon([g]) for g in geoms],
-                           dtype=object)
         names = np.asarray([self.names[v] for v in values], dtype=object)
         for n in names:
             self.counts[n] += 1
