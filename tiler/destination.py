@@ -163,7 +163,9 @@ def scene_inputs(scene: PathLike) -> list[str]:
     Parameters
     ----------
     scene : path-like
-        A raster, a scene manifest (``.toml``) or a sensor folder.
+        A raster, a scene manifest (``.toml``), a STAC Item (``.json``, or
+        ``collection.json#ITEM_ID``: the JSON file and the Item's assets) or a
+        sensor folder.
 
     Returns
     -------
@@ -172,6 +174,10 @@ def scene_inputs(scene: PathLike) -> list[str]:
         sub-folders, metadata files included).
     """
     scene = os.fspath(scene)
+    if scene.partition("#")[0].lower().endswith(".json"):
+        from tiler.scene._stac import stac_asset_paths
+
+        return [p for p in stac_asset_paths(scene) if os.path.exists(p)]
     if os.path.isdir(scene):
         files = []
         for root, dirs, names in os.walk(scene):

@@ -19,7 +19,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from tiler.blend import Accumulator
-from tiler.plan import ColumnBand, PatchGrid, Strip
+from tiler.plan import ColumnBand, PatchGrid, RowBand, Strip
 
 if TYPE_CHECKING:  # the network stage loads Keras; blocks and sinks do not need it
     from tiler.model._predictor import Predictor
@@ -267,6 +267,7 @@ def stream(
     stats: PatchStats,
     progress: Optional[ProgressCallback] = None,
     prefetch: bool = True,
+    rows: Optional[RowBand] = None,
 ) -> Iterator[Block]:
     """Blend the whole grid strip by strip and yield every finished block once.
 
@@ -287,16 +288,20 @@ def stream(
     prefetch : bool, default True
         Read the next strip in a background thread while the current one is
         predicted (``False``: read in turn, e.g. to time the blend alone).
+    rows : RowBand, optional
+        Only this row band of the grid (a part of a distributed run, from
+        :meth:`PatchGrid.row_bands` with the same ``strip_rows``): its rows
+        are bit-identical to the same rows of a whole-scene stream.
 
     Yields
     ------
     Block
         Column band by column band (left to right), strips top to bottom:
-        every output pixel in exactly one block. A block is valid until the
+        every output pixel (of the row band) in exactly one block. A block is valid until the
         next one is requested.
     """
     col_bands = list(grid.column_bands(band_width))
-    strips = list(grid.strips(strip_rows))
+    strips = list(grid.strips(strip_rows, rows))
     total = sum(len(s.patch_rows) for s in strips) * sum(len(b.patch_cols) for b in col_bands)
     done = 0
 

@@ -35,8 +35,8 @@ from tiler.sinks._vector import export_classes
 from tiler.reports import IndexReport, RunReport, scene_summary, vector_summary
 from tiler.source import ChannelSource
 
-__all__ = ["predict", "run_scene", "index_scene", "resolve_model", "domain_verdict", "RunReport",
-           "IndexReport"]
+__all__ = ["predict", "run_scene", "index_scene", "resolve_model", "domain_verdict", "predictor_for",
+           "prepare_scene", "output_context", "check_run_options", "RunReport", "IndexReport"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,27 @@ def resolve_model(model: Union[None, str, os.PathLike, TilerModel]) -> TilerMode
     if isinstance(model, TilerModel):
         return model
     return load_model(model)
+
+
+def predictor_for(tm: TilerModel, inference: InferenceConfig) -> Predictor:
+    """The model's :class:`Predictor` for the run's batch size and TTA, built once per model object.
+
+    Parameters
+    ----------
+    tm : TilerModel
+    inference : InferenceConfig
+
+    Returns
+    -------
+    Predictor
+        Kept in ``tm.predictors``: a worker that runs many scenes or parts
+        with one loaded model wraps it once.
+    """
+    key = (inference.batch_size, inference.tta, inference.tta_mean, inference.tta_device)
+    if key not in tm.predictors:
+        tm.predictors[key] = Predictor(tm, batch_size=inference.batch_size, tta=inference.tta,
+                                       tta_mean=inference.tta_mean, tta_device=inference.tta_device)
+    return tm.predictors[key]
 
 
 def _check_patch_size(info: ModelInfo, patch_size: Optional[int]) -> int:
@@ -175,7 +196,8 @@ def _register(sc, plan: ChannelPlan, registration: str, model: str, seconds: dic
     return report
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, MiB."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (2**20 if sys.platform == "darwin" else 2**10)
 
@@ -269,11 +291,21 @@ def _model_info(model) -> tuple[Optional[str], ModelInfo]:
     return path, read_info(path)
 
 
-def _raster_sink(dest: Destination, output: OutputConfig):
+def raster_sink(dest: Destination, output: OutputConfig, *, part: bool = False):
+    """The GeoTIFF sink of ``output`` (class map or probabilities) writing to ``dest``.
+
+    Parameters
+    ----------
+    dest : Destination
+    output : OutputConfig
+    part : bool, default False
+        A part file of a distributed run: fast lossless intermediate
+        compression, never a COG (the assembled output gets ``output``'s).
+    """
     co = dict(output.creation_options)
     if output.kind == "class":
-        return ClassMapSink(dest, creation_options=co, cog=output.cog)
-    return ProbabilitySink(dest, dtype=output.probability_dtype, creation_options=co, cog=output.cog)
+        return ClassMapSink(dest, creation_options=co, cog=output.cog, part=part)
+    return ProbabilitySink(dest, dtype=output.probability_dtype, creation_options=co, cog=output.cog, part=part)
 
 
 def run_scene(
@@ -288,6 +320,7 @@ def run_scene(
     polygons: Optional[VectorConfig] = None,
     overwrite: bool = False,
     progress: Optional[ProgressCallback] = None,
+    tags: Optional[dict] = None,
     **options: Any,
 ) -> RunReport:
     """Segment a scene, streaming it strip by strip, into a GeoTIFF and/or polygons.
@@ -332,6 +365,8 @@ def run_scene(
         Replace existing outputs.
     progress : callable, optional
         ``progress(done, total)`` in patches, after each batch.
+    tags : dict, optional
+        Extra dataset tags of the raster (a batch run's fingerprint).
     **options
         Any field of the four configs by name (``overlap=0.25``,
         ``strip_rows=64``, ``output="probability"``, ``cog=True``,
@@ -365,14 +400,8 @@ def run_scene(
     if out is None and vector is None:
         raise UsageError("nothing to write: give a GeoTIFF (--out) and/or polygons (--vector)")
     model_path, info = _model_info(model)
-    p = _check_patch_size(info, inference.patch_size)
+    p = check_run_options(info, inference, output, polygons, raster=out is not None, vector=vector is not None)
     win = get_window(inference.window, p)
-    PatchGrid.from_overlap(p, p, patch_size=p, overlap=inference.overlap)  # validates the overlap before any work
-    if out is not None:
-        check_creation_options(dict(output.creation_options), dtype=output.dtype,
-                               count=1 if output.kind == "class" else len(info.classes))
-    if vector is not None:
-        export_classes(info.classes, polygons.classes)  # an unknown --classes name fails before any work
 
     with _destinations({"out": (out, GEOTIFF_SUFFIXES), "vector": (vector, tuple(VECTOR_FORMATS))}, scene,
                        [model_path] if model_path else [], overwrite) as dests, \
@@ -380,26 +409,18 @@ def run_scene(
             open_scene(scene, reference=inference.reference) as sc:
         sinks = []
         if dests["out"] is not None:
-            sinks.append(_raster_sink(dests["out"], output))
+            sinks.append(raster_sink(dests["out"], output))
         vector_sink = PolygonSink(dests["vector"], polygons) if dests["vector"] is not None else None
         if vector_sink is not None:
             sinks.append(vector_sink)
-        plan = ChannelPlan.for_scene(sc, info.channels, bands=inference.bands)
-        _log_scene(sc, plan)
-        verdict = _check_domain(sc, plan, info, inference.input_scale, force=inference.force)
+        plan, verdict, reg_report = prepare_scene(sc, info, inference, stats.seconds)
         tm = resolve_model(model)
-        predictor = Predictor(tm, batch_size=inference.batch_size, tta=inference.tta, tta_mean=inference.tta_mean,
-                              tta_device=inference.tta_device)
-        reg_report = _register(sc, plan, inference.registration, inference.registration_model, stats.seconds)
+        predictor = predictor_for(tm, inference)
         grid = PatchGrid.from_overlap(sc.height, sc.width, patch_size=p, overlap=inference.overlap)
         log.info("patch grid: patch %d px, stride %d px (overlap %d px), %d x %d patches, strips of %d rows, "
                  "column bands of %d columns", p, grid.stride, grid.overlap, grid.rows.count, grid.cols.count,
                  streaming.strip_rows, streaming.band_width)
-        context = OutputContext(
-            sc.width, sc.height, sc.crs if sc.georeferenced else None, sc.transform if sc.georeferenced else None,
-            tuple(info.classes), labels=info.labels,
-            tags={"TILER_VERSION": __version__, "TILER_CLASSES": ",".join(info.classes), "TILER_TTA": inference.tta},
-            source=os.path.splitext(os.path.basename(os.fspath(scene).rstrip(os.sep)))[0])
+        context = output_context(sc, info, inference, scene, tags)
         source = ChannelSource(sc, plan, fill=info.offset, input_scale=inference.input_scale)
         blocks = stream(source, grid, predictor, win, strip_rows=streaming.strip_rows,
                         band_width=streaming.band_width, stats=stats, progress=progress,
@@ -413,17 +434,97 @@ def run_scene(
         scene=summary, registration=reg_report, domain=verdict.to_dict() if verdict is not None else None,
         out=dests["out"].path if dests["out"] is not None else None, vector=vector_summary(vector_sink),
         model={"path": tm.path, "channels": list(info.channels), "classes": list(info.classes)},
-        grid={"patch_size": p, "stride": grid.stride, "overlap_px": grid.overlap,
-              "patch_rows": grid.rows.count, "patch_cols": grid.cols.count,
-              "strips": len(list(grid.strips(streaming.strip_rows))),
-              "column_bands": len(list(grid.column_bands(streaming.band_width)))},
+        grid=grid_summary(grid, streaming),
         patches={"grid": grid.count, "predicted": stats.predicted, "skipped_nodata": stats.skipped_nodata},
         seconds={name: round(v, 4) for name, v in stats.seconds.items()},
         megapixels_per_second=round(summary["width"] * summary["height"] / 1e6 / stats.seconds["total"], 4),
-        peak_rss_mb=round(_peak_rss_mb(), 1),
+        peak_rss_mb=round(peak_rss_mb(), 1),
         options={"inference": inference.to_dict(), "streaming": streaming.to_dict(), "output": output.to_dict(),
                  "vector": polygons.to_dict() if vector is not None else None},
     )
+
+
+def check_run_options(info: ModelInfo, inference: InferenceConfig, output: OutputConfig, polygons: VectorConfig,
+                      *, raster: bool, vector: bool) -> int:
+    """Check a run's options against the model before any work; return the patch size.
+
+    Raises
+    ------
+    PlanError, UsageError
+        A patch size the model cannot take, a bad overlap or window, creation
+        options GDAL refuses, an unknown polygon class.
+    """
+    p = _check_patch_size(info, inference.patch_size)
+    get_window(inference.window, p)
+    PatchGrid.from_overlap(p, p, patch_size=p, overlap=inference.overlap)  # validates the overlap
+    if raster:
+        check_creation_options(dict(output.creation_options), dtype=output.dtype,
+                               count=1 if output.kind == "class" else len(info.classes))
+    if vector:
+        export_classes(info.classes, polygons.classes)  # an unknown --classes name fails before any work
+    return p
+
+
+def prepare_scene(sc, info: ModelInfo, inference: InferenceConfig, seconds: dict):
+    """Map the model's channels onto an open scene, check its domain, register its band groups.
+
+    Parameters
+    ----------
+    sc : tiler.scene.Scene
+        Corrections of the registered groups are set on it.
+    info : ModelInfo
+    inference : InferenceConfig
+    seconds : dict
+        ``seconds["register"]`` gets the registration time.
+
+    Returns
+    -------
+    tuple
+        ``(plan, verdict, registration report)``: the :class:`ChannelPlan`,
+        the domain verdict (or None) and the JSON-ready registration summary
+        (or None where no other group is read).
+
+    Raises
+    ------
+    BandMismatchError, DomainError, RegistrationError
+        The scene lacks a channel, is outside the model's domain (without
+        ``force``), or a group cannot be registered.
+    """
+    plan = ChannelPlan.for_scene(sc, info.channels, bands=inference.bands)
+    _log_scene(sc, plan)
+    verdict = _check_domain(sc, plan, info, inference.input_scale, force=inference.force)
+    reg_report = _register(sc, plan, inference.registration, inference.registration_model, seconds)
+    return plan, verdict, reg_report
+
+
+def output_context(sc, info: ModelInfo, inference: InferenceConfig, scene: Union[str, os.PathLike],
+                   tags: Optional[dict] = None) -> OutputContext:
+    """The :class:`OutputContext` of a run's products: the reference grid, classes, dataset tags.
+
+    Parameters
+    ----------
+    sc : tiler.scene.Scene
+    info : ModelInfo
+    inference : InferenceConfig
+    scene : path-like
+        The scene as given (its stem identifies it in a WKT CSV).
+    tags : dict, optional
+        Extra dataset tags (a distributed run's fingerprint).
+    """
+    return OutputContext(
+        sc.width, sc.height, sc.crs if sc.georeferenced else None, sc.transform if sc.georeferenced else None,
+        tuple(info.classes), labels=info.labels,
+        tags={"TILER_VERSION": __version__, "TILER_CLASSES": ",".join(info.classes), "TILER_TTA": inference.tta,
+              **(tags or {})},
+        source=os.path.splitext(os.path.basename(os.fspath(scene).rstrip(os.sep)))[0])
+
+
+def grid_summary(grid: PatchGrid, streaming: StreamConfig) -> dict:
+    """The patch grid of a run, JSON-ready (the report's ``grid``)."""
+    return {"patch_size": grid.patch_size, "stride": grid.stride, "overlap_px": grid.overlap,
+            "patch_rows": grid.rows.count, "patch_cols": grid.cols.count,
+            "strips": len(list(grid.strips(streaming.strip_rows))),
+            "column_bands": len(list(grid.column_bands(streaming.band_width)))}
 
 
 def index_scene(

@@ -1,4 +1,4 @@
-"""The global patch grid, strips and column bands: pure arithmetic on shapes.
+"""The global patch grid, strips, row bands (parts) and column bands: pure arithmetic on shapes.
 
 Nothing here reads pixels. Every position is in pixels of the reference grid,
 with row 0 / col 0 at the scene's upper-left corner; positions may be negative
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Optional
 
 import numpy as np
 
@@ -24,6 +24,7 @@ __all__ = [
     "PatchGrid",
     "Strip",
     "ColumnBand",
+    "RowBand",
     "reflect_indices",
     "stride_from_overlap",
 ]
@@ -228,6 +229,42 @@ class ColumnBand:
 
 
 @dataclass(frozen=True, slots=True)
+class RowBand:
+    """A band of output rows made of whole strips, computed on its own: a *part*.
+
+    The band's first strip is widened upwards by the halo of patch rows of
+    earlier strips that touch its rows, so the band computed alone gives
+    exactly the values of the same rows in a whole-scene stream (the same
+    patches, blended in the same order).
+
+    Attributes
+    ----------
+    index : int
+        Position of the band, from 0.
+    strips : range
+        Indices of the whole-scene strips (:meth:`PatchGrid.strips`) in the band.
+    patch_rows : range
+        Patch-row indices computed for the band, halo included.
+    read_rows : tuple of int
+        ``(start, stop)`` scene rows those patches cover.
+    emit_rows : tuple of int
+        ``(start, stop)`` output rows the band writes. Bands partition the
+        scene's rows.
+    """
+
+    index: int
+    strips: range
+    patch_rows: range
+    read_rows: tuple[int, int]
+    emit_rows: tuple[int, int]
+
+    @property
+    def height(self) -> int:
+        """Output rows of the band."""
+        return self.emit_rows[1] - self.emit_rows[0]
+
+
+@dataclass(frozen=True, slots=True)
 class PatchGrid:
     """The global patch grid of a scene.
 
@@ -291,7 +328,7 @@ class PatchGrid:
         """Number of patches in the grid."""
         return self.rows.count * self.cols.count
 
-    def strips(self, strip_rows: int) -> Iterator[Strip]:
+    def strips(self, strip_rows: int, band: Optional[RowBand] = None) -> Iterator[Strip]:
         """Cut the grid into strips of whole patch rows.
 
         Parameters
@@ -299,27 +336,80 @@ class PatchGrid:
         strip_rows : int
             Wanted number of scene rows emitted per strip; rounded to whole
             strides, at least one patch row per strip.
+        band : RowBand, optional
+            Only the strips of this row band (from :meth:`row_bands` with the
+            same ``strip_rows``), numbered from 0; the first one carries the
+            band's halo of earlier patch rows.
 
         Yields
         ------
         Strip
-            In order from the top; their ``emit_rows`` partition ``[0, height)``.
+            In order from the top; their ``emit_rows`` partition ``[0, height)``
+            (the band's rows with ``band``).
         """
         if strip_rows < 1:
             raise PlanError(f"strip height must be >= 1 row, got {strip_rows}")
         rows = self.rows
         per_strip = max(1, strip_rows // self.stride)
         emitted = 0
+        wanted = range(0, 1 << 62) if band is None else band.strips
         for index, first in enumerate(range(0, rows.count, per_strip)):
             last = min(rows.count, first + per_strip) - 1
             final = rows.final_before(last)
-            yield Strip(
-                index=index,
-                patch_rows=range(first, last + 1),
-                read_rows=(rows.origin(first), rows.origin(last) + self.patch_size),
-                emit_rows=(emitted, final),
-            )
+            if index in wanted:
+                start = first
+                if band is not None and index == wanted.start:
+                    start = band.patch_rows.start
+                yield Strip(
+                    index=index - wanted.start,
+                    patch_rows=range(start, last + 1),
+                    read_rows=(rows.origin(start), rows.origin(last) + self.patch_size),
+                    emit_rows=(emitted, final),
+                )
             emitted = final
+
+    def row_bands(self, strip_rows: int, parts: int) -> list[RowBand]:
+        """Partition the output rows into ``parts`` bands of whole strips (fewer if there are fewer strips).
+
+        Strips are shared out as evenly as possible, earlier bands taking one
+        more where they do not divide. Each band's halo is every patch row of
+        an earlier strip that touches the band's first output row.
+
+        Parameters
+        ----------
+        strip_rows : int
+            As for :meth:`strips`.
+        parts : int
+            Wanted number of bands, >= 1.
+
+        Returns
+        -------
+        list of RowBand
+            From the top; their ``emit_rows`` partition ``[0, height)``.
+
+        Raises
+        ------
+        PlanError
+            If ``parts`` < 1.
+        """
+        if not isinstance(parts, (int, np.integer)) or parts < 1:
+            raise PlanError(f"number of parts must be a positive integer, got {parts!r}")
+        strips = list(self.strips(strip_rows))
+        parts = min(int(parts), len(strips))
+        size, extra = divmod(len(strips), parts)
+        out, first = [], 0
+        rows = self.rows
+        for index in range(parts):
+            last = first + size + (1 if index < extra else 0)
+            group = strips[first:last]
+            e0, e1 = group[0].emit_rows[0], group[-1].emit_rows[1]
+            touching = rows.touching(e0, max(e0 + 1, e1))
+            start = min(group[0].patch_rows.start, touching.start)
+            stop = group[-1].patch_rows.stop
+            out.append(RowBand(index, range(first, last), range(start, stop),
+                               (rows.origin(start), rows.origin(stop - 1) + self.patch_size), (e0, e1)))
+            first = last
+        return out
 
     def column_bands(self, band_width: int) -> Iterator[ColumnBand]:
         """Cut the output columns into bands of at most ``band_width`` columns.

@@ -151,11 +151,16 @@ class TilerModel:
     info : ModelInfo
     path : str or None
         Where it was loaded from.
+    predictors : dict
+        Predictors built on this model, by their options (see
+        :func:`tiler.pipeline.predictor_for`): a process that runs many scenes
+        or parts (a dask worker) builds each once.
     """
 
     keras_model: Any
     info: ModelInfo
     path: Optional[str] = None
+    predictors: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 def save_model(

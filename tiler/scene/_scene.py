@@ -33,6 +33,7 @@ from tiler.plan import reflect_indices
 from tiler.scene._bands import Band, BandGroup
 from tiler.scene._layouts import Layout, detect_layout
 from tiler.scene._manifest import read_manifest
+from tiler.scene._stac import is_stac, read_stac_item, split_stac
 
 __all__ = ["Scene", "open_scene", "BandMapping", "GroupGrid"]
 
@@ -622,7 +623,8 @@ def open_scene(path: Union[str, os.PathLike], *, reference: Optional[str] = None
     ----------
     path : path-like
         Any raster rasterio can open; a scene manifest (see
-        :func:`tiler.scene.read_manifest`); or a folder of Sentinel-2,
+        :func:`tiler.scene.read_manifest`); a local STAC Item (``item.json``,
+        or ``collection.json#ITEM_ID``, see :func:`tiler.scene.read_stac_item`); or a folder of Sentinel-2,
         Landsat-8/9 or WorldView-3 band files (see
         :func:`tiler.scene.detect_layout`).
     reference : str, optional
@@ -642,6 +644,10 @@ def open_scene(path: Union[str, os.PathLike], *, reference: Optional[str] = None
         different CRSs.
     """
     path = os.fspath(path)
+    if is_stac(path):
+        if not os.path.exists(split_stac(path)[0]):
+            raise SceneReadError(f"scene {split_stac(path)[0]!r} does not exist; check the path")
+        return Scene(path, read_stac_item(path), reference)
     if not os.path.exists(path):
         raise SceneReadError(f"scene {path!r} does not exist; check the path")
     if os.path.isdir(path):

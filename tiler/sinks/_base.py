@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping, Optional, Protocol, Sequence, runtime_checkable
 
 from affine import Affine
@@ -36,6 +36,10 @@ class OutputContext:
         Dataset metadata every raster product carries (version, model, options).
     source : str, optional
         Identifier of the scene (file stem), e.g. the ``image_id`` of a WKT CSV.
+    row_offset : int, default 0
+        Scene row of the product's first row: a part file of a distributed run
+        holds rows ``[row_offset, row_offset + height)`` of the scene (see
+        :meth:`rows`); blocks keep scene rows.
     """
 
     width: int
@@ -46,6 +50,21 @@ class OutputContext:
     labels: Optional[LabelScheme] = None
     tags: Mapping[str, str] = field(default_factory=dict)
     source: Optional[str] = None
+    row_offset: int = 0
+
+    def rows(self, start: int, stop: int) -> "OutputContext":
+        """The context of rows ``[start, stop)`` of this grid (a part file): same width and bands,
+        the transform moved down by ``start`` rows.
+
+        Raises
+        ------
+        ValueError
+            If the rows are not inside the grid.
+        """
+        if not 0 <= start < stop <= self.height:
+            raise ValueError(f"rows [{start}, {stop}) are not inside a grid of {self.height} rows")
+        transform = self.transform * Affine.translation(0, start) if self.transform is not None else None
+        return replace(self, height=stop - start, transform=transform, row_offset=self.row_offset + start)
 
     @property
     def georeferenced(self) -> bool:

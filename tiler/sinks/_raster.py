@@ -110,10 +110,11 @@ class _GeoTIFFSink:
     product = "class"
 
     def __init__(self, destination: Destination, *, creation_options: Optional[Mapping[str, str]] = None,
-                 cog: bool = False) -> None:
+                 cog: bool = False, part: bool = False) -> None:
         self.destination = destination
         self.creation_options = dict(creation_options or {})
-        self.cog = cog
+        self.cog = cog and not part
+        self.part = part
         self.writer: Optional[MaskWriter] = None
 
     # Subclasses: the profile, colour table, descriptions, tags; the block's data.
@@ -135,7 +136,8 @@ class _GeoTIFFSink:
         profile = {**context.profile(), **layout.pop("profile")}
         options = check_creation_options(self.creation_options, dtype=profile["dtype"], count=profile["count"])
         self.options = options
-        written = _intermediate_options(options, profile) if self.cog else options
+        written = _intermediate_options(options, profile) if self.cog or self.part else options
+        self.row_offset = context.row_offset
         self.writer = MaskWriter(self.destination, profile, creation_options=written,
                                  tags={**context.tags, "TILER_OUTPUT": self.product, **layout.pop("tags", {})},
                                  **layout)
@@ -143,7 +145,8 @@ class _GeoTIFFSink:
     def write(self, block: Block) -> None:
         """Write a block's rows (buffered into whole tile rows)."""
         data, valid = self._data(block)
-        self.writer.write_rows(data, block.rows, block.cols, valid=valid)
+        rows = (block.rows[0] - self.row_offset, block.rows[1] - self.row_offset)
+        self.writer.write_rows(data, rows, block.cols, valid=valid)
 
     def commit(self) -> None:
         """Close and verify; with ``cog``, copy into a COG and verify it; rename into place.
@@ -210,6 +213,9 @@ class ClassMapSink(_GeoTIFFSink):
         GeoTIFF creation options (defaults: tiled 512, DEFLATE, predictor).
     cog : bool, default False
         Finish as a Cloud-Optimized GeoTIFF with ``mode`` overviews.
+    part : bool, default False
+        A part file of a distributed run (:mod:`tiler.distributed`): written
+        with fast lossless intermediate options, never a COG.
     """
 
     product = "class"
@@ -236,13 +242,16 @@ class ProbabilitySink(_GeoTIFFSink):
     creation_options : mapping, optional
     cog : bool, default False
         Finish as a Cloud-Optimized GeoTIFF with ``average`` overviews.
+    part : bool, default False
+        A part file (see :class:`ClassMapSink`).
     """
 
     product = "probability"
 
     def __init__(self, destination: Destination, *, dtype: str = "float32",
-                 creation_options: Optional[Mapping[str, str]] = None, cog: bool = False) -> None:
-        super().__init__(destination, creation_options=creation_options, cog=cog)
+                 creation_options: Optional[Mapping[str, str]] = None, cog: bool = False,
+                 part: bool = False) -> None:
+        super().__init__(destination, creation_options=creation_options, cog=cog, part=part)
         if dtype not in ("float32", "uint8"):
             raise ValueError(f"probability dtype must be float32 or uint8, got {dtype!r}")
         self.dtype = dtype
