@@ -43,6 +43,11 @@ class RunReport:
     options : dict
         The config values: ``inference``, ``streaming``, ``output``, ``vector``
         (each its ``to_dict()``).
+    parts : dict or None
+        A run in parts (:mod:`tiler.distributed`): ``total``, ``computed``,
+        ``reused`` (finished by an earlier, interrupted run), the workers, the
+        assembly seconds, and per part its rows, seconds and worker. None: one
+        stream in this process.
     tiler_version : str
     """
 
@@ -58,6 +63,7 @@ class RunReport:
     megapixels_per_second: float
     peak_rss_mb: float
     options: dict
+    parts: Optional[dict] = None
     tiler_version: str = __version__
 
     def to_dict(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import click
 
 from tiler._version import __version__
+from tiler.cli.batch import batch
 from tiler.cli.bench import bench
 from tiler.cli.evaluate import evaluate
 from tiler.cli.indices import indices
@@ -32,5 +33,5 @@ def main() -> None:
     """tiler: segment very large satellite scenes with a U-Net, streamed and seamless."""
 
 
-for _command in (run, vectorize, indices, register, info, train, evaluate, bench):
+for _command in (run, batch, vectorize, indices, register, info, train, evaluate, bench):
     main.add_command(_command)

@@ -132,20 +132,31 @@ def _fail(exc: BaseException, code: int, verbose: int, *, unexpected: bool = Fal
 
 
 class _Progress:
-    """A tqdm bar on stderr, silent with -q or when stderr is not a terminal."""
+    """A tqdm bar on stderr, silent with -q or when stderr is not a terminal.
+
+    Called as ``bar(done, total)``, or ``bar(parts done, parts total, scenes
+    done, scenes total)`` for a run in parts (the scenes shown beside the bar).
+    The bar is created on the first call, so a bar that is never fed never shows.
+    """
 
     def __init__(self, quiet: bool, unit: str, desc: str) -> None:
         self.bar = None
-        if not quiet and sys.stderr.isatty():
+        self.show = not quiet and sys.stderr.isatty()
+        self.unit, self.desc = unit, desc
+
+    def __call__(self, done: int, total: int, scenes_done: Optional[int] = None,
+                 scenes_total: Optional[int] = None) -> None:
+        if not self.show:
+            return
+        if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=0, unit=unit, desc=desc, file=sys.stderr, dynamic_ncols=True)
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.bar is not None:
-            self.bar.total = total
-            self.bar.n = done
-            self.bar.refresh()
+            self.bar = tqdm(total=0, unit=self.unit, desc=self.desc, file=sys.stderr, dynamic_ncols=True)
+        self.bar.total = total
+        self.bar.n = done
+        if scenes_total is not None:
+            self.bar.set_postfix_str(f"scenes {scenes_done}/{scenes_total}", refresh=False)
+        self.bar.refresh()
 
     def close(self) -> None:
         if self.bar is not None:

@@ -63,7 +63,7 @@ class OutputContext:
         """
         if not 0 <= start < stop <= self.height:
             raise ValueError(f"rows [{start}, {stop}) are not inside a grid of {self.height} rows")
-        transform = self.transform * Affine.translation(0, start) if self.transform is not None else None
+        transform = self.transform @ Affine.translation(0, start) if self.transform is not None else None
         return replace(self, height=stop - start, transform=transform, row_offset=self.row_offset + start)
 
     @property

@@ -1,0 +1,82 @@
+"""The inference, streaming and output options ``tiler run`` and ``tiler batch`` share, defined once."""
+
+from __future__ import annotations
+
+import click
+
+from tiler.cli._common import _cog, _int_list, _model, _overwrite, _reference, _registration_model
+
+__all__ = ["run_options", "run_configs", "scale_options"]
+
+
+def run_options(f):
+    """The options of a segmentation run (model, patches, TTA, bands, output product, registration)."""
+    for option in reversed([
+        _model,
+        click.option("--patch-size", type=int, default=None, help="Patch side in pixels (default: the model's)."),
+        click.option("--overlap", type=float, default=0.5, show_default=True,
+                     help="Patch overlap as a fraction of the patch, in [0, 1)."),
+        click.option("--batch-size", type=int, default=8, show_default=True, help="Patches per network call."),
+        click.option("--output", type=click.Choice(["class", "probability"]), default="class", show_default=True,
+                     help="uint8 class map with a colour table, or probability per class."),
+        click.option("--probability-dtype", type=click.Choice(["float32", "uint8"]), default="float32",
+                     show_default=True,
+                     help="Probabilities as float32 (nodata NaN) or uint8 scaled 0-255 (a quarter of the disk; "
+                          "nodata in the mask band)."),
+        _cog,
+        click.option("--window", default="spline", show_default=True,
+                     help="Blending window: spline, hann, triangle, gaussian or boxcar."),
+        click.option("--tta", type=click.Choice(["none", "flip", "d4"]), default="none", show_default=True,
+                     help="Test-time augmentation: mirror, or all 8 rotations and mirrors (d4), each undone "
+                          "exactly."),
+        click.option("--tta-mean", type=click.Choice(["arithmetic", "geometric"]), default="arithmetic",
+                     show_default=True, help="Averaging of the TTA variants."),
+        click.option("--tta-device", type=click.Choice(["graph", "host"]), default="graph", show_default=True,
+                     help="Run the TTA rotations in the Keras graph (on the accelerator) or on the host."),
+        click.option("--bands", default=None, help="1-based scene band per model channel, e.g. 3,2,1."),
+        click.option("--strip-rows", type=int, default=512, show_default=True, help="Scene rows per strip."),
+        _overwrite,
+        click.option("--co", "creation_options", multiple=True, metavar="NAME=VALUE",
+                     help="GeoTIFF creation option (repeatable), e.g. --co COMPRESS=ZSTD."),
+        _reference,
+        click.option("--registration", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
+                     help="Register the band groups the model reads against the reference (auto), or place them "
+                          "by georeferencing only (off)."),
+        _registration_model,
+        click.option("--input-scale", "input_scale", multiple=True, metavar="SCALE[,OFFSET]",
+                     help="Map scene values into the model's range before its normalisation: value * SCALE + "
+                          "OFFSET. Once for all band channels, or once per model channel (e.g. 0.0625 for 12-bit "
+                          "data and an 8-bit model)."),
+        click.option("--force", is_flag=True,
+                     help="Predict even when the scene's values are far outside the model's training domain."),
+    ]):
+        f = option(f)
+    return f
+
+
+def scale_options(f):
+    """``--workers``, ``--scheduler``, ``--parts``: where and in how many pieces the work runs."""
+    f = click.option("--parts", default="auto", show_default=True, metavar="N|auto",
+                     help="Cut each scene into N row bands (parts), each computed alone and journalled, so a "
+                          "crash costs one part; auto: one part up to 16 strips, else parts of 8 strips.")(f)
+    f = click.option("--scheduler", default=None, metavar="ADDRESS",
+                     help="Run the parts on an existing dask cluster (tcp://host:8786); its workers must see the "
+                          "scenes, the model and the output folder at the same paths.")(f)
+    f = click.option("--workers", type=int, default=None,
+                     help="Run the parts on a local dask cluster of N worker processes.")(f)
+    return f
+
+
+def run_configs(kw: dict):
+    """``(InferenceConfig, StreamConfig, OutputConfig)`` from the parsed :func:`run_options`."""
+    from tiler.config import InferenceConfig, OutputConfig, StreamConfig
+
+    inference = InferenceConfig(
+        patch_size=kw["patch_size"], overlap=kw["overlap"], batch_size=kw["batch_size"], window=kw["window"],
+        tta=kw["tta"], tta_mean=kw["tta_mean"], tta_device=kw["tta_device"], bands=_int_list(kw["bands"]),
+        input_scale=list(kw["input_scale"]), force=kw["force"], reference=kw["reference"],
+        registration=kw["registration"], registration_model=kw["registration_model"])
+    streaming = StreamConfig(strip_rows=kw["strip_rows"])
+    output = OutputConfig(kind=kw["output"], probability_dtype=kw["probability_dtype"],
+                          creation_options=list(kw["creation_options"]), cog=kw["cog"])
+    return inference, streaming, output

@@ -1,0 +1,442 @@
+"""``run`` (one scene, in parts over workers, resumable) and ``batch`` (archives of scenes)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional, Sequence, Union
+
+import rasterio
+from rasterio.errors import NotGeoreferencedWarning
+
+from tiler import errors
+from tiler._version import __version__
+from tiler.config import InferenceConfig, OutputConfig, StreamConfig, VectorConfig, split_options
+from tiler.destination import GEOTIFF_SUFFIXES, Destination, guard_outputs, scene_inputs
+from tiler.distributed._inputs import expand_inputs, output_name
+from tiler.distributed._journal import FINGERPRINT_TAG, digest, fingerprint
+from tiler.distributed._runner import SceneResult, execute
+from tiler.distributed._tasks import SceneJob
+from tiler.errors import OutputExistsError, OutputPathError, TilerError, UsageError
+
+__all__ = ["run", "batch", "cluster", "BatchReport", "make_job"]
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+
+@contextmanager
+def cluster(workers: Optional[int] = None, scheduler: Optional[str] = None, *,
+            gdal_cache_mb: Optional[int] = None) -> Iterator[Any]:
+    """A dask.distributed client for a run: a local cluster, an existing scheduler, or none.
+
+    Parameters
+    ----------
+    workers : int, optional
+        Start a ``LocalCluster`` of this many worker processes, one thread
+        each (each worker's numeric libraries get ``cores // workers``
+        threads). Where ``dask_cuda`` is installed and there are at least this
+        many GPUs, a ``LocalCUDACluster`` (one worker per GPU) instead.
+    scheduler : str, optional
+        Address of a running scheduler (``tcp://host:8786``); its workers must
+        see the scenes, the model file and the output folder at the same paths.
+    gdal_cache_mb : int, optional
+        GDAL block cache of each local worker, MB.
+
+    Yields
+    ------
+    distributed.Client or None
+        None when neither is given (tasks run in this process).
+
+    Raises
+    ------
+    UsageError
+        Both given, a worker count below 1, or a scheduler that cannot be reached.
+    """
+    if workers is not None and scheduler is not None:
+        raise UsageError("give --workers N (a local cluster) or --scheduler ADDRESS (an existing one), not both")
+    if workers is None and scheduler is None:
+        yield None
+        return
+    from distributed import Client
+
+    if scheduler is not None:
+        try:
+            client = Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError) as exc:
+            raise UsageError(f"cannot reach the dask scheduler at {scheduler!r} ({exc}); start it with "
+                             "`dask scheduler` and give its address, e.g. tcp://host:8786") from None
+        with client:
+            log.info("dask scheduler %s, %d workers, dashboard %s", scheduler,
+                     len(client.scheduler_info().get("workers", {})), client.dashboard_link)
+            yield client
+        return
+    if not isinstance(workers, int) or workers < 1:
+        raise UsageError(f"--workers must be a positive number of worker processes, got {workers!r}")
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    env = {"OMP_NUM_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1",
+           "NUMBA_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
+    if gdal_cache_mb is not None:
+        env["GDAL_CACHEMAX"] = str(gdal_cache_mb)
+    local = _cuda_cluster(workers, env)
+    if local is None:
+        from distributed import LocalCluster
+
+        local = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                             silence_logs=logging.ERROR, env=env)
+    with local, Client(local) as client:
+        log.info("dask LocalCluster of %d worker(s), %s thread(s) each; dashboard %s", workers, threads,
+                 client.dashboard_link)
+        yield client
+
+
+def _cuda_cluster(workers: int, env: dict):
+    """A ``dask_cuda.LocalCUDACluster`` where dask-cuda is installed and there are enough GPUs, else None."""
+    try:
+        from dask_cuda import LocalCUDACluster
+        from dask_cuda.utils import get_n_gpus
+    except ImportError:
+        return None
+    try:
+        if get_n_gpus() < workers:
+            return None
+    except Exception:  # noqa: BLE001 - no driver: not a GPU host
+        return None
+    return LocalCUDACluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0",
+                            silence_logs=logging.ERROR, env=env, resources={"GPU": 1})
+
+
+def _configs(options: dict, inference, streaming, output, polygons):
+    if isinstance(output, str):
+        output = OutputConfig(kind=output)
+    return split_options(options, inference or InferenceConfig(), streaming or StreamConfig(),
+                         output or OutputConfig(), polygons or VectorConfig())
+
+
+def _option_dicts(inference, streaming, output, polygons) -> dict:
+    return {"inference": inference.to_dict(), "streaming": streaming.to_dict(), "output": output.to_dict(),
+            "vector": polygons.to_dict()}
+
+
+def _fingerprint_options(options: dict, vector: bool) -> dict:
+    """The options an output depends on (not the GDAL cache or read-ahead, which change no pixel)."""
+    streaming = {k: options["streaming"][k] for k in ("strip_rows", "band_width")}
+    return {"inference": options["inference"], "streaming": streaming, "output": options["output"],
+            "vector": options["vector"] if vector else None}
+
+
+def make_job(scene: str, out: Optional[str], vector: Optional[str], model_path: str, options: dict, *,
+             overwrite: bool, parts: Union[int, str] = "auto") -> SceneJob:
+    """A :class:`SceneJob` with its fingerprint (the scene's files, the model's hash, the options, the version).
+
+    Parameters
+    ----------
+    scene : str
+    out, vector : str or None
+        Final paths.
+    model_path : str
+    options : dict
+        ``{"inference", "streaming", "output", "vector"}`` config dicts.
+    overwrite : bool
+    parts : int or "auto"
+    """
+    fp = fingerprint(scene, model_path, _fingerprint_options(options, vector is not None))
+    return SceneJob(scene=scene, out=os.path.abspath(out) if out else None,
+                    vector=os.path.abspath(vector) if vector else None, model=os.path.abspath(model_path),
+                    model_sha256=fp["model_sha256"], options=options, overwrite=overwrite, parts=parts,
+                    fingerprint=digest(fp))
+
+
+def _check_parts(parts) -> Union[int, str]:
+    if parts in (None, "auto"):
+        return "auto"
+    try:
+        n = int(parts)
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1:
+        raise UsageError(f"--parts must be a positive number or auto, got {parts!r}")
+    return n
+
+
+def _raise_failure(result: SceneResult, error_type: Optional[str]) -> None:
+    cls = getattr(errors, error_type or "", None)
+    if not (isinstance(cls, type) and issubclass(cls, TilerError)):
+        cls = TilerError
+    raise cls(result.error)
+
+
+def run(
+    scene: PathLike,
+    out: Union[None, PathLike, Destination] = None,
+    *,
+    vector: Union[None, PathLike, Destination] = None,
+    model: Optional[PathLike] = None,
+    inference: Optional[InferenceConfig] = None,
+    streaming: Optional[StreamConfig] = None,
+    output: Union[None, str, OutputConfig] = None,
+    polygons: Optional[VectorConfig] = None,
+    overwrite: bool = False,
+    parts: Union[None, int, str] = "auto",
+    workers: Optional[int] = None,
+    scheduler: Optional[str] = None,
+    client: Any = None,
+    retries: int = 0,
+    progress=None,
+    parts_progress=None,
+    **options: Any,
+):
+    """Segment one scene, in resumable parts where it is large or where workers are given.
+
+    Without ``workers``, ``scheduler`` or ``client`` a scene of up to
+    :data:`~tiler.distributed.WHOLE_MAX_STRIPS` strips is streamed in this
+    process exactly as :func:`tiler.run_scene`; a larger one (or any, with
+    ``parts``) is computed part by part into a work folder beside the output
+    (``.NAME.tiler-parts``) with a journal, then assembled. Run again after a
+    crash (SIGKILL included), the same call recomputes only the parts the
+    journal lacks. The output is bit-identical to a one-process stream
+    whatever the number of parts or workers.
+
+    Parameters
+    ----------
+    scene, out, vector, model, inference, streaming, output, polygons, overwrite, **options
+        As for :func:`tiler.run_scene` (``model`` a path: workers load it).
+    parts : int or "auto", default "auto"
+        Row bands to cut the scene into (see
+        :func:`tiler.distributed.resolve_parts`).
+    workers : int, optional
+        Run the parts on a local dask cluster of this many processes.
+    scheduler : str, optional
+        Run them on an existing dask cluster.
+    client : distributed.Client, optional
+        Run them on this client's cluster.
+    retries : int, default 0
+        Reruns of a part that failed with an I/O error.
+    progress : callable, optional
+        ``progress(done, total)`` in patches (in-process runs).
+    parts_progress : callable, optional
+        ``progress(parts done, parts total, scenes done, scenes total)``.
+
+    Returns
+    -------
+    RunReport
+        With ``parts`` set for a run in parts.
+
+    Raises
+    ------
+    TilerError
+        As :func:`tiler.run_scene` (the same class for the same problem).
+    """
+    from tiler.model._file import DEFAULT_MODEL_PATH, read_info
+    from tiler.pipeline import check_run_options, grid_summary
+    from tiler.plan import PatchGrid
+    from tiler.reports import RunReport
+    from tiler.sinks import VECTOR_FORMATS
+
+    t0 = time.perf_counter()
+    inference, streaming, output, polygons = _configs(options, inference, streaming, output, polygons)
+    parts = _check_parts(parts)
+    if out is None and vector is None:
+        raise UsageError("nothing to write: give a GeoTIFF (--out) and/or polygons (--vector)")
+    model_path = os.fspath(model or DEFAULT_MODEL_PATH)
+    info = read_info(model_path)
+    p = check_run_options(info, inference, output, polygons, raster=out is not None, vector=vector is not None)
+    opts = _option_dicts(inference, streaming, output, polygons)
+    given = {k: v for k, v in (("out", out), ("vector", vector)) if isinstance(v, Destination)}
+    specs = {"out": (out, GEOTIFF_SUFFIXES) if out is not None and "out" not in given else None,
+             "vector": (vector, tuple(VECTOR_FORMATS)) if vector is not None and "vector" not in given else None}
+    with guard_outputs(specs, inputs=[*scene_inputs(scene), model_path, *(d.path for d in given.values())],
+                       overwrite=overwrite) as guard, cluster(workers, scheduler,
+                                                              gdal_cache_mb=streaming.gdal_cache_mb) as own:
+        dests = {k: given.get(k) or guard[k] for k in ("out", "vector")}
+        job = make_job(os.fspath(scene), dests["out"] and dests["out"].path, dests["vector"] and dests["vector"].path,
+                       model_path, opts, overwrite=overwrite, parts=parts)
+        result = execute([job], client if client is not None else own, retries=retries, lock=False,
+                         progress=parts_progress, patch_progress=progress)[0]
+    if result.status == "failed":
+        _raise_failure(result, result.error_type)
+    rep = result.report
+    if result.parts["total"] == 1:
+        return RunReport(**{k: v for k, v in rep.items() if k in RunReport.__dataclass_fields__})
+    summary = rep["scene"]
+    grid = PatchGrid.from_overlap(summary["height"], summary["width"], patch_size=p, overlap=inference.overlap)
+    total = time.perf_counter() - t0
+    predicted = sum(e.get("patches") or 0 for e in result.parts["list"])
+    return RunReport(
+        scene=summary, registration=rep["registration"], domain=rep["domain"],
+        out=dests["out"].path if dests["out"] else None, vector=rep["vector"],
+        model={"path": model_path, "channels": list(info.channels), "classes": list(info.classes)},
+        grid=grid_summary(grid, streaming), patches={"grid": grid.count, "predicted": predicted},
+        seconds={"total": round(total, 4), "assembly": result.parts.get("assembly_seconds")},
+        megapixels_per_second=round(result.pixels / 1e6 / total, 4), peak_rss_mb=result.peak_rss_mb,
+        options={"inference": opts["inference"], "streaming": opts["streaming"], "output": opts["output"],
+                 "vector": opts["vector"] if vector is not None else None},
+        parts={**result.parts, "workers": result.workers})
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """The summary of a :func:`batch` run (``--report batch.json``).
+
+    Attributes
+    ----------
+    scenes : list of dict
+        Per scene (in input order): scene, out, status (done, skipped,
+        failed), seconds, pixels, parts, workers, peak_rss_mb, registration
+        shifts, error.
+    counts : dict
+        Scenes done, skipped, failed.
+    seconds : float
+        Wall time of the batch.
+    workers : int or None
+        Workers of the cluster (None: in this process).
+    options : dict
+        The config values.
+    tiler_version : str
+    """
+
+    scenes: list
+    counts: dict
+    seconds: float
+    workers: Optional[int]
+    options: dict
+    tiler_version: str = __version__
+
+    @property
+    def failed(self) -> list[dict]:
+        """The failed scenes' entries."""
+        return [s for s in self.scenes if s["status"] == "failed"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"scenes": self.scenes, "counts": self.counts, "seconds": round(self.seconds, 3),
+                "workers": self.workers, "options": self.options, "tiler_version": self.tiler_version}
+
+
+def _existing_fingerprint(path: str) -> Optional[str]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as ds:
+                return ds.tags().get(FINGERPRINT_TAG)
+    except rasterio.errors.RasterioIOError:
+        return None
+
+
+def batch(
+    inputs: Sequence[str],
+    out_dir: PathLike,
+    *,
+    name: str = "{stem}.tif",
+    model: Optional[PathLike] = None,
+    inference: Optional[InferenceConfig] = None,
+    streaming: Optional[StreamConfig] = None,
+    output: Union[None, str, OutputConfig] = None,
+    overwrite: bool = False,
+    parts: Union[None, int, str] = "auto",
+    workers: Optional[int] = None,
+    scheduler: Optional[str] = None,
+    client: Any = None,
+    retries: int = 0,
+    on_error: str = "skip",
+    progress=None,
+    **options: Any,
+) -> BatchReport:
+    """Segment an archive of scenes: every scene a task (large ones in parts), resumable.
+
+    Parameters
+    ----------
+    inputs : sequence of str
+        Scenes, glob patterns, folders, list files, STAC documents (see
+        :func:`tiler.distributed.expand_inputs`).
+    out_dir : path-like
+        Folder of the outputs (created if its parent exists).
+    name : str, default "{stem}.tif"
+        Output file name template (:func:`tiler.distributed.output_name`).
+    model, inference, streaming, output, **options
+        As for :func:`tiler.run_scene`.
+    overwrite : bool, default False
+        Replace an existing output that is not this run's (another
+        fingerprint); without it such outputs are refused before any work.
+        An output with this run's fingerprint is skipped either way.
+    parts, workers, scheduler, client, retries
+        As for :func:`run`.
+    on_error : {"skip", "fail"}
+        A failed scene is reported and the batch goes on, or the batch stops.
+    progress : callable, optional
+        ``progress(parts done, parts total, scenes done, scenes total)``.
+
+    Returns
+    -------
+    BatchReport
+
+    Raises
+    ------
+    UsageError
+        Bad options, no scene, two scenes with one output, an output that is
+        an input, or existing outputs of another run without ``overwrite``
+        (CLI exit code 2); nothing is written.
+    BatchAborted
+        A scene failed and ``on_error="fail"`` (exit code 1).
+    """
+    from tiler.model._file import DEFAULT_MODEL_PATH, read_info
+    from tiler.pipeline import check_run_options
+
+    t0 = time.perf_counter()
+    if on_error not in ("skip", "fail"):
+        raise UsageError(f"--on-error must be skip or fail, got {on_error!r}")
+    inference, streaming, output, polygons = _configs(options, inference, streaming, output, None)
+    parts = _check_parts(parts)
+    model_path = os.fspath(model or DEFAULT_MODEL_PATH)
+    info = read_info(model_path)
+    check_run_options(info, inference, output, polygons, raster=True, vector=False)
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    if not os.path.isdir(out_dir):
+        if not os.path.isdir(os.path.dirname(out_dir)):
+            raise OutputPathError(f"--out-dir {out_dir!r}: its parent folder does not exist; create it first")
+        os.makedirs(out_dir, exist_ok=True)
+    scenes = expand_inputs(inputs)
+    outputs: dict[str, str] = {}
+    for s in scenes:
+        path = os.path.join(out_dir, output_name(name, s, model_path))
+        if path in outputs:
+            raise OutputPathError(f"scenes {outputs[path]!r} and {s!r} would both write {path!r}; give --name a "
+                                  "template that tells them apart, e.g. '{stem}_{model}.tif', or rename one")
+        outputs[path] = s
+    # Checks every output (suffix, folder, not an input, not existing without --overwrite) before any work;
+    # existing outputs with this run's fingerprint are skipped instead.
+    opts = _option_dicts(inference, streaming, output, polygons)
+    jobs, skipped, refused = [], [], []
+    for path, s in outputs.items():
+        job = make_job(s, path, None, model_path, opts, overwrite=overwrite, parts=parts)
+        if os.path.exists(path) and _existing_fingerprint(path) == job.fingerprint:
+            skipped.append(job)
+        elif os.path.exists(path) and not overwrite:
+            refused.append(path)
+        else:
+            jobs.append(job)
+    if refused:
+        shown = ", ".join(refused[:5]) + (f" and {len(refused) - 5} more" if len(refused) > 5 else "")
+        raise OutputExistsError(f"{len(refused)} output(s) exist from another run (other inputs, model or options): "
+                                f"{shown}; pass --overwrite to replace them, or choose another --out-dir")
+    all_inputs = [model_path, *(f for s in scenes for f in scene_inputs(s))]
+    for k in range(0, len(jobs), 256):  # in chunks: each check takes a lock (a file descriptor) for a moment
+        with guard_outputs({f"output of {job.scene}": (job.out, GEOTIFF_SUFFIXES) for job in jobs[k:k + 256]},
+                           inputs=all_inputs, overwrite=True):
+            pass  # checked; each scene takes its own lock while it runs
+    with cluster(workers, scheduler, gdal_cache_mb=streaming.gdal_cache_mb) as own:
+        the_client = client if client is not None else own
+        n_workers = len(the_client.scheduler_info().get("workers", {})) if the_client is not None else None
+        results = {j.out: r for j, r in zip(jobs, execute(jobs, the_client, retries=retries, on_error=on_error,
+                                                           progress=progress))}
+    for job in skipped:
+        results[job.out] = SceneResult(job.scene, job.out, status="skipped")
+    entries = [results[path].to_dict() for path in outputs]
+    counts = {k: sum(1 for e in entries if e["status"] == k) for k in ("done", "skipped", "failed")}
+    return BatchReport(scenes=entries, counts=counts, seconds=time.perf_counter() - t0, workers=n_workers,
+                       options={k: opts[k] for k in ("inference", "streaming", "output")})

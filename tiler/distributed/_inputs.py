@@ -1,0 +1,175 @@
+"""The scenes of a batch: paths, glob patterns, folders, list files and local STAC documents."""
+
+from __future__ import annotations
+
+import glob
+import os
+import string
+from typing import Iterable
+
+from tiler.errors import SceneReadError, TilerError, UsageError
+
+__all__ = ["expand_inputs", "output_name", "SCENE_SUFFIXES", "LIST_SUFFIXES"]
+
+#: Files of a folder taken as scenes (rasters GDAL reads, scene manifests, STAC Items).
+SCENE_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img", ".png", ".jpg", ".jpeg", ".toml", ".json")
+#: A text file listing scenes, one per line (``#`` comments; relative to the file's folder).
+LIST_SUFFIXES = (".txt", ".lst", ".list")
+#: Fields of ``--name``.
+NAME_FIELDS = ("stem", "model")
+
+
+def _is_sensor_folder(path: str) -> bool:
+    from tiler.scene import detect_layout
+
+    try:
+        detect_layout(path)
+    except TilerError:
+        return False
+    return True
+
+
+def _stac(path: str) -> list[str]:
+    from tiler.scene import stac_items
+
+    items = stac_items(path)
+    out = []
+    for it in items:
+        own = it.get_self_href()
+        if own and os.path.abspath(own) != os.path.abspath(path) and os.path.isfile(own):
+            out.append(os.path.abspath(own))  # an Item of a Catalog, in its own file
+        elif len(items) == 1:
+            out.append(os.path.abspath(path))
+        else:
+            out.append(f"{os.path.abspath(path)}#{it.id}")
+    return out
+
+
+def _folder(path: str) -> list[str]:
+    if _is_sensor_folder(path):
+        return [os.path.abspath(path)]
+    out = []
+    for name in sorted(os.listdir(path)):
+        if name.startswith("."):
+            continue
+        p = os.path.join(path, name)
+        if os.path.isdir(p):
+            if _is_sensor_folder(p):
+                out.append(os.path.abspath(p))
+        elif name.lower().endswith(".json"):
+            try:
+                out.extend(_stac(p))
+            except SceneReadError:
+                continue  # a JSON file that is not STAC (a report, class colours) is no scene
+        elif name.lower().endswith(SCENE_SUFFIXES):
+            out.extend(_one(p))
+    return out
+
+
+def _list_file(path: str) -> list[str]:
+    folder = os.path.dirname(os.path.abspath(path))
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, start=1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            p = line if os.path.isabs(line) else os.path.join(folder, line)
+            if not os.path.exists(p.partition("#")[0] if p.lower().partition("#")[0].endswith(".json") else p):
+                raise SceneReadError(f"{path}:{n}: scene {line!r} does not exist; fix the list")
+            out.extend(_one(p))
+    return out
+
+
+def _one(path: str) -> list[str]:
+    if os.path.isdir(path):
+        return _folder(path)
+    low = path.lower()
+    if low.endswith(LIST_SUFFIXES):
+        return _list_file(path)
+    if low.endswith(".json"):
+        return _stac(path)
+    return [os.path.abspath(path)]
+
+
+def expand_inputs(inputs: Iterable[str]) -> list[str]:
+    """The scenes named by a batch's inputs, each once, in the order given.
+
+    Parameters
+    ----------
+    inputs : iterable of str
+        Scene paths (rasters, manifests, sensor folders, STAC Items as
+        ``item.json`` or ``collection.json#ID``); glob patterns; folders of
+        scenes (their rasters, manifests, STAC Items and sensor sub-folders;
+        a sensor folder itself is one scene); text files listing scenes
+        (``.txt``, one per line); local STAC ItemCollections and Catalogs
+        (every Item).
+
+    Returns
+    -------
+    list of str
+        Absolute scene strings.
+
+    Raises
+    ------
+    SceneReadError
+        An input does not exist, a pattern matches nothing, a list names a
+        missing scene, a STAC file is not valid.
+    UsageError
+        No scene at all.
+    """
+    scenes: list[str] = []
+    for spec in inputs:
+        if any(c in spec for c in "*?[") and not os.path.exists(spec):
+            matched = sorted(glob.glob(spec, recursive=True))
+            if not matched:
+                raise SceneReadError(f"pattern {spec!r} matches no file; check it (quote it so that the shell "
+                                     "does not expand it first)")
+            for m in matched:
+                scenes.extend(_one(m))
+            continue
+        base = spec.partition("#")[0] if spec.lower().partition("#")[0].endswith(".json") else spec
+        if not os.path.exists(base):
+            raise SceneReadError(f"input {spec!r} does not exist; check the path")
+        scenes.extend([os.path.abspath(base) + spec[len(base):]] if base != spec else _one(spec))
+    unique = list(dict.fromkeys(scenes))
+    if not unique:
+        raise UsageError(f"no scene found in {', '.join(inputs)}; give rasters, folders of them, a list file "
+                         "or a STAC document")
+    return unique
+
+
+def _stem(scene: str) -> str:
+    path, _, item = scene.partition("#")
+    if item:
+        return item
+    base = os.path.basename(path.rstrip(os.sep))
+    return os.path.splitext(base)[0] if os.path.isfile(path) else base
+
+
+def output_name(template: str, scene: str, model: str) -> str:
+    """The output file name of a scene from a ``--name`` template.
+
+    Parameters
+    ----------
+    template : str
+        Python format string with ``{stem}`` (the scene's file stem, folder
+        name or STAC Item id) and ``{model}`` (the model file's stem), e.g.
+        ``"{stem}_{model}.tif"``.
+    scene, model : str
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    UsageError
+        For an unknown field or a template that is not a plain file name.
+    """
+    fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    bad = [f for f in fields if f not in NAME_FIELDS]
+    if bad or os.sep in template:
+        raise UsageError(f"--name {template!r}: use a file name with the fields {{stem}} and {{model}} only, e.g. "
+                         "'{stem}_{model}.tif'")
+    return template.format(stem=_stem(scene), model=os.path.splitext(os.path.basename(model))[0])

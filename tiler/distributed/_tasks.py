@@ -1,0 +1,343 @@
+"""The tasks of a distributed run, executed on dask workers (or in this process).
+
+- :func:`start` opens a scene and either runs it whole into its final names
+  (one part) or prepares it for parts: checks its domain, registers its band
+  groups once, and returns the row bands and corrections every part uses.
+- :func:`run_part` streams one row band into part files in the work folder.
+- :func:`assemble` copies the part files' decoded blocks into the final
+  products through the same sinks, verifies them, renames them into place and
+  removes the work folder.
+
+A worker keeps each model it loaded (by the model file's sha256) for every
+later task, and caps GDAL's block cache by the run's ``gdal_cache_mb``.
+Errors of the input (a corrupt scene, a missing band) come back as a result
+with ``error`` set, so that dask does not retry them; other exceptions (I/O)
+propagate and are retried.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional, Union
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.windows import Window
+
+from tiler.config import InferenceConfig, OutputConfig, StreamConfig, VectorConfig
+from tiler.destination import Destination, clean_stale
+from tiler.engine import Block
+from tiler.errors import TilerError
+from tiler.output import CLASS_NODATA
+from tiler.plan import PatchGrid, RowBand
+
+__all__ = ["SceneJob", "start", "run_part", "assemble", "resolve_parts", "PART_STRIPS", "WHOLE_MAX_STRIPS"]
+
+#: A scene of at most this many strips runs as one part unless more are asked
+#: for: a crash costs little, and a part file and assembly would cost more.
+WHOLE_MAX_STRIPS = 16
+#: Strips per part of a larger scene (``--parts auto``): with 512-row strips a
+#: part is 4096 rows, small enough that a crash loses little and that a large
+#: scene spreads over several workers.
+PART_STRIPS = 8
+#: Models kept per worker process (least recently used dropped).
+_MAX_MODELS = 2
+_MODELS: "OrderedDict[str, Any]" = OrderedDict()
+
+
+@dataclass(frozen=True)
+class SceneJob:
+    """One scene of a distributed run: what every task needs, picklable.
+
+    Attributes
+    ----------
+    scene : str
+        Scene path (raster, manifest, sensor folder, STAC Item).
+    out : str or None
+        Final raster path.
+    vector : str or None
+        Final polygons path.
+    model : str
+        Model file path (workers must see it).
+    model_sha256 : str
+        Its hash: the key of the worker's model cache.
+    options : dict
+        ``{"inference", "streaming", "output", "vector"}`` config dicts.
+    overwrite : bool
+    parts : int or "auto"
+    fingerprint : str
+        Digest of the run's fingerprint (:func:`tiler.distributed.digest`),
+        written to the raster's ``TILER_FINGERPRINT`` tag.
+    """
+
+    scene: str
+    out: Optional[str]
+    vector: Optional[str]
+    model: str
+    model_sha256: str
+    options: dict
+    overwrite: bool
+    parts: Union[int, str] = "auto"
+    fingerprint: str = ""
+
+    def configs(self) -> tuple[InferenceConfig, StreamConfig, OutputConfig, VectorConfig]:
+        """The frozen configs of the run."""
+        o = self.options
+        return (InferenceConfig.from_dict(o["inference"]), StreamConfig.from_dict(o["streaming"]),
+                OutputConfig.from_dict(o["output"]), VectorConfig.from_dict(o["vector"]))
+
+    @property
+    def work(self) -> str:
+        """The work folder (beside the raster, else beside the polygons)."""
+        from tiler.distributed._journal import work_folder
+
+        return work_folder(self.out or self.vector)
+
+
+def resolve_parts(parts: Union[int, str], strips: int) -> int:
+    """Number of parts of a scene of ``strips`` strips.
+
+    ``"auto"``: one part up to :data:`WHOLE_MAX_STRIPS` strips, else parts of
+    :data:`PART_STRIPS` strips (a number that depends on the scene and the
+    options only, never on the workers, so a resumed run finds its parts).
+    """
+    if parts == "auto":
+        return 1 if strips <= WHOLE_MAX_STRIPS else -(-strips // PART_STRIPS)
+    return max(1, min(int(parts), strips))
+
+
+def _model(job: SceneJob):
+    """The job's model, loaded once per worker process."""
+    from tiler.model._file import load_model
+
+    tm = _MODELS.pop(job.model_sha256, None)
+    if tm is None:
+        tm = load_model(job.model)
+        while len(_MODELS) >= _MAX_MODELS:
+            _MODELS.popitem(last=False)
+    _MODELS[job.model_sha256] = tm
+    return tm
+
+
+def _worker_name() -> str:
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _error(exc: TilerError) -> dict:
+    return {"error": f"{exc}", "error_type": type(exc).__name__, "worker": _worker_name()}
+
+
+def start(job: SceneJob, progress=None) -> dict:
+    """Open the scene; run it whole (one part) or prepare its parts.
+
+    Parameters
+    ----------
+    job : SceneJob
+    progress : callable, optional
+        ``progress(done, total)`` in patches (in-process runs only).
+
+    Returns
+    -------
+    dict
+        ``{"status": "done", "report": RunReport dict, ...}`` for a scene run
+        whole; ``{"status": "parts", "bands", "patch_size", "corrections",
+        "context", "summary", "registration", "domain"}`` for a scene in
+        parts; ``{"error", "error_type"}`` for a bad scene or option.
+    """
+    from tiler.distributed._journal import FINGERPRINT_TAG
+    from tiler.pipeline import (check_run_options, output_context, peak_rss_mb, prepare_scene, resolve_model,
+                                run_scene)
+    from tiler.scene import open_scene
+
+    inference, streaming, output, polygons = job.configs()
+    t = time.perf_counter()
+    try:
+        tm = _model(job)
+        p = check_run_options(tm.info, inference, output, polygons, raster=job.out is not None,
+                              vector=job.vector is not None)
+        with rasterio.Env(GDAL_CACHEMAX=streaming.gdal_cache_mb), \
+                open_scene(job.scene, reference=inference.reference) as sc:
+            grid = PatchGrid.from_overlap(sc.height, sc.width, patch_size=p, overlap=inference.overlap)
+            n = resolve_parts(job.parts, len(list(grid.strips(streaming.strip_rows))))
+            if n > 1:
+                seconds: dict = {}
+                plan, verdict, reg = prepare_scene(sc, tm.info, inference, seconds)
+                from tiler.reports import scene_summary
+
+                return {"status": "parts", "bands": grid.row_bands(streaming.strip_rows, n), "patch_size": p,
+                        "corrections": {k: tuple(v)[:6] for k, v in sc.corrections.items()},
+                        "context": output_context(sc, tm.info, inference, job.scene,
+                                                  {FINGERPRINT_TAG: job.fingerprint}),
+                        "summary": scene_summary(sc, plan, job.scene), "registration": reg,
+                        "domain": verdict.to_dict() if verdict is not None else None,
+                        "seconds": seconds, "task_seconds": time.perf_counter() - t, "worker": _worker_name()}
+        out = Destination(job.out, overwrite=job.overwrite) if job.out else None
+        vector = Destination(job.vector, overwrite=job.overwrite) if job.vector else None
+        report = run_scene(job.scene, out, vector=vector, model=resolve_model(tm), inference=inference,
+                           streaming=streaming, output=output, polygons=polygons, overwrite=job.overwrite,
+                           progress=progress, tags={FINGERPRINT_TAG: job.fingerprint})
+    except TilerError as exc:
+        return _error(exc)
+    return {"status": "done", "report": report.to_dict(), "worker": _worker_name(), "peak_rss_mb": peak_rss_mb(),
+            "task_seconds": time.perf_counter() - t}
+
+
+def part_files(job: SceneJob, index: int) -> dict[str, str]:
+    """File names (in the work folder) of a part: ``raster``, and ``class`` where polygons need a class
+    map the raster does not hold."""
+    _, _, output, _ = job.configs()
+    files = {}
+    if job.out is not None:
+        files["raster"] = f"part-{index:05d}.tif"
+    if job.vector is not None and (job.out is None or output.kind != "class"):
+        files["class"] = f"part-{index:05d}.class.tif"
+    return files
+
+
+def run_part(job: SceneJob, prepared: dict, band: RowBand, progress=None) -> dict:
+    """Stream one row band of the scene into its part files.
+
+    Parameters
+    ----------
+    job : SceneJob
+    prepared : dict
+        :func:`start`'s result for the scene.
+    band : RowBand
+    progress : callable, optional
+        ``progress(done, total)`` in patches (in-process runs only).
+
+    Returns
+    -------
+    dict
+        ``part``, ``rows``, ``sizes`` (file name -> bytes), ``seconds``,
+        ``patches``, ``worker``, ``peak_rss_mb``; or ``error``.
+    """
+    from tiler.blend import get_window
+    from tiler.engine import PatchStats, stream
+    from tiler.indices import ChannelPlan
+    from tiler.pipeline import peak_rss_mb, predictor_for, raster_sink
+    from tiler.scene import open_scene
+    from tiler.sinks import ClassMapSink, feed
+    from tiler.source import ChannelSource
+
+    inference, streaming, output, _ = job.configs()
+    t = time.perf_counter()
+    files = part_files(job, band.index)
+    stats = PatchStats()
+    try:
+        tm = _model(job)
+        p = prepared["patch_size"]
+        with rasterio.Env(GDAL_CACHEMAX=streaming.gdal_cache_mb), \
+                open_scene(job.scene, reference=inference.reference) as sc:
+            for name, c in prepared["corrections"].items():
+                sc.set_correction(name, Affine(*c))
+            plan = ChannelPlan.for_scene(sc, tm.info.channels, bands=inference.bands)
+            source = ChannelSource(sc, plan, fill=tm.info.offset, input_scale=inference.input_scale)
+            grid = PatchGrid.from_overlap(sc.height, sc.width, patch_size=p, overlap=inference.overlap)
+            sinks = []
+            for kind, name in files.items():
+                dest = Destination(os.path.join(job.work, name), overwrite=True)
+                sinks.append(raster_sink(dest, output, part=True) if kind == "raster"
+                             else ClassMapSink(dest, part=True))
+            blocks = stream(source, grid, predictor_for(tm, inference), get_window(inference.window, p),
+                            strip_rows=streaming.strip_rows, band_width=streaming.band_width, stats=stats,
+                            progress=progress, prefetch=streaming.prefetch, rows=band)
+            feed(blocks, sinks, prepared["context"].rows(*band.emit_rows), seconds=stats.seconds)
+    except TilerError as exc:
+        return _error(exc)
+    return {"part": band.index, "rows": list(band.emit_rows),
+            "sizes": {n: os.path.getsize(os.path.join(job.work, n)) for n in files.values()},
+            "seconds": round(time.perf_counter() - t, 4), "task_seconds": time.perf_counter() - t,
+            "stages": {k: round(v, 4) for k, v in stats.seconds.items()},
+            "patches": stats.predicted, "skipped_nodata": stats.skipped_nodata, "worker": _worker_name(),
+            "peak_rss_mb": round(peak_rss_mb(), 1)}
+
+
+def _read_blocks(job: SceneJob, parts: list[dict], width: int, band_width: int, kind: str) -> Iterator[Block]:
+    """The part files' contents as blocks, in the engine's order (column band, then rows)."""
+    _, _, output, _ = job.configs()
+    files = [part_files(job, int(p["part"])) for p in parts]
+    for c0 in range(0, width, band_width):
+        c1 = min(width, c0 + band_width)
+        for entry, names in zip(parts, files):
+            r0 = int(entry["rows"][0])
+            raster = rasterio.open(os.path.join(job.work, names["raster"])) if "raster" in names else None
+            classes = rasterio.open(os.path.join(job.work, names["class"])) if "class" in names else None
+            try:
+                ds = raster or classes
+                step = ds.block_shapes[0][0]
+                for a in range(0, ds.height, step):
+                    window = Window(c0, a, c1 - c0, min(step, ds.height - a))
+                    values = class_map = valid = None
+                    if raster is not None and kind == "class":
+                        class_map = raster.read(1, window=window)
+                    elif raster is not None:
+                        stored = raster.read(window=window)
+                        if output.probability_dtype == "uint8":
+                            values = stored.astype(np.float32) / np.float32(255)
+                            valid = raster.read_masks(1, window=window) > 0
+                        else:
+                            values = stored
+                            valid = ~np.isnan(stored[0])
+                    if classes is not None:
+                        class_map = classes.read(1, window=window)
+                    if valid is None:
+                        valid = class_map != CLASS_NODATA
+                    yield Block((r0 + a, r0 + a + window.height), (c0, c1), valid, values=values,
+                                class_map=class_map)
+            finally:
+                for d in (raster, classes):
+                    if d is not None:
+                        d.close()
+
+
+def assemble(job: SceneJob, prepared: dict, parts: list[dict]) -> dict:
+    """Copy the parts into the final products, verify, rename into place, remove the work folder.
+
+    Parameters
+    ----------
+    job : SceneJob
+    prepared : dict
+        :func:`start`'s result.
+    parts : list of dict
+        :func:`run_part`'s results (or their journal entries), in row order.
+
+    Returns
+    -------
+    dict
+        ``seconds``, ``vector`` (the polygons' summary), ``worker``; or ``error``.
+    """
+    from tiler.distributed._journal import Journal
+    from tiler.pipeline import raster_sink
+    from tiler.reports import vector_summary
+    from tiler.sinks import PolygonSink, feed
+
+    t = time.perf_counter()
+    _, streaming, output, polygons = job.configs()
+    context = prepared["context"]
+    sinks, vector_sink = [], None
+    try:
+        with rasterio.Env(GDAL_CACHEMAX=streaming.gdal_cache_mb):
+            if job.out is not None:
+                sinks.append(raster_sink(Destination(job.out, overwrite=job.overwrite), output))
+            if job.vector is not None:
+                vector_sink = PolygonSink(Destination(job.vector, overwrite=job.overwrite), polygons)
+                sinks.append(vector_sink)
+            kind = output.kind if job.out is not None else "class"
+            feed(_read_blocks(job, parts, context.width, streaming.band_width, kind), sinks, context)
+    except TilerError as exc:
+        return _error(exc)
+    Journal(job.work).remove()
+    clean_stale(os.path.dirname(job.work))
+    return {"seconds": round(time.perf_counter() - t, 4), "task_seconds": time.perf_counter() - t,
+            "vector": vector_summary(vector_sink), "worker": _worker_name()}
