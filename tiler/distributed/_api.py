@@ -40,7 +40,8 @@ def cluster(workers: Optional[int] = None, scheduler: Optional[str] = None, *,
     workers : int, optional
         Start a ``LocalCluster`` of this many worker processes, one thread
         each (each worker's numeric libraries get ``cores // workers``
-        threads). Where ``dask_cuda`` is installed and there are at least this
+        threads, unless ``TF_NUM_INTRAOP_THREADS``, ``OMP_NUM_THREADS`` ...
+        are set in the environment). Where ``dask_cuda`` is installed and there are at least this
         many GPUs, a ``LocalCUDACluster`` (one worker per GPU) instead.
     scheduler : str, optional
         Address of a running scheduler (``tcp://host:8786``); its workers must
@@ -79,8 +80,9 @@ def cluster(workers: Optional[int] = None, scheduler: Optional[str] = None, *,
     if not isinstance(workers, int) or workers < 1:
         raise UsageError(f"--workers must be a positive number of worker processes, got {workers!r}")
     threads = str(max(1, (os.cpu_count() or 1) // workers))
-    env = {"OMP_NUM_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1",
-           "NUMBA_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
+    env = {k: os.environ.get(k, v) for k, v in (  # a value the user set wins
+        ("OMP_NUM_THREADS", threads), ("TF_NUM_INTRAOP_THREADS", threads), ("TF_NUM_INTEROP_THREADS", "1"),
+        ("NUMBA_NUM_THREADS", threads), ("MKL_NUM_THREADS", threads), ("OPENBLAS_NUM_THREADS", threads))}
     if gdal_cache_mb is not None:
         env["GDAL_CACHEMAX"] = str(gdal_cache_mb)
     local = _cuda_cluster(workers, env)
@@ -90,7 +92,8 @@ def cluster(workers: Optional[int] = None, scheduler: Optional[str] = None, *,
         local = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                              silence_logs=logging.ERROR, env=env)
     with local, Client(local) as client:
-        log.info("dask LocalCluster of %d worker(s), %s thread(s) each; dashboard %s", workers, threads,
+        log.info("dask LocalCluster of %d worker(s), %s thread(s) each; dashboard %s", workers,
+                 env["TF_NUM_INTRAOP_THREADS"],
                  client.dashboard_link)
         yield client
 
@@ -150,6 +153,21 @@ def make_job(scene: str, out: Optional[str], vector: Optional[str], model_path: 
                     vector=os.path.abspath(vector) if vector else None, model=os.path.abspath(model_path),
                     model_sha256=fp["model_sha256"], options=options, overwrite=overwrite, parts=parts,
                     fingerprint=digest(fp))
+
+
+def _cumulative(progress):
+    """``progress(done, total)`` over the parts of an in-process run: each part counts from 0, the bar does not."""
+    if progress is None:
+        return None
+    state = {"base": 0, "last": (0, 0)}
+
+    def call(done: int, total: int) -> None:
+        if done < state["last"][0]:  # the next part started
+            state["base"] += state["last"][1]
+        state["last"] = (done, total)
+        progress(state["base"] + done, state["base"] + total)
+
+    return call
 
 
 def _check_parts(parts) -> Union[int, str]:
@@ -257,7 +275,7 @@ def run(
         job = make_job(os.fspath(scene), dests["out"] and dests["out"].path, dests["vector"] and dests["vector"].path,
                        model_path, opts, overwrite=overwrite, parts=parts)
         result = execute([job], client if client is not None else own, retries=retries, lock=False,
-                         progress=parts_progress, patch_progress=progress)[0]
+                         progress=parts_progress, patch_progress=_cumulative(progress))[0]
     if result.status == "failed":
         _raise_failure(result, result.error_type)
     rep = result.report

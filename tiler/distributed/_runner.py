@@ -248,7 +248,7 @@ def execute(jobs: list[SceneJob], client=None, *, retries: int = 0, on_error: st
             d.release()
         counts["scenes_done"] += 1
         if status == "failed":
-            log.warning("%s: %s", r.scene, error)
+            log.info("%s failed: %s", r.scene, error)
             for fut, (_, j, _) in list(futures.items()):
                 if j == i:
                     fut.cancel()
