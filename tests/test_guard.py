@@ -257,8 +257,9 @@ def test_sigterm_mid_run_exits_143_and_leaves_nothing(tmp_path, tiny_model):
     big = write_tif(tmp_path / "big.tif", smooth_image(3, 1536, 1536))
     out_dir = tmp_path / "out"
     out_dir.mkdir()
+    # One stream (--parts 1): a run in parts keeps its journalled parts to resume (test_distributed.py).
     proc = _tiler("run", big, "-o", out_dir / "mask.tif", "--model", tiny_model, "--batch-size", "4",
-                  "--strip-rows", "32")
+                  "--strip-rows", "32", "--parts", "1")
     try:
         deadline = time.monotonic() + 120
         while not any(".part.tif" in f for f in os.listdir(out_dir)):
