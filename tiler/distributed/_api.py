@@ -413,12 +413,12 @@ def batch(
     model_path = os.fspath(model or DEFAULT_MODEL_PATH)
     info = read_info(model_path)
     check_run_options(info, inference, output, polygons, raster=True, vector=False)
+    scenes = expand_inputs(inputs)
     out_dir = os.path.abspath(os.fspath(out_dir))
     if not os.path.isdir(out_dir):
         if not os.path.isdir(os.path.dirname(out_dir)):
             raise OutputPathError(f"--out-dir {out_dir!r}: its parent folder does not exist; create it first")
         os.makedirs(out_dir, exist_ok=True)
-    scenes = expand_inputs(inputs)
     outputs: dict[str, str] = {}
     for s in scenes:
         path = os.path.join(out_dir, output_name(name, s, model_path))
