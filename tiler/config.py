@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 from tiler.domain import InputScale
 from tiler.errors import PlanError, UsageError
 
-__all__ = ["InferenceConfig", "StreamConfig", "OutputConfig", "VectorConfig", "split_options",
+__all__ = ["InferenceConfig", "StreamConfig", "OutputConfig", "VectorConfig", "split_options", "run_configs",
            "OUTPUT_KINDS", "PROBABILITY_DTYPES", "REGISTRATION", "CONNECTIVITY"]
 
 #: Raster products of ``tiler run``: a uint8 class map, or per-class probabilities.
@@ -288,6 +288,33 @@ class VectorConfig(_Config):
             if not names:
                 raise UsageError("--classes names no class; give e.g. --classes building,water")
             object.__setattr__(self, "classes", names)
+
+
+def run_configs(options: Mapping[str, Any], inference=None, streaming=None, output=None, polygons=None) -> list:
+    """The four config values of a segmentation run: the ones given (or the defaults), with ``options`` applied.
+
+    Parameters
+    ----------
+    options : mapping
+        Flat keyword options (see :func:`split_options`).
+    inference, streaming, polygons : config value, optional
+    output : OutputConfig or {"class", "probability"}, optional
+        A string is the kind (``OutputConfig(kind=output)``).
+
+    Returns
+    -------
+    list
+        ``[InferenceConfig, StreamConfig, OutputConfig, VectorConfig]``.
+
+    Raises
+    ------
+    UsageError
+        For an option no config has.
+    """
+    if isinstance(output, str):
+        output = OutputConfig(kind=output)
+    return split_options(options, inference or InferenceConfig(), streaming or StreamConfig(),
+                         output or OutputConfig(), polygons or VectorConfig())
 
 
 def split_options(options: Mapping[str, Any], *configs) -> list:

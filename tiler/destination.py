@@ -49,6 +49,7 @@ __all__ = [
     "OutputGuard",
     "guard_outputs",
     "scene_inputs",
+    "split_scene",
     "clean_stale",
     "is_temporary_name",
     "write_failure",
@@ -154,6 +155,20 @@ def _same_file(a: str, b: str) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
 
 
+def split_scene(scene: PathLike) -> tuple[str, Optional[str]]:
+    """The file a scene string names, and the STAC Item it picks.
+
+    ``("collection.json", "ITEM_ID")`` for ``collection.json#ITEM_ID``;
+    ``(scene, None)`` for anything else (a ``#`` elsewhere is part of the name).
+    No file is opened.
+    """
+    scene = os.fspath(scene)
+    path, sep, item = scene.rpartition("#")
+    if sep and path.lower().endswith(".json"):
+        return path, item
+    return scene, None
+
+
 def scene_inputs(scene: PathLike) -> list[str]:
     """Every file a scene path stands for: the file, a manifest and its band files, or a folder's files.
 
@@ -174,7 +189,7 @@ def scene_inputs(scene: PathLike) -> list[str]:
         sub-folders, metadata files included).
     """
     scene = os.fspath(scene)
-    if scene.partition("#")[0].lower().endswith(".json"):
+    if split_scene(scene)[0].lower().endswith(".json"):
         from tiler.scene._stac import stac_asset_paths
 
         return [p for p in stac_asset_paths(scene) if os.path.exists(p)]

@@ -18,7 +18,7 @@ import rasterio
 from tiler._logging import notice
 from tiler._version import __version__
 from tiler.blend import Accumulator, WindowFunction, get_window
-from tiler.config import InferenceConfig, OutputConfig, StreamConfig, VectorConfig, split_options
+from tiler.config import InferenceConfig, OutputConfig, StreamConfig, VectorConfig, run_configs, split_options
 from tiler.destination import GEOTIFF_SUFFIXES, Destination, guard_outputs, scene_inputs
 from tiler.domain import InputScale, check_domain, sample_channels
 from tiler.engine import Block, PatchStats, ProgressCallback, blend_patches, stream
@@ -392,11 +392,7 @@ def run_scene(
     """
     t_start = time.perf_counter()
     stats = PatchStats()
-    if isinstance(output, str):
-        output = OutputConfig(kind=output)
-    inference, streaming, output, polygons = split_options(
-        options, inference or InferenceConfig(), streaming or StreamConfig(), output or OutputConfig(),
-        polygons or VectorConfig())
+    inference, streaming, output, polygons = run_configs(options, inference, streaming, output, polygons)
     if out is None and vector is None:
         raise UsageError("nothing to write: give a GeoTIFF (--out) and/or polygons (--vector)")
     model_path, info = _model_info(model)

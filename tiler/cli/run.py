@@ -36,7 +36,9 @@ def run(scene, out, vector, report, classes, connectivity, min_area, simplify, w
     (or any, with --parts/--workers/--scheduler) is computed in parts beside
     the output and resumed after a crash by running the same command again.
     """
-    _require(scene if not scene.partition("#")[0].lower().endswith(".json") else scene.partition("#")[0])
+    from tiler.destination import split_scene
+
+    _require(split_scene(scene)[0])
     if out is None and vector is None:
         raise UsageError("nothing to write: give --out mask.tif and/or --vector polygons.gpkg")
     inference, streaming, out_cfg = run_configs(kw)

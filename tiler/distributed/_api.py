@@ -15,7 +15,7 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from tiler import errors
 from tiler._version import __version__
-from tiler.config import InferenceConfig, OutputConfig, StreamConfig, VectorConfig, split_options
+from tiler.config import InferenceConfig, OutputConfig, StreamConfig, VectorConfig, run_configs
 from tiler.destination import GEOTIFF_SUFFIXES, Destination, guard_outputs, scene_inputs
 from tiler.distributed._inputs import expand_inputs, output_name
 from tiler.distributed._journal import FINGERPRINT_TAG, digest, fingerprint
@@ -112,13 +112,6 @@ def _cuda_cluster(workers: int, env: dict):
         return None
     return LocalCUDACluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0",
                             silence_logs=logging.ERROR, env=env, resources={"GPU": 1})
-
-
-def _configs(options: dict, inference, streaming, output, polygons):
-    if isinstance(output, str):
-        output = OutputConfig(kind=output)
-    return split_options(options, inference or InferenceConfig(), streaming or StreamConfig(),
-                         output or OutputConfig(), polygons or VectorConfig())
 
 
 def _option_dicts(inference, streaming, output, polygons) -> dict:
@@ -257,7 +250,7 @@ def run(
     from tiler.sinks import VECTOR_FORMATS
 
     t0 = time.perf_counter()
-    inference, streaming, output, polygons = _configs(options, inference, streaming, output, polygons)
+    inference, streaming, output, polygons = run_configs(options, inference, streaming, output, polygons)
     parts = _check_parts(parts)
     if out is None and vector is None:
         raise UsageError("nothing to write: give a GeoTIFF (--out) and/or polygons (--vector)")
@@ -408,7 +401,7 @@ def batch(
     t0 = time.perf_counter()
     if on_error not in ("skip", "fail"):
         raise UsageError(f"--on-error must be skip or fail, got {on_error!r}")
-    inference, streaming, output, polygons = _configs(options, inference, streaming, output, None)
+    inference, streaming, output, polygons = run_configs(options, inference, streaming, output)
     parts = _check_parts(parts)
     model_path = os.fspath(model or DEFAULT_MODEL_PATH)
     info = read_info(model_path)

@@ -7,6 +7,7 @@ import os
 import string
 from typing import Iterable
 
+from tiler.destination import split_scene
 from tiler.errors import SceneReadError, TilerError, UsageError
 
 __all__ = ["expand_inputs", "output_name", "SCENE_SUFFIXES", "LIST_SUFFIXES"]
@@ -75,7 +76,7 @@ def _list_file(path: str) -> list[str]:
             if not line or line.startswith("#"):
                 continue
             p = line if os.path.isabs(line) else os.path.join(folder, line)
-            if not os.path.exists(p.partition("#")[0] if p.lower().partition("#")[0].endswith(".json") else p):
+            if not os.path.exists(split_scene(p)[0]):
                 raise SceneReadError(f"{path}:{n}: scene {line!r} does not exist; fix the list")
             out.extend(_one(p))
     return out
@@ -128,10 +129,10 @@ def expand_inputs(inputs: Iterable[str]) -> list[str]:
             for m in matched:
                 scenes.extend(_one(m))
             continue
-        base = spec.partition("#")[0] if spec.lower().partition("#")[0].endswith(".json") else spec
+        base, item = split_scene(spec)
         if not os.path.exists(base):
             raise SceneReadError(f"input {spec!r} does not exist; check the path")
-        scenes.extend([os.path.abspath(base) + spec[len(base):]] if base != spec else _one(spec))
+        scenes.extend([f"{os.path.abspath(base)}#{item}"] if item is not None else _one(spec))
     unique = list(dict.fromkeys(scenes))
     if not unique:
         raise UsageError(f"no scene found in {', '.join(inputs)}; give rasters, folders of them, a list file "
@@ -140,7 +141,7 @@ def expand_inputs(inputs: Iterable[str]) -> list[str]:
 
 
 def _stem(scene: str) -> str:
-    path, _, item = scene.partition("#")
+    path, item = split_scene(scene)
     if item:
         return item
     base = os.path.basename(path.rstrip(os.sep))

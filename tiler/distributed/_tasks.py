@@ -170,8 +170,7 @@ def start(job: SceneJob, progress=None) -> dict:
             grid = PatchGrid.from_overlap(sc.height, sc.width, patch_size=p, overlap=inference.overlap)
             n = resolve_parts(job.parts, len(list(grid.strips(streaming.strip_rows))))
             if n > 1:
-                seconds: dict = {}
-                plan, verdict, reg = prepare_scene(sc, tm.info, inference, seconds)
+                plan, verdict, reg = prepare_scene(sc, tm.info, inference, {})
                 from tiler.reports import scene_summary
 
                 return {"status": "parts", "bands": grid.row_bands(streaming.strip_rows, n), "patch_size": p,
@@ -180,7 +179,7 @@ def start(job: SceneJob, progress=None) -> dict:
                                                   {FINGERPRINT_TAG: job.fingerprint}),
                         "summary": scene_summary(sc, plan, job.scene), "registration": reg,
                         "domain": verdict.to_dict() if verdict is not None else None,
-                        "seconds": seconds, "task_seconds": time.perf_counter() - t, "worker": _worker_name()}
+                        "task_seconds": time.perf_counter() - t, "worker": _worker_name()}
         out = Destination(job.out, overwrite=job.overwrite) if job.out else None
         vector = Destination(job.vector, overwrite=job.overwrite) if job.vector else None
         report = run_scene(job.scene, out, vector=vector, model=resolve_model(tm), inference=inference,

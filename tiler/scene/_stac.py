@@ -21,11 +21,12 @@ from __future__ import annotations
 import json
 import os
 from collections import OrderedDict
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import urlparse
 
 import rasterio
 
+from tiler.destination import split_scene
 from tiler.errors import SceneReadError
 from tiler.scene._bands import Band, BandGroup
 from tiler.scene._layouts import Layout
@@ -38,12 +39,7 @@ RASTER_MEDIA = ("image/tiff", "image/jp2", "image/vnd.stac.geotiff", "applicatio
 _SKIP_ROLES = {"thumbnail", "overview", "metadata", "visual"}
 
 
-def split_stac(scene: str) -> tuple[str, Optional[str]]:
-    """``("collection.json", "ITEM_ID")`` for ``collection.json#ITEM_ID``; ``(scene, None)`` otherwise."""
-    path, sep, item = scene.rpartition("#")
-    if sep and path.lower().endswith(".json"):
-        return path, item
-    return scene, None
+split_stac = split_scene  # "collection.json#ITEM_ID" -> ("collection.json", "ITEM_ID")
 
 
 def is_stac(scene: str) -> bool:
