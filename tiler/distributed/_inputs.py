@@ -136,7 +136,8 @@ def expand_inputs(inputs: Iterable[str]) -> list[str]:
     unique = list(dict.fromkeys(scenes))
     if not unique:
         raise UsageError(f"no scene found in {', '.join(inputs)}; give rasters, folders of them, a list file "
-                         "or a STAC document")
+                         "or a STAC document (sub-folders are not searched: for scenes below a folder use a quoted "
+                         "pattern such as 'DIR/**/*.tif')")
     return unique
 
 
