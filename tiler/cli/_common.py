@@ -16,6 +16,7 @@ from typing import Callable, Optional
 
 import click
 
+from tiler import _signals
 from tiler._logging import NOTICE
 from tiler.errors import OutputVerificationError, SceneReadError, TilerError, UsageError
 
@@ -26,14 +27,6 @@ EXIT_RUNTIME, EXIT_USAGE, EXIT_PARTIAL, EXIT_VERIFY = 1, 2, 3, 4
 EXIT_TERMINATED = 128 + signal.SIGTERM
 #: Exit status after Ctrl-C (128 + SIGINT).
 EXIT_INTERRUPTED = 128 + signal.SIGINT
-
-
-class Terminated(KeyboardInterrupt):
-    """Raised in the main thread when SIGTERM arrives, so that every cleanup runs as for Ctrl-C."""
-
-
-def _on_sigterm(signum, frame) -> None:
-    raise Terminated()
 
 
 # ---------------------------------------------------------------- shared options
@@ -98,29 +91,37 @@ def _handle_errors(func: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         verbose = kwargs.get("verbose", 0)
         _setup_logging(verbose, kwargs.get("quiet", False))
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        previous = _signals.install()
         try:
             return func(*args, **kwargs)
-        except UsageError as exc:
-            _fail(exc, EXIT_USAGE, verbose)
-        except OutputVerificationError as exc:
-            _fail(exc, EXIT_VERIFY, verbose)
-        except TilerError as exc:
-            _fail(exc, EXIT_RUNTIME, verbose)
-        except Terminated:
-            click.echo("Terminated (SIGTERM); no output was left behind.", err=True)
-            sys.exit(EXIT_TERMINATED)
-        except KeyboardInterrupt:
-            click.echo("Interrupted; no output was left behind.", err=True)
-            sys.exit(EXIT_INTERRUPTED)
-        except click.exceptions.Exit:
-            raise
-        except Exception as exc:  # an unexpected failure: say so, traceback with -v
-            _fail(exc, EXIT_RUNTIME, verbose, unexpected=True)
+        except BaseException as exc:
+            if _signals.requested() and not isinstance(exc, SystemExit):
+                # Whatever surfaced (a library may have turned the signal into another error).
+                if verbose and not isinstance(exc, KeyboardInterrupt):
+                    log.debug("SIGTERM surfaced as %s: %s", type(exc).__name__, exc)
+                click.echo("Terminated (SIGTERM); no output was left behind.", err=True)
+                sys.exit(EXIT_TERMINATED)
+            _exit_for(exc, verbose)
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            _signals.restore(previous)
 
     return wrapper
+
+
+def _exit_for(exc: BaseException, verbose: int) -> None:
+    """Exit with the one-line message and exit code of ``exc``'s kind (others are re-raised)."""
+    if isinstance(exc, UsageError):
+        _fail(exc, EXIT_USAGE, verbose)
+    elif isinstance(exc, OutputVerificationError):
+        _fail(exc, EXIT_VERIFY, verbose)
+    elif isinstance(exc, TilerError):
+        _fail(exc, EXIT_RUNTIME, verbose)
+    elif isinstance(exc, KeyboardInterrupt):
+        click.echo("Interrupted; no output was left behind.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    elif isinstance(exc, Exception) and not isinstance(exc, click.exceptions.Exit):
+        _fail(exc, EXIT_RUNTIME, verbose, unexpected=True)  # unexpected: say so, traceback with -v
+    raise exc
 
 
 def _fail(exc: BaseException, code: int, verbose: int, *, unexpected: bool = False) -> None:

@@ -18,6 +18,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional
 
+from tiler import _signals
 from tiler.destination import Destination, clean_stale
 from tiler.distributed._journal import Journal
 from tiler.distributed._tasks import SceneJob, assemble, run_part, start
@@ -116,6 +117,7 @@ class _Lazy:
                     self._value, self._error = self.fn(*self.args, **self.kwargs), None
                     break
                 except Exception as exc:  # noqa: BLE001 - what dask's retries= retries too
+                    _signals.check()  # a library may have turned SIGTERM into another error
                     self._error = exc
                     if attempt < self.retries:
                         log.warning("%s failed (%s); retrying", self.fn.__name__, exc)
@@ -241,6 +243,8 @@ def execute(jobs: list[SceneJob], client=None, *, retries: int = 0, on_error: st
             progress(counts["parts_done"], counts["parts_total"], counts["scenes_done"], len(jobs))
 
     def finish(i: int, status: str, error: Optional[str] = None, error_type: Optional[str] = None) -> None:
+        if status == "failed":
+            _signals.check()  # a failure caused by SIGTERM (turned into another error) is the signal
         r = results[i]
         r.status, r.error, r.error_type = status, error, error_type
         r.wall_seconds = time.perf_counter() - state[i]["t0"]
