@@ -41,8 +41,10 @@ def copy_band(src, dst, *, transform=None):
     return str(dst)
 
 
-def write_manifest(path, reference, groups):
+def write_manifest(path, reference, groups, cloud_mask=None):
     lines = [f'reference = "{reference}"', ""]
+    if cloud_mask is not None:
+        lines += [f'cloud_mask = {{ file = "{cloud_mask[0]}", kind = "{cloud_mask[1]}" }}', ""]
     for name, g in groups.items():
         lines.append(f"[groups.{name}]")
         for k, v in g.items():
@@ -88,7 +90,7 @@ def _landsat_scene(tmp_path, transform=None):
                 "spectral_ranges": [[500, 680]]},
         "ms": {"files": [b3, b4], "bands": ["green", "red"], "scale": 2e-5, "offset": -0.1,
                "spectral_ranges": [[525, 600], [630, 680]]},
-    })
+    }, cloud_mask=(LANDSAT / "l8_BQA.tif", "landsat_bqa_pre"))  # its cumulus show parallax: masked
 
 
 def _recover(tmp_path, make, src, group, shifts, **kw):
@@ -171,7 +173,7 @@ def test_real_unshifted_data_reports_near_zero(tmp_path):
             assert g.status == "ok", (scene, g.group, g.reason)
             assert np.hypot(*g.shift_group_px) < 0.1, (scene, g.group, g.shift_group_px)
     # The Landsat scene's cumulus shows parallax between pan and MS bands: screened out.
-    assert reg.groups["ms"].rejected.get("clouds", 0) > 0
+    assert reg.groups["ms"].rejected.get("clouds (product mask)", 0) > 0
 
 
 @needs_shared(SENTINEL2)

@@ -1,4 +1,4 @@
-"""Estimating each band group's misalignment by sub-pixel phase correlation."""
+"""Estimating each band group's misalignment: phase correlation refined by ECC on windows that fit the scene."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ import numpy as np
 from affine import Affine
 
 from tiler.errors import RegistrationError
-from tiler.registration._fit import Fit, fit_affine, fit_translation
+from tiler.registration._estimate import COARSE_UPSAMPLE, estimate_window
+from tiler.registration._fit import select_model
 from tiler.registration._match import BandMatch, match_bands
+from tiler.registration._windows import CLOUD_FRACTION, MIN_WINDOW, CloudScreen, detect_fill, window_layout
 from tiler.scene import Scene
 
 __all__ = ["WindowEstimate", "GroupRegistration", "Registration", "register_scene", "MODELS",
@@ -22,16 +24,18 @@ __all__ = ["WindowEstimate", "GroupRegistration", "Registration", "register_scen
 log = logging.getLogger(__name__)
 
 #: Displacement models: ``auto`` picks affine only where it explains the
-#: windows clearly better than a translation.
+#: windows significantly and materially better than a translation
+#: (:func:`tiler.registration.select_model`).
 MODELS = ("auto", "translation", "affine")
-#: Windows per side of the estimation grid (a bounded number of reads,
-#: whatever the scene size).
+#: Most windows per side of the estimation grid (a bounded number of reads,
+#: whatever the scene size); fewer where they would overlap by more than half.
 DEFAULT_GRID = 8
-#: Window side in pixels of the coarser group of a pair.
+#: Largest window side in pixels of the coarser group of a pair; at most half
+#: the shorter side of that group's grid, at least MIN_WINDOW.
 DEFAULT_WINDOW = 128
-#: Phase-correlation upsampling: shifts resolved to 1/100 pixel
-#: (Guizar-Sicairos et al., Opt. Lett. 33, 156, 2008).
-DEFAULT_UPSAMPLE = 100
+#: Phase-correlation upsampling of the coarse step (1/10 pixel); the ECC
+#: refinement gives the sub-pixel estimate.
+DEFAULT_UPSAMPLE = COARSE_UPSAMPLE
 #: Windows whose normalised cross-correlation after alignment is below this
 #: are rejected as unreliable.
 MIN_PEAK = 0.3
@@ -43,33 +47,14 @@ MIN_PEAK = 0.3
 PEAK_MARGIN = 0.1
 #: Fewest usable windows for a result.
 MIN_WINDOWS = 3
-#: Usable fraction of valid (not nodata) pixels in a window.
-MIN_VALID_FRACTION = 0.95
+#: Usable fraction of valid (not nodata, not cloud) pixels in a window; the
+#: refinement ignores the invalid rest.
+MIN_VALID_FRACTION = 0.75
 #: A window whose standard deviation is below this fraction of its mean
 #: magnitude has no texture to correlate.
 MIN_RELATIVE_STD = 0.01
-#: Cloud screen, on a visible band (clouds are bright in the visible where
-#: land, vegetation and water are dark): a window is rejected when more than
-#: CLOUD_FRACTION of its pixels are brighter than CLOUD_FACTOR times the
-#: clear-sky level, the lower quartile of the windows' median brightness.
-#: Clouds must go: they show parallax between bands recorded at different
-#: focal-plane positions (about 3 pan pixels in the shared Landsat-8 scene).
-#: A heuristic, stated as such; it needs radiometrically scaled bands to be
-#: sharp, since a large dark offset in raw counts compresses the ratio.
-CLOUD_FACTOR = 1.5
-CLOUD_FRACTION = 0.25
-#: Visible range (nm) for the cloud screen band: the anchor's (else the
-#: group's) shortest-wavelength narrow band in it, else a broad (pan) band.
-VISIBLE_NM = (450.0, 700.0)
 #: Shifts beyond this fraction of the window side are implausible.
 MAX_SHIFT_FRACTION = 0.25
-#: The affine model needs this many inlier windows ...
-AFFINE_MIN_WINDOWS = 6
-#: ... at least as many as the translation explains, and must cut the
-#: translation's residual RMS on the same windows at least by this factor,
-#: that RMS itself exceeding AFFINE_MIN_RMS pixels of the coarser group.
-AFFINE_GAIN = 0.6
-AFFINE_MIN_RMS = 0.1
 #: Residuals below this (pixels of the coarser group) are never outliers.
 OUTLIER_FLOOR_PX = 0.1
 #: Chain through an intermediate group when its spectral gap is smaller than
@@ -94,6 +79,10 @@ class WindowEstimate:
         Normalised cross-correlation before alignment.
     reason : str or None
         Why the window was rejected; None when used.
+    sigma : tuple of float
+        ``(row, col)`` standard deviation of ``displacement`` from the
+        refinement's residual and curvature, reference pixels (NaN when not
+        measured).
     """
 
     row: float
@@ -102,6 +91,7 @@ class WindowEstimate:
     peak: float
     correlation_before: float
     reason: Optional[str] = None
+    sigma: tuple[float, float] = (math.nan, math.nan)
 
 
 @dataclass(frozen=True)
@@ -135,6 +125,19 @@ class GroupRegistration:
         RMS of the used windows' residuals from the model, reference pixels.
     seconds : float
     windows : tuple of WindowEstimate
+    model_reason : str
+        Why the model was chosen (the F-test, or what was requested).
+    shift_sigma_group_px : tuple of float
+        ``(row, col)`` standard deviation of the shift, pixels of the group.
+    window_size : int
+        Window side, pixels of the compared grid.
+    window_grid : tuple of int
+        Windows per column and per row.
+    cloud_screen : str
+        What screened clouds (the product's mask, a reflectance threshold, or
+        none and why).
+    notes : tuple of str
+        What was assumed (undeclared fill treated as nodata, a shrunk window).
     """
 
     group: str
@@ -153,6 +156,12 @@ class GroupRegistration:
     residual_rms: float = float("nan")
     seconds: float = 0.0
     windows: tuple[WindowEstimate, ...] = ()
+    model_reason: str = ""
+    shift_sigma_group_px: tuple[float, float] = (math.nan, math.nan)
+    window_size: int = 0
+    window_grid: tuple[int, int] = (0, 0)
+    cloud_screen: str = ""
+    notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (windows included)."""
@@ -167,9 +176,12 @@ class GroupRegistration:
             "shift_m": None if self.shift_m is None else [r(v) for v in self.shift_m],
             "windows_used": self.windows_used, "windows_rejected": dict(self.rejected),
             "residual_rms_reference_px": r(self.residual_rms), "seconds": r(self.seconds, 3),
+            "model_reason": self.model_reason, "shift_sigma_group_px": [r(v) for v in self.shift_sigma_group_px],
+            "window_size": self.window_size, "window_grid": list(self.window_grid),
+            "cloud_screen": self.cloud_screen, "notes": list(self.notes),
             "windows": [{"row": r(w.row, 1), "col": r(w.col, 1),
-                         "displacement": [r(v) for v in w.displacement], "peak": r(w.peak),
-                         "correlation_before": r(w.correlation_before), "reason": w.reason}
+                         "displacement": [r(v) for v in w.displacement], "sigma": [r(v) for v in w.sigma],
+                         "peak": r(w.peak), "correlation_before": r(w.correlation_before), "reason": w.reason}
                         for w in self.windows],
         }
 
@@ -225,11 +237,6 @@ def _ncc(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum() / den) if den > 0 else float("nan")
 
 
-def _taper(n: int) -> np.ndarray:
-    w = np.hanning(n)
-    return np.outer(w, w)
-
-
 def _choose_anchor(scene: Scene, name: str, done: dict[str, GroupRegistration]) -> tuple[str, BandMatch]:
     group = scene.group(name)
     if group.anchor is not None:
@@ -247,19 +254,6 @@ def _choose_anchor(scene: Scene, name: str, done: dict[str, GroupRegistration]) 
     return best
 
 
-def _cloud_band(scene: Scene, name: str, match: BandMatch) -> Optional[tuple[str, int]]:
-    """The group's shortest-wavelength visible band (a compared one first), or None."""
-    bands = scene.group(name).bands
-    visible = [k for k, b in enumerate(bands) if b.centre is not None and VISIBLE_NM[0] <= b.centre <= VISIBLE_NM[1]
-               and b.spectral_range[1] - b.spectral_range[0] < 150.0]
-    if not visible:
-        broad = [k for k, b in enumerate(bands) if b.centre is not None and VISIBLE_NM[0] <= b.centre <= VISIBLE_NM[1]]
-        visible = broad
-    if not visible:
-        return None
-    return name, min(visible, key=lambda k: bands[k].centre)
-
-
 def _order(scene: Scene, names: Sequence[str]) -> list[str]:
     """Groups nearest the reference first, so that chains find their intermediate done."""
     ref = scene.group(scene.reference)
@@ -273,14 +267,12 @@ def _order(scene: Scene, names: Sequence[str]) -> list[str]:
     return sorted(names, key=key)
 
 
-def _window_origins(scene: Scene, coarse: str, n: int, size: int) -> list[tuple[int, int]]:
-    """Top-left corners (row, col) on the coarse group's grid of an n x n grid of windows."""
-    grid = scene.grid(coarse)
-    origins = []
-    for axis_len in (grid.height, grid.width):
-        span = max(axis_len - size, 0)
-        origins.append(sorted({int(round(span * (k + 0.5) / n)) for k in range(n)}))
-    return [(r, c) for r in origins[0] for c in origins[1]]
+def _rejections(estimates: Sequence[WindowEstimate]) -> dict[str, int]:
+    rejected: dict[str, int] = {}
+    for e in estimates:
+        if e.reason:
+            rejected[e.reason] = rejected.get(e.reason, 0) + 1
+    return rejected
 
 
 def _register_group(scene: Scene, name: str, anchor: str, match: BandMatch, *, model: str, grid_n: int,
@@ -289,154 +281,146 @@ def _register_group(scene: Scene, name: str, anchor: str, match: BandMatch, *, m
     g_grid, a_grid = scene.grid(name), scene.grid(anchor)
     coarse = name if g_grid.pixel_size >= a_grid.pixel_size else anchor
     c_grid = scene.grid(coarse)
-    size = min(window, c_grid.height, c_grid.width)
-    coarse_t = scene.source_transform(coarse, corrected=coarse != name)
     px = c_grid.pixel_size
-    describe = match.describe(scene.group(name), scene.group(anchor))
-    taper = _taper(size)
+    common: dict[str, Any] = dict(group=name, anchor=anchor, match=match.describe(scene.group(name),
+                                                                                 scene.group(anchor)),
+                                  compared_pixel_size=px)
+    layout, layout_note = window_layout(c_grid.height, c_grid.width, window=window, grid=grid_n)
+    if layout is None:
+        return GroupRegistration(status="failed", reason=f"group {coarse!r}: {layout_note}",
+                                 seconds=time.perf_counter() - t0, **common)
+    size = layout.size
+    notes = [layout_note] if layout_note else []
+    # Undeclared fill (zeros in every band at the scene's edges ...) is nodata here.
+    fills = {}
+    for side in dict.fromkeys((name, anchor)):
+        found = detect_fill(scene, side)
+        if found is not None:
+            fills[side] = found[0]
+            notes.append(f"group {side!r}: {found[1]:.1%} of the scene is {found[0]:g} in every band and not "
+                         "declared nodata; treated as nodata for registration (declare nodata to be sure)")
+            log.info("registration %s", notes[-1])
+    coarse_t = scene.source_transform(coarse, corrected=coarse != name)
     ref_inv_lin = ~Affine(scene.transform.a, scene.transform.b, 0, scene.transform.d, scene.transform.e, 0)
-    k_lin = Affine(coarse_t.a, coarse_t.b, 0, coarse_t.d, coarse_t.e, 0)
-    to_ref = ref_inv_lin @ k_lin  # coarse-pixel vectors -> reference-pixel vectors
+    to_ref = ref_inv_lin @ Affine(coarse_t.a, coarse_t.b, 0, coarse_t.d, coarse_t.e, 0)
 
     def resampling(group_name: str) -> Optional[str]:
         # Area-average the finer side onto the coarser grid, never point-sample.
         return "average" if scene.grid(group_name).pixel_size < px * (1 - 1e-9) else None
 
-    cloud_band = _cloud_band(scene, anchor, match) or _cloud_band(scene, name, match)
-    samples = []
-    for r0, c0 in _window_origins(scene, coarse, grid_n, size):
-        k_t = coarse_t @ Affine.translation(c0, r0)
-        gdat, gval = scene.warp(name, k_t, (size, size), positions=match.group_positions,
-                                resampling=resampling(name), corrected=False)
-        adat, aval = scene.warp(anchor, k_t, (size, size), positions=match.anchor_positions,
-                                resampling=resampling(anchor), corrected=True)
-        if cloud_band is None:
-            bright = None
-        else:
-            bname, bpos = cloud_band
-            bright, _ = scene.warp(bname, k_t, (size, size), positions=[bpos], resampling=resampling(bname),
-                                   corrected=bname != name)
-            bright = bright[0]
-        centre = ~scene.transform @ (k_t @ (size / 2, size / 2))
-        samples.append((centre[1], centre[0], gdat.mean(axis=0), adat.mean(axis=0), gval & aval, bright))
-    medians = [float(np.nanmedian(b)) for *_, v, b in samples if b is not None and v.mean() >= MIN_VALID_FRACTION]
-    cloud_level = CLOUD_FACTOR * float(np.percentile(medians, 25)) if medians else math.inf
-
-    # Imported here, not at module level: `tiler run` and `tiler indices` load
-    # this module and should not pay for SciPy's and scikit-image's imports
-    # unless they register.
-    from scipy import ndimage
-    from skimage.registration import phase_cross_correlation
-
-    estimates, centres, disps = [], [], []
-    nan2 = (float("nan"), float("nan"))
-    for row, col, gimg, aimg, valid, bright in samples:
-        def reject(reason: str, before: float = float("nan")) -> None:
-            estimates.append(WindowEstimate(row, col, nan2, float("nan"), before, reason))
-        if valid.mean() < MIN_VALID_FRACTION:
-            reject("nodata")
-            continue
-        gimg = np.where(valid, gimg, gimg[valid].mean())
-        aimg = np.where(valid, aimg, aimg[valid].mean())
-        if any(float(x.std()) <= MIN_RELATIVE_STD * abs(float(x.mean())) or float(x.std()) == 0.0
-               for x in (gimg, aimg)):
-            reject("flat texture")
-            continue
-        if bright is not None and cloud_level > 0 and (bright[valid] > cloud_level).mean() > CLOUD_FRACTION:
-            reject("clouds")
-            continue
-        before = _ncc(gimg, aimg)
-        a_t = (aimg - aimg.mean()) * taper
-        g_t = (gimg - gimg.mean()) * taper
-        shift, _, _ = phase_cross_correlation(a_t, g_t, upsample_factor=upsample, normalization="phase")
-        if np.hypot(*shift) > MAX_SHIFT_FRACTION * size:
-            reject("implausible shift", before)
-            continue
-        aligned = ndimage.shift(gimg, shift, order=3, mode="nearest")
-        m = int(math.ceil(np.abs(shift).max())) + 2
-        peak = _ncc(aligned[m:-m, m:-m], aimg[m:-m, m:-m])
-        if not peak >= min_peak:
-            reject("low correlation peak", before)
-            continue
-        # phase_cross_correlation returns the shift that registers the group
-        # onto the anchor: the group's content sits at minus that shift.
-        d_col, d_row = to_ref @ (-float(shift[1]), -float(shift[0]))
-        estimates.append(WindowEstimate(row, col, (d_row, d_col), peak, before))
+    for side, value in fills.items():
+        scene.assume_fill(side, value)
+    try:
+        screen = CloudScreen(scene, (anchor, name))
+        estimates = [_window(scene, name, anchor, match, coarse_t @ Affine.translation(c0, r0), size, screen,
+                             resampling, to_ref, upsample, min_peak) for r0, c0 in layout.origins]
+    finally:
+        for side in fills:
+            scene.assume_fill(side, None)
+    common.update(window_size=size, window_grid=layout.shape, cloud_screen=screen.source, notes=tuple(notes))
 
     measured = [e.peak for e in estimates if e.reason is None]
     weak = float(np.median(measured)) - PEAK_MARGIN if measured else 0.0
-    for k, e in enumerate(estimates):
-        if e.reason is None and e.peak < weak:
-            estimates[k] = WindowEstimate(e.row, e.col, e.displacement, e.peak, e.correlation_before,
-                                          "weak peak (moving surface or haze)")
-        elif e.reason is None:
-            centres.append((e.row, e.col))
-            disps.append(e.displacement)
-
-    rejected: dict[str, int] = {}
-    for e in estimates:
-        if e.reason:
-            rejected[e.reason] = rejected.get(e.reason, 0) + 1
-    common = dict(group=name, anchor=anchor, match=describe, compared_pixel_size=px)
-    if len(disps) < MIN_WINDOWS:
-        why = ", ".join(f"{n} {k}" for k, n in sorted(rejected.items())) or "none measured"
+    estimates = [_replace_reason(e, "weak peak (moving surface or haze)") if e.reason is None and e.peak < weak
+                 else e for e in estimates]
+    used = [k for k, e in enumerate(estimates) if e.reason is None]
+    if len(used) < MIN_WINDOWS:
+        rejected = _rejections(estimates)
+        why = ", ".join(f"{n} {k}" for k, n in sorted(rejected.items()))
+        why = f"; rejected: {why}" if why else f"; the {c_grid.width} x {c_grid.height} px grid holds {len(estimates)}"
         return GroupRegistration(
-            status="failed", reason=f"only {len(disps)} of {len(estimates)} windows usable ({why}); "
-                                    f"need {MIN_WINDOWS}",
+            status="failed", reason=f"{len(used)} of {len(estimates)} windows usable{why}; need {MIN_WINDOWS} "
+                                    f"(try a smaller --registration-window, at least {MIN_WINDOW})",
             rejected=rejected, windows=tuple(estimates), seconds=time.perf_counter() - t0, **common)
 
-    centres_a, disps_a = np.asarray(centres), np.asarray(disps)
+    centres = np.array([(estimates[k].row, estimates[k].col) for k in used])
+    disps = np.array([estimates[k].displacement for k in used])
+    covs = np.array([_ref_cov(estimates[k].sigma) for k in used])
     ref_per_coarse = px / scene.grid(scene.reference).pixel_size
-    floor = OUTLIER_FLOOR_PX * ref_per_coarse
-    fit: Fit = fit_translation(centres_a, disps_a, floor=floor)
-    if model in ("auto", "affine"):
-        aff = fit_affine(centres_a, disps_a, floor=floor)
-        # Compare both models on the same windows: the affine's inliers.
-        same = disps_a[aff.inliers]
-        t_rms = float(np.sqrt(np.mean(np.sum((same - same.mean(axis=0)) ** 2, axis=1)))) if len(same) else 0.0
-        clearly_better = (aff.inliers.sum() >= max(AFFINE_MIN_WINDOWS, fit.inliers.sum())
-                          and t_rms > AFFINE_MIN_RMS * ref_per_coarse and aff.rms < AFFINE_GAIN * t_rms)
-        if model == "affine":
-            if aff.inliers.sum() < AFFINE_MIN_WINDOWS:
-                return GroupRegistration(
-                    status="failed", reason=f"the affine model needs {AFFINE_MIN_WINDOWS} agreeing windows, "
-                                            f"{int(aff.inliers.sum())} agree; use the translation model",
-                    rejected=rejected, windows=tuple(estimates), seconds=time.perf_counter() - t0, **common)
-            fit = aff
-        elif clearly_better:
-            fit = aff
-    # Mark outliers among the measured windows.
-    k = 0
-    final = []
-    for e in estimates:
-        if e.reason is None:
-            if not fit.inliers[k]:
-                e = WindowEstimate(e.row, e.col, e.displacement, e.peak, e.correlation_before,
-                                   "outlier (disagrees with the other windows)")
-                rejected[e.reason] = rejected.get(e.reason, 0) + 1
-            k += 1
-        final.append(e)
+    choice, failure = select_model(centres, disps, covs, floor=OUTLIER_FLOOR_PX * ref_per_coarse, model=model,
+                                   px=ref_per_coarse)
+    if choice is None:
+        return GroupRegistration(status="failed", reason=failure, rejected=_rejections(estimates),
+                                 windows=tuple(estimates), seconds=time.perf_counter() - t0, **common)
+    fit = choice.fit
+    for j, k in enumerate(used):
+        if not fit.inliers[j]:
+            estimates[k] = _replace_reason(estimates[k], "outlier (disagrees with the other windows)")
+    rejected = _rejections(estimates)
     if fit.inliers.sum() < MIN_WINDOWS:
-        return GroupRegistration(status="failed", reason="the windows disagree: no consistent shift",
-                                 rejected=rejected, windows=tuple(final), seconds=time.perf_counter() - t0, **common)
+        return GroupRegistration(status="failed", reason=f"the windows disagree: no {MIN_WINDOWS} agree on a shift "
+                                 f"({len(used)} measured)", rejected=rejected, windows=tuple(estimates),
+                                 seconds=time.perf_counter() - t0, **common)
     (a0, a1, a2), (b0, b1, b2) = fit.params
     # d(u) = [row, col] = params @ [1, col, row]; the correction maps u -> u - d(u)
     # in (x=col, y=row) order.
     correction = Affine(1 - b1, -b2, -b0, -a1, 1 - a2, -a0)
-    mid_row, mid_col = scene.height / 2, scene.width / 2
-    d_mid = fit.predict(np.array([mid_row]), np.array([mid_col]))[0]
+    d_mid = fit.predict(np.array([scene.height / 2]), np.array([scene.width / 2]))[0]
     per_group = scene.grid(scene.reference).pixel_size / g_grid.pixel_size
     shift_m = None
     if scene.georeferenced:
         dx, dy = Affine(scene.transform.a, scene.transform.b, 0, scene.transform.d, scene.transform.e, 0) @ (
             d_mid[1], d_mid[0])
         shift_m = (float(dy), float(dx))
+    sigma = tuple(float(v) * per_group for v in fit.shift_sigma)
     return GroupRegistration(
         status="ok", model=fit.kind, correction=correction,
         shift_reference_px=(float(d_mid[0]), float(d_mid[1])),
         shift_group_px=(float(d_mid[0] * per_group), float(d_mid[1] * per_group)), shift_m=shift_m,
         windows_used=int(fit.inliers.sum()), rejected=rejected, residual_rms=fit.rms,
-        windows=tuple(final), seconds=time.perf_counter() - t0, **common)
+        windows=tuple(estimates), seconds=time.perf_counter() - t0, model_reason=choice.reason,
+        shift_sigma_group_px=sigma, **common)  # type: ignore[arg-type]
+
+
+def _replace_reason(e: WindowEstimate, reason: str) -> WindowEstimate:
+    return WindowEstimate(e.row, e.col, e.displacement, e.peak, e.correlation_before, reason, e.sigma)
+
+
+def _ref_cov(sigma: tuple[float, float]) -> np.ndarray:
+    return np.diag(np.square(sigma))
+
+
+def _window(scene: Scene, name: str, anchor: str, match: BandMatch, k_t: Affine, size: int, screen: CloudScreen,
+            resampling, to_ref: Affine, upsample: int, min_peak: float) -> WindowEstimate:
+    """Read, screen and measure one window (``k_t``: its pixels on the compared grid)."""
+    gdat, gval = scene.warp(name, k_t, (size, size), positions=match.group_positions,
+                            resampling=resampling(name), corrected=False)
+    adat, aval = scene.warp(anchor, k_t, (size, size), positions=match.anchor_positions,
+                            resampling=resampling(anchor), corrected=True)
+    centre = ~scene.transform @ (k_t @ (size / 2, size / 2))
+    row, col = float(centre[1]), float(centre[0])
+    nan2 = (math.nan, math.nan)
+
+    def reject(reason: str, before: float = math.nan) -> WindowEstimate:
+        return WindowEstimate(row, col, nan2, math.nan, before, reason)
+
+    valid = gval & aval
+    if valid.mean() < MIN_VALID_FRACTION:
+        return reject("nodata")
+    cloudy = screen.cloudy(k_t, size, resampling)
+    if cloudy is not None:
+        if (cloudy & valid).sum() > screen.fraction * valid.sum():
+            return reject(f"clouds ({'product mask' if scene.cloud_mask is not None else 'bright'})")
+        valid &= ~cloudy
+        if valid.mean() < MIN_VALID_FRACTION:
+            return reject("nodata")
+    gimg, aimg = gdat.mean(axis=0).astype(np.float64), adat.mean(axis=0).astype(np.float64)
+    gimg[~valid] = gimg[valid].mean()
+    aimg[~valid] = aimg[valid].mean()
+    if any(float(x[valid].std()) <= MIN_RELATIVE_STD * abs(float(x[valid].mean())) or float(x[valid].std()) == 0.0
+           for x in (gimg, aimg)):
+        return reject("flat texture")
+    before = _ncc(gimg[valid], aimg[valid])
+    est = estimate_window(aimg, gimg, valid, upsample=upsample, max_shift=MAX_SHIFT_FRACTION * size)
+    if est.reason is not None:
+        return reject(est.reason, before)
+    if not est.correlation >= min_peak:
+        return WindowEstimate(row, col, nan2, est.correlation, before, "low correlation peak")
+    d_col, d_row = to_ref @ (float(est.shift[1]), float(est.shift[0]))
+    # Window pixels -> reference pixels: the compared grid's pixel is a scaled reference pixel.
+    k = math.hypot(to_ref.a, to_ref.d)
+    sig = (math.sqrt(est.covariance[0, 0]) * k, math.sqrt(est.covariance[1, 1]) * k)
+    return WindowEstimate(row, col, (d_row, d_col), est.correlation, before, None, sig)
 
 
 def register_scene(scene: Scene, *, groups: Optional[Sequence[str]] = None, model: str = "auto",
@@ -446,16 +430,23 @@ def register_scene(scene: Scene, *, groups: Optional[Sequence[str]] = None, mode
 
     Each group is compared with an anchor (the reference group, or an already
     registered group that matches it spectrally much better, e.g. SWIR against
-    the multispectral NIR) on a ``grid x grid`` set of windows spread over the
-    scene. Only those windows are read, so the cost does not grow with the
-    scene. In each window the finer of the two groups is area-averaged
-    (``average`` resampling) onto the coarser group's own pixel grid, both
-    sides are tapered (Hann) and compared by sub-pixel phase correlation
-    (:func:`skimage.registration.phase_cross_correlation`, upsampled
-    ``upsample`` times). Windows with nodata, flat texture, clouds, a low
-    correlation peak or an implausible shift are rejected; the rest are
-    combined robustly into a translation, or an affine field where the shift
-    varies across the scene and enough windows agree (``model="auto"``).
+    the multispectral NIR) on a grid of windows spread over the scene: windows
+    of ``window`` pixels of the coarser group (at most half its shorter side,
+    at least 16), as many per side as fit with at most 50 % overlap, at most
+    ``grid``. Only those windows are read, so the cost does not grow with the
+    scene. In each window the finer group is area-averaged (``average``
+    resampling) onto the coarser group's own pixel grid; undeclared fill
+    (:func:`tiler.registration.detect_fill`) and clouds (the product's mask,
+    else bright reflectance: :class:`tiler.registration.CloudScreen`) are
+    masked out. Phase correlation on Hann-tapered windows finds the shift to
+    a fraction of a pixel, and ECC refines it by least squares
+    (:func:`tiler.registration.estimate_window`), giving each window an
+    uncertainty from its residual and curvature. Windows with nodata, flat
+    texture, clouds, a low correlation peak, an implausible or unstable
+    shift are rejected with their reason; the rest are combined by weighted
+    robust least squares into a translation, or an affine field where an
+    F-test says the shift varies across the scene beyond the windows' noise
+    (``model="auto"``, :func:`tiler.registration.select_model`).
 
     Parameters
     ----------
@@ -465,11 +456,11 @@ def register_scene(scene: Scene, *, groups: Optional[Sequence[str]] = None, mode
         ``register = false`` are skipped). Anchors they need are registered too.
     model : {"auto", "translation", "affine"}
     grid : int, default 8
-        Windows per side.
+        Most windows per side.
     window : int, default 128
-        Window side in pixels of the coarser group of each pair.
-    upsample : int, default 100
-        Sub-pixel precision 1/upsample pixel.
+        Largest window side in pixels of the coarser group of each pair.
+    upsample : int, default 10
+        Precision of the coarse phase-correlation step, 1/upsample pixel.
     min_peak : float, default 0.3
         Least normalised cross-correlation after alignment for a window to count.
 
@@ -487,12 +478,15 @@ def register_scene(scene: Scene, *, groups: Optional[Sequence[str]] = None, mode
     References
     ----------
     Guizar-Sicairos, Thurman & Fienup, "Efficient subpixel image registration
-    algorithms", Opt. Lett. 33(2), 156-158 (2008).
+    algorithms", Opt. Lett. 33(2), 156-158 (2008). Evangelidis & Psarakis,
+    "Parametric image alignment using enhanced correlation coefficient
+    maximization", IEEE TPAMI 30(10), 1858-1865 (2008).
     """
     if model not in MODELS:
         raise RegistrationError(f"registration model must be one of {', '.join(MODELS)}, got {model!r}")
-    if grid < 2 or window < 16 or upsample < 1:
-        raise RegistrationError(f"registration needs grid >= 2, window >= 16 and upsample >= 1, got grid={grid}, "
+    if grid < 2 or window < MIN_WINDOW or upsample < 1:
+        raise RegistrationError(f"registration needs grid >= 2, window >= {MIN_WINDOW} and upsample >= 1, got "
+                                f"grid={grid}, "
                                 f"window={window}, upsample={upsample}")
     t0 = time.perf_counter()
     names = [g.name for g in scene.groups]

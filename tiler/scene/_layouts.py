@@ -14,6 +14,7 @@ from typing import Optional
 
 from tiler.errors import SceneReadError
 from tiler.scene._bands import Band, BandGroup
+from tiler.scene._cloudmask import CloudMask, find_landsat_mask, find_sentinel2_mask
 
 __all__ = ["Layout", "detect_layout", "SENTINEL2_BANDS", "LANDSAT_BANDS", "WORLDVIEW3_BANDS",
            "WORLDVIEW3_ALIASES", "SATURATION_DN"]
@@ -99,12 +100,15 @@ class Layout:
         Name of the reference group; None: the finest group.
     notes : tuple of str
         What was assumed (e.g. the radiometric scaling applied).
+    cloud_mask : CloudMask or None
+        The product's own cloud mask, where the folder or manifest has one.
     """
 
     kind: str
     groups: tuple[BandGroup, ...]
     reference: Optional[str]
     notes: tuple[str, ...] = ()
+    cloud_mask: Optional[CloudMask] = None
 
 
 def _files(folder: str) -> list[str]:
@@ -167,7 +171,10 @@ def _sentinel2(folder: str, files: list[str]) -> Optional[Layout]:
         notes.append(f"offsets from {meta}: {offsets or 'none'}")
     # Sentinel-2 L1C/L2A use 0 as the no-data value (S2 Products Specification Document).
     out = tuple(BandGroup(f"{res}m", tuple(bands), nodata=0.0) for res, bands in sorted(groups.items()))
-    return Layout("sentinel2", out, None, tuple(notes))
+    mask = find_sentinel2_mask(files)
+    if mask is not None:
+        notes.append(f"cloud mask: {os.path.basename(mask.path)} ({mask.kind})")
+    return Layout("sentinel2", out, None, tuple(notes), mask)
 
 
 _L8_RE = re.compile(r"(?:^|_)(?:SR_|ST_)?B(\d{1,2})\.tiff?$", re.IGNORECASE)
@@ -215,7 +222,10 @@ def _landsat(folder: str, files: list[str]) -> Optional[Layout]:
     names = {15: "pan", 30: "ms"}
     # Landsat Level-1 products use 0 as fill (Landsat 8 Data Users Handbook, section 5).
     out = tuple(BandGroup(names[res], tuple(bands), nodata=0.0) for res, bands in sorted(groups.items()))
-    return Layout("landsat", out, None, tuple(notes))
+    mask = find_landsat_mask(files, meta)
+    if mask is not None:
+        notes.append(f"cloud mask: {os.path.basename(mask.path)} ({mask.kind})")
+    return Layout("landsat", out, None, tuple(notes), mask)
 
 
 _WV3_RE = re.compile(r"^(?P<id>.+?)(?:_(?P<kind>[PMA]))?\.tiff?$", re.IGNORECASE)

@@ -30,6 +30,7 @@ import rasterio
 
 from tiler.errors import SceneReadError
 from tiler.scene._bands import Band, BandGroup
+from tiler.scene._cloudmask import CLOUD_MASK_KINDS, CloudMask
 from tiler.scene._layouts import Layout
 
 if sys.version_info >= (3, 11):
@@ -129,7 +130,10 @@ def read_manifest(path: str) -> Layout:
         ``resampling`` (upsampling method, default
         bilinear), ``downsampling`` (default average), ``register`` (default
         true), ``anchor`` (group to register against) and ``spectral_ranges``
-        (``[low, high]`` nm per band, for names tiler does not know).
+        (``[low, high]`` nm per band, for names tiler does not know). An
+        optional ``[cloud_mask]`` table (``file``, ``kind``: one of
+        :data:`tiler.scene.CLOUD_MASK_KINDS`) names the product's cloud mask,
+        which registration then uses to screen clouds.
 
     Returns
     -------
@@ -146,10 +150,10 @@ def read_manifest(path: str) -> Layout:
             doc = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise SceneReadError(f"scene manifest {path!r} is not valid TOML: {exc}") from None
-    unknown = sorted(set(doc) - {"reference", "groups"})
+    unknown = sorted(set(doc) - {"reference", "groups", "cloud_mask"})
     if unknown:
         raise SceneReadError(f"scene manifest {path!r}: unknown top-level key(s) {', '.join(unknown)}; "
-                             "allowed: reference, groups")
+                             "allowed: reference, groups, cloud_mask")
     groups_doc = doc.get("groups")
     if not isinstance(groups_doc, dict) or not groups_doc:
         raise SceneReadError(f"scene manifest {path!r} has no [groups.NAME] tables; add one per band group")
@@ -159,4 +163,18 @@ def read_manifest(path: str) -> Layout:
     if reference is not None and reference not in groups_doc:
         raise SceneReadError(f"scene manifest {path!r}: reference {reference!r} is not one of its groups "
                              f"({', '.join(groups_doc)})")
-    return Layout("manifest", groups, reference)
+    return Layout("manifest", groups, reference, cloud_mask=_cloud_mask(doc.get("cloud_mask"), folder, path))
+
+
+def _cloud_mask(table: Any, folder: str, path: str):
+    if table is None:
+        return None
+    where = f"scene manifest {path!r} [cloud_mask]"
+    if not isinstance(table, dict) or set(table) != {"file", "kind"} or not isinstance(table["file"], str):
+        raise SceneReadError(f"{where}: give file = \"mask.tif\" and kind = one of {', '.join(CLOUD_MASK_KINDS)}")
+    if table["kind"] not in CLOUD_MASK_KINDS:
+        raise SceneReadError(f"{where}: kind {table['kind']!r} is not one of {', '.join(CLOUD_MASK_KINDS)}")
+    file = os.path.join(folder, table["file"])
+    if not os.path.exists(file):
+        raise SceneReadError(f"{where}: file {file!r} does not exist")
+    return CloudMask(file, table["kind"])

@@ -139,6 +139,9 @@ class Scene:
         Registration correction per group, in reference pixel coordinates:
         where a group pixel placed at reference position ``u`` really belongs.
         Identity until :meth:`set_correction`.
+    cloud_mask : CloudMask or None
+        The product's own cloud mask (Landsat QA band, Sentinel-2 SCL ...),
+        read by :meth:`read_cloud_mask`.
     """
 
     def __init__(self, path: str, layout: Layout, reference: Optional[str] = None) -> None:
@@ -146,6 +149,8 @@ class Scene:
         self.kind = layout.kind
         self.groups = layout.groups
         self.notes = layout.notes
+        self.cloud_mask = layout.cloud_mask
+        self._assumed_fill: dict[str, float] = {}
         self._datasets: dict[str, rasterio.io.DatasetReader] = {}
         names = [g.name for g in self.groups]
         if len(set(names)) != len(names):
@@ -155,6 +160,8 @@ class Scene:
                 for p in g.paths:
                     if p not in self._datasets:
                         self._datasets[p] = _open(p)
+            if self.cloud_mask is not None:
+                self._datasets[self.cloud_mask.path] = _open(self.cloud_mask.path)
             raw = {g.name: self._group_raw_grid(g) for g in self.groups}
             self.reference = reference or layout.reference or min(
                 names, key=lambda n: _affine_scale(raw[n][2]) if raw[n][3] else 1.0 / (raw[n][0] * raw[n][1]))
@@ -323,6 +330,8 @@ class Scene:
                 data = ds.read(idx, window=window, out_dtype=np.float32)
                 if g.nodata is None:
                     valid &= ds.dataset_mask(window=window) > 0
+                    if g.name in self._assumed_fill:
+                        valid &= ~(data == self._assumed_fill[g.name]).all(axis=0)
                 else:
                     valid &= (data != g.nodata).all(axis=0)
             except RasterioIOError as exc:
@@ -332,6 +341,63 @@ class Scene:
             out[ks] = data
         valid &= np.isfinite(out).all(axis=0)
         return out, valid
+
+    def dataset(self, path: str) -> rasterio.io.DatasetReader:
+        """The open dataset of one of the scene's files (a band file or the cloud mask)."""
+        return self._datasets[path]
+
+    def assume_fill(self, name: str, value: Optional[float]) -> None:
+        """Treat ``value`` in every read band of group ``name`` as nodata (None: stop).
+
+        For registration on files with undeclared fill
+        (:func:`tiler.registration.detect_fill`); a declared ``nodata`` wins.
+        """
+        self._check_group(name)
+        if value is None:
+            self._assumed_fill.pop(name, None)
+        else:
+            self._assumed_fill[name] = float(value)
+
+    def read_cloud_mask(self, dst_transform: Affine, shape: tuple[int, int]) -> np.ndarray:
+        """The product cloud mask on any grid in reference coordinates (nearest neighbour).
+
+        Parameters
+        ----------
+        dst_transform : affine.Affine
+            Destination pixel to reference coordinates.
+        shape : tuple of int
+            Destination ``(row, col)``.
+
+        Returns
+        -------
+        ndarray of shape (row, col), bool
+            True where the mask says cloud (False outside the mask).
+
+        Raises
+        ------
+        SceneReadError
+            If the scene has no cloud mask, or GDAL fails to read it.
+        """
+        if self.cloud_mask is None:
+            raise SceneReadError(f"scene {self.path!r} has no cloud mask")
+        ds = self._datasets[self.cloud_mask.path]
+        raw = np.zeros(shape, np.float32)
+        crs = self.crs if self.georeferenced and self.crs is not None else _STAND_IN_CRS
+        rows, cols = shape
+        xs, ys = zip(*((~ds.transform @ (dst_transform @ (c, r))) for c, r in ((0, 0), (cols, 0), (0, rows),
+                                                                             (cols, rows))))
+        c0, c1 = max(0, math.floor(min(xs)) - 1), min(ds.width, math.ceil(max(xs)) + 1)
+        r0, r1 = max(0, math.floor(min(ys)) - 1), min(ds.height, math.ceil(max(ys)) + 1)
+        if c1 <= c0 or r1 <= r0:
+            return np.zeros(shape, bool)
+        try:
+            src = ds.read(1, window=Window(c0, r0, c1 - c0, r1 - r0), out_dtype=np.float32)
+        except RasterioIOError as exc:
+            raise SceneReadError(f"cannot read the cloud mask {self.cloud_mask.path!r}: {exc}") from None
+        reproject(src, raw, src_transform=ds.transform @ Affine.translation(c0, r0), src_crs=crs,
+                  dst_transform=dst_transform, dst_crs=crs, resampling=Resampling.nearest, src_nodata=None,
+                  dst_nodata=0)
+        return self.cloud_mask.cloudy(raw.astype(np.uint32))
 
     def _scale(self, g: BandGroup, positions: Sequence[int], data: np.ndarray) -> None:
         for k, j in enumerate(positions):
