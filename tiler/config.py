@@ -119,6 +119,10 @@ class InferenceConfig(_Config):
         Band group whose grid is the output grid.
     registration : {"auto", "off"}
     registration_model : {"auto", "translation", "affine"}
+    registration_grid : int, default 8
+        Most registration windows per side (:func:`tiler.registration.register_scene`).
+    registration_window : int, default 128
+        Largest registration window side, pixels of the coarser group of a pair.
 
     Raises
     ------
@@ -139,6 +143,8 @@ class InferenceConfig(_Config):
     reference: Optional[str] = None
     registration: str = "auto"
     registration_model: str = "auto"
+    registration_grid: int = 8
+    registration_window: int = 128
 
     def __post_init__(self) -> None:
         if not (isinstance(self.overlap, (int, float)) and 0 <= self.overlap < 1):
@@ -150,7 +156,7 @@ class InferenceConfig(_Config):
         # The registries of the parts that own them (imported here: the engine's modules load on use).
         from tiler.blend import TTA_MEANS, TTA_TRANSFORMS, WINDOWS
         from tiler.model._predictor import TTA_DEVICES
-        from tiler.registration import MODELS
+        from tiler.registration import MIN_WINDOW, MODELS
 
         if isinstance(self.window, str):
             _choice("window", self.window, tuple(WINDOWS))
@@ -159,6 +165,12 @@ class InferenceConfig(_Config):
         _choice("TTA device", self.tta_device, TTA_DEVICES)
         _choice("registration", self.registration, REGISTRATION)
         _choice("registration model", self.registration_model, MODELS)
+        if not isinstance(self.registration_grid, int) or self.registration_grid < 2:
+            raise PlanError(f"registration grid must be an integer >= 2 (windows per side), got "
+                            f"{self.registration_grid!r}")
+        if not isinstance(self.registration_window, int) or self.registration_window < MIN_WINDOW:
+            raise PlanError(f"registration window must be an integer >= {MIN_WINDOW} (pixels), got "
+                            f"{self.registration_window!r}")
         if self.bands is not None:
             object.__setattr__(self, "bands", tuple(int(b) for b in self.bands))
         if not isinstance(self.input_scale, (InputScale, type(None))):

@@ -170,28 +170,31 @@ def predict(
     return out
 
 
-def _register(sc, plan: ChannelPlan, registration: str, model: str, seconds: dict) -> Optional[dict]:
+def _register(sc, plan: ChannelPlan, inference: InferenceConfig, seconds: dict) -> Optional[dict]:
     """Register the groups ``plan`` reads (``auto``), add ``seconds["register"]``, return the report entry."""
     used = sorted({sc.group_of(i) for i in plan.indexes} - {sc.reference})
     if not used:
         return None
-    if registration == "off":
+    if inference.registration == "off":
         for n in used:
             log.info("registration off: group %s placed by its %s only", n, sc.grid(n).placed_by)
         return {"off": True, "groups": {n: {"placed_by": sc.grid(n).placed_by} for n in used}}
     from tiler.registration import register_scene
 
     t = time.perf_counter()
-    reg = register_scene(sc, groups=used, model=model)
+    reg = register_scene(sc, groups=used, model=inference.registration_model, grid=inference.registration_grid,
+                         window=inference.registration_window)
     reg.apply(sc)
     report = reg.to_dict()
     for g in report["groups"].values():
         g.pop("windows")
         if g["status"] != "reference":
             log.info("registration of group %s against %s: %s, %s, shift %s group px (%s m), %d windows used, "
-                     "rejected %s, residual %s ref px", g["group"], g["anchor"], g["status"], g["model"],
+                     "rejected %s, residual %s ref px (%s)", g["group"], g["anchor"], g["status"], g["model"],
                      g["shift_group_px"], g["shift_m"], g["windows_used"], g["windows_rejected"] or "none",
-                     g["residual_rms_reference_px"])
+                     g["residual_rms_reference_px"], g["model_reason"] or g["reason"])
+            for note in g["notes"]:
+                log.info("registration of group %s: %s", g["group"], note)
     seconds["register"] = time.perf_counter() - t
     return report
 
@@ -489,7 +492,7 @@ def prepare_scene(sc, info: ModelInfo, inference: InferenceConfig, seconds: dict
     plan = ChannelPlan.for_scene(sc, info.channels, bands=inference.bands)
     _log_scene(sc, plan)
     verdict = _check_domain(sc, plan, info, inference.input_scale, force=inference.force)
-    reg_report = _register(sc, plan, inference.registration, inference.registration_model, seconds)
+    reg_report = _register(sc, plan, inference, seconds)
     return plan, verdict, reg_report
 
 
@@ -553,7 +556,7 @@ def index_scene(
     params : dict, optional
         Per index, parameter overrides, e.g. ``{"savi": {"L": 1.0}}``.
     inference : InferenceConfig, optional
-        Its ``reference``, ``registration`` and ``registration_model`` apply.
+        Its ``reference`` and ``registration*`` fields apply.
     streaming : StreamConfig, optional
         ``strip_rows`` (reference-grid rows per strip) and ``gdal_cache_mb`` apply.
     output : OutputConfig, optional
@@ -601,7 +604,7 @@ def index_scene(
         sink = IndexSink(dests["out"], creation_options=co, cog=output.cog)
         plan = ChannelPlan.for_scene(sc, names)
         _log_scene(sc, plan)
-        reg_report = _register(sc, plan, inference.registration, inference.registration_model, seconds)
+        reg_report = _register(sc, plan, inference, seconds)
         radiometry = {}
         for i in plan.indexes:
             b = sc.band(i)
@@ -634,5 +637,6 @@ def index_scene(
         return IndexReport(scene=sc.describe(), out=dests["out"].path, indices=described, radiometry=radiometry,
                            registration=reg_report, seconds={k: round(v, 4) for k, v in seconds.items()},
                            options={"inference": {k: inference.to_dict()[k] for k in
-                                                  ("reference", "registration", "registration_model")},
+                                                  ("reference", "registration", "registration_model",
+                                                                     "registration_grid", "registration_window")},
                                     "streaming": streaming.to_dict(), "output": output.to_dict()})

@@ -169,11 +169,33 @@ def _reference(f):
                         help="Band group whose grid is the reference (output) grid; default the finest.")(f)
 
 
-def _registration_model(f):
-    return click.option("--registration-model", type=click.Choice(["auto", "translation", "affine"]),
-                        default="auto", show_default=True,
-                        help="Displacement model: a translation, an affine where the shift varies across the "
-                             "scene, or auto (affine only where it is clearly better).")(f)
+def _registration_options(switch: bool = True, aliases: tuple = ((), ())):
+    """The registration options of ``tiler run``, ``tiler indices`` and ``tiler register``, defined once.
+
+    ``switch`` adds ``--registration auto|off``; ``aliases`` gives extra
+    names for the grid and window options (``tiler register``'s older
+    ``--grid``/``--window``).
+    """
+    def decorate(f):
+        f = click.option("--registration-window", *aliases[1], "registration_window", type=int, default=128,
+                         show_default=True,
+                         help="Largest registration window side, in pixels of the coarser group of each pair "
+                              "(shrunk to fit small scenes; at least 16).")(f)
+        f = click.option("--registration-grid", *aliases[0], "registration_grid", type=int, default=8,
+                         show_default=True,
+                         help="Most registration windows per side (fewer where they would overlap by more than "
+                              "half).")(f)
+        f = click.option("--registration-model", type=click.Choice(["auto", "translation", "affine"]),
+                         default="auto", show_default=True,
+                         help="Displacement model: a translation, an affine where the shift varies across the "
+                              "scene, or auto (affine only where an F-test and its size say it is needed).")(f)
+        if switch:
+            f = click.option("--registration", type=click.Choice(["auto", "off"]), default="auto",
+                             show_default=True,
+                             help="Register the band groups that are read against the reference (auto), or place "
+                                  "them by georeferencing only (off).")(f)
+        return f
+    return decorate
 
 
 def _require(path: str, what: str = "scene") -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tiler.cli._common import _cog, _int_list, _model, _overwrite, _reference, _registration_model
+from tiler.cli._common import _cog, _int_list, _model, _overwrite, _reference, _registration_options
 
 __all__ = ["run_options", "run_configs", "scale_options"]
 
@@ -39,10 +39,7 @@ def run_options(f):
         click.option("--co", "creation_options", multiple=True, metavar="NAME=VALUE",
                      help="GeoTIFF creation option (repeatable), e.g. --co COMPRESS=ZSTD."),
         _reference,
-        click.option("--registration", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
-                     help="Register the band groups the model reads against the reference (auto), or place them "
-                          "by georeferencing only (off)."),
-        _registration_model,
+        _registration_options(),
         click.option("--input-scale", "input_scale", multiple=True, metavar="SCALE[,OFFSET]",
                      help="Map scene values into the model's range before its normalisation: value * SCALE + "
                           "OFFSET. Once for all band channels, or once per model channel (e.g. 0.0625 for 12-bit "
@@ -75,7 +72,8 @@ def run_configs(kw: dict):
         patch_size=kw["patch_size"], overlap=kw["overlap"], batch_size=kw["batch_size"], window=kw["window"],
         tta=kw["tta"], tta_mean=kw["tta_mean"], tta_device=kw["tta_device"], bands=_int_list(kw["bands"]),
         input_scale=list(kw["input_scale"]), force=kw["force"], reference=kw["reference"],
-        registration=kw["registration"], registration_model=kw["registration_model"])
+        registration=kw["registration"], registration_model=kw["registration_model"],
+        registration_grid=kw["registration_grid"], registration_window=kw["registration_window"])
     streaming = StreamConfig(strip_rows=kw["strip_rows"])
     output = OutputConfig(kind=kw["output"], probability_dtype=kw["probability_dtype"],
                           creation_options=list(kw["creation_options"]), cog=kw["cog"])

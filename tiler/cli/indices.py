@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from tiler.cli._common import (
-    _Progress, _cog, _geotiff, _guard, _handle_errors, _json, _out, _overwrite, _reference, _registration_model,
+    _Progress, _cog, _geotiff, _guard, _handle_errors, _json, _out, _overwrite, _reference, _registration_options,
     _require, _scene_inputs, _verbosity, _write_json,
 )
 from tiler.errors import UsageError
@@ -26,13 +26,11 @@ from tiler.errors import UsageError
 @_cog
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write a JSON report here.")
 @_reference
-@click.option("--registration", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
-              help="Register the band groups the indices read (auto) or not (off).")
-@_registration_model
+@_registration_options()
 @_verbosity
 @_handle_errors
 def indices(scene, out, indices, params, strip_rows, overwrite, creation_options, cog, report, reference,
-            registration, registration_model, quiet, verbose):
+            registration, registration_model, registration_grid, registration_window, quiet, verbose):
     """Write spectral indices of SCENE as a float32 GeoTIFF, one band per index.
 
     Band descriptions are the index names, nodata is NaN (nodata or saturated
@@ -58,7 +56,8 @@ def indices(scene, out, indices, params, strip_rows, overwrite, creation_options
             result = index_scene(scene, guard["--out"], list(indices), params=overrides, strip_rows=strip_rows,
                                  overwrite=overwrite, creation_options=list(creation_options), cog=cog,
                                  reference=reference, registration=registration,
-                                 registration_model=registration_model, progress=bar)
+                                 registration_model=registration_model, registration_grid=registration_grid,
+                                 registration_window=registration_window, progress=bar)
         finally:
             bar.close()
         _write_json(guard["--report"], result.to_dict())

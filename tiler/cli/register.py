@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from tiler.cli._common import (
-    _guard, _handle_errors, _json, _overwrite, _reference, _registration_model, _require, _scene_inputs,
+    _guard, _handle_errors, _json, _overwrite, _reference, _registration_options, _require, _scene_inputs,
     _verbosity, _write_json,
 )
 from tiler.errors import RegistrationError
@@ -16,14 +16,12 @@ from tiler.errors import RegistrationError
 @click.option("--report", type=click.Path(dir_okay=False), default=None,
               help="Write the registration (every window included) as JSON here.")
 @_reference
-@_registration_model
-@click.option("--grid", type=int, default=8, show_default=True, help="Estimation windows per side.")
-@click.option("--window", type=int, default=128, show_default=True,
-              help="Window side in pixels of the coarser group of each pair.")
+@_registration_options(switch=False, aliases=(("--grid",), ("--window",)))
 @_overwrite
 @_verbosity
 @_handle_errors
-def register(scene, report, reference, registration_model, grid, window, overwrite, quiet, verbose):
+def register(scene, report, reference, registration_model, registration_grid, registration_window, overwrite,
+             quiet, verbose):
     """Estimate each band group's misalignment against the reference grid of SCENE.
 
     Prints per group: the shift in pixels of the group, of the reference and in
@@ -36,7 +34,7 @@ def register(scene, report, reference, registration_model, grid, window, overwri
         from tiler.scene import open_scene
 
         with open_scene(scene, reference=reference) as sc:
-            reg = register_scene(sc, model=registration_model, grid=grid, window=window)
+            reg = register_scene(sc, model=registration_model, grid=registration_grid, window=registration_window)
             summary = {"scene": sc.describe(), **reg.to_dict()}
         _write_json(guard["--report"], summary)
     click.echo(format_registration(reg))
@@ -62,4 +60,13 @@ def format_registration(reg) -> str:
             f"{pair(g.shift_m if g.status == 'ok' else None, 2):>17} {g.windows_used:>4} "
             f"{g.residual_rms:>10.3f} {g.seconds:>5.2f}  {g.match or '-'} / rejected: {rejected}"
             + (f"  [{g.reason}]" if g.reason else ""))
+    for g in reg.groups.values():
+        if g.status in ("reference", "skipped") or not g.window_size:
+            continue
+        sigma = g.shift_sigma_group_px
+        lines.append(f"  {g.group}: {g.window_grid[0]} x {g.window_grid[1]} windows of {g.window_size} px; "
+                     f"clouds: {g.cloud_screen}"
+                     + (f"; shift +- ({sigma[0]:.3f}, {sigma[1]:.3f}) group px" if g.status == "ok" else "")
+                     + (f"; {g.model_reason}" if g.model_reason else ""))
+        lines += [f"  {g.group}: note: {n}" for n in g.notes]
     return "\n".join(lines)

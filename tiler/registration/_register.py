@@ -15,7 +15,7 @@ from tiler.errors import RegistrationError
 from tiler.registration._estimate import COARSE_UPSAMPLE, estimate_window
 from tiler.registration._fit import select_model
 from tiler.registration._match import BandMatch, match_bands
-from tiler.registration._windows import CLOUD_FRACTION, MIN_WINDOW, CloudScreen, detect_fill, window_layout
+from tiler.registration._windows import MIN_WINDOW, CloudScreen, detect_fill, window_layout
 from tiler.scene import Scene
 
 __all__ = ["WindowEstimate", "GroupRegistration", "Registration", "register_scene", "MODELS",

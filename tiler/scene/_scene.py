@@ -263,7 +263,7 @@ class Scene:
             return None
         size = _affine_scale(self.transform)
         if self.crs.is_geographic:
-            lat = (self.transform * (self.width / 2, self.height / 2))[1]
+            lat = (self.transform @ (self.width / 2, self.height / 2))[1]
             metres_per_degree = math.pi * 6_371_008.8 / 180.0
             return size * metres_per_degree * math.sqrt(max(math.cos(math.radians(lat)), 1e-6))
         try:
