@@ -173,7 +173,7 @@ class CloudScreen:
             self.source = ("none: the bands are digital numbers, not reflectance (declare scale/offset or a "
                            "cloud mask to screen clouds)")
             return
-        values, valid = _overview(scene, name, [pos], "average", scaled=True)
+        values, valid = _overview(scene, name, [pos], scaled=True)
         q25 = float(np.percentile(values[0][valid], 25)) if valid.any() else 0.0
         self.threshold = max(CLOUD_MIN_REFLECTANCE, CLOUD_FACTOR * q25)
         self.source = f"{band.name or 'visible'} reflectance > {self.threshold:.3f}"
@@ -204,13 +204,31 @@ def _visible_band(scene: Scene, name: str) -> Optional[int]:
     return broad[0] if broad else None
 
 
-def _overview(scene: Scene, name: str, positions, resampling: str, *, scaled: bool):
-    """The whole of a group, decimated to at most _OVERVIEW pixels per side on its own grid."""
-    grid = scene.grid(name)
+def _overview(scene: Scene, name: str, positions, *, scaled: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The whole of a group, decimated (nearest) to at most _OVERVIEW pixels per side on its own grid.
+
+    A decimated read through GDAL (``out_shape``): the file's overviews or
+    JPEG 2000 resolution levels where it has them, never the full-resolution
+    scene in memory.
+    """
+    from rasterio.enums import Resampling
+
+    g, grid = scene.group(name), scene.grid(name)
     step = max(1.0, max(grid.height, grid.width) / _OVERVIEW)
     shape = (max(1, int(grid.height / step)), max(1, int(grid.width / step)))
-    t = scene.source_transform(name, corrected=False) @ Affine.scale(grid.width / shape[1], grid.height / shape[0])
-    return scene.warp(name, t, shape, positions=positions, resampling=resampling, corrected=False, scaled=scaled)
+    positions = range(len(g.bands)) if positions is None else positions
+    out = np.empty((len(positions),) + shape, np.float32)
+    valid = np.ones(shape, bool)
+    for k, j in enumerate(positions):
+        band = g.bands[j]
+        ds = scene.dataset(band.path)
+        out[k] = ds.read(band.index, out_shape=shape, resampling=Resampling.nearest, out_dtype=np.float32)
+        nodata = g.nodata if g.nodata is not None else ds.nodata
+        if nodata is not None:
+            valid &= out[k] != nodata
+        if scaled:
+            out[k] = out[k] * np.float32(band.scale) + np.float32(band.offset)
+    return out, valid & np.isfinite(out).all(axis=0)
 
 
 def detect_fill(scene: Scene, name: str) -> Optional[tuple[float, float]]:
@@ -244,7 +262,7 @@ def detect_fill(scene: Scene, name: str) -> Optional[tuple[float, float]]:
         return None
     from scipy import ndimage
 
-    data, _ = _overview(scene, name, None, "nearest", scaled=False)
+    data, _ = _overview(scene, name, None, scaled=False)
     dtype = np.dtype(datasets[0].dtypes[0])
     candidates = [0.0] + ([float(np.iinfo(dtype).max)] if dtype.kind in "ui" else [])
     for value in candidates:
