@@ -269,6 +269,8 @@ def scaling_table(args) -> None:
     print(head)
     print("-" * len(head))
     with tempfile.TemporaryDirectory() as tmp, rasterio.Env(GDAL_CACHEMAX=64):
+        with open_scene(build(Path(tmp), 1)) as sc:
+            register_scene(sc)  # untimed: the first call imports SciPy, scikit-image and OpenCV
         for n in args.tiles:
             path = build(Path(tmp), n)
             with open_scene(path) as sc:
