@@ -166,11 +166,11 @@ class InferenceConfig(_Config):
         _choice("registration", self.registration, REGISTRATION)
         _choice("registration model", self.registration_model, MODELS)
         if not isinstance(self.registration_grid, int) or self.registration_grid < 2:
-            raise PlanError(f"registration grid must be an integer >= 2 (windows per side), got "
-                            f"{self.registration_grid!r}")
+            raise PlanError("registration grid must be an integer >= 2 (windows per side, --registration-grid), "
+                            f"got {self.registration_grid!r}")
         if not isinstance(self.registration_window, int) or self.registration_window < MIN_WINDOW:
-            raise PlanError(f"registration window must be an integer >= {MIN_WINDOW} (pixels), got "
-                            f"{self.registration_window!r}")
+            raise PlanError(f"registration window must be an integer >= {MIN_WINDOW} (pixels, "
+                            f"--registration-window), got {self.registration_window!r}")
         if self.bands is not None:
             object.__setattr__(self, "bands", tuple(int(b) for b in self.bands))
         if not isinstance(self.input_scale, (InputScale, type(None))):

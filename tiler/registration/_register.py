@@ -484,10 +484,14 @@ def register_scene(scene: Scene, *, groups: Optional[Sequence[str]] = None, mode
     """
     if model not in MODELS:
         raise RegistrationError(f"registration model must be one of {', '.join(MODELS)}, got {model!r}")
-    if grid < 2 or window < MIN_WINDOW or upsample < 1:
-        raise RegistrationError(f"registration needs grid >= 2, window >= {MIN_WINDOW} and upsample >= 1, got "
-                                f"grid={grid}, "
-                                f"window={window}, upsample={upsample}")
+    if not isinstance(grid, int) or grid < 2:
+        raise RegistrationError(f"the registration grid must be at least 2 windows per side "
+                                f"(--registration-grid), got {grid!r}")
+    if not isinstance(window, int) or window < MIN_WINDOW:
+        raise RegistrationError(f"the registration window must be at least {MIN_WINDOW} pixels "
+                                f"(--registration-window), got {window!r}")
+    if upsample < 1:
+        raise RegistrationError(f"upsample must be >= 1, got {upsample!r}")
     t0 = time.perf_counter()
     names = [g.name for g in scene.groups]
     wanted = set(names if groups is None else groups)
