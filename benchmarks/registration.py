@@ -44,16 +44,17 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from affine import Affine
-from rasterio.windows import Window
 
 from _timing import median_seconds  # benchmarks/_timing.py
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project: its tests' scene builders
+from tests.scenes import s2_patch, vhr_scene  # noqa: E402
 from tiler.registration import register_scene
 from tiler.scene import open_scene
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 S2 = DATA / "sentinel2_18SVG_20160112"
-VHR = DATA / "spacenet_pan_ms"
+VHR = DATA / "spacenet_pan_ms"  # (tests.scenes.VHR)
 #: Imposed misplacement of the 20 m group, (row, col) in 20 m pixels.
 SHIFT = (0.37, -1.21)
 
@@ -91,46 +92,6 @@ def build(folder: Path, n: int) -> str:
         f'[groups.20m]\nfiles = ["b8a_{n}.vrt"]\nbands = ["nir2"]\nscale = 0.0001\nnodata = 0\n')
     return str(manifest)
 
-
-
-def vhr_scene(folder: Path, shift=(0.0, 0.0), zero_cols: int = 0) -> str:
-    """The shared pan/MS pair as a manifest, MS moved by ``shift`` MS pixels, west ``zero_cols`` zeroed."""
-    with rasterio.open(VHR / "ms1.tif") as ds:
-        ms, profile = ds.read(), ds.profile
-    with rasterio.open(VHR / "pan1.tif") as ds:
-        pan, pan_profile = ds.read(), ds.profile
-    ms[:, :, :zero_cols] = 0
-    pan[:, :, :2 * zero_cols] = 0
-    profile.update(driver="GTiff", transform=profile["transform"] @ Affine.translation(shift[1], shift[0]))
-    folder.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(folder / "ms.tif", "w", **profile) as out:
-        out.write(ms)
-    with rasterio.open(folder / "pan.tif", "w", **pan_profile) as out:
-        out.write(pan)
-    (folder / "scene.toml").write_text(
-        'reference = "pan"\n[groups.pan]\nfiles = ["pan.tif"]\nbands = ["pan"]\n'
-        '[groups.ms]\nfiles = ["ms.tif"]\nbands = ["blue", "green", "red", "nir"]\n')
-    return str(folder / "scene.toml")
-
-
-def s2_patch(folder: Path, shift=(0.0, 0.0), row: int = 598, col: int = 479, size: int = 120) -> str:
-    """A Sentinel-2 folder of a ``size`` px 10 m patch (with 20 m and 60 m bands); 20 m moved by ``shift``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(S2 / "s2_B02.jp2") as ds:
-        x, y = ds.transform @ (col, row)
-    for band, res in (("B02", 10), ("B03", 10), ("B04", 10), ("B08", 10), ("B05", 20), ("B8A", 20),
-                      ("B11", 20), ("B01", 60), ("B09", 60)):
-        n = size * 10 // res
-        with rasterio.open(S2 / f"s2_{band}.jp2") as ds:
-            c, r = (int(v) for v in ~ds.transform @ (x, y))
-            data, profile = ds.read(window=Window(c, r, n, n)), ds.profile
-            t = ds.transform @ Affine.translation(c, r)
-        if res == 20:
-            t = t @ Affine.translation(shift[1], shift[0])
-        profile.update(driver="GTiff", width=n, height=n, transform=t)
-        with rasterio.open(folder / f"s2_{band}.tif", "w", **profile) as out:
-            out.write(data)
-    return str(folder)
 
 
 def accuracy_row(label: str, make, group: str, shifts, groups=None) -> str:

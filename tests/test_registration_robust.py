@@ -18,37 +18,15 @@ import numpy as np
 import rasterio
 from affine import Affine
 from click.testing import CliRunner
-from rasterio.windows import Window
 from scipy import ndimage
 
 from tests.conftest import SENTINEL2, SHARED, needs_shared, write_tif
+from tests.scenes import VHR, s2_patch, vhr_scene
 from tiler.cli import main
 from tiler.registration import register_scene, select_model, window_layout
 from tiler.scene import open_scene
 
-VHR = SHARED / "spacenet_pan_ms"
 LANDSAT = SHARED / "landsat8_LC80200392015216"
-
-
-def _vhr_scene(folder, transform=None, zero_cols=0):
-    """The shared pair as a manifest; MS georeferencing moved to ``transform``; the west ``zero_cols``
-    MS columns (and the pan columns under them) set to 0, undeclared."""
-    with rasterio.open(VHR / "ms1.tif") as ds:
-        ms, profile = ds.read(), ds.profile
-    with rasterio.open(VHR / "pan1.tif") as ds:
-        pan, pan_profile = ds.read(), ds.profile
-    ms[:, :, :zero_cols] = 0
-    pan[:, :, :2 * zero_cols] = 0
-    profile.update(driver="GTiff", transform=transform or profile["transform"])
-    folder.mkdir(exist_ok=True)
-    with rasterio.open(folder / "ms.tif", "w", **profile) as out:
-        out.write(ms)
-    with rasterio.open(folder / "pan.tif", "w", **pan_profile) as out:
-        out.write(pan)
-    (folder / "scene.toml").write_text(
-        'reference = "pan"\n[groups.pan]\nfiles = ["pan.tif"]\nbands = ["pan"]\n'
-        '[groups.ms]\nfiles = ["ms.tif"]\nbands = ["blue", "green", "red", "nir"]\n')
-    return str(folder / "scene.toml")
 
 
 def _ssd_oracle(cols=slice(None)):
@@ -79,14 +57,12 @@ def _ssd_oracle(cols=slice(None)):
 
 
 def _recover_vhr(tmp_path, shifts, zero_cols=0):
-    with rasterio.open(VHR / "ms1.tif") as ds:
-        t = ds.transform
-    with open_scene(_vhr_scene(tmp_path / "base", zero_cols=zero_cols)) as sc:
+    with open_scene(vhr_scene(tmp_path / "base", zero_cols=zero_cols)) as sc:
         base = register_scene(sc).groups["ms"]
     assert base.status == "ok", base.reason
     errors, models = [], []
     for k, (dy, dx) in enumerate(shifts):
-        with open_scene(_vhr_scene(tmp_path / f"s{k}", t @ Affine.translation(dx, dy), zero_cols)) as sc:
+        with open_scene(vhr_scene(tmp_path / f"s{k}", (dy, dx), zero_cols)) as sc:
             g = register_scene(sc).groups["ms"]
         assert g.status == "ok", (dy, dx, g.reason)  # no run fails
         models.append(g.model)
@@ -122,32 +98,9 @@ def test_vhr_pair_with_undeclared_zero_fill(tmp_path):
     assert np.hypot(*(np.asarray(base.shift_group_px) - oracle)) <= 0.1, (base.shift_group_px, oracle)
 
 
-def _s2_patch(folder, row, col, shift=(0.0, 0.0), size=120):
-    """A ``size`` px 10 m patch of the shared scene at 10 m ``(row, col)`` with its 20 m and 60 m bands,
-    as a Sentinel-2 folder; the 20 m bands' georeferencing moved by ``shift`` 20 m pixels."""
-    folder.mkdir(exist_ok=True)
-    with rasterio.open(SENTINEL2 / "s2_B02.jp2") as ds:
-        x, y = ds.transform @ (col, row)
-    for band, res in (("B02", 10), ("B03", 10), ("B04", 10), ("B08", 10), ("B05", 20), ("B8A", 20),
-                      ("B11", 20), ("B01", 60), ("B09", 60)):
-        n = size * 10 // res
-        with rasterio.open(SENTINEL2 / f"s2_{band}.jp2") as ds:
-            c, r = ~ds.transform @ (x, y)
-            assert float(c).is_integer() and float(r).is_integer(), "pick a patch corner on every grid"
-            win = Window(int(c), int(r), n, n)
-            data, t, profile = ds.read(window=win), ds.transform @ Affine.translation(int(c), int(r)), ds.profile
-        if res == 20:
-            t = t @ Affine.translation(shift[1], shift[0])
-        profile.update(driver="GTiff", width=n, height=n, transform=t)
-        with rasterio.open(folder / f"s2_{band}.tif", "w", **profile) as out:
-            out.write(data)
-    return folder
-
-
 @needs_shared(SENTINEL2)
 def test_small_sentinel2_patch_shifts_recovered(tmp_path):
-    row, col = 598, 479  # fields and woods inland, cloud-free (a corner on the 10, 20 and 60 m grids)
-    with open_scene(_s2_patch(tmp_path / "base", row, col)) as sc:
+    with open_scene(s2_patch(tmp_path / "base")) as sc:
         assert (sc.grid("10m").width, sc.grid("20m").width, sc.grid("60m").width) == (120, 60, 20)
         reg = register_scene(sc)
     base, tiny = reg.groups["20m"], reg.groups["60m"]
@@ -157,7 +110,7 @@ def test_small_sentinel2_patch_shifts_recovered(tmp_path):
     assert base.window_size <= 30 and base.window_grid[0] >= 3
     errors = []
     for k, shift in enumerate(np.random.default_rng(14).uniform(-1.5, 1.5, (10, 2))):
-        with open_scene(_s2_patch(tmp_path / f"s{k}", row, col, shift)) as sc:
+        with open_scene(s2_patch(tmp_path / f"s{k}", shift)) as sc:
             g = register_scene(sc, groups=["20m"]).groups["20m"]
         assert g.status == "ok", g.reason
         assert not any(r.startswith("clouds") for r in g.rejected), g.rejected  # a clear patch
@@ -167,7 +120,7 @@ def test_small_sentinel2_patch_shifts_recovered(tmp_path):
 
 @needs_shared(SENTINEL2)
 def test_tiler_indices_registers_a_small_patch_with_the_shared_options(tmp_path):
-    folder = _s2_patch(tmp_path / "patch", 598, 479)
+    folder = s2_patch(tmp_path / "patch")
     out = tmp_path / "ndwi.tif"
     result = CliRunner().invoke(main, ["indices", str(folder), "-o", str(out), "--index", "ndvi", "--index", "ndre",
                                        "--registration-window", "24", "--registration-grid", "4",
@@ -233,7 +186,7 @@ def test_product_cloud_mask_is_used(tmp_path):
 
 @needs_shared(SENTINEL2)
 def test_sentinel2_scl_in_the_folder_screens_clouds(tmp_path):
-    folder = _s2_patch(tmp_path / "p", 598, 479, size=240)
+    folder = s2_patch(tmp_path / "p", size=240)
     with rasterio.open(folder / "s2_B8A.tif") as ds:
         profile = ds.profile
     scl = np.full((1, 120, 120), 4, np.uint8)  # vegetation
