@@ -177,8 +177,13 @@ def test_train_then_run_with_the_trained_model(runner, tmp_path):
         lo, hi = np.percentile(values.astype(float), [1, 99])
         assert c.dtype == "uint8" and abs(c.low - lo) <= 6 and abs(c.high - hi) <= 6  # sampled: every 7th pixel
     assert info.input_domain.pixel_size is None  # the images are not georeferenced
-    r = _run(runner, tmp_path / "val" / "img" / "im0.tif", "-o", tmp_path / "pred.tif", "--model", model)
+    # It recommends its inference settings: the training patch, overlap 0.125, spline; `tiler run` uses them.
+    assert info.recommended() == (16, 0.125, "spline")
+    r = _run(runner, tmp_path / "val" / "img" / "im0.tif", "-o", tmp_path / "pred.tif", "--model", model,
+             "--report", tmp_path / "run.json")
     assert r.exit_code == 0, r.output
+    grid = json.loads((tmp_path / "run.json").read_text())["grid"]
+    assert (grid["patch_size"], grid["stride"]) == (16, 14)
     # Fine-tuning keeps the normalisation of the model it starts from.
     tuned = tmp_path / "tuned.keras"
     r = runner.invoke(main, ["train", str(tmp_path / "train" / "img"), str(tmp_path / "train" / "mask"),

@@ -165,3 +165,28 @@ def test_info_describes_a_scene_whose_bands_the_model_cannot_use(runner, tmp_pat
     r = runner.invoke(main, ["info", scene, "--model", tiny_model])
     assert r.exit_code == 0, r.output
     assert "30 x 30 px" in r.output and "channels   cannot be built:" in r.output and "--bands" in r.output
+
+
+def test_sampling_in_strips_reads_the_same_pixels(tmp_path):
+    """Files without random access are sampled in full-width strips: 16 reads, the very same values."""
+    from tiler.domain import sample_channels
+    from tiler.scene import open_scene
+
+    image = smooth_image(3, 300, 260)
+    striped = write_tif(tmp_path / "striped.tif", image, tiled=False)
+    tiled = write_tif(tmp_path / "tiled.tif", image)
+    with open_scene(striped) as sc:
+        assert sc.striped()
+        calls = []
+
+        def read(rows, cols):
+            calls.append((rows, cols))
+            return sc.read(rows, cols, [1, 2, 3])
+        by_strip = sample_channels(read, sc.height, sc.width, strips=True)
+        n_strips = len(calls)
+        by_window = sample_channels(read, sc.height, sc.width)
+    assert n_strips == 12 and len(calls) - n_strips == 12 * 10  # 300 // 24 rows, 260 // 24 columns of windows
+    for a, b in zip(by_strip, by_window):
+        np.testing.assert_array_equal(a, b)
+    with open_scene(tiled) as sc:
+        assert not sc.striped()

@@ -155,3 +155,46 @@ def test_label_scheme_decodes_colours_indices_and_ignore(tmp_path):
 def test_label_scheme_rejects_duplicates():
     with pytest.raises(DatasetError, match="unique"):
         LabelScheme(("a", "a"), ("#000000", "#FFFFFF"))
+
+
+def test_model_recommended_inference_settings_are_the_run_defaults(tmp_path, tiny_model):
+    """A model file's recommended patch, overlap and window are what `tiler run` uses unless told otherwise."""
+    import shutil
+
+    from tests.conftest import smooth_image, write_tif
+    from tiler.model import read_info, update_info
+    from tiler.pipeline import run_scene
+
+    model = tmp_path / "rec.keras"
+    shutil.copy(tiny_model, model)
+    assert read_info(model).recommended() == (32, 0.5, "spline")  # nothing recorded: training patch, 0.5, spline
+    update_info(model, inference={"patch_size": 64, "overlap": 0.25, "window": "hann"})
+    assert read_info(model).recommended() == (64, 0.25, "hann")
+    scene = write_tif(tmp_path / "s.tif", smooth_image(3, 100, 130))
+    rep = run_scene(scene, tmp_path / "a.tif", model=str(model))
+    assert (rep.grid["patch_size"], rep.grid["stride"]) == (64, 48)
+    assert rep.options["inference"]["window"] == "hann" and rep.options["inference"]["overlap"] == 0.25
+    rep = run_scene(scene, tmp_path / "b.tif", model=str(model), overlap=0.5, patch_size=32, window="spline")
+    assert (rep.grid["patch_size"], rep.grid["stride"]) == (32, 16)
+    assert rep.options["inference"]["window"] == "spline"
+    for bad, match in [({"patch_size": 30}, "multiple of 2\\*\\*depth"), ({"overlap": 1.0}, "fraction"),
+                       ({"window": "square"}, "window"), ({"stride": 8}, "unknown key")]:
+        with pytest.raises(ModelFileError, match=match):
+            update_info(model, inference=bad)
+
+
+def test_predictor_sends_one_batch_shape_and_padding_changes_nothing(tiny_model):
+    """The last, smaller batch is padded: the backend never sees a new shape (no re-trace), and each
+    patch's probabilities equal those of the patch predicted alone."""
+    from tiler.model import Predictor, load_model
+
+    tm = load_model(tiny_model)
+    patches = np.random.default_rng(3).uniform(0, 255, (7, 3, 32, 32)).astype(np.float32)
+    pred = Predictor(tm, batch_size=4)
+    shapes = []
+    inner = pred._keras.predict_on_batch
+    pred._keras.predict_on_batch = lambda x: (shapes.append(x.shape), inner(x))[1]
+    got = pred(patches)
+    assert got.shape == (7, 3, 32, 32) and set(shapes) == {(4, 32, 32, 3)}
+    alone = np.concatenate([Predictor(tm, batch_size=1)(p[None]) for p in patches])
+    np.testing.assert_allclose(got, alone, atol=1e-5)

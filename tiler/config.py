@@ -32,6 +32,8 @@ REGISTRATION = ("auto", "off")
 CONNECTIVITY = (4, 8)
 #: Default overlap: half a patch, the original smooth-blending method's ``subdivisions=2``.
 DEFAULT_OVERLAP = 0.5
+#: Blending window where neither the user nor the model says.
+DEFAULT_WINDOW = "spline"
 #: Default scene rows per strip (rounded to whole strides).
 DEFAULT_STRIP_ROWS = 512
 #: Default output columns per column band: bounds memory for very wide scenes
@@ -97,14 +99,16 @@ class InferenceConfig(_Config):
     ----------
     patch_size : int, optional
         Patch side in pixels, a multiple of ``2**depth`` of the model; default
-        the model's training patch size.
-    overlap : float, default 0.5
-        Fraction of a patch shared with its neighbour, in [0, 1).
+        the model's recommendation, else its training patch size.
+    overlap : float, optional
+        Fraction of a patch shared with its neighbour, in [0, 1); default the
+        model's recommendation, else 0.5.
     batch_size : int, default 8
         Patches per network call.
-    window : str or callable, default "spline"
+    window : str or callable, optional
         Blending window (:data:`tiler.blend.WINDOWS`) or a function of the
-        same signature.
+        same signature; default the model's recommendation, else ``spline``.
+        :meth:`for_model` fills the three from a model's metadata.
     tta : {"none", "flip", "d4"}
         Test-time augmentation.
     tta_mean : {"arithmetic", "geometric"}
@@ -131,9 +135,9 @@ class InferenceConfig(_Config):
     """
 
     patch_size: Optional[int] = None
-    overlap: float = DEFAULT_OVERLAP
+    overlap: Optional[float] = None
     batch_size: int = 8
-    window: Union[str, Callable] = "spline"
+    window: Union[None, str, Callable] = None
     tta: str = "none"
     tta_mean: str = "arithmetic"
     tta_device: str = "graph"
@@ -147,7 +151,7 @@ class InferenceConfig(_Config):
     registration_window: int = 128
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.overlap, (int, float)) and 0 <= self.overlap < 1):
+        if self.overlap is not None and not (isinstance(self.overlap, (int, float)) and 0 <= self.overlap < 1):
             raise PlanError(f"overlap must be a fraction in [0, 1), got {self.overlap!r}; e.g. 0.5 (half a patch)")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise PlanError(f"batch size must be >= 1, got {self.batch_size!r}")
@@ -175,6 +179,25 @@ class InferenceConfig(_Config):
             object.__setattr__(self, "bands", tuple(int(b) for b in self.bands))
         if not isinstance(self.input_scale, (InputScale, type(None))):
             object.__setattr__(self, "input_scale", InputScale.parse(self.input_scale))
+
+    def for_model(self, info) -> "InferenceConfig":
+        """This config with the patch size, overlap and window the user left unset taken from the model.
+
+        Parameters
+        ----------
+        info : tiler.model.ModelInfo
+
+        Returns
+        -------
+        InferenceConfig
+            ``patch_size``, ``overlap`` and ``window`` set: the given value,
+            else the model's recommendation (:meth:`tiler.model.ModelInfo.recommended`).
+        """
+        patch, overlap, window = info.recommended()
+        return dataclasses.replace(
+            self, patch_size=patch if self.patch_size is None else self.patch_size,
+            overlap=overlap if self.overlap is None else self.overlap,
+            window=window if self.window is None else self.window)
 
 
 @dataclass(frozen=True)

@@ -222,7 +222,7 @@ class InputScale:
 
 
 def sample_channels(read, height: int, width: int, *, grid: int = SAMPLE_GRID,
-                    size: int = SAMPLE_SIZE) -> list[np.ndarray]:
+                    size: int = SAMPLE_SIZE, strips: bool = False) -> list[np.ndarray]:
     """Values of each model channel at a grid of small windows spread over a scene.
 
     Parameters
@@ -236,6 +236,12 @@ def sample_channels(read, height: int, width: int, *, grid: int = SAMPLE_GRID,
         Windows per side (at most ``grid**2`` windows: a few hundred).
     size : int, default 24
         Window side in pixels.
+    strips : bool, default False
+        Read each row of windows as one full-width strip and cut the windows
+        from it: the same pixels in ``grid`` reads instead of ``grid**2``, for
+        files without random access (JPEG, PNG, striped compressed GeoTIFF),
+        where every window read decodes the file from its first row (256
+        windows of a 3.7 Mpx JPEG: 5.9 s; 16 strips: 0.3 s).
 
     Returns
     -------
@@ -248,8 +254,12 @@ def sample_channels(read, height: int, width: int, *, grid: int = SAMPLE_GRID,
     col_starts = sorted({int(round(v)) for v in np.linspace(0, width - cs, min(grid, max(1, width // cs)))})
     parts: list[list[np.ndarray]] = []
     for r in row_starts:
+        strip = read((r, r + rs), (0, width)) if strips else None
         for c in col_starts:
-            data, valid = read((r, r + rs), (c, c + cs))
+            if strip is None:
+                data, valid = read((r, r + rs), (c, c + cs))
+            else:
+                data, valid = strip[0][:, :, c:c + cs], strip[1][:, c:c + cs]
             if not parts:
                 parts = [[] for _ in range(data.shape[0])]
             for k in range(data.shape[0]):

@@ -66,7 +66,8 @@ def scene_info(
     from tiler.scene import open_scene
 
     with open_scene(scene, reference=reference) as sc:
-        samples = sample_channels(lambda r, c: sc.read(r, c, range(1, sc.count + 1)), sc.height, sc.width)
+        samples = sample_channels(lambda r, c: sc.read(r, c, range(1, sc.count + 1)), sc.height, sc.width,
+                                  strips=sc.striped())
         groups, index = [], 1
         for g in sc.groups:
             grid = sc.grid(g.name)

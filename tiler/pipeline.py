@@ -86,9 +86,9 @@ def predict(
     *,
     model: Union[None, str, os.PathLike, TilerModel] = None,
     patch_size: Optional[int] = None,
-    overlap: float = 0.5,
+    overlap: Optional[float] = None,
     batch_size: int = 8,
-    window: Union[str, WindowFunction] = "spline",
+    window: Union[None, str, WindowFunction] = None,
     valid: Optional[np.ndarray] = None,
     tta: str = "none",
     tta_mean: str = "arithmetic",
@@ -109,13 +109,15 @@ def predict(
         Default: the model shipped with tiler.
     patch_size : int, optional
         Patch side in pixels, a multiple of ``2**depth``; default: the
-        model's training patch size.
-    overlap : float, default 0.5
-        Fraction of a patch shared with its neighbour, in [0, 1).
+        model's recommendation (:meth:`tiler.model.ModelInfo.recommended`).
+    overlap : float, optional
+        Fraction of a patch shared with its neighbour, in [0, 1); default: the
+        model's recommendation, else 0.5.
     batch_size : int, default 8
         Patches per network call.
-    window : str or callable, default "spline"
-        Blending window (see :data:`tiler.blend.WINDOWS`).
+    window : str or callable, optional
+        Blending window (see :data:`tiler.blend.WINDOWS`); default: the
+        model's recommendation, else ``spline``.
     valid : ndarray of shape (row, col), bool, optional
         Valid-data mask; invalid pixels are filled before prediction and are
         NaN in the result.
@@ -147,7 +149,10 @@ def predict(
             f"image has {image.shape[0]} channel(s) but the model needs "
             f"{len(tm.info.channels)} ({', '.join(tm.info.channels)})"
         )
-    p = _check_patch_size(tm.info, patch_size)
+    rec_patch, rec_overlap, rec_window = tm.info.recommended()
+    p = _check_patch_size(tm.info, rec_patch if patch_size is None else patch_size)
+    overlap = rec_overlap if overlap is None else overlap
+    window = rec_window if window is None else window
     _, height, width = image.shape
     grid = PatchGrid.from_overlap(height, width, patch_size=p, overlap=overlap)
     predictor = Predictor(tm, batch_size=batch_size, tta=tta, tta_mean=tta_mean, tta_device=tta_device)
@@ -247,7 +252,8 @@ def domain_verdict(sc, plan: ChannelPlan, info: ModelInfo, input_scale: Optional
     domain = info.input_domain
     if domain is None:
         return None
-    samples = sample_channels(ChannelSource(sc, plan, input_scale=input_scale), sc.height, sc.width)
+    samples = sample_channels(ChannelSource(sc, plan, input_scale=input_scale), sc.height, sc.width,
+                              strips=sc.striped())
     # With --input-scale the user has mapped the values into the model's: its dtypes are what they stand for.
     dtypes = plan.dtypes(sc) if input_scale is None else tuple(c.dtype for c in domain.channels)
     return check_domain(domain, samples, dtypes, pixel_size=sc.pixel_size_m())
@@ -399,6 +405,7 @@ def run_scene(
     if out is None and vector is None:
         raise UsageError("nothing to write: give a GeoTIFF (--out) and/or polygons (--vector)")
     model_path, info = _model_info(model)
+    inference = inference.for_model(info)
     p = check_run_options(info, inference, output, polygons, raster=out is not None, vector=vector is not None)
     win = get_window(inference.window, p)
 
@@ -447,12 +454,16 @@ def check_run_options(info: ModelInfo, inference: InferenceConfig, output: Outpu
                       *, raster: bool, vector: bool) -> int:
     """Check a run's options against the model before any work; return the patch size.
 
+    ``inference`` is resolved against the model first where it is not yet
+    (:meth:`InferenceConfig.for_model`).
+
     Raises
     ------
     PlanError, UsageError
         A patch size the model cannot take, a bad overlap or window, creation
         options GDAL refuses, an unknown polygon class.
     """
+    inference = inference.for_model(info)
     p = _check_patch_size(info, inference.patch_size)
     get_window(inference.window, p)
     PatchGrid.from_overlap(p, p, patch_size=p, overlap=inference.overlap)  # validates the overlap

@@ -13,9 +13,11 @@ def run_options(f):
     """The options of a segmentation run (model, patches, TTA, bands, output product, registration)."""
     for option in reversed([
         _model,
-        click.option("--patch-size", type=int, default=None, help="Patch side in pixels (default: the model's)."),
-        click.option("--overlap", type=float, default=0.5, show_default=True,
-                     help="Patch overlap as a fraction of the patch, in [0, 1)."),
+        click.option("--patch-size", type=int, default=None,
+                     help="Patch side in pixels (default: the model's recommendation, else its training patch)."),
+        click.option("--overlap", type=float, default=None,
+                     help="Patch overlap as a fraction of the patch, in [0, 1) (default: the model's "
+                          "recommendation, else 0.5)."),
         click.option("--batch-size", type=int, default=8, show_default=True, help="Patches per network call."),
         click.option("--output", type=click.Choice(["class", "probability"]), default="class", show_default=True,
                      help="uint8 class map with a colour table, or probability per class."),
@@ -24,8 +26,9 @@ def run_options(f):
                      help="Probabilities as float32 (nodata NaN) or uint8 scaled 0-255 (a quarter of the disk; "
                           "nodata in the mask band)."),
         _cog,
-        click.option("--window", default="spline", show_default=True,
-                     help="Blending window: spline, hann, triangle, gaussian or boxcar."),
+        click.option("--window", default=None,
+                     help="Blending window: spline, hann, triangle, gaussian or boxcar (default: the model's "
+                          "recommendation, else spline)."),
         click.option("--tta", type=click.Choice(["none", "flip", "d4"]), default="none", show_default=True,
                      help="Test-time augmentation: mirror, or all 8 rotations and mirrors (d4), each undone "
                           "exactly."),

@@ -38,6 +38,11 @@ from tiler.errors import UsageError
 @click.option("--learning-rate", type=float, default=1e-3, show_default=True)
 @click.option("--patience", type=int, default=8, show_default=True, help="Early-stopping patience in epochs.")
 @click.option("--val-overlap", type=float, default=0.25, show_default=True)
+@click.option("--infer-patch-size", type=int, default=None,
+              help="Inference patch the model file recommends to `tiler run` (default: --patch-size).")
+@click.option("--infer-overlap", type=float, default=None,
+              help="Inference overlap the model file recommends (default 0.125).")
+@click.option("--infer-window", default=None, help="Blending window the model file recommends (default spline).")
 @click.option("--max-minutes", type=float, default=None, help="Stop after this many minutes of training.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--init", type=click.Path(dir_okay=False), default=None,
@@ -47,7 +52,7 @@ from tiler.errors import UsageError
 @_handle_errors
 def train(images, masks, out, classes_file, val_images, val_masks, vector_labels, label_field, channels, band_names,
           epochs, steps_per_epoch, batch_size, patch_size, depth, base_filters, learning_rate, patience, val_overlap,
-          max_minutes, seed, init, overwrite, quiet, verbose):
+          infer_patch_size, infer_overlap, infer_window, max_minutes, seed, init, overwrite, quiet, verbose):
     """Train a U-Net on IMAGES and MASKS (folders or quoted glob patterns of folders).
 
     With --labels POLYGONS instead of MASKS, each image's labels are burnt from
@@ -73,6 +78,7 @@ def train(images, masks, out, classes_file, val_images, val_masks, vector_labels
     config = TrainConfig(patch_size=patch_size, batch_size=batch_size, epochs=epochs,
                          steps_per_epoch=steps_per_epoch, learning_rate=learning_rate, patience=patience,
                          depth=depth, base_filters=base_filters, val_overlap=val_overlap,
+                         infer_patch_size=infer_patch_size, infer_overlap=infer_overlap, infer_window=infer_window,
                          max_minutes=max_minutes, seed=seed)
 
     def on_epoch(row: dict) -> None:

@@ -256,6 +256,7 @@ def run(
         raise UsageError("nothing to write: give a GeoTIFF (--out) and/or polygons (--vector)")
     model_path = os.fspath(model or DEFAULT_MODEL_PATH)
     info = read_info(model_path)
+    inference = inference.for_model(info)
     p = check_run_options(info, inference, output, polygons, raster=out is not None, vector=vector is not None)
     opts = _option_dicts(inference, streaming, output, polygons)
     given = {k: v for k, v in (("out", out), ("vector", vector)) if isinstance(v, Destination)}
@@ -405,6 +406,7 @@ def batch(
     parts = _check_parts(parts)
     model_path = os.fspath(model or DEFAULT_MODEL_PATH)
     info = read_info(model_path)
+    inference = inference.for_model(info)
     check_run_options(info, inference, output, polygons, raster=True, vector=False)
     scenes = expand_inputs(inputs)
     out_dir = os.path.abspath(os.fspath(out_dir))

@@ -163,6 +163,7 @@ def start(job: SceneJob, progress=None) -> dict:
     t = time.perf_counter()
     try:
         tm = _model(job)
+        inference = inference.for_model(tm.info)
         p = check_run_options(tm.info, inference, output, polygons, raster=job.out is not None,
                               vector=job.vector is not None)
         with rasterio.Env(GDAL_CACHEMAX=streaming.gdal_cache_mb), \
@@ -235,6 +236,7 @@ def run_part(job: SceneJob, prepared: dict, band: RowBand, progress=None) -> dic
     stats = PatchStats()
     try:
         tm = _model(job)
+        inference = inference.for_model(tm.info)
         p = prepared["patch_size"]
         with rasterio.Env(GDAL_CACHEMAX=streaming.gdal_cache_mb), \
                 open_scene(job.scene, reference=inference.reference) as sc:

@@ -12,6 +12,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from tiler._version import __version__
+from tiler.config import DEFAULT_OVERLAP, DEFAULT_WINDOW
 from tiler.errors import ModelFileError
 from tiler.labels import LabelScheme
 
@@ -35,6 +36,8 @@ METADATA_NAME = "tiler.json"
 DEFAULT_MODEL_PATH = Path(__file__).with_name("default.keras")
 
 _FORMAT_VERSION = 1
+#: Keys of a model's recommended inference settings (:attr:`ModelInfo.inference`).
+INFERENCE_KEYS = ("patch_size", "overlap", "window")
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,11 @@ class ModelInfo:
         (:meth:`tiler.domain.InputDomain.to_dict`: per channel the dtype and
         1st/99th percentile, and the pixel size in metres); None in files
         written before tiler recorded it, whose inputs cannot be checked.
+    inference : dict or None
+        The inference settings the model recommends, ``{"patch_size": int,
+        "overlap": float, "window": str}`` (any subset): ``tiler run`` uses
+        them where the user gives none (:meth:`recommended`). None: the
+        training patch size, overlap 0.5 and the spline window.
     """
 
     channels: tuple[str, ...]
@@ -81,6 +89,7 @@ class ModelInfo:
     tiler_version: str = __version__
     training: Mapping[str, Any] = field(default_factory=dict)
     domain: Optional[Mapping[str, Any]] = None
+    inference: Optional[Mapping[str, Any]] = None
 
     def __post_init__(self) -> None:
         n = len(self.channels)
@@ -100,6 +109,8 @@ class ModelInfo:
             raise ModelFileError(
                 f"training patch size {self.patch_size} is not divisible by 2**depth = {2 ** self.depth}"
             )
+        if self.inference:
+            self._check_inference(self.inference)
         if self.domain:
             try:
                 dom = self.input_domain
@@ -108,6 +119,37 @@ class ModelInfo:
             if tuple(c.name for c in dom.channels) != tuple(self.channels):
                 raise ModelFileError(f"the training domain names channels {[c.name for c in dom.channels]}, "
                                      f"the model {list(self.channels)}")
+
+    def _check_inference(self, rec: Mapping[str, Any]) -> None:
+        from tiler.blend._windows import WINDOWS  # NumPy only: reading metadata stays fast
+
+        unknown = set(rec) - set(INFERENCE_KEYS)
+        if unknown:
+            raise ModelFileError(f"recommended inference settings have unknown key(s) {sorted(unknown)}; "
+                                 f"allowed: {', '.join(INFERENCE_KEYS)}")
+        p = rec.get("patch_size", self.patch_size)
+        if not isinstance(p, int) or p < 2 ** self.depth or p % (2 ** self.depth):
+            raise ModelFileError(f"recommended patch size {p!r} is not a positive multiple of 2**depth = "
+                                 f"{2 ** self.depth}")
+        o = rec.get("overlap", 0.0)
+        if not isinstance(o, (int, float)) or not 0 <= o < 1:
+            raise ModelFileError(f"recommended overlap {o!r} is not a fraction in [0, 1)")
+        if rec.get("window", "spline") not in WINDOWS:
+            raise ModelFileError(f"recommended window {rec.get('window')!r} is not one of {', '.join(WINDOWS)}")
+
+    def recommended(self) -> tuple[int, float, str]:
+        """``(patch_size, overlap, window)`` for inference: the file's recommendation, else the defaults.
+
+        Returns
+        -------
+        tuple of (int, float, str)
+            Patch side in pixels, overlap as a fraction of the patch, and the
+            blending window name; the training patch size, 0.5 and ``"spline"``
+            where the file recommends none.
+        """
+        rec = dict(self.inference or {})
+        return (int(rec.get("patch_size", self.patch_size)), float(rec.get("overlap", DEFAULT_OVERLAP)),
+                str(rec.get("window", DEFAULT_WINDOW)))
 
     @property
     def input_domain(self):
@@ -176,6 +218,7 @@ def save_model(
     activation: Optional[str] = None,
     training: Optional[Mapping[str, Any]] = None,
     domain: Any = None,
+    inference: Optional[Mapping[str, Any]] = None,
 ) -> ModelInfo:
     """Save a Keras model as one self-describing ``.keras`` file.
 
@@ -208,6 +251,9 @@ def save_model(
     domain : InputDomain or mapping, optional
         The training inputs' domain (:func:`tiler.domain.measure_domain`), so
         that ``tiler run`` can refuse scenes far outside it.
+    inference : mapping, optional
+        Recommended inference ``patch_size``, ``overlap`` and ``window``
+        (:attr:`ModelInfo.inference`).
 
     Returns
     -------
@@ -242,6 +288,7 @@ def save_model(
         depth=int(depth),
         training=dict(training or {}),
         domain=domain.to_dict() if hasattr(domain, "to_dict") else (dict(domain) if domain else None),
+        inference=dict(inference) if inference else None,
     )
     in_ch = model.inputs[0].shape[-1]
     out_ch = model.outputs[0].shape[-1]

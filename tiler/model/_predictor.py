@@ -223,6 +223,14 @@ class Predictor:
         return out
 
     def _predict_batch(self, chunk: np.ndarray) -> np.ndarray:
+        n = len(chunk)
+        if n < self.batch_size and self._keras is not None:
+            # One batch shape for the whole run: a smaller last batch would make the
+            # backend trace (TensorFlow, JAX) or compile the network again. Inference
+            # is per patch (batch norm uses its moving statistics), so padding with
+            # zeros changes nothing for the real patches.
+            pad = np.zeros((self.batch_size - n,) + chunk.shape[1:], np.float32)
+            return self._predict_batch(np.concatenate([chunk, pad]))[:n]
         if self.tta == "none" or self.tta_device == "graph":
             return self._run_network(chunk)
         merged = d4_merge(self._run_network(d4_expand(np.ascontiguousarray(chunk), self.tta)), self.tta,

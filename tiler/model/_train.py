@@ -21,6 +21,18 @@ __all__ = ["TrainConfig", "LabelledImage", "find_pairs", "load_labelled", "train
 _IMAGE_SUFFIXES = (".tif", ".tiff", ".jpg", ".jpeg", ".png", ".jp2", ".img", ".vrt")
 
 
+#: What ``tiler train`` recommends for inference unless told otherwise: patches this
+#: many times the training patch, this overlap and window. From the quality-speed
+#: frontier of the bundled model on the held-out Dubai tile 7
+#: (``benchmarks/frontier.py``, table in the README): larger patches than the
+#: training patch scored lower and were no faster (the network's cost is per
+#: pixel, and large patches waste more past the scene's edges), while overlap
+#: 0.125 scored as well as 0.5 and predicts each pixel 1.3 instead of 4 times.
+RECOMMENDED_PATCH_FACTOR = 1
+RECOMMENDED_OVERLAP = 0.125
+RECOMMENDED_WINDOW = "spline"
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Options of a training run.
@@ -49,6 +61,12 @@ class TrainConfig:
         Weight of soft Dice beside cross-entropy.
     val_overlap : float
         Patch overlap when predicting whole validation images.
+    infer_patch_size, infer_overlap, infer_window : optional
+        The inference settings written into the model file as its
+        recommendation (:attr:`tiler.model.ModelInfo.inference`), the defaults
+        of ``tiler run`` with this model; default
+        :data:`RECOMMENDED_PATCH_FACTOR` times the training patch,
+        :data:`RECOMMENDED_OVERLAP` and :data:`RECOMMENDED_WINDOW`.
     max_minutes : float or None
         Stop after the epoch that passes this wall-clock budget.
     seed : int
@@ -67,10 +85,27 @@ class TrainConfig:
     jitter: float = 0.1
     dice_weight: float = 1.0
     val_overlap: float = 0.25
+    infer_patch_size: Optional[int] = None
+    infer_overlap: Optional[float] = None
+    infer_window: Optional[str] = None
     max_minutes: Optional[float] = None
     seed: int = 0
 
+    def recommendation(self) -> dict:
+        """The inference settings to record in the model file (``patch_size``, ``overlap``, ``window``)."""
+        return {"patch_size": self.infer_patch_size or RECOMMENDED_PATCH_FACTOR * self.patch_size,
+                "overlap": RECOMMENDED_OVERLAP if self.infer_overlap is None else self.infer_overlap,
+                "window": self.infer_window or RECOMMENDED_WINDOW}
+
     def __post_init__(self) -> None:
+        rec = self.recommendation()
+        if rec["patch_size"] % (2 ** self.depth) or not 0 <= rec["overlap"] < 1:
+            raise PlanError(f"recommended inference patch {rec['patch_size']} must be a multiple of 2**depth = "
+                            f"{2 ** self.depth} and overlap {rec['overlap']} a fraction in [0, 1)")
+        from tiler.blend._windows import WINDOWS
+
+        if rec["window"] not in WINDOWS:
+            raise PlanError(f"--infer-window {rec['window']!r} is not one of {', '.join(WINDOWS)}")
         if self.patch_size % (2 ** self.depth):
             raise PlanError(
                 f"patch size {self.patch_size} is not divisible by 2**depth = {2 ** self.depth}; "
@@ -484,7 +519,8 @@ def train(
     sampler = _make_sampler(train_data, config, offset, scale)
     info_kwargs = dict(channels=names, classes=labels,
                        normalization={"offset": offset.tolist(), "scale": scale.tolist()},
-                       patch_size=config.patch_size, depth=config.depth, activation="softmax", domain=domain)
+                       patch_size=config.patch_size, depth=config.depth, activation="softmax", domain=domain,
+                       inference=config.recommendation())
     meta = ModelInfo(channels=tuple(names), classes=labels.names, colours=labels.colours,
                      offset=tuple(offset.tolist()), scale=tuple(scale.tolist()),
                      patch_size=config.patch_size, depth=config.depth)

@@ -342,6 +342,19 @@ class Scene:
         valid &= np.isfinite(out).all(axis=0)
         return out, valid
 
+    def striped(self) -> bool:
+        """Whether a band file is read in full-width rows (JPEG, PNG, striped GeoTIFF): no random access.
+
+        Returns
+        -------
+        bool
+            True when any band file's blocks span its whole width, so that a
+            small window costs the decoding of whole rows (and for JPEG, of
+            every row above it).
+        """
+        return any(ds.block_shapes and ds.block_shapes[0][1] >= ds.width and ds.width > 1
+                   for p, ds in self._datasets.items() if self.cloud_mask is None or p != self.cloud_mask.path)
+
     def dataset(self, path: str) -> rasterio.io.DatasetReader:
         """The open dataset of one of the scene's files (a band file or the cloud mask)."""
         return self._datasets[path]
