@@ -174,6 +174,7 @@ def test_model_recommended_inference_settings_are_the_run_defaults(tmp_path, tin
     rep = run_scene(scene, tmp_path / "a.tif", model=str(model))
     assert (rep.grid["patch_size"], rep.grid["stride"]) == (64, 48)
     assert rep.options["inference"]["window"] == "hann" and rep.options["inference"]["overlap"] == 0.25
+    assert 0 < rep.network_busy < 1 and rep.to_dict()["network_busy"] == rep.network_busy
     rep = run_scene(scene, tmp_path / "b.tif", model=str(model), overlap=0.5, patch_size=32, window="spline")
     assert (rep.grid["patch_size"], rep.grid["stride"]) == (32, 16)
     assert rep.options["inference"]["window"] == "spline"

@@ -447,6 +447,7 @@ def run_scene(
         peak_rss_mb=round(peak_rss_mb(), 1),
         options={"inference": inference.to_dict(), "streaming": streaming.to_dict(), "output": output.to_dict(),
                  "vector": polygons.to_dict() if vector is not None else None},
+        network_busy=round(stats.seconds.get("predict", 0.0) / stats.seconds["total"], 4),
     )
 
 

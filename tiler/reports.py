@@ -48,6 +48,9 @@ class RunReport:
         ``reused`` (finished by an earlier, interrupted run), the workers, the
         assembly seconds, and per part its rows, seconds and worker. None: one
         stream in this process.
+    network_busy : float or None
+        Fraction of the run's wall time spent in the network stage
+        (``seconds["predict"] / seconds["total"]``); None for a run in parts.
     tiler_version : str
     """
 
@@ -64,6 +67,7 @@ class RunReport:
     peak_rss_mb: float
     options: dict
     parts: Optional[dict] = None
+    network_busy: Optional[float] = None
     tiler_version: str = __version__
 
     def to_dict(self) -> dict[str, Any]:
