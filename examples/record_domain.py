@@ -13,7 +13,7 @@ import sys
 
 from tiler.labels import LabelScheme
 from tiler.model import DEFAULT_MODEL_PATH, read_info, update_info
-from tiler.model._train import find_pairs, load_labelled, training_domain
+from tiler.training import find_pairs, load_labelled, training_domain
 
 root = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "dubai_aerial")
 if not os.path.isdir(root):

@@ -199,3 +199,27 @@ def test_predictor_sends_one_batch_shape_and_padding_changes_nothing(tiny_model)
     assert got.shape == (7, 3, 32, 32) and set(shapes) == {(4, 32, 32, 3)}
     alone = np.concatenate([Predictor(tm, batch_size=1)(p[None]) for p in patches])
     np.testing.assert_allclose(got, alone, atol=1e-5)
+
+
+def test_nothing_below_training_imports_it_and_model_does_not_import_the_pipeline():
+    """The layering of DESIGN.md: training sits above the pipeline, the model below it."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "tiler"
+
+    def imported(path):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+            elif isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+        return names
+
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith(("training/", "cli/")):
+            continue
+        assert not any(n.startswith("tiler.training") for n in imported(path)), rel
+        if rel.startswith("model/"):
+            assert not any(n.startswith(("tiler.pipeline", "tiler.engine", "tiler.sinks")) for n in imported(path)), rel

@@ -17,7 +17,7 @@ from tests.conftest import smooth_image, write_tif
 from tiler.cli import main
 from tiler.errors import DatasetError
 from tiler.labels import IGNORE, LabelScheme
-from tiler.vector_labels import VectorLabels
+from tiler.training import VectorLabels
 
 SCHEME = LabelScheme(("background", "building", "water"), ("#000000", "#FF0000", "#0000FF"))
 UTM = CRS.from_epsg(32618)

@@ -59,9 +59,8 @@ def train(images, masks, out, classes_file, val_images, val_masks, vector_labels
     the polygons on its grid (by CRS where georeferenced, else pixel coordinates).
     """
     from tiler.labels import LabelScheme
-    from tiler.model._train import TrainConfig
-    from tiler.model._train import find_images, find_pairs
-    from tiler.model._train import train as train_model
+    from tiler.training import TrainConfig, find_images, find_pairs
+    from tiler.training import train as train_model
 
     if vector_labels is not None:
         if masks is not None or val_masks is not None:

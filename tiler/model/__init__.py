@@ -1,4 +1,4 @@
-"""The U-Net, its losses, the self-describing model file, prediction and training.
+"""The U-Net, its losses, the self-describing model file and prediction (training: :mod:`tiler.training`).
 
 Names load on first use (PEP 562): Keras and its backend are imported only
 where a network is built or loaded, never to read a model file's metadata.

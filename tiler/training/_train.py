@@ -214,7 +214,7 @@ def load_labelled(pairs: Sequence[tuple[str, Optional[str]]], labels: LabelSchem
         A mask path of None: the labels are burnt from ``vector``.
     labels : LabelScheme
         Decodes the masks.
-    vector : tiler.vector_labels.VectorLabels, optional
+    vector : tiler.training.VectorLabels, optional
         Polygon labels, rasterised onto each image's grid.
     channels : sequence of str, optional
         The model's input channels: band names of the images and spectral
@@ -429,7 +429,7 @@ def train(
         Validation folders: whole held-out images, never patches of training
         images; ``val_masks`` None with ``vector_labels``.
     vector_labels : path-like, optional
-        Polygon labels instead of masks (:class:`tiler.vector_labels.VectorLabels`):
+        Polygon labels instead of masks (:class:`tiler.training.VectorLabels`):
         any vector file pyogrio reads, or a WKT CSV; rasterised onto each
         training and validation image's grid.
     label_field : str, default "class"
@@ -475,7 +475,7 @@ def train(
     t0 = time.perf_counter()
     vector = None
     if vector_labels is not None:
-        from tiler.vector_labels import VectorLabels
+        from tiler.training._vector_labels import VectorLabels
 
         vector = VectorLabels(vector_labels, labels, field=label_field)
     elif masks is None or val_masks is None:

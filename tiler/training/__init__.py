@@ -1,0 +1,37 @@
+"""Training above the engine: data (rasters and vector labels), the loop, the inference settings it recommends.
+
+It sits above :mod:`tiler.pipeline` (validation predicts whole images through
+the same blending engine as ``tiler run``), which sits above :mod:`tiler.model`;
+nothing below imports it. ``tiler train`` calls :func:`train` with a
+:class:`TrainConfig`. Names load on first use (PEP 562), so importing the
+package costs nothing until one is used.
+"""
+
+import importlib
+
+_EXPORTS = {
+    "TrainConfig": "_train",
+    "LabelledImage": "_train",
+    "train": "_train",
+    "find_pairs": "_train",
+    "find_images": "_train",
+    "load_labelled": "_train",
+    "training_domain": "_train",
+    "evaluate_images": "_train",
+    "RECOMMENDED_PATCH_FACTOR": "_train",
+    "RECOMMENDED_OVERLAP": "_train",
+    "RECOMMENDED_WINDOW": "_train",
+    "VectorLabels": "_vector_labels",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"tiler.training.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'tiler.training' has no attribute {name!r}")
+
+
+def __dir__() -> list:
+    return __all__
