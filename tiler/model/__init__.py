@@ -4,7 +4,7 @@ Names load on first use (PEP 562): Keras and its backend are imported only
 where a network is built or loaded, never to read a model file's metadata.
 """
 
-import importlib
+from tiler._lazy import lazy_exports
 
 _EXPORTS = {
     "DEFAULT_MODEL_PATH": "_file",
@@ -23,14 +23,4 @@ _EXPORTS = {
     "build_unet": "_unet",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"tiler.model.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'tiler.model' has no attribute {name!r}")
-
-
-def __dir__() -> list:
-    return __all__
+__all__, __getattr__, __dir__ = lazy_exports("tiler.model", _EXPORTS)

@@ -7,7 +7,7 @@ nothing below imports it. ``tiler train`` calls :func:`train` with a
 package costs nothing until one is used.
 """
 
-import importlib
+from tiler._lazy import lazy_exports
 
 _EXPORTS = {
     "TrainConfig": "_train",
@@ -24,14 +24,4 @@ _EXPORTS = {
     "VectorLabels": "_vector_labels",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"tiler.training.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'tiler.training' has no attribute {name!r}")
-
-
-def __dir__() -> list:
-    return __all__
+__all__, __getattr__, __dir__ = lazy_exports("tiler.training", _EXPORTS)
