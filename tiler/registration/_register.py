@@ -276,7 +276,9 @@ def _rejections(estimates: Sequence[WindowEstimate]) -> dict[str, int]:
 
 
 def _register_group(scene: Scene, name: str, anchor: str, match: BandMatch, *, model: str, grid_n: int,
-                    window: int, upsample: int, min_peak: float) -> GroupRegistration:
+                    window: int, upsample: int, min_peak: float, memo: dict) -> GroupRegistration:
+    """Register one group against its anchor; ``memo`` keeps whole-scene reads (fill, cloud statistics)
+    shared by the groups of one :func:`register_scene` call (the reference is every group's anchor)."""
     t0 = time.perf_counter()
     g_grid, a_grid = scene.grid(name), scene.grid(anchor)
     coarse = name if g_grid.pixel_size >= a_grid.pixel_size else anchor
@@ -294,7 +296,9 @@ def _register_group(scene: Scene, name: str, anchor: str, match: BandMatch, *, m
     # Undeclared fill (zeros in every band at the scene's edges ...) is nodata here.
     fills = {}
     for side in dict.fromkeys((name, anchor)):
-        found = detect_fill(scene, side)
+        if ("fill", side) not in memo:
+            memo["fill", side] = detect_fill(scene, side)
+        found = memo["fill", side]
         if found is not None:
             fills[side] = found[0]
             notes.append(f"group {side!r}: {found[1]:.1%} of the scene is {found[0]:g} in every band and not "
@@ -311,7 +315,7 @@ def _register_group(scene: Scene, name: str, anchor: str, match: BandMatch, *, m
     for side, value in fills.items():
         scene.assume_fill(side, value)
     try:
-        screen = CloudScreen(scene, (anchor, name))
+        screen = CloudScreen(scene, (anchor, name), memo=memo)
         estimates = [_window(scene, name, anchor, match, coarse_t @ Affine.translation(c0, r0), size, screen,
                              resampling, to_ref, upsample, min_peak) for r0, c0 in layout.origins]
     finally:
@@ -505,6 +509,7 @@ def register_scene(scene: Scene, *, groups: Optional[Sequence[str]] = None, mode
             wanted.add(anchor)
             anchor = scene.group(anchor).anchor
     done: dict[str, GroupRegistration] = {scene.reference: GroupRegistration(scene.reference, None, "reference")}
+    memo: dict = {}
     todo = [n for n in names if n in wanted and n != scene.reference]
     for n in _order(scene, todo):
         g = scene.group(n)
@@ -520,7 +525,7 @@ def register_scene(scene: Scene, *, groups: Optional[Sequence[str]] = None, mode
                                         "first; anchors must not form a cycle")
             continue
         reg = _register_group(scene, n, anchor, match, model=model, grid_n=grid, window=window,
-                              upsample=upsample, min_peak=min_peak)
+                              upsample=upsample, min_peak=min_peak, memo=memo)
         if reg.status == "ok":
             scene.set_correction(n, reg.correction)  # chained groups read their anchor corrected
         log.info("registered %s against %s: %s %s", n, anchor, reg.status, reg.reason or reg.shift_group_px)

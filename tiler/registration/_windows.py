@@ -137,6 +137,9 @@ class CloudScreen:
     groups : sequence of str
         The compared groups, anchor first: the band is taken from the first
         that has one.
+    memo : dict, optional
+        Keeps the whole-scene quartile per band across the pairs of one
+        registration (read once, not once per pair).
 
     Attributes
     ----------
@@ -149,7 +152,7 @@ class CloudScreen:
         reflectance > 0.25"``, or ``"none: ..."`` with the reason.
     """
 
-    def __init__(self, scene: Scene, groups) -> None:
+    def __init__(self, scene: Scene, groups, *, memo: Optional[dict] = None) -> None:
         self.scene = scene
         self.band: Optional[tuple[str, int]] = None
         self.threshold = math.inf
@@ -173,8 +176,11 @@ class CloudScreen:
             self.source = ("none: the bands are digital numbers, not reflectance (declare scale/offset or a "
                            "cloud mask to screen clouds)")
             return
-        values, valid = _overview(scene, name, [pos], scaled=True)
-        q25 = float(np.percentile(values[0][valid], 25)) if valid.any() else 0.0
+        memo = {} if memo is None else memo
+        if ("q25", name, pos) not in memo:
+            values, valid = _overview(scene, name, [pos], scaled=True)
+            memo["q25", name, pos] = float(np.percentile(values[0][valid], 25)) if valid.any() else 0.0
+        q25 = memo["q25", name, pos]
         self.threshold = max(CLOUD_MIN_REFLECTANCE, CLOUD_FACTOR * q25)
         self.source = f"{band.name or 'visible'} reflectance > {self.threshold:.3f}"
 
