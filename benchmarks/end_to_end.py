@@ -17,7 +17,11 @@ the seconds in the network stage and the fraction of the run it was busy
 
 Usage::
 
-    python benchmarks/end_to_end.py [--skip-mosaic] [--size 8192]
+    python benchmarks/end_to_end.py [--skip-mosaic] [--size 8192] [--runtimes auto,keras]
+
+The ``auto`` runtime is OpenVINO where it is installed; its converted network
+is cached (``~/.cache/tiler``), so the first run on a machine converts (1-2 s
+more) and the table's rows are those of a second run.
 
 Needs ``../shared/data/dubai_aerial`` for the mosaic row.
 """
@@ -45,7 +49,7 @@ import tiler
 from tiler.model import load_model
 model = load_model(sys.argv[3] if sys.argv[3] != "-" else None)  # imports Keras and its backend
 startup = time.perf_counter() - t
-report = tiler.run_scene(sys.argv[1], sys.argv[2], model=model, overwrite=True, force=True)
+report = tiler.run_scene(sys.argv[1], sys.argv[2], model=model, overwrite=True, force=True, runtime=sys.argv[4])
 print(json.dumps({"startup_s": startup, **report.to_dict()}))
 """
 
@@ -129,7 +133,8 @@ def near_free_model(path: Path) -> str:
 def row(label: str, r: dict) -> str:
     s = r["seconds"]
     busy = r.get("network_busy")
-    return (f"| {label} | {r['scene']['width']}x{r['scene']['height']} | {s['total']:.1f} | "
+    return (f"| {label} | {r['model'].get('runtime')} | {r['scene']['width']}x{r['scene']['height']} | "
+            f"{s['total']:.1f} | "
             f"{r['megapixels_per_second']:.2f} | {s.get('predict', 0.0):.1f} | "
             f"{'' if busy is None else f'{busy:.0%}'} | {r['peak_rss_mb']:.0f} | {r['startup_s']:.1f} |")
 
@@ -138,20 +143,27 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=8192)
     ap.add_argument("--skip-mosaic", action="store_true")
+    ap.add_argument("--runtimes", default="auto,keras",
+                    help="comma-separated --runtime values, each row run under each (default auto,keras)")
     args = ap.parse_args(argv)
-    print("| run | scene px | run_scene s | Mpx/s | network s | network busy | peak RSS MB | start-up s |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    runtimes = args.runtimes.split(",")
+    print("| run | runtime | scene px | run_scene s | Mpx/s | network s | network busy | peak RSS MB | start-up s |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        r = child(RUN, ROOT / "examples" / "dubai_sample.tif", tmp / "sample.tif", "-")
-        print(row("bundled model, sample scene", r), flush=True)
+        for runtime in runtimes:
+            r = child(RUN, ROOT / "examples" / "dubai_sample.tif", tmp / "sample.tif", "-", runtime)
+            print(row("bundled model, sample scene", r), flush=True)
         if not args.skip_mosaic and DUBAI.exists():
-            r = child(RUN, mosaic(tmp / "mosaic.vrt", args.size), tmp / "mosaic.tif", "-")
-            print(row(f"bundled model, {args.size}² mosaic of Dubai tiles", r), flush=True)
+            vrt = mosaic(tmp / "mosaic.vrt", args.size)
+            for runtime in runtimes:
+                r = child(RUN, vrt, tmp / "mosaic.tif", "-", runtime)
+                print(row(f"bundled model, {args.size}² mosaic of Dubai tiles", r), flush=True)
         scene = synthetic(tmp / "scene.tif", args.size)
         model = near_free_model(tmp / "free.keras")
-        r = child(RUN, scene, tmp / "free.tif", model)
-        print(row(f"1x1 model, {args.size}² uint8", r), flush=True)
+        for runtime in runtimes:
+            r = child(RUN, scene, tmp / "free.tif", model, runtime)
+            print(row(f"1x1 model, {args.size}² uint8", r), flush=True)
         plain = child(PLAIN, scene, tmp / "plain.tif")
         print()
         print(f"plain rasterio read + argmax + DEFLATE write of the same {args.size}² scene: "

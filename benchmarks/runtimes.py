@@ -82,7 +82,9 @@ def main(argv=None) -> int:
     except Exception as exc:  # noqa: BLE001
         runtimes["onnxruntime"] = f"unavailable ({type(exc).__name__}: {str(exc)[:80]})"
     try:
-        import openvino as ov
+        from tiler.model._runtime import import_openvino
+
+        ov = import_openvino()
 
         if export_error:
             raise RuntimeError(export_error)

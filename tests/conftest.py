@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +16,11 @@ from rasterio.crs import CRS
 
 import tiler  # noqa: F401  (sets the Keras backend before keras is imported)
 from tests.reference import build_constant_model, build_mix_model, build_tiny_unet
+
+# Converted networks (OpenVINO IR) go to a folder of this test session, not the user's ~/.cache.
+_CACHE = tempfile.mkdtemp(prefix="tiler-test-cache-")
+os.environ["TILER_CACHE_DIR"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, True)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DUBAI = SHARED / "dubai_aerial"

@@ -26,11 +26,11 @@ def _mix(k):
 
 
 def _engine_blend(image, network, classes, *, patch, overlap, window="spline", tta="none", strip_rows=300,
-                  band_width=450):
+                  band_width=450, batch_size=7, **options):
     """Stream an in-memory image through the engine of `tiler run`; collect the emitted rows."""
     _, h, w = image.shape
     grid = PatchGrid.from_overlap(h, w, patch_size=patch, overlap=overlap)
-    predictor = Predictor.from_network(network, classes, batch_size=7, tta=tta)
+    predictor = Predictor.from_network(network, classes, batch_size=batch_size, tta=tta)
     out = np.full((classes, h, w), np.nan, np.float32)
 
     def read(rows, cols):
@@ -38,7 +38,7 @@ def _engine_blend(image, network, classes, *, patch, overlap, window="spline", t
         return data, np.ones(data.shape[1:], bool)
 
     for block in stream(read, grid, predictor, get_window(window, patch), strip_rows=strip_rows,
-                        band_width=band_width, stats=PatchStats()):
+                        band_width=band_width, stats=PatchStats(), **options):
         (e0, e1), (c0, c1) = block.rows, block.cols
         assert np.isnan(out[:, e0:e1, c0:c1]).all(), "a row was emitted twice"
         out[:, e0:e1, c0:c1] = block.values()
@@ -88,3 +88,55 @@ def test_d4_on_the_host_through_the_engine(shape):
                         tta="d4")
     expected = np.einsum("kc,cij->kij", mix.astype(np.float64), image.astype(np.float64))
     assert np.abs(got - expected).max() <= 1e-6
+
+
+@pytest.mark.parametrize("prefetch, depth", [(False, 1), (True, 1), (True, 2), (True, 5)])
+def test_network_stage_fills_batches_across_strips_and_changes_no_bit(prefetch, depth):
+    """Batches are filled across patch rows, strips and column bands (one network call per
+    batch_size patches, one short batch at the very end), and the threads and queue depth
+    change no bit of the result (the accumulation order is the batches' order)."""
+    image = _image((700, 530), seed=5)
+    w = _mix(4)
+    sizes = []
+
+    def network(x):
+        sizes.append(len(x))
+        return np.einsum("kc,ncrs->nkrs", w, x)
+
+    got = _engine_blend(image, network, 4, patch=64, overlap=0.5, strip_rows=90, band_width=200,
+                        batch_size=5, prefetch=prefetch, depth=depth)
+    grid = PatchGrid.from_overlap(700, 530, patch_size=64, overlap=0.5)
+    cols = sum(len(b.patch_cols) for b in grid.column_bands(200))
+    rows = sum(len(s.patch_rows) for s in grid.strips(90))
+    total = rows * cols
+    assert sizes == [5] * (total // 5) + ([total % 5] if total % 5 else [])
+    reference = _engine_blend(image, lambda x: np.einsum("kc,ncrs->nkrs", w, x), 4, patch=64, overlap=0.5,
+                              strip_rows=90, band_width=200, batch_size=1, prefetch=False)
+    np.testing.assert_allclose(got, reference, rtol=0, atol=1e-6)
+    if (prefetch, depth) != (False, 1):
+        sequential = _engine_blend(image, network, 4, patch=64, overlap=0.5, strip_rows=90, band_width=200,
+                                   batch_size=5, prefetch=False)
+        np.testing.assert_array_equal(got, sequential)
+
+
+def test_a_network_error_stops_the_stream_and_its_threads():
+    """An exception in the network thread comes out of the stream; no thread is left running."""
+    import threading
+
+    calls = []
+
+    def network(x):
+        calls.append(len(x))
+        if len(calls) == 3:
+            raise RuntimeError("device lost")
+        return np.zeros((len(x), 2) + x.shape[2:], np.float32)
+
+    with pytest.raises(RuntimeError, match="device lost"):
+        _engine_blend(_image((400, 400)), network, 2, patch=64, overlap=0.5, strip_rows=64, batch_size=2)
+    assert len(calls) <= 3 + 2  # at most the queue depth ran on after the failure
+    assert not [t for t in threading.enumerate() if t.name.startswith(("tiler-read", "tiler-network"))]
+
+
+def test_network_depth_must_be_positive():
+    with pytest.raises(ValueError, match="depth"):
+        _engine_blend(_image((100, 100)), lambda x: x[:, :1], 1, patch=64, overlap=0.5, depth=0)

@@ -191,13 +191,14 @@ def test_predictor_sends_one_batch_shape_and_padding_changes_nothing(tiny_model)
 
     tm = load_model(tiny_model)
     patches = np.random.default_rng(3).uniform(0, 255, (7, 3, 32, 32)).astype(np.float32)
-    pred = Predictor(tm, batch_size=4)
+    pred = Predictor(tm, batch_size=4, runtime="keras")
     shapes = []
     inner = pred._keras.predict_on_batch
     pred._keras.predict_on_batch = lambda x: (shapes.append(x.shape), inner(x))[1]
     got = pred(patches)
     assert got.shape == (7, 3, 32, 32) and set(shapes) == {(4, 32, 32, 3)}
-    alone = np.concatenate([Predictor(tm, batch_size=1)(p[None]) for p in patches])
+    assert list(pred._runtimes) == [(4, 32, 32, 3)]  # one runtime, built once, for every runtime choice
+    alone = np.concatenate([Predictor(tm, batch_size=1, runtime="keras")(p[None]) for p in patches])
     np.testing.assert_allclose(got, alone, atol=1e-5)
 
 

@@ -113,6 +113,12 @@ class InferenceConfig(_Config):
         Test-time augmentation.
     tta_mean : {"arithmetic", "geometric"}
     tta_device : {"graph", "host"}
+    runtime : {"auto", "keras", "openvino"}
+        What executes the network (:mod:`tiler.model._runtime`): ``auto`` is
+        OpenVINO on a CPU where it is installed, else Keras.
+    precision : {"float32", "bfloat16", "float16"}
+        Compute precision of the network; float32 (the reference) by default,
+        the others for accelerators.
     bands : tuple of int, optional
         1-based scene band per model channel; default matched by name.
     input_scale : InputScale, optional
@@ -141,6 +147,8 @@ class InferenceConfig(_Config):
     tta: str = "none"
     tta_mean: str = "arithmetic"
     tta_device: str = "graph"
+    runtime: str = "auto"
+    precision: str = "float32"
     bands: Optional[tuple[int, ...]] = None
     input_scale: Optional[InputScale] = None
     force: bool = False
@@ -160,6 +168,7 @@ class InferenceConfig(_Config):
         # The registries of the parts that own them (imported here: the engine's modules load on use).
         from tiler.blend import TTA_MEANS, TTA_TRANSFORMS, WINDOWS
         from tiler.model._predictor import TTA_DEVICES
+        from tiler.model._runtime import PRECISIONS, RUNTIMES
         from tiler.registration import MIN_WINDOW, MODELS
 
         if isinstance(self.window, str):
@@ -167,6 +176,8 @@ class InferenceConfig(_Config):
         _choice("TTA", self.tta, tuple(TTA_TRANSFORMS))
         _choice("TTA mean", self.tta_mean, TTA_MEANS)
         _choice("TTA device", self.tta_device, TTA_DEVICES)
+        _choice("runtime", self.runtime, RUNTIMES)
+        _choice("precision", self.precision, PRECISIONS)
         _choice("registration", self.registration, REGISTRATION)
         _choice("registration model", self.registration_model, MODELS)
         if not isinstance(self.registration_grid, int) or self.registration_grid < 2:

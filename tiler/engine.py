@@ -11,7 +11,8 @@ engine never touches a file: sinks (:mod:`tiler.sinks`) consume the blocks.
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence
 
@@ -24,7 +25,7 @@ from tiler.plan import ColumnBand, PatchGrid, RowBand, Strip
 if TYPE_CHECKING:  # the network stage loads Keras; blocks and sinks do not need it
     from tiler.model._predictor import Predictor
 
-__all__ = ["Block", "PatchStats", "ProgressCallback", "ReadFunction", "blend_patches", "stream"]
+__all__ = ["NETWORK_DEPTH", "Block", "PatchStats", "ProgressCallback", "ReadFunction", "blend_patches", "stream"]
 
 ProgressCallback = Callable[[int, int], None]
 """``progress(done, total)``, counted in patches."""
@@ -190,6 +191,16 @@ def _patch_view(bands: np.ndarray, chunk: list[tuple[int, int]], origin: tuple[i
                                            writeable=False)
 
 
+def _todo(valid: np.ndarray, origin: tuple[int, int], positions: Sequence[tuple[int, int]],
+          p: int) -> list[tuple[int, int]]:
+    """The positions whose patch has at least one valid pixel."""
+    if valid.all():
+        return list(positions)
+    r0, c0 = origin
+    return [(row, col) for row, col in positions
+            if valid[row - r0:row - r0 + p, col - c0:col - c0 + p].any()]
+
+
 def blend_patches(
     bands: np.ndarray,
     valid: np.ndarray,
@@ -201,7 +212,7 @@ def blend_patches(
     *,
     progress: Optional[Callable[[int], None]] = None,
 ) -> None:
-    """Predict the patches at ``positions`` and blend them into ``acc``, in order.
+    """Predict the patches at ``positions`` and blend them into ``acc``, in order, in this thread.
 
     Parameters
     ----------
@@ -224,20 +235,13 @@ def blend_patches(
     ``stats.skipped_nodata``; it contributes no weight. ``stats.seconds``
     gets ``predict`` (network calls with their TTA) and ``blend`` (batching and
     accumulating). Batches stay within runs of equally spaced patches of one
-    patch row, so each is a zero-copy strided view of ``bands``.
+    patch row, so each is a zero-copy strided view of ``bands``. :func:`stream`
+    does the same with the network in its own thread.
     """
     p = acc.window.shape[0]
-    r0, c0 = origin
-    if valid.all():
-        todo = list(positions)
-    else:
-        todo = []
-        for row, col in positions:
-            if valid[row - r0:row - r0 + p, col - c0:col - c0 + p].any():
-                todo.append((row, col))
-            else:
-                stats.skipped_nodata += 1
+    todo = _todo(valid, origin, positions, p)
     skipped = len(positions) - len(todo)
+    stats.skipped_nodata += skipped
     if progress is not None and skipped:
         progress(skipped)
     for chunk in _batches(todo, predictor.batch_size):
@@ -256,6 +260,12 @@ def blend_patches(
             progress(len(chunk))
 
 
+#: Batches handed to the network stage ahead of the one being blended: the
+#: network computes batch n while the host blends n-1 and prepares n+1
+#: (double buffering).
+NETWORK_DEPTH = 2
+
+
 def stream(
     read: ReadFunction,
     grid: PatchGrid,
@@ -268,8 +278,14 @@ def stream(
     progress: Optional[ProgressCallback] = None,
     prefetch: bool = True,
     rows: Optional[RowBand] = None,
+    depth: int = NETWORK_DEPTH,
 ) -> Iterator[Block]:
     """Blend the whole grid strip by strip and yield every finished block once.
+
+    Three stages overlap: a reader thread reads the next strip, a network
+    thread predicts batches, and this thread blends finished batches, emits
+    blocks and runs the consumer (the sinks). Between them are bounded
+    queues: one strip read ahead, ``depth`` batches in the network.
 
     Parameters
     ----------
@@ -278,20 +294,26 @@ def stream(
         source, :class:`tiler.source.ChannelSource`).
     grid : PatchGrid
     predictor : Predictor
+        Called from the network thread only.
     window : ndarray of shape (patch, patch), float32
     strip_rows, band_width : int
         See :meth:`PatchGrid.strips` and :meth:`PatchGrid.column_bands`.
     stats : PatchStats
-        Updated in place; ``seconds["read"]`` counts the background reads.
+        Updated in place: ``seconds["read"]`` counts the reader's time,
+        ``seconds["predict"]`` the network thread's busy time, ``seconds["blend"]``
+        this thread's accumulating and emitting.
     progress : callable, optional
         ``progress(done, total)`` in patches.
     prefetch : bool, default True
-        Read the next strip in a background thread while the current one is
-        predicted (``False``: read in turn, e.g. to time the blend alone).
+        Read the next strip in a background thread and run the network in
+        its own (``False``: everything in turn in this thread, e.g. to time
+        the blend alone).
     rows : RowBand, optional
         Only this row band of the grid (a part of a distributed run, from
         :meth:`PatchGrid.row_bands` with the same ``strip_rows``): its rows
         are bit-identical to the same rows of a whole-scene stream.
+    depth : int, default :data:`NETWORK_DEPTH`
+        Batches in flight in the network stage (>= 1).
 
     Yields
     ------
@@ -299,57 +321,205 @@ def stream(
         Column band by column band (left to right), strips top to bottom:
         every output pixel (of the row band) in exactly one block. A block is valid until the
         next one is requested.
+
+    Notes
+    -----
+    The order of the additions into the accumulator is the order of the
+    batches whatever the threads do, so the result is bit-identical to the
+    sequential path (``prefetch=False``).
     """
+    if not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"network depth must be an integer >= 1, got {depth!r}")
     col_bands = list(grid.column_bands(band_width))
     strips = list(grid.strips(strip_rows, rows))
     total = sum(len(s.patch_rows) for s in strips) * sum(len(b.patch_cols) for b in col_bands)
+    jobs = [(s, b) for b in col_bands for s in strips]
+    if not jobs:
+        return
+    p = window.shape[0]
     done = 0
 
     def tick(n: int) -> None:
         nonlocal done
         done += n
-        if progress is not None:
+        if progress is not None and n:
             progress(done, total)
 
-    def timed_read(strip: Strip, band: ColumnBand):
+    def timed_read(n: int):
+        strip, band = jobs[n]
         t = time.perf_counter()
         data, valid = read(strip.read_rows, band.read_cols)
         return data, valid, time.perf_counter() - t
 
-    jobs = [(s, b) for b in col_bands for s in strips]
-    acc: Optional[Accumulator] = None
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiler-read") as reader:
-        pending = reader.submit(timed_read, *jobs[0]) if prefetch else None
-        try:
+    def timed_predict(view: np.ndarray):
+        t = time.perf_counter()
+        out = predictor(view)
+        return out, time.perf_counter() - t
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiler-read") as reader, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiler-network") as network:
+        reads: dict = {}
+
+        def submit_read(n: int) -> None:
+            if prefetch and n < len(jobs) and n not in reads:
+                reads[n] = reader.submit(timed_read, n)
+
+        def strip_data(n: int):
+            data, valid, seconds = reads.pop(n).result() if n in reads else timed_read(n)
+            stats.seconds["read"] += seconds
+            return data, valid
+
+        def run_batch(batch: _Batch) -> None:
+            if prefetch:
+                batch.future = network.submit(timed_predict, batch.stack())
+            else:
+                batch.future = Future()
+                batch.future.set_result(timed_predict(batch.stack()))
+
+        builder = _BatchBuilder(predictor.batch_size, run_batch)
+
+        def steps():
+            """Each job's steps in order: its start (data read), slices of batches, its end."""
             for n, (strip, band) in enumerate(jobs):
-                if pending is None:
-                    data, valid, seconds = timed_read(strip, band)
-                else:
-                    data, valid, seconds = pending.result()
-                stats.seconds["read"] += seconds
-                if prefetch and n + 1 < len(jobs):  # read the next strip while this one is predicted
-                    pending = reader.submit(timed_read, *jobs[n + 1])
-                t = time.perf_counter()
-                if strip.index == 0:
-                    acc = None  # free the previous column band's accumulator before allocating the next
-                    acc = Accumulator(predictor.classes, strip.read_rows, band.read_cols, window)
-                else:
-                    acc.roll(strip.read_rows)
-                stats.seconds["blend"] += time.perf_counter() - t
+                data, valid = strip_data(n)
+                origin = (strip.read_rows[0], band.read_cols[0])
                 positions = [(grid.rows.origin(i), grid.cols.origin(j))
                              for i in strip.patch_rows for j in band.patch_cols]
-                blend_patches(data, valid, (strip.read_rows[0], band.read_cols[0]), positions,
-                              predictor, acc, stats, progress=tick)
-                (e0, e1), (c0, c1) = strip.emit_rows, band.emit_cols
-                if e1 > e0:
-                    r, c = e0 - strip.read_rows[0], c0 - band.read_cols[0]
-                    block = Block((e0, e1), (c0, c1), valid[r:r + e1 - e0, c:c + c1 - c0], accumulator=acc,
-                                  seconds=stats.seconds)
-                    yield block
-                    # The consumer asked for the next block: this one's rows are about to be
-                    # rolled out, and a column band's accumulator must be freeable before
-                    # the next band's is allocated (flat memory).
-                    block.detach()
+                todo = _todo(valid, origin, positions, p)
+                yield "start", n, (valid, len(positions) - len(todo))
+                batch, first, chunk = builder.current, len(builder.current), []
+                for pos in todo:
+                    if builder.current is not batch:  # the consumer flushed it while this was suspended
+                        if chunk:
+                            yield "slice", n, (batch, first, first + len(chunk), chunk)
+                        batch, first, chunk = builder.current, len(builder.current), []
+                    r, c = pos[0] - origin[0], pos[1] - origin[1]
+                    batch.views.append(data[:, r:r + p, c:c + p])
+                    chunk.append(pos)
+                    if len(batch) == builder.size:
+                        builder.submit()
+                        yield "slice", n, (batch, first, first + len(chunk), chunk)
+                        batch, first, chunk = builder.current, len(builder.current), []
+                if chunk:
+                    yield "slice", n, (batch, first, first + len(chunk), chunk)
+                yield "end", n, None
+            builder.submit()  # the last, partial batch (padded by the predictor)
+
+        source = steps()
+        ahead: deque = deque()
+        consumed = 0
+        consumer_job = 0
+
+        def pull(limit: int) -> None:
+            """Pull steps while fewer than ``limit`` batches are in the network, never past the next job's end."""
+            while builder.submitted - consumed < limit and \
+                    not (ahead and ahead[-1][0] == "end" and ahead[-1][1] > consumer_job):
+                step = next(source, None)
+                if step is None:
+                    return
+                ahead.append(step)
+
+        submit_read(0)
+        acc: Optional[Accumulator] = None
+        valid = None
+        try:
+            while True:
+                pull(depth if prefetch else 1)
+                if not ahead:
+                    break
+                kind, n, payload = ahead.popleft()
+                strip, band = jobs[n]
+                if kind == "start":
+                    consumer_job = n
+                    submit_read(n + 1)  # read the next strip while this one is predicted
+                    valid, skipped = payload
+                    t = time.perf_counter()
+                    if strip.index == 0:
+                        acc = None  # free the previous column band's accumulator before allocating the next
+                        acc = Accumulator(predictor.classes, strip.read_rows, band.read_cols, window)
+                    else:
+                        acc.roll(strip.read_rows)
+                    stats.seconds["blend"] += time.perf_counter() - t
+                    stats.skipped_nodata += skipped
+                    tick(skipped)
+                elif kind == "slice":
+                    batch, i0, i1, chunk = payload
+                    if batch.future is None:  # still filling: fill it further if the lookahead may, else send it
+                        pull(builder.submitted - consumed + 1)
+                        if batch.future is None:
+                            builder.submit()
+                    preds, seconds = batch.future.result()
+                    if batch.seconds is None:
+                        batch.seconds = seconds
+                        stats.seconds["predict"] += seconds
+                    t = time.perf_counter()
+                    acc.add_batch(preds[i0:i1], [rc[0] for rc in chunk], [rc[1] for rc in chunk])
+                    stats.seconds["blend"] += time.perf_counter() - t
+                    stats.predicted += len(chunk)
+                    if i1 == len(batch):
+                        consumed += 1
+                        batch.future = None  # drop the predictions
+                    tick(len(chunk))
+                else:
+                    (e0, e1), (c0, c1) = strip.emit_rows, band.emit_cols
+                    if e1 > e0:
+                        r, c = e0 - strip.read_rows[0], c0 - band.read_cols[0]
+                        block = Block((e0, e1), (c0, c1), valid[r:r + e1 - e0, c:c + c1 - c0], accumulator=acc,
+                                      seconds=stats.seconds)
+                        yield block
+                        # The consumer asked for the next block: this one's rows are about to be
+                        # rolled out, and a column band's accumulator must be freeable before
+                        # the next band's is allocated (flat memory).
+                        block.detach()
         finally:
-            if pending is not None:
-                pending.cancel()
+            source.close()
+            for kind, _, payload in ahead:
+                if kind == "slice" and payload[0].future is not None:
+                    payload[0].future.cancel()
+            for future in reads.values():
+                future.cancel()
+
+
+class _Batch:
+    """Patches gathered for one network call (from one or more strips), then its pending result."""
+
+    __slots__ = ("views", "future", "n", "seconds")
+
+    def __init__(self) -> None:
+        self.views: list = []
+        self.future: Optional[Future] = None
+        self.n: Optional[int] = None
+        self.seconds: Optional[float] = None
+
+    def __len__(self) -> int:
+        return len(self.views) if self.n is None else self.n
+
+    def stack(self) -> np.ndarray:
+        """The patches as one ``(patch, channel, row, col)`` array; the strips' views are let go.
+
+        The array is a view of ``(patch, row, col, channel)`` memory, the
+        layout Keras and the runtimes take: the gather is the only copy.
+        """
+        self.n = len(self.views)
+        c, p, q = self.views[0].shape
+        nhwc = np.empty((self.n, p, q, c), self.views[0].dtype)
+        for i, view in enumerate(self.views):
+            nhwc[i] = view.transpose(1, 2, 0)
+        self.views = []
+        return nhwc.transpose(0, 3, 1, 2)
+
+
+class _BatchBuilder:
+    """Fills batches of ``size`` patches across strips and hands each full one to ``run``."""
+
+    def __init__(self, size: int, run: Callable[[_Batch], None]) -> None:
+        self.size, self._run = size, run
+        self.current = _Batch()
+        self.submitted = 0
+
+    def submit(self) -> None:
+        """Send the current batch (if it has patches) to the network and start the next one."""
+        if len(self.current):
+            self._run(self.current)
+            self.submitted += 1
+            self.current = _Batch()

@@ -62,10 +62,12 @@ def predictor_for(tm: TilerModel, inference: InferenceConfig) -> Predictor:
         Kept in ``tm.predictors``: a worker that runs many scenes or parts
         with one loaded model wraps it once.
     """
-    key = (inference.batch_size, inference.tta, inference.tta_mean, inference.tta_device)
+    key = (inference.batch_size, inference.tta, inference.tta_mean, inference.tta_device, inference.runtime,
+           inference.precision)
     if key not in tm.predictors:
         tm.predictors[key] = Predictor(tm, batch_size=inference.batch_size, tta=inference.tta,
-                                       tta_mean=inference.tta_mean, tta_device=inference.tta_device)
+                                       tta_mean=inference.tta_mean, tta_device=inference.tta_device,
+                                       runtime=inference.runtime, precision=inference.precision)
     return tm.predictors[key]
 
 
@@ -93,6 +95,8 @@ def predict(
     tta: str = "none",
     tta_mean: str = "arithmetic",
     tta_device: str = "graph",
+    runtime: str = "auto",
+    precision: str = "float32",
 ) -> np.ndarray:
     """Blend patch predictions over a whole in-memory image.
 
@@ -127,6 +131,10 @@ def predict(
         Averaging of the TTA variants.
     tta_device : {"graph", "host"}
         Where the TTA rotations run.
+    runtime : {"auto", "keras", "openvino"}
+        What executes the network (see :class:`tiler.model.Predictor`).
+    precision : {"float32", "bfloat16", "float16"}
+        Compute precision of the network.
 
     Returns
     -------
@@ -155,7 +163,8 @@ def predict(
     window = rec_window if window is None else window
     _, height, width = image.shape
     grid = PatchGrid.from_overlap(height, width, patch_size=p, overlap=overlap)
-    predictor = Predictor(tm, batch_size=batch_size, tta=tta, tta_mean=tta_mean, tta_device=tta_device)
+    predictor = Predictor(tm, batch_size=batch_size, tta=tta, tta_mean=tta_mean, tta_device=tta_device,
+                          runtime=runtime, precision=precision)
     rows, cols = grid.rows, grid.cols
     r0, r1 = rows.origin(0), rows.origin(rows.count - 1) + p
     c0, c1 = cols.origin(0), cols.origin(cols.count - 1) + p
@@ -439,7 +448,9 @@ def run_scene(
     return RunReport(
         scene=summary, registration=reg_report, domain=verdict.to_dict() if verdict is not None else None,
         out=dests["out"].path if dests["out"] is not None else None, vector=vector_summary(vector_sink),
-        model={"path": tm.path, "channels": list(info.channels), "classes": list(info.classes)},
+        model={"path": tm.path, "channels": list(info.channels), "classes": list(info.classes),
+               "runtime": predictor.runtime.name if predictor.runtime is not None else None,
+               "precision": inference.precision},
         grid=grid_summary(grid, streaming),
         patches={"grid": grid.count, "predicted": stats.predicted, "skipped_nodata": stats.skipped_nodata},
         seconds={name: round(v, 4) for name, v in stats.seconds.items()},

@@ -30,7 +30,8 @@ class RunReport:
         The polygons written: path, format, features per class, units of area
         and perimeter, regions dropped by ``min_area``.
     model : dict
-        Path, channels, classes.
+        Path, channels, classes, the runtime that executed it (``keras``,
+        ``openvino``; None when no patch was predicted) and its precision.
     grid : dict
         Patch size, stride, overlap, patch rows and columns, strips, column bands.
     patches : dict

@@ -130,6 +130,11 @@ class Predictor:
     tta_device : {"graph", "host"}
         Where the rotations run: ``graph`` in the Keras graph (``keras.ops``,
         on the accelerator where there is one), ``host`` with numba kernels.
+    runtime : {"auto", "keras", "openvino"}
+        What executes the network (:func:`tiler.model._runtime.make_runtime`):
+        ``auto`` is OpenVINO on a CPU where it is installed, else Keras.
+    precision : {"float32", "bfloat16", "float16"}
+        Compute precision of the network (float32: the reference).
 
     Raises
     ------
@@ -140,20 +145,66 @@ class Predictor:
     ----------
     network_seconds : float
         Time spent inside network calls (TTA on the host excluded).
+    runtime : Runtime or None
+        The runtime of the last batch shape (None before the first batch).
+
+    Notes
+    -----
+    A predictor is called from one thread at a time (the engine's network
+    stage).
     """
 
     def __init__(self, model: TilerModel, *, batch_size: int = 8, tta: str = "none",
-                 tta_mean: str = "arithmetic", tta_device: str = "graph") -> None:
+                 tta_mean: str = "arithmetic", tta_device: str = "graph", runtime: str = "auto",
+                 precision: str = "float32") -> None:
+        from tiler.model._runtime import PRECISIONS, RUNTIMES
+
+        if runtime not in RUNTIMES:
+            raise PlanError(f"unknown runtime {runtime!r}; choose {', '.join(RUNTIMES)}")
+        if precision not in PRECISIONS:
+            raise PlanError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
         self.model = model
-        info = model.info
+        self._setup(len(model.info.classes), batch_size, tta, tta_mean, tta_device,
+                    softmax=model.info.activation == "softmax")
+        self._runtime_name, self._precision = runtime, precision
+        self._keras = self._build("float32")
+
+    def _build(self, precision: str):
+        """The Keras network that maps a raw NHWC batch to probabilities, computing in ``precision``."""
+        from tiler.model._runtime import with_precision
+
+        info = self.model.info
         offset = np.asarray(info.offset, np.float32)
         inv_scale = (1.0 / np.asarray(info.scale, np.float64)).astype(np.float32)
-        self._setup(len(info.classes), batch_size, tta, tta_mean, tta_device,
-                    softmax=info.activation == "softmax")
-        net = _normalising_model(model.keras_model, offset, inv_scale)
-        if tta != "none" and tta_device == "graph":
-            net = _graph_tta_model(net, TTA_TRANSFORMS[tta], tta_mean == "geometric", self._softmax)
-        self._keras = net
+        net = _normalising_model(with_precision(self.model.keras_model, precision), offset, inv_scale)
+        if self.tta != "none" and self.tta_device == "graph":
+            net = _graph_tta_model(net, TTA_TRANSFORMS[self.tta], self.tta_mean == "geometric", self._softmax)
+        return net
+
+    def _network_key(self, shape: tuple[int, ...]) -> str:
+        """A digest of what the network's output depends on: architecture, weights, normalisation, TTA, shape."""
+        import hashlib
+        import json
+
+        from tiler._version import __version__
+
+        h = hashlib.sha256()
+        info = self.model.info
+        h.update(json.dumps([self.model.keras_model.to_json(), list(info.offset), list(info.scale), self.tta,
+                             self.tta_mean, self.tta_device, list(shape), __version__]).encode())
+        for w in self.model.keras_model.get_weights():
+            h.update(np.ascontiguousarray(w).tobytes())
+        return h.hexdigest()[:24]
+
+    def _runtime_for(self, shape: tuple[int, ...]):
+        if shape not in self._runtimes:
+            from tiler.model._runtime import make_runtime
+
+            self._runtimes[shape] = make_runtime(
+                lambda precision: self._keras if precision == "float32" else self._build(precision),
+                shape, runtime=self._runtime_name, precision=self._precision, key=self._network_key(shape))
+        self.runtime = self._runtimes[shape]
+        return self.runtime
 
     @classmethod
     def from_network(cls, network: Network, classes: int, *, batch_size: int = 8, tta: str = "none",
@@ -184,15 +235,16 @@ class Predictor:
         self.tta, self.tta_mean, self.tta_device = tta, tta_mean, tta_device
         self._softmax = softmax
         self.network_seconds = 0.0
+        self._runtimes: dict = {}
+        self.runtime = None
 
     def _run_network(self, batch: np.ndarray) -> np.ndarray:
         t = time.perf_counter()
         if self._keras is None:
             out = np.asarray(self._network(batch), np.float32)
         else:
-            nhwc = np.ascontiguousarray(np.transpose(batch, (0, 2, 3, 1)))
-            pred = self._keras.predict_on_batch(nhwc)
-            out = np.transpose(np.asarray(pred, np.float32), (0, 3, 1, 2))
+            nhwc = np.ascontiguousarray(np.transpose(batch, (0, 2, 3, 1)), dtype=np.float32)
+            out = np.transpose(self._runtime_for(nhwc.shape)(nhwc), (0, 3, 1, 2))
         self.network_seconds += time.perf_counter() - t
         return out
 

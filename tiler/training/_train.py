@@ -384,7 +384,8 @@ def evaluate_images(model: TilerModel, data: Sequence[LabelledImage], *, overlap
     k = len(model.info.classes)
     cm = np.zeros((k, k), np.int64)
     for d in data:
-        probs = predict(d.image, model=model, overlap=overlap, batch_size=batch_size)
+        # Keras itself: the weights change every epoch, a converted runtime would be rebuilt each time.
+        probs = predict(d.image, model=model, overlap=overlap, batch_size=batch_size, runtime="keras")
         cm += confusion_matrix(np.argmax(probs, axis=0), d.labels, k)
     return scores(cm, model.info.classes)
 

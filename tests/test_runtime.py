@@ -1,0 +1,178 @@
+"""Inference runtimes: every runtime offered agrees with the TensorFlow reference on real scenes.
+
+The reference is Keras ``predict_on_batch`` under TensorFlow (``--runtime keras``), the
+runtime tiler has always had; the bar is 1e-4 in probability.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from tests.conftest import needs_shared
+from tiler.errors import PlanError
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "examples" / "dubai_sample.tif"
+TILE7 = ROOT.parent / "shared" / "data" / "dubai_aerial" / "tile_7" / "images"
+BAR = 1e-4
+
+pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+
+try:
+    from tiler.model._runtime import import_openvino
+
+    openvino = import_openvino()
+except ImportError:
+    pytest.skip("the openvino package is not installed", allow_module_level=True)
+
+
+def _crop(path, rows, cols):
+    with rasterio.open(path) as src:
+        return src.read(window=((rows[0], rows[1]), (cols[0], cols[1]))).astype(np.float32)
+
+
+def _probabilities(image, runtime, **options):
+    from tiler.model import load_model
+    from tiler.pipeline import predict
+
+    return predict(image, model=load_model(None), runtime=runtime, **options)
+
+
+def test_openvino_matches_keras_on_the_sample_scene(tmp_path):
+    """The whole bundled scene through `run_scene`, probabilities written and read back: within 1e-4."""
+    from tiler import run_scene
+
+    reports = {}
+    for runtime in ("keras", "openvino"):
+        reports[runtime] = run_scene(SAMPLE, tmp_path / f"{runtime}.tif", runtime=runtime, output="probability")
+        assert reports[runtime].model["runtime"] == runtime
+    with rasterio.open(tmp_path / "keras.tif") as a, rasterio.open(tmp_path / "openvino.tif") as b:
+        ref, got = a.read(), b.read()
+    assert np.isfinite(ref).all()
+    assert np.abs(got - ref).max() <= BAR
+
+
+@needs_shared(TILE7)
+def test_openvino_matches_keras_on_an_unseen_tile_with_graph_tta():
+    """A crop of tile 7 (never trained on), D4 test-time augmentation in the graph: within 1e-4."""
+    image = next(iter(sorted(TILE7.glob("*.jpg"))))
+    crop = _crop(image, (0, 400), (0, 400))
+    ref = _probabilities(crop, "keras", tta="d4")
+    got = _probabilities(crop, "openvino", tta="d4")
+    assert np.abs(got - ref).max() <= BAR
+
+
+def test_converted_network_is_cached_and_a_damaged_cache_is_converted_again(tmp_path, monkeypatch, caplog):
+    from tiler.model import Predictor, load_model
+
+    monkeypatch.setenv("TILER_CACHE_DIR", str(tmp_path / "cache"))
+    tm = load_model(None)
+    x = _crop(SAMPLE, (0, 192), (0, 384)).reshape(3, 192, 2, 192).transpose(2, 0, 1, 3).copy()
+    first = Predictor(tm, batch_size=2, runtime="openvino")(x)
+    cached = sorted((tmp_path / "cache" / "openvino").iterdir())
+    assert [p.suffix for p in cached] == [".bin", ".xml"]
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("converted again although cached")
+
+    with monkeypatch.context() as m:
+        m.setattr(openvino, "convert_model", no_conversion)
+        again = Predictor(tm, batch_size=2, runtime="openvino")(x)
+    np.testing.assert_array_equal(again, first)
+
+    cached[0].write_bytes(b"not weights")
+    with caplog.at_level("WARNING"):
+        repaired = Predictor(tm, batch_size=2, runtime="openvino")(x)
+    assert "converting the model again" in caplog.text
+    np.testing.assert_array_equal(repaired, first)
+    assert cached[0].stat().st_size > 1000
+
+
+def test_auto_falls_back_to_keras_saying_why_and_an_explicit_runtime_does_not(monkeypatch, caplog, tiny_model):
+    from tiler.model import Predictor, load_model
+    from tiler.model import _runtime
+
+    def refuse(*args, **kwargs):
+        raise PlanError("OpenVINO could not convert or compile the model (test); use --runtime keras")
+
+    monkeypatch.setattr(_runtime, "OpenVINORuntime", refuse)
+    x = np.zeros((1, 3, 32, 32), np.float32)
+    tm = load_model(tiny_model)
+    with caplog.at_level("WARNING"):
+        pred = Predictor(tm, batch_size=1)
+        pred(x)
+    assert pred.runtime.name == "keras" and "running the model with Keras instead" in caplog.text
+    with pytest.raises(PlanError, match="use --runtime keras"):
+        Predictor(tm, batch_size=1, runtime="openvino")(x)
+    monkeypatch.setattr(_runtime, "openvino_available", lambda: "the openvino package is not installed")
+    with pytest.raises(PlanError, match="cannot run here: the openvino package is not installed"):
+        Predictor(tm, batch_size=1, runtime="openvino")(x)
+    with pytest.raises(PlanError, match="unknown runtime"):
+        Predictor(tm, runtime="tensorrt")
+
+
+@pytest.mark.parametrize("runtime", ["keras", "openvino"])
+def test_lower_precision_changes_little_and_is_reported(tmp_path, runtime):
+    """bfloat16: the same classes almost everywhere, probabilities within a bfloat16 step or so."""
+    from tiler import run_scene
+
+    crop = tmp_path / "crop.tif"
+    with rasterio.open(SAMPLE) as src:
+        profile = src.profile | {"width": 384, "height": 384}
+        data = src.read(window=((0, 384), (0, 384)))
+    with rasterio.open(crop, "w", **profile) as dst:
+        dst.write(data)
+    ref = run_scene(crop, tmp_path / "f32.tif", runtime=runtime, output="probability")
+    low = run_scene(crop, tmp_path / "bf16.tif", runtime=runtime, precision="bfloat16", output="probability")
+    assert (ref.options["inference"]["precision"], low.model["precision"]) == ("float32", "bfloat16")
+    with rasterio.open(tmp_path / "f32.tif") as a, rasterio.open(tmp_path / "bf16.tif") as b:
+        p32, p16 = a.read(), b.read()
+    assert np.abs(p16 - p32).max() < 0.1
+    assert (p16.argmax(0) == p32.argmax(0)).mean() > 0.97
+
+
+JAX_CHILD = r"""
+import json, sys
+import numpy as np
+import keras
+from tiler.model import load_model
+from tiler.pipeline import predict
+image = np.load(sys.argv[1])
+out = {}
+for tta in ("none", "d4"):
+    out[tta] = predict(image, model=load_model(None), tta=tta)
+np.savez(sys.argv[2], **out)
+print(json.dumps({"backend": keras.backend.backend()}))
+"""
+
+
+def test_jax_backend_matches_tensorflow_on_a_real_scene(tmp_path):
+    """The bundled model, its normalising wrapper and the graph TTA under KERAS_BACKEND=jax: within 1e-4."""
+    pytest.importorskip("jax", reason="jax is not installed (pip install jax)")
+    crop = _crop(SAMPLE, (300, 700), (200, 584))
+    np.save(tmp_path / "crop.npy", crop)
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", XLA_PYTHON_CLIENT_PREALLOCATE="false")
+    done = subprocess.run([sys.executable, "-c", JAX_CHILD, str(tmp_path / "crop.npy"), str(tmp_path / "jax.npz")],
+                          env=env, capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["backend"] == "jax"
+    got = np.load(tmp_path / "jax.npz")
+    for tta in ("none", "d4"):
+        ref = _probabilities(crop, "keras", tta=tta)
+        assert np.abs(got[tta] - ref).max() <= BAR, tta
+
+
+def test_openvino_sends_no_telemetry():
+    """Importing OpenVINO through tiler leaves its usage telemetry (Google Analytics, a forked sender) off."""
+    code = ("import sys; from tiler.model._runtime import import_openvino; ov = import_openvino(); "
+            "import openvino.tools.ovc.convert_impl as c; print(c.tm.__name__, 'openvino_telemetry' in sys.modules "
+            "and sys.modules['openvino_telemetry'] is not None)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["openvino.tools.ovc.telemetry_stub", "False"]

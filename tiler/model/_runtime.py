@@ -1,0 +1,361 @@
+"""Inference runtimes: what executes the network on a batch, behind one small interface.
+
+A :class:`Runtime` takes a batch of one fixed shape ``(patch, row, col,
+channel)``, float32, and returns the network's output ``(patch, row, col, K)``,
+float32. The :class:`~tiler.model.Predictor` builds one per batch shape (the
+last batch is padded, so a run has one) and never re-traces.
+
+Measured with ``benchmarks/runtimes.py`` on a 2-core x86 CPU (the bundled
+model): OpenVINO 1.2-1.3x the patches/s of Keras ``predict_on_batch`` under
+TensorFlow, within 4e-7 of it in float32, so it is the default on a CPU where
+the ``openvino`` package is installed; Keras (any backend, on any device) is
+the reference and the fallback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from tiler.errors import PlanError
+
+__all__ = ["PRECISIONS", "RUNTIMES", "KerasRuntime", "OpenVINORuntime", "Runtime", "cache_dir", "import_openvino",
+           "make_runtime", "openvino_available", "with_precision"]
+
+log = logging.getLogger(__name__)
+
+#: ``auto``: OpenVINO on a CPU where it is installed and Keras runs TensorFlow, else Keras.
+RUNTIMES = ("auto", "keras", "openvino")
+
+#: Compute precision of the network. float32 is the reference (and the default);
+#: bfloat16/float16 are for accelerators (and CPUs with AMX/AVX512-BF16 under OpenVINO).
+PRECISIONS = ("float32", "bfloat16", "float16")
+
+_OV_PRECISION = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
+_KERAS_POLICY = {"bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+
+
+class Runtime:
+    """Executes one network on batches of one shape.
+
+    Attributes
+    ----------
+    name : str
+        ``"keras"`` or ``"openvino"`` (reported in the run report).
+    precision : str
+        One of :data:`PRECISIONS`.
+    shape : tuple of int
+        ``(patch, row, col, channel)`` of every batch.
+    """
+
+    name = "runtime"
+
+    def __init__(self, shape: tuple[int, ...], precision: str) -> None:
+        self.shape, self.precision = tuple(int(s) for s in shape), precision
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Run the network.
+
+        Parameters
+        ----------
+        batch : ndarray of shape :attr:`shape`, float32
+            C-contiguous, NHWC.
+
+        Returns
+        -------
+        ndarray of shape (patch, row, col, K), float32
+        """
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(shape={self.shape}, precision={self.precision!r})"
+
+
+def with_precision(net, precision: str):
+    """A copy of a Keras model that computes in ``precision`` (a mixed policy: float32 variables).
+
+    Parameters
+    ----------
+    net : keras.Model
+    precision : {"float32", "bfloat16", "float16"}
+
+    Returns
+    -------
+    keras.Model
+        ``net`` itself for float32; else a clone whose layers run under
+        Keras's ``mixed_bfloat16``/``mixed_float16`` policy, with the same
+        weights, and whose output is cast back to float32.
+
+    Notes
+    -----
+    Mixed precision as Micikevicius et al. (2018), "Mixed precision training",
+    ICLR, and Keras's dtype policies: variables and the softmax stay float32.
+    """
+    if precision == "float32":
+        return net
+    import keras
+
+    policy = _KERAS_POLICY[precision]
+
+    def clone(layer):
+        config = layer.get_config()
+        if isinstance(layer, keras.layers.InputLayer) or config.get("activation") in ("softmax", "sigmoid"):
+            return layer.__class__.from_config(config)
+        config["dtype"] = keras.DTypePolicy(policy)
+        return layer.__class__.from_config(config)
+
+    if isinstance(net, keras.Sequential) or getattr(net, "_is_graph_network", False) \
+            or net.__class__.__name__ == "Functional":
+        copy = keras.models.clone_model(net, clone_function=clone)
+        copy.set_weights(net.get_weights())
+        return copy
+    raise PlanError(f"--precision {precision} needs a functional Keras model, got {type(net).__name__}; "
+                    "use --precision float32")
+
+
+class KerasRuntime(Runtime):
+    """Keras ``predict_on_batch`` on the active backend (TensorFlow, JAX or PyTorch) and its device.
+
+    Parameters
+    ----------
+    net : keras.Model
+        The network (already at its precision, :func:`with_precision`).
+    shape : tuple of int
+        ``(patch, row, col, channel)``.
+    precision : str
+    """
+
+    name = "keras"
+
+    def __init__(self, net, shape: tuple[int, ...], precision: str = "float32") -> None:
+        super().__init__(shape, precision)
+        self._net = net
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self._net.predict_on_batch(batch), np.float32)
+
+
+def import_openvino():
+    """Import ``openvino`` with its usage telemetry off.
+
+    Returns
+    -------
+    module
+        ``openvino``.
+
+    Raises
+    ------
+    ImportError
+        Where it is not installed.
+
+    Notes
+    -----
+    OpenVINO's model converter (imported by ``import openvino``) sends usage
+    events to Google Analytics unless a consent file says no, forking a
+    process to do it (openvino-telemetry, opt-out). A segmentation tool has
+    no business phoning home, and a fork from tiler's network thread is
+    unsafe: before OpenVINO is first imported, ``openvino_telemetry`` is
+    marked absent (``sys.modules[name] = None``), which makes the converter
+    use its own no-op stub.
+    """
+    if "openvino" not in sys.modules:
+        sys.modules.setdefault("openvino_telemetry", None)
+    import openvino
+
+    return openvino
+
+
+def cache_dir() -> Optional[Path]:
+    """Where converted networks are kept between runs, or None where caching is off.
+
+    Returns
+    -------
+    Path or None
+        ``$TILER_CACHE_DIR`` (empty: off), else ``$XDG_CACHE_HOME/tiler``,
+        else ``~/.cache/tiler``.
+    """
+    env = os.environ.get("TILER_CACHE_DIR")
+    if env is not None:
+        return Path(env) if env else None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "tiler"
+
+
+class OpenVINORuntime(Runtime):
+    """The network converted by OpenVINO (``openvino.convert_model``) and compiled for the CPU.
+
+    Parameters
+    ----------
+    net : keras.Model
+        A Keras model under the TensorFlow backend (OpenVINO's TensorFlow
+        front end traces it with a zero batch of ``shape``).
+    shape : tuple of int
+        ``(patch, row, col, channel)``: the compiled model has this static shape.
+    precision : str
+        OpenVINO's ``INFERENCE_PRECISION_HINT`` (f32, bf16, f16). f32 is
+        pinned: OpenVINO's own default on CPUs with AMX/AVX512-BF16 is bf16.
+    cache : path-like, optional
+        An OpenVINO IR file (``.xml`` with its ``.bin``) for this exact
+        network and shape: read where it exists, written (float32 weights,
+        atomically) where it does not. Converting takes 1-2 s; reading, ~0.1 s.
+
+    Raises
+    ------
+    PlanError
+        If the conversion or the compilation fails (naming ``--runtime keras``).
+
+    Notes
+    -----
+    One synchronous infer request with the ``LATENCY`` performance hint: one
+    batch at a time on all the process's cores (the engine's network stage
+    overlaps it with the host work). Measured: the ``THROUGHPUT`` hint with an
+    asynchronous queue of two requests was no faster on 2 cores, nor were
+    batches of 2 to 16 patches of 192 px (50-53 patches/s).
+    """
+
+    name = "openvino"
+
+    def __init__(self, net, shape: tuple[int, ...], precision: str = "float32", *,
+                 cache: Optional[Path] = None) -> None:
+        super().__init__(shape, precision)
+        ov = import_openvino()
+        core = ov.Core()
+        try:
+            model = _read_cached(core, cache)
+            if model is None:
+                model = ov.convert_model(net, example_input=np.zeros(self.shape, np.float32))
+                _write_cached(ov, model, cache)
+            compiled = core.compile_model(model, "CPU", {
+                "INFERENCE_PRECISION_HINT": _OV_PRECISION[precision], "PERFORMANCE_HINT": "LATENCY"})
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises its own types; the message names the fix
+            raise PlanError(f"OpenVINO could not convert or compile the model ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); use --runtime keras") from exc
+        self._request = compiled.create_infer_request()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self._request.infer({0: batch})
+        return np.array(self._request.get_output_tensor(0).data, np.float32)  # a copy: the buffer is reused
+
+
+def _read_cached(core, cache: Optional[Path]):
+    if cache is None or not cache.is_file() or not cache.with_suffix(".bin").is_file():
+        return None
+    try:
+        return core.read_model(str(cache))
+    except Exception as exc:  # noqa: BLE001 - a damaged cache entry is converted again
+        log.warning("ignoring the cached network %s (%s); converting the model again", cache, exc)
+        return None
+
+
+def _write_cached(ov, model, cache: Optional[Path]) -> None:
+    """Save the IR beside its final name and rename it there (weights first), so a reader never sees half."""
+    if cache is None:
+        return
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".xml", prefix=".tmp-", dir=cache.parent)
+        os.close(fd)
+        tmp = Path(tmp)
+        try:
+            ov.save_model(model, str(tmp), compress_to_fp16=False)  # float32 weights: the 1e-4 bar
+            os.replace(tmp.with_suffix(".bin"), cache.with_suffix(".bin"))
+            os.replace(tmp, cache)
+        finally:
+            for leftover in (tmp, tmp.with_suffix(".bin")):
+                leftover.unlink(missing_ok=True)
+    except OSError as exc:
+        log.info("not caching the converted network in %s: %s", cache.parent, exc)
+
+
+def _cache_file(key: Optional[str]) -> Optional[Path]:
+    folder = cache_dir()
+    if key is None or folder is None:
+        return None
+    version = import_openvino().__version__.split("-")[0]  # "2026.4.1-22982-…/2026/4": its release only
+    return folder / "openvino" / f"{key}-ov{version}.xml"
+
+
+def openvino_available() -> Optional[str]:
+    """Why the OpenVINO runtime cannot run here, or None where it can.
+
+    Returns
+    -------
+    str or None
+        The reason (package missing, another Keras backend, an accelerator
+        present), for the ``auto`` choice and the error of an explicit
+        ``--runtime openvino``.
+    """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return f"Keras runs the {keras.backend.backend()} backend (OpenVINO converts TensorFlow models here)"
+    try:
+        import_openvino()
+    except ImportError:
+        return "the openvino package is not installed (pip install openvino)"
+    return None
+
+
+def _accelerator() -> bool:
+    import keras
+
+    try:
+        return bool(keras.distribution.list_devices("gpu"))
+    except Exception:  # noqa: BLE001 - a backend without the query has no GPU we know of
+        return False
+
+
+def make_runtime(build: Callable[[str], object], shape: tuple[int, ...], *, runtime: str = "auto",
+                 precision: str = "float32", key: Optional[str] = None) -> Runtime:
+    """The runtime to execute a network on batches of ``shape``.
+
+    Parameters
+    ----------
+    build : callable
+        ``build(precision) -> keras.Model``: the network with its
+        normalisation (and graph TTA) as Keras layers, computing in
+        ``precision`` (OpenVINO asks for float32 and lowers the precision
+        itself).
+    shape : tuple of int
+        ``(patch, row, col, channel)`` of every batch.
+    runtime : {"auto", "keras", "openvino"}
+        ``auto``: OpenVINO on a CPU-only machine where it is installed and Keras
+        runs TensorFlow, else Keras. Where OpenVINO is chosen by ``auto`` and
+        fails to convert the model, Keras runs it and a warning says why.
+    precision : {"float32", "bfloat16", "float16"}
+    key : str, optional
+        A digest of everything the network's output depends on (weights,
+        architecture, normalisation, TTA, batch shape): names its converted
+        form in :func:`cache_dir`. None: never cached.
+
+    Returns
+    -------
+    Runtime
+
+    Raises
+    ------
+    PlanError
+        For an unknown runtime or precision, ``openvino`` where it cannot run
+        (naming why), or a model OpenVINO cannot convert when asked for by name.
+    """
+    if runtime not in RUNTIMES:
+        raise PlanError(f"unknown runtime {runtime!r}; choose {', '.join(RUNTIMES)}")
+    if precision not in PRECISIONS:
+        raise PlanError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
+    if runtime == "openvino":
+        reason = openvino_available()
+        if reason:
+            raise PlanError(f"--runtime openvino cannot run here: {reason}; use --runtime keras")
+        return OpenVINORuntime(build("float32"), shape, precision, cache=_cache_file(key))
+    if runtime == "auto" and openvino_available() is None and not _accelerator():
+        try:
+            return OpenVINORuntime(build("float32"), shape, precision, cache=_cache_file(key))
+        except PlanError as exc:
+            log.warning("%s; running the model with Keras instead", exc)
+    return KerasRuntime(build(precision), shape, precision)
