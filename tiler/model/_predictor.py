@@ -202,7 +202,7 @@ class Predictor:
 
             self._runtimes[shape] = make_runtime(
                 lambda precision: self._keras if precision == "float32" else self._build(precision),
-                shape, runtime=self._runtime_name, precision=self._precision, key=self._network_key(shape))
+                shape, runtime=self._runtime_name, precision=self._precision, key=lambda: self._network_key(shape))
         self.runtime = self._runtimes[shape]
         return self.runtime
 

@@ -273,12 +273,12 @@ def _write_cached(ov, model, cache: Optional[Path]) -> None:
         log.info("not caching the converted network in %s: %s", cache.parent, exc)
 
 
-def _cache_file(key: Optional[str]) -> Optional[Path]:
+def _cache_file(key: Optional[Callable[[], str]]) -> Optional[Path]:
     folder = cache_dir()
     if key is None or folder is None:
         return None
     version = import_openvino().__version__.split("-")[0]  # "2026.4.1-22982-…/2026/4": its release only
-    return folder / "openvino" / f"{key}-ov{version}.xml"
+    return folder / "openvino" / f"{key()}-ov{version}.xml"
 
 
 def openvino_available() -> Optional[str]:
@@ -312,7 +312,7 @@ def _accelerator() -> bool:
 
 
 def make_runtime(build: Callable[[str], object], shape: tuple[int, ...], *, runtime: str = "auto",
-                 precision: str = "float32", key: Optional[str] = None) -> Runtime:
+                 precision: str = "float32", key: Optional[Callable[[], str]] = None) -> Runtime:
     """The runtime to execute a network on batches of ``shape``.
 
     Parameters
@@ -329,10 +329,11 @@ def make_runtime(build: Callable[[str], object], shape: tuple[int, ...], *, runt
         runs TensorFlow, else Keras. Where OpenVINO is chosen by ``auto`` and
         fails to convert the model, Keras runs it and a warning says why.
     precision : {"float32", "bfloat16", "float16"}
-    key : str, optional
-        A digest of everything the network's output depends on (weights,
-        architecture, normalisation, TTA, batch shape): names its converted
-        form in :func:`cache_dir`. None: never cached.
+    key : callable, optional
+        ``key() -> str``, a digest of everything the network's output depends
+        on (weights, architecture, normalisation, TTA, batch shape): names its
+        converted form in :func:`cache_dir`; called only where a converted
+        form is made. None: never cached.
 
     Returns
     -------
