@@ -8,7 +8,7 @@ the 2k² one (DESIGN.md, invariant 4).
 
 Usage::
 
-    python benchmarks/memory_scaling.py [--sizes 2048 8192 16384] [--workdir DIR]
+    python benchmarks/memory_scaling.py [--sizes 2048 8192 16384] [--band-width 8192] [--workdir DIR]
 
 The scenes (about 0.1-0.8 GB each, compressed) are written to ``--workdir``
 (default: a temporary folder, removed afterwards).
@@ -31,7 +31,7 @@ CHILD = r"""
 import json, sys
 import tiler
 report = tiler.run_scene(sys.argv[1], sys.argv[2], model=sys.argv[3], overlap=float(sys.argv[4]),
-                         batch_size=int(sys.argv[5]), overwrite=True)
+                         batch_size=int(sys.argv[5]), band_width=int(sys.argv[6]), overwrite=True)
 print(json.dumps(report.to_dict()))
 """
 
@@ -78,6 +78,8 @@ def main() -> None:
     ap.add_argument("--patch-size", type=int, default=256)
     ap.add_argument("--overlap", type=float, default=0.25)
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--band-width", type=int, default=8192,
+                    help="columns per column band (the engine's buffers are as wide as a band)")
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
 
@@ -96,7 +98,7 @@ def main() -> None:
             out = os.path.join(work, f"mask_{size}.tif")
             t = time.perf_counter()
             proc = subprocess.run([sys.executable, "-c", CHILD, scene, out, model, str(args.overlap),
-                                   str(args.batch_size)], capture_output=True, text=True, check=False)
+                                   str(args.batch_size), str(args.band_width)], capture_output=True, text=True, check=False)
             wall = time.perf_counter() - t
             if proc.returncode:
                 sys.exit(f"run failed for {size}: {proc.stderr[-2000:]}")
@@ -107,7 +109,7 @@ def main() -> None:
         import keras
 
         print(f"backend={keras.backend.backend()} patch={args.patch_size} overlap={args.overlap} "
-              f"batch={args.batch_size} cpus={os.cpu_count()}")
+              f"batch={args.batch_size} band_width={args.band_width} cpus={os.cpu_count()}")
         print(f"{'scene':>12} {'Mpx':>8} {'patches':>8} {'run s':>8} {'Mpx/s':>8} {'predict s':>10} "
               f"{'peak RSS MB':>12} {'vs first':>9}")
         for size, rep, wall in rows:

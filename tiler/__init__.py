@@ -14,6 +14,9 @@ import os
 # KERAS_BACKEND=jax or torch runs the same models without it.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# JAX would take 75 % of a GPU's memory at import; tiler's network needs a
+# fraction of it and shares the device with anything else the user runs.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 from tiler._version import __version__  # noqa: E402
 

@@ -135,9 +135,23 @@ class KerasRuntime(Runtime):
 
     def __init__(self, net, shape: tuple[int, ...], precision: str = "float32") -> None:
         super().__init__(shape, precision)
+        import keras
+
         self._net = net
+        self._torch = keras.backend.backend() == "torch"
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        if self._torch:
+            # predict_on_batch under torch keeps each batch's device tensors in a
+            # reference cycle until the cyclic GC runs, so a sliding-window loop
+            # grows GPU memory to OOM (keras-team/keras#23110): call the model
+            # directly, without autograd.
+            import keras
+            import torch
+
+            with torch.no_grad():
+                out = self._net(batch, training=False)
+            return np.asarray(keras.ops.convert_to_numpy(out), np.float32)
         return np.asarray(self._net.predict_on_batch(batch), np.float32)
 
 
