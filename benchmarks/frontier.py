@@ -50,6 +50,11 @@ class ReplayPredictor:
         self.cache: dict = {}
         self.calls = self.patches = 0
 
+    @property
+    def runtime(self):
+        """The wrapped predictor's runtime (for the run report)."""
+        return self.inner.runtime
+
     def __call__(self, patches, out=None):
         key = hashlib.blake2b(patches.tobytes(), digest_size=16).digest() + bytes(str(patches.shape), "ascii")
         if key not in self.cache:
@@ -70,6 +75,8 @@ def main(argv=None) -> int:
     ap.add_argument("--images", type=int, default=None, help="only the first N images (default all)")
     ap.add_argument("--model", default=None, help="model file (default: the bundled model)")
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--runtime", default="auto", help="--runtime of tiler run (auto, keras, openvino)")
+    ap.add_argument("--precision", default="float32", help="--precision of tiler run")
     args = ap.parse_args(argv)
     if not TILE.exists():
         print(f"needs the shared Dubai tile 7 at {TILE}", file=sys.stderr)
@@ -81,7 +88,7 @@ def main(argv=None) -> int:
     from tiler.evaluate import evaluate_masks
     from tiler.model import load_model
     from tiler.config import InferenceConfig
-    from tiler.pipeline import predictor_for, run_scene
+    from tiler.pipeline import predictor_for, predictor_key, run_scene
 
     images = sorted((TILE / "images").glob("*.jpg"))[:args.images]
     pixels = 0
@@ -91,15 +98,16 @@ def main(argv=None) -> int:
     tm = load_model(args.model)
     print(f"model {args.model or 'bundled'}: training patch {tm.info.patch_size}, classes "
           f"{', '.join(tm.info.classes)}; {len(images)} images of {TILE.name}, {pixels / 1e6:.1f} Mpx; "
-          f"batch {args.batch_size}")
+          f"batch {args.batch_size}; runtime {args.runtime}, {args.precision}")
     print()
     print("| patch px | overlap | stride px | window | mean IoU | weakest class (IoU) | patches | s | Mpx/s |")
     print("|---:|---:|---:|---|---:|---|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for patch in args.patches:
             for overlap in args.overlaps:
-                inference = InferenceConfig(batch_size=args.batch_size)
-                key = (inference.batch_size, inference.tta, inference.tta_mean, inference.tta_device)
+                inference = InferenceConfig(batch_size=args.batch_size, runtime=args.runtime,
+                                            precision=args.precision)
+                key = predictor_key(inference)
                 replay = ReplayPredictor(predictor_for(tm, inference))
                 # Untimed: the first batch of a new patch shape traces the model.
                 replay.inner(np.zeros((args.batch_size, len(tm.info.channels), patch, patch), np.float32))
@@ -111,7 +119,8 @@ def main(argv=None) -> int:
                     t = time.perf_counter()
                     for path in images:
                         run_scene(str(path), str(out_dir / f"{path.stem}.tif"), model=tm, patch_size=patch,
-                                  overlap=overlap, window=window, batch_size=args.batch_size)
+                                  overlap=overlap, window=window, batch_size=args.batch_size,
+                                  runtime=args.runtime, precision=args.precision)
                     seconds = time.perf_counter() - t
                     if timed is None:
                         timed = (seconds, replay.patches)

@@ -20,7 +20,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from tiler.blend import Accumulator
-from tiler.plan import ColumnBand, PatchGrid, RowBand, Strip
+from tiler.plan import PatchGrid, RowBand
 
 if TYPE_CHECKING:  # the network stage loads Keras; blocks and sinks do not need it
     from tiler.model._predictor import Predictor

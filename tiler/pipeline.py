@@ -35,7 +35,7 @@ from tiler.sinks._vector import export_classes
 from tiler.reports import IndexReport, RunReport, scene_summary, vector_summary
 from tiler.source import ChannelSource
 
-__all__ = ["predict", "run_scene", "index_scene", "resolve_model", "domain_verdict", "predictor_for",
+__all__ = ["predict", "run_scene", "index_scene", "resolve_model", "domain_verdict", "predictor_for", "predictor_key",
            "prepare_scene", "output_context", "check_run_options", "RunReport", "IndexReport"]
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,12 @@ def resolve_model(model: Union[None, str, os.PathLike, TilerModel]) -> TilerMode
     if isinstance(model, TilerModel):
         return model
     return load_model(model)
+
+
+def predictor_key(inference: InferenceConfig) -> tuple:
+    """The options a :class:`Predictor` is built from: its key in ``TilerModel.predictors``."""
+    return (inference.batch_size, inference.tta, inference.tta_mean, inference.tta_device, inference.runtime,
+            inference.precision)
 
 
 def predictor_for(tm: TilerModel, inference: InferenceConfig) -> Predictor:
@@ -62,8 +68,7 @@ def predictor_for(tm: TilerModel, inference: InferenceConfig) -> Predictor:
         Kept in ``tm.predictors``: a worker that runs many scenes or parts
         with one loaded model wraps it once.
     """
-    key = (inference.batch_size, inference.tta, inference.tta_mean, inference.tta_device, inference.runtime,
-           inference.precision)
+    key = predictor_key(inference)
     if key not in tm.predictors:
         tm.predictors[key] = Predictor(tm, batch_size=inference.batch_size, tta=inference.tta,
                                        tta_mean=inference.tta_mean, tta_device=inference.tta_device,
