@@ -103,3 +103,14 @@ def constant_model(model_dir):
 def mix_model(model_dir):
     """A fixed 1x1 channel mix: out = W @ normalised(x) + b, known in closed form."""
     return build_mix_model(model_dir / "mix.keras")
+
+
+def labelled_folders(tmp_path, bands, label):
+    """train/ and val/ folders (img/, mask/) of two synthetic images each; ``label(img)`` gives the mask."""
+    for split, seed in (("train", 1), ("val", 2)):
+        (tmp_path / split / "img").mkdir(parents=True)
+        (tmp_path / split / "mask").mkdir(parents=True)
+        for i in range(2):
+            img = smooth_image(bands, 40, 48, seed=seed * 10 + i)
+            write_tif(tmp_path / split / "img" / f"im{i}.tif", img, crs=None)
+            write_tif(tmp_path / split / "mask" / f"im{i}.tif", label(img).astype(np.uint8)[None], crs=None)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from tests.conftest import smooth_image, write_tif
+from tests.conftest import labelled_folders, smooth_image, write_tif
 from tiler.cli import main
 from tiler.model import build_unet
 
@@ -140,20 +140,9 @@ def test_evaluate_prints_table_and_json(runner, tmp_path):
     assert doc["iou"]["a"] == pytest.approx(1 / 3) and doc["iou"]["c"] == pytest.approx(1 / 2)
 
 
-def _labelled_folders(tmp_path, bands, label):
-    """train/ and val/ folders (img/, mask/) of two synthetic images each; ``label(img)`` gives the mask."""
-    for split, seed in (("train", 1), ("val", 2)):
-        (tmp_path / split / "img").mkdir(parents=True)
-        (tmp_path / split / "mask").mkdir(parents=True)
-        for i in range(2):
-            img = smooth_image(bands, 40, 48, seed=seed * 10 + i)
-            write_tif(tmp_path / split / "img" / f"im{i}.tif", img, crs=None)
-            write_tif(tmp_path / split / "mask" / f"im{i}.tif", label(img).astype(np.uint8)[None], crs=None)
-
-
 def test_train_then_run_with_the_trained_model(runner, tmp_path):
     # A tiny real training run on synthetic labelled images.
-    _labelled_folders(tmp_path, 3, lambda img: img[0] > 128)
+    labelled_folders(tmp_path, 3, lambda img: img[0] > 128)
     classes = tmp_path / "classes.json"
     classes.write_text(json.dumps({"classes": [{"name": "dark", "colour": "#000000"},
                                                {"name": "bright", "colour": "#FFFFFF"}]}))
@@ -211,7 +200,7 @@ def test_train_refuses_validation_images_that_are_training_images(runner, tmp_pa
 
 def test_train_with_index_channels_then_run(runner, tmp_path):
     """--channels may name spectral indices: built from the images' bands, stored, rebuilt by run."""
-    _labelled_folders(tmp_path, 4, lambda img: img[3] > img[2])
+    labelled_folders(tmp_path, 4, lambda img: img[3] > img[2])
     classes = tmp_path / "classes.json"
     classes.write_text(json.dumps({"classes": [{"name": "bare", "colour": "#000000"},
                                                {"name": "green", "colour": "#00FF00"}]}))

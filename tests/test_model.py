@@ -122,10 +122,30 @@ def test_losses_match_hand_computation_and_ignore_unlabelled():
     assert float(soft_jaccard_loss(y, p)) == pytest.approx(jac, rel=1e-5)
     assert float(cross_entropy_loss(y, p)) == pytest.approx(ce, rel=1e-5)
     assert float(DiceCrossEntropy(0.5)(y, p)) == pytest.approx(ce + 0.5 * dice, rel=1e-5)
+    from tiler.model._losses import JaccardCrossEntropy
+
+    assert float(JaccardCrossEntropy(0.5)(y, p)) == pytest.approx(ce + 0.5 * jac, rel=1e-5)
+    assert JaccardCrossEntropy.from_config(JaccardCrossEntropy(0.25).get_config()).jaccard_weight == 0.25
     # Changing the prediction at ignored pixels changes nothing.
     p2 = p.copy()
     p2[0, :2] = np.roll(p2[0, :2], 1, axis=-1)
     assert float(DiceCrossEntropy()(y, p2)) == pytest.approx(float(DiceCrossEntropy()(y, p)), rel=1e-6)
+
+
+def test_unet_takes_the_searched_initialisations_and_refuses_others():
+    import keras
+
+    from tiler.errors import PlanError
+    from tiler.model import build_unet
+
+    for name, cls in (("glorot_uniform", keras.initializers.GlorotUniform),
+                      ("he_uniform", keras.initializers.HeUniform)):
+        net = build_unet(3, 2, depth=1, base_filters=4, kernel_initializer=name, batch_norm=False)
+        convs = [layer for layer in net.layers if layer.name.endswith("_conv1")]
+        assert convs and all(isinstance(layer.kernel_initializer, cls) for layer in convs)
+        assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in net.layers)
+    with pytest.raises(PlanError, match="kernel initializer"):
+        build_unet(3, 2, kernel_initializer="zeros")
 
 
 def test_perfect_prediction_has_zero_dice_loss():

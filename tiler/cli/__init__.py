@@ -22,6 +22,7 @@ from tiler.cli.info import info
 from tiler.cli.register import format_registration, register
 from tiler.cli.run import run
 from tiler.cli.train import train
+from tiler.cli.tune import tune
 from tiler.cli.vectorize import vectorize
 
 __all__ = ["main", "format_registration"]
@@ -33,5 +34,5 @@ def main() -> None:
     """tiler: segment very large satellite scenes with a U-Net, streamed and seamless."""
 
 
-for _command in (run, batch, vectorize, indices, register, info, train, evaluate, bench):
+for _command in (run, batch, vectorize, indices, register, info, train, tune, evaluate, bench):
     main.add_command(_command)

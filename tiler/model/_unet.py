@@ -10,11 +10,15 @@ from tiler.errors import PlanError
 __all__ = ["build_unet"]
 
 
-def _conv_block(x, filters: int, *, batch_norm: bool, name: str):
+#: Weight initialisations of the convolutions a search may choose between (Keras names).
+KERNEL_INITIALIZERS = ("he_normal", "he_uniform", "glorot_uniform", "glorot_normal")
+
+
+def _conv_block(x, filters: int, *, batch_norm: bool, name: str, kernel_initializer: str = "he_normal"):
     for i in (1, 2):
         x = layers.Conv2D(
             filters, 3, padding="same", use_bias=not batch_norm,
-            kernel_initializer="he_normal", name=f"{name}_conv{i}",
+            kernel_initializer=kernel_initializer, name=f"{name}_conv{i}",
         )(x)
         if batch_norm:
             x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
@@ -31,6 +35,7 @@ def build_unet(
     batch_norm: bool = True,
     dropout: float = 0.1,
     activation: str = "softmax",
+    kernel_initializer: str = "he_normal",
 ) -> keras.Model:
     """Build a U-Net for semantic segmentation.
 
@@ -57,6 +62,12 @@ def build_unet(
     activation : {"softmax", "sigmoid"}
         ``softmax`` for single-label (mutually exclusive) classes, ``sigmoid``
         for multi-label outputs.
+    kernel_initializer : str, default "he_normal"
+        Initialisation of the 3x3 convolutions, one of
+        :data:`KERNEL_INITIALIZERS`: He et al. (2015), "Delving deep into
+        rectifiers", ICCV (the ReLU-aware default), or Glorot & Bengio (2010),
+        "Understanding the difficulty of training deep feedforward neural
+        networks", AISTATS.
 
     Returns
     -------
@@ -86,21 +97,27 @@ def build_unet(
         raise PlanError(f"dropout must be in [0, 1), got {dropout}")
     if activation not in ("softmax", "sigmoid"):
         raise PlanError(f"activation must be 'softmax' or 'sigmoid', got {activation!r}")
+    if kernel_initializer not in KERNEL_INITIALIZERS:
+        raise PlanError(f"kernel initializer must be one of {', '.join(KERNEL_INITIALIZERS)}, "
+                        f"got {kernel_initializer!r}")
 
     inputs = keras.Input(shape=(None, None, in_channels), name="bands")
     x = inputs
     skips = []
     for level in range(depth):
-        x = _conv_block(x, base_filters * 2**level, batch_norm=batch_norm, name=f"down{level}")
+        x = _conv_block(x, base_filters * 2**level, batch_norm=batch_norm, name=f"down{level}",
+                        kernel_initializer=kernel_initializer)
         skips.append(x)
         x = layers.MaxPooling2D(2, name=f"pool{level}")(x)
-    x = _conv_block(x, base_filters * 2**depth, batch_norm=batch_norm, name="bottleneck")
+    x = _conv_block(x, base_filters * 2**depth, batch_norm=batch_norm, name="bottleneck",
+                    kernel_initializer=kernel_initializer)
     if dropout > 0:
         x = layers.Dropout(dropout, name="bottleneck_dropout")(x)
     for level in reversed(range(depth)):
         filters = base_filters * 2**level
         x = layers.Conv2DTranspose(filters, 2, strides=2, padding="same", name=f"up{level}_tconv")(x)
         x = layers.Concatenate(name=f"up{level}_concat")([x, skips[level]])
-        x = _conv_block(x, filters, batch_norm=batch_norm, name=f"up{level}")
+        x = _conv_block(x, filters, batch_norm=batch_norm, name=f"up{level}",
+                        kernel_initializer=kernel_initializer)
     outputs = layers.Conv2D(classes, 1, activation=activation, dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name=f"unet_d{depth}_f{base_filters}")

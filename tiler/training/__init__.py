@@ -3,7 +3,9 @@
 It sits above :mod:`tiler.pipeline` (validation predicts whole images through
 the same blending engine as ``tiler run``), which sits above :mod:`tiler.model`;
 nothing below imports it. ``tiler train`` calls :func:`train` with a
-:class:`TrainConfig`. Names load on first use (PEP 562), so importing the
+:class:`TrainConfig`; ``tiler tune`` calls :func:`tune` (optuna, a fresh process
+per trial) with a :class:`TuneConfig` and a search space (:data:`DEFAULT_SPACE`,
+:func:`load_space`). Names load on first use (PEP 562), so importing the
 package costs nothing until one is used.
 """
 
@@ -21,7 +23,14 @@ _EXPORTS = {
     "RECOMMENDED_PATCH_FACTOR": "_train",
     "RECOMMENDED_OVERLAP": "_train",
     "RECOMMENDED_WINDOW": "_train",
+    "LOSSES": "_train",
     "VectorLabels": "_vector_labels",
+    "DEFAULT_SPACE": "_space",
+    "Param": "_space",
+    "load_space": "_space",
+    "TuneConfig": "_tune",
+    "tune": "_tune",
+    "PRUNERS": "_tune",
 }
 
 __all__, __getattr__, __dir__ = lazy_exports("tiler.training", _EXPORTS)

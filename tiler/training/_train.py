@@ -16,7 +16,7 @@ from tiler.metrics import confusion_matrix, scores
 from tiler.model._file import ModelInfo, TilerModel, load_model, save_model
 from tiler.scene import open_scene
 
-__all__ = ["TrainConfig", "LabelledImage", "find_pairs", "load_labelled", "train"]
+__all__ = ["LOSSES", "TrainConfig", "LabelledImage", "find_pairs", "load_labelled", "train"]
 
 _IMAGE_SUFFIXES = (".tif", ".tiff", ".jpg", ".jpeg", ".png", ".jp2", ".img", ".vrt")
 
@@ -31,6 +31,8 @@ _IMAGE_SUFFIXES = (".tif", ".tiff", ".jpg", ".jpeg", ".png", ".jp2", ".img", ".v
 RECOMMENDED_PATCH_FACTOR = 1
 RECOMMENDED_OVERLAP = 0.125
 RECOMMENDED_WINDOW = "spline"
+#: Training losses: cross-entropy plus soft Dice, or plus soft Jaccard.
+LOSSES = ("dice", "jaccard")
 
 
 @dataclass(frozen=True)
@@ -52,13 +54,17 @@ class TrainConfig:
         without a better validation mean IoU.
     patience : int
         Early stopping: epochs without improvement before stopping.
-    depth, base_filters, dropout
-        U-Net shape (see :func:`tiler.model.build_unet`).
+    depth, base_filters, dropout, batch_norm, kernel_initializer
+        U-Net shape and initialisation (see :func:`tiler.model.build_unet`).
     jitter : float
         Colour jitter: per-channel gain in ``[1 - jitter, 1 + jitter]`` and an
         offset of up to ``jitter`` channel standard deviations.
     dice_weight : float
-        Weight of soft Dice beside cross-entropy.
+        Weight of the overlap term (soft Dice, or soft Jaccard) beside
+        cross-entropy.
+    loss : {"dice", "jaccard"}
+        Cross-entropy plus soft Dice (:class:`tiler.model.DiceCrossEntropy`)
+        or plus soft Jaccard (:class:`tiler.model._losses.JaccardCrossEntropy`).
     val_overlap : float
         Patch overlap when predicting whole validation images.
     infer_patch_size, infer_overlap, infer_window : optional
@@ -82,6 +88,9 @@ class TrainConfig:
     depth: int = 4
     base_filters: int = 16
     dropout: float = 0.1
+    batch_norm: bool = True
+    kernel_initializer: str = "he_normal"
+    loss: str = "dice"
     jitter: float = 0.1
     dice_weight: float = 1.0
     val_overlap: float = 0.25
@@ -98,6 +107,11 @@ class TrainConfig:
                 "window": self.infer_window or RECOMMENDED_WINDOW}
 
     def __post_init__(self) -> None:
+        if self.patch_size % (2 ** self.depth):
+            raise PlanError(
+                f"patch size {self.patch_size} is not divisible by 2**depth = {2 ** self.depth}; "
+                f"use a multiple of {2 ** self.depth}"
+            )
         rec = self.recommendation()
         if rec["patch_size"] % (2 ** self.depth) or not 0 <= rec["overlap"] < 1:
             raise PlanError(f"recommended inference patch {rec['patch_size']} must be a multiple of 2**depth = "
@@ -106,11 +120,15 @@ class TrainConfig:
 
         if rec["window"] not in WINDOWS:
             raise PlanError(f"--infer-window {rec['window']!r} is not one of {', '.join(WINDOWS)}")
-        if self.patch_size % (2 ** self.depth):
-            raise PlanError(
-                f"patch size {self.patch_size} is not divisible by 2**depth = {2 ** self.depth}; "
-                f"use a multiple of {2 ** self.depth}"
-            )
+        from tiler.model._unet import KERNEL_INITIALIZERS
+
+        if self.kernel_initializer not in KERNEL_INITIALIZERS:
+            raise PlanError(f"kernel initializer {self.kernel_initializer!r} is not one of "
+                            f"{', '.join(KERNEL_INITIALIZERS)}")
+        if self.loss not in LOSSES:
+            raise PlanError(f"loss {self.loss!r} is not one of {', '.join(LOSSES)}")
+        if not 0 <= self.dropout < 1:
+            raise PlanError(f"dropout must be in [0, 1), got {self.dropout}")
         for name in ("batch_size", "epochs", "steps_per_epoch", "patience"):
             if getattr(self, name) < 1:
                 raise PlanError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -466,7 +484,7 @@ def train(
 
     keras = import_keras()
 
-    from tiler.model._losses import DiceCrossEntropy
+    from tiler.model._losses import DiceCrossEntropy, JaccardCrossEntropy
     from tiler.source import fill_channels
     from tiler.model._unet import build_unet
 
@@ -510,10 +528,13 @@ def train(
         scale = np.maximum(np.nanstd(stacked, axis=1), 1e-6).astype(np.float32)
         del stacked
         net = build_unet(len(names), len(labels.names), depth=config.depth,
-                         base_filters=config.base_filters, dropout=config.dropout)
+                         base_filters=config.base_filters, dropout=config.dropout, batch_norm=config.batch_norm,
+                         kernel_initializer=config.kernel_initializer)
     domain = training_domain(train_data, names)
     optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
-    net.compile(optimizer=optimizer, loss=DiceCrossEntropy(config.dice_weight))
+    loss = (DiceCrossEntropy(config.dice_weight) if config.loss == "dice"
+            else JaccardCrossEntropy(config.dice_weight))
+    net.compile(optimizer=optimizer, loss=loss)
     for d in train_data + val_data:
         # Undefined index values are fed as the channel mean, as `tiler run` does.
         fill_channels(d.image, None, offset)

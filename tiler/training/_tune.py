@@ -1,0 +1,401 @@
+"""``tiler tune``: search the U-Net's architecture and training options with optuna, a fresh process per trial.
+
+The study lives in a journal file in the output folder (optuna's
+``JournalStorage`` with a file backend: an append-only log that parallel
+writers share without SQLite's locking), so a search that is interrupted
+resumes where it stopped; a trial whose process was killed is marked failed.
+Each trial trains in a fresh Python process (:mod:`tiler.training._trial`),
+on a dask.distributed worker where ``workers``/``scheduler`` are given; the
+objective is the validation mean IoU of whole held-out images predicted through
+the blending engine of ``tiler run`` (what :func:`~tiler.training.train` scores
+every epoch), and each epoch's value is reported to the pruner.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+
+from tiler.errors import PlanError, UsageError
+
+__all__ = ["PRUNERS", "STUDY_FILE", "TuneConfig", "make_pruner", "open_storage", "tune"]
+
+#: The study's journal, in the output folder.
+STUDY_FILE = "study.journal"
+STUDY_NAME = "tiler-tune"
+#: Pruners on the per-epoch validation mean IoU: optuna's median rule (after
+#: 2 finished trials and 1 epoch), Hyperband (Li et al. 2018, JMLR 18), none, or
+#: ``threshold:X`` (stop a trial whose value falls below X).
+PRUNERS = ("median", "hyperband", "none", "threshold:X")
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """Options of a search.
+
+    Parameters
+    ----------
+    trials : int, default 20
+        Finished trials (complete or pruned) the study should have; a resumed
+        search runs only the missing ones. Failed trials do not count (at
+        most ``trials`` of them are run in all).
+    timeout_minutes : float, optional
+        Start no new trial after this many minutes (running ones finish).
+    seed : int, default 0
+        Seed of the TPE sampler (and of each trial's training).
+    pruner : str, default "median"
+        One of :data:`PRUNERS`.
+    space : mapping of str to Param
+        The search space (:data:`tiler.training.DEFAULT_SPACE`,
+        :func:`tiler.training.load_space`).
+    base : TrainConfig
+        The training options the space does not set (epochs, steps per
+        epoch, patience, ...).
+
+    Raises
+    ------
+    UsageError
+        For a bad count, timeout or pruner.
+    """
+
+    trials: int = 20
+    timeout_minutes: Optional[float] = None
+    seed: int = 0
+    pruner: str = "median"
+    space: Mapping[str, Any] = field(default_factory=dict)
+    base: Any = None
+
+    def __post_init__(self) -> None:
+        from tiler.training._space import DEFAULT_SPACE
+        from tiler.training._train import TrainConfig
+
+        if not isinstance(self.trials, int) or self.trials < 1:
+            raise UsageError(f"--trials must be a positive integer, got {self.trials!r}")
+        if self.timeout_minutes is not None and self.timeout_minutes <= 0:
+            raise UsageError(f"--timeout must be positive minutes, got {self.timeout_minutes!r}")
+        make_pruner(self.pruner, 1)
+        if not self.space:
+            object.__setattr__(self, "space", dict(DEFAULT_SPACE))
+        if self.base is None:
+            object.__setattr__(self, "base", TrainConfig(epochs=15, steps_per_epoch=50, patience=4))
+
+
+def make_pruner(name: str, epochs: int):
+    """The optuna pruner named ``name`` (see :data:`PRUNERS`) for trials of ``epochs`` epochs.
+
+    Raises
+    ------
+    UsageError
+        For an unknown name.
+    """
+    import optuna
+
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(int(epochs), 1))
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    if name.startswith("threshold:"):
+        try:
+            return optuna.pruners.ThresholdPruner(lower=float(name.split(":", 1)[1]))
+        except ValueError:
+            pass
+    raise UsageError(f"unknown pruner {name!r}; use median, hyperband, none or threshold:X (e.g. threshold:0.2)")
+
+
+def open_storage(path: str):
+    """optuna's journal storage on the file ``path`` (created where absent)."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+@contextlib.contextmanager
+def _exclusive(folder: Path) -> Iterator[None]:
+    """One ``tiler tune`` per folder: its running trials are then known to be ours or dead."""
+    lock = open(folder / ".tune.lock", "w")
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # pragma: no cover - Windows: no advisory lock
+            pass
+        except OSError:
+            raise UsageError(f"another `tiler tune` is running in {str(folder)!r}; wait for it or use another "
+                             "--out-dir") from None
+        yield
+    finally:
+        lock.close()
+
+
+def _trial_rows(study) -> list[dict]:
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        rows.append({"number": t.number, "state": t.state.name.lower(), "value": t.value,
+                     "seconds": t.user_attrs.get("seconds"), "epochs_run": t.user_attrs.get("epochs_run"),
+                     "reason": t.user_attrs.get("reason"), **{f"param_{k}": v for k, v in t.params.items()}})
+    return rows
+
+
+def _write_tables(study, out: Path) -> None:
+    rows = _trial_rows(study)
+    tmp = out / ".trials.json.tmp"
+    tmp.write_text(json.dumps(rows, indent=1, default=str))
+    os.replace(tmp, out / "trials.json")
+    columns = sorted({k for r in rows for k in r}, key=lambda k: (k.startswith("param_"), k))
+    tmp = out / ".trials.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, out / "trials.csv")
+
+
+def _plots(study, out: Path) -> list[str]:
+    """Optimisation history and parameter importances (PED-ANOVA, no scikit-learn) as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.visualization import matplotlib as ovm
+
+    written = []
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        return written
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # optuna marks its matplotlib plots experimental
+        ax = ovm.plot_optimization_history(study)
+        ax.set_ylabel("validation mean IoU")
+        ax.figure.savefig(out / "history.png", dpi=100, bbox_inches="tight")
+        plt.close(ax.figure)
+        written.append("history.png")
+        if len(complete) >= 2 and any(len({str(t.params.get(k)) for t in complete}) > 1
+                                      for k in complete[0].params):
+            try:
+                ax = ovm.plot_param_importances(
+                    study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+                ax.figure.savefig(out / "importances.png", dpi=100, bbox_inches="tight")
+                plt.close(ax.figure)
+                written.append("importances.png")
+            except (RuntimeError, ValueError):  # too few distinct trials to rank parameters
+                pass
+    return written
+
+
+def tune(
+    images: str,
+    masks: Optional[str],
+    out_dir: Any,
+    *,
+    classes: str,
+    val_images: str,
+    val_masks: Optional[str],
+    config: TuneConfig = TuneConfig(),
+    vector_labels: Optional[str] = None,
+    label_field: str = "class",
+    channels: Optional[Sequence[str]] = None,
+    band_names: Optional[Sequence[str]] = None,
+    workers: Optional[int] = None,
+    scheduler: Optional[str] = None,
+    progress: Optional[Callable[[str], None]] = None,
+) -> dict:
+    """Search hyperparameters with optuna's TPE sampler; keep the best model.
+
+    Parameters
+    ----------
+    images, masks, val_images, val_masks, vector_labels, label_field, channels, band_names
+        The data, as for :func:`tiler.training.train`.
+    out_dir : path-like
+        Created if absent. Holds ``study.journal`` (the study: resume by
+        running the same command again), ``trials/NNNN.keras`` (each complete
+        trial's model), ``best.keras`` (the best, ready for ``tiler run``),
+        ``trials.json``/``trials.csv`` (every trial: state, value, params,
+        reason) and ``history.png``/``importances.png``.
+    classes : str
+        The class scheme JSON file.
+    config : TuneConfig
+    workers, scheduler
+        Run trials on a local dask cluster of ``workers`` processes (as many
+        trials at once), or on the cluster at ``scheduler``; default: one at a
+        time from this process. Either way each trial is a fresh process.
+    progress : callable, optional
+        Called with one line per finished trial (its state and score, the
+        best so far).
+
+    Returns
+    -------
+    dict
+        ``{"trials": {state: count}, "best": {...} or None, "out_dir", "files"}``.
+
+    Raises
+    ------
+    UsageError
+        For another search running in ``out_dir``, or a study there that was
+        run on other data.
+    """
+    import optuna
+
+    from tiler.distributed._api import cluster
+    from tiler.training._trial import run_trial_process
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "trials").mkdir(exist_ok=True)
+    say = progress or (lambda line: None)
+    inputs = {"images": images, "masks": masks, "val_images": val_images, "val_masks": val_masks,
+              "vector_labels": vector_labels, "classes": os.path.abspath(classes),
+              "channels": list(channels) if channels else None}
+    t0 = time.perf_counter()
+    with _exclusive(out):
+        storage = open_storage(out / STUDY_FILE)
+        study = optuna.create_study(study_name=STUDY_NAME, storage=storage, load_if_exists=True,
+                                    direction="maximize", pruner=make_pruner(config.pruner, config.base.epochs))
+        # A resumed search must not replay the random start of the first run: seed by the trials so far.
+        study.sampler = optuna.samplers.TPESampler(seed=config.seed + len(study.get_trials(deepcopy=False)))
+        if "inputs" not in study.user_attrs:
+            study.set_user_attr("inputs", inputs)
+        elif study.user_attrs["inputs"] != json.loads(json.dumps(inputs)):
+            raise UsageError(f"the study in {str(out)!r} was run on other data ({study.user_attrs['inputs']}); "
+                             "use another --out-dir")
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            # Only this process may run trials here (the lock): a running trial is a killed one.
+            storage.set_trial_user_attr(t._trial_id, "reason", "killed: the search stopped while it ran")
+            storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            say(f"trial {t.number}: marked failed (the search stopped while it ran)")
+
+        def counts() -> tuple[int, int]:
+            states = [t.state for t in study.get_trials(deepcopy=False)]
+            done = sum(s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for s in states)
+            return done, sum(s == optuna.trial.TrialState.FAIL for s in states)
+
+        def start(trial) -> Optional[str]:
+            """Suggest the trial's options; write its spec; None (and the trial failed) if they are invalid."""
+            params = {"seed": config.seed + trial.number}
+            params.update({name: p.suggest(trial) for name, p in config.space.items()})
+            try:
+                train_config = dataclasses.replace(config.base, **params)
+            except (PlanError, UsageError, TypeError, ValueError) as exc:
+                finish(trial, {"state": "failed", "reason": f"invalid combination: {exc}"})
+                return None
+            spec = {"storage": str(out / STUDY_FILE), "study": STUDY_NAME, "trial_id": trial._trial_id,
+                    "number": trial.number, "pruner": config.pruner, "images": images, "masks": masks,
+                    "val_images": val_images, "val_masks": val_masks, "vector_labels": vector_labels,
+                    "label_field": label_field, "classes": os.path.abspath(classes),
+                    "channels": list(channels) if channels else None,
+                    "band_names": list(band_names) if band_names else None,
+                    "config": dataclasses.asdict(train_config),
+                    "out": str(out / "trials" / f"{trial.number:04d}.keras"),
+                    "result": str(out / "trials" / f"{trial.number:04d}.json"),
+                    "command": f"tiler tune (trial {trial.number})"}
+            path = out / "trials" / f"{trial.number:04d}.spec.json"
+            path.write_text(json.dumps(spec, indent=1))
+            return str(path)
+
+        def finish(trial, result: dict) -> None:
+            for key in ("reason", "seconds", "epochs_run"):
+                if result.get(key) is not None:
+                    storage.set_trial_user_attr(trial._trial_id, key, result[key])
+            state = result["state"]
+            if state == "complete":
+                study.tell(trial, float(result["value"]))
+            elif state == "pruned":
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            else:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            model = out / "trials" / f"{trial.number:04d}.keras"
+            if state != "complete":
+                model.unlink(missing_ok=True)
+            best = _best(study)
+            if state == "complete" and best is not None and best.number == trial.number:
+                tmp = out / ".best.keras.tmp"
+                shutil.copyfile(model, tmp)
+                os.replace(tmp, out / "best.keras")
+            _write_tables(study, out)
+            value = f" mean IoU {result['value']:.4f}" if state == "complete" else ""
+            why = f" ({result['reason']})" if result.get("reason") else ""
+            best_text = f"best {best.value:.4f} (trial {best.number})" if best is not None else "no best yet"
+            say(f"trial {trial.number}: {state}{value}{why}; {best_text}")
+
+        def more() -> bool:
+            done, failed = counts()
+            over = config.timeout_minutes is not None and (time.perf_counter() - t0) / 60 >= config.timeout_minutes
+            return done < config.trials and failed < config.trials and not over
+
+        with cluster(workers, scheduler) as client:
+            if client is None:
+                while more():
+                    trial = study.ask()
+                    spec = start(trial)
+                    if spec is None:
+                        continue
+                    try:
+                        result = run_trial_process(spec)
+                    except BaseException:  # Ctrl-C, SIGTERM: the trial is failed, not left running
+                        finish(trial, {"state": "failed", "reason": "interrupted: the search was stopped"})
+                        raise
+                    finish(trial, result)
+            else:
+                from distributed import as_completed
+
+                slots = workers or max(1, len(client.scheduler_info().get("workers", {})))
+                running: dict = {}
+                pool = as_completed()
+
+                def launch() -> None:
+                    while len(running) < slots and more() and counts()[0] + len(running) < config.trials:
+                        trial = study.ask()
+                        spec = start(trial)
+                        if spec is not None:
+                            future = client.submit(run_trial_process, spec, pure=False)
+                            running[future.key] = trial
+                            pool.add(future)
+
+                try:
+                    launch()
+                    for future in pool:
+                        trial = running.pop(future.key)
+                        try:
+                            result = future.result()
+                        except Exception as exc:  # noqa: BLE001 - a lost worker fails its trial, not the search
+                            result = {"state": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+                        finish(trial, result)
+                        launch()
+                except BaseException:  # Ctrl-C, SIGTERM: the running trials are failed, not left running
+                    for trial in running.values():
+                        finish(trial, {"state": "failed", "reason": "interrupted: the search was stopped"})
+                    raise
+        files = ["study.journal", "trials.json", "trials.csv"] + _plots(study, out)
+        _write_tables(study, out)
+        best = _best(study)
+        if best is not None:
+            files.append("best.keras")
+        tally: dict = {}
+        for t in study.get_trials(deepcopy=False):
+            tally[t.state.name.lower()] = tally.get(t.state.name.lower(), 0) + 1
+    return {"trials": tally, "out_dir": str(out), "files": files,
+            "best": None if best is None else {"number": best.number, "value": best.value, "params": best.params,
+                                               "model": str(out / "best.keras")},
+            "minutes": round((time.perf_counter() - t0) / 60, 2)}
+
+
+def _best(study):
+    import optuna
+
+    complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+    return max(complete, key=lambda t: t.value) if complete else None
