@@ -94,7 +94,8 @@ def test_converted_network_is_cached_and_a_damaged_cache_is_converted_again(tmp_
     assert cached[0].stat().st_size > 1000
 
 
-def test_auto_falls_back_to_keras_saying_why_and_an_explicit_runtime_does_not(monkeypatch, caplog, tiny_model):
+def test_auto_falls_back_to_keras_saying_why_and_an_explicit_runtime_does_not(monkeypatch, caplog, tiny_model,
+                                                                            tmp_path):
     from tiler.model import Predictor, load_model
     from tiler.model import _runtime
 
@@ -112,7 +113,12 @@ def test_auto_falls_back_to_keras_saying_why_and_an_explicit_runtime_does_not(mo
         Predictor(tm, batch_size=1, runtime="openvino")(x)
     monkeypatch.setattr(_runtime, "openvino_available", lambda: "the openvino package is not installed")
     with pytest.raises(PlanError, match="cannot run here: the openvino package is not installed"):
-        Predictor(tm, batch_size=1, runtime="openvino")(x)
+        Predictor(tm, batch_size=1, runtime="openvino")  # refused when built, before any batch
+    from tiler import run_scene
+
+    with pytest.raises(PlanError, match="cannot run here"):  # and by a run before it reads the scene
+        run_scene(SAMPLE, tmp_path / "never.tif", model=tiny_model, runtime="openvino", force=True)
+    assert not list(tmp_path.iterdir())
     with pytest.raises(PlanError, match="unknown runtime"):
         Predictor(tm, runtime="tensorrt")
 

@@ -484,6 +484,12 @@ def check_run_options(info: ModelInfo, inference: InferenceConfig, output: Outpu
     p = _check_patch_size(info, inference.patch_size)
     get_window(inference.window, p)
     PatchGrid.from_overlap(p, p, patch_size=p, overlap=inference.overlap)  # validates the overlap
+    if inference.runtime == "openvino":
+        from tiler.model._runtime import openvino_available
+
+        reason = openvino_available()
+        if reason:
+            raise PlanError(f"--runtime openvino cannot run here: {reason}; use --runtime keras")
     if raster:
         check_creation_options(dict(output.creation_options), dtype=output.dtype,
                                count=1 if output.kind == "class" else len(info.classes))

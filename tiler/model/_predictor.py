@@ -163,6 +163,12 @@ class Predictor:
             raise PlanError(f"unknown runtime {runtime!r}; choose {', '.join(RUNTIMES)}")
         if precision not in PRECISIONS:
             raise PlanError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
+        if runtime == "openvino":  # refused before any work, not at the first batch
+            from tiler.model._runtime import openvino_available
+
+            reason = openvino_available()
+            if reason:
+                raise PlanError(f"--runtime openvino cannot run here: {reason}; use --runtime keras")
         self.model = model
         self._setup(len(model.info.classes), batch_size, tta, tta_mean, tta_device,
                     softmax=model.info.activation == "softmax")
