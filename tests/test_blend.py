@@ -49,3 +49,13 @@ def test_user_callable_window_is_accepted_and_validated():
 def test_registry_is_immutable():
     with pytest.raises(TypeError):
         WINDOWS["mine"] = spline_window  # type: ignore[index]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 9, 64, 191, 192])
+def test_window_pieces_equal_scipys_definitions(n):
+    """The library builds its 1-D windows in closed form (no scipy.signal import in a run); SciPy is the oracle."""
+    from tiler.blend._windows import _gaussian, _hann, _triang
+
+    np.testing.assert_allclose(_triang(n), sig.triang(n), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(_hann(n + 2), sig.hann(n + 2), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(_gaussian(n, 0.25 * n), sig.gaussian(n, std=0.25 * n), rtol=0, atol=1e-15)

@@ -39,6 +39,32 @@ def _outer(w: np.ndarray) -> np.ndarray:
     return (w2 / w2.mean()).astype(np.float32)
 
 
+# The 1-D windows in closed form, as scipy.signal.windows defines them (the tests
+# compare them with SciPy): importing scipy.signal costs ~1.5 s, once per process,
+# inside every run.
+def _triang(n: int) -> np.ndarray:
+    """``scipy.signal.windows.triang(n)``: the triangle without zero end points."""
+    k = np.arange(1, (n + 1) // 2 + 1, dtype=np.float64)
+    if n % 2 == 0:
+        half = (2 * k - 1) / n
+        return np.concatenate([half, half[::-1]])
+    half = 2 * k / (n + 1)
+    return np.concatenate([half, half[-2::-1]])
+
+
+def _hann(n: int) -> np.ndarray:
+    """``scipy.signal.windows.hann(n)`` (symmetric): ``0.5 - 0.5 cos(2 pi k / (n - 1))``."""
+    if n == 1:
+        return np.ones(1)
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / (n - 1))
+
+
+def _gaussian(n: int, std: float) -> np.ndarray:
+    """``scipy.signal.windows.gaussian(n, std)``: ``exp(-0.5 ((k - (n - 1) / 2) / std) ** 2)``."""
+    k = np.arange(n, dtype=np.float64) - (n - 1) / 2.0
+    return np.exp(-0.5 * (k / std) ** 2)
+
+
 def spline_window(patch_size: int, *, power: int = 2) -> np.ndarray:
     """Squared-spline window of the smooth-blending method (the default).
 
@@ -74,9 +100,7 @@ def spline_window(patch_size: int, *, power: int = 2) -> np.ndarray:
     ``_spline_window``; used in the 3rd-place solution of the Kaggle Dstl
     Satellite Imagery Feature Detection challenge.
     """
-    from scipy.signal import windows as sig  # ~1 s to import: only when a window is built
-
-    t = sig.triang(patch_size).astype(np.float64)
+    t = _triang(patch_size)
     w = np.where(t <= 0.5, 0.5 * (2.0 * t) ** power, 1.0 - 0.5 * (2.0 * (1.0 - t)) ** power)
     return _outer(w)
 
@@ -96,9 +120,7 @@ def hann_window(patch_size: int) -> np.ndarray:
     F. J. Harris, "On the use of windows for harmonic analysis with the
     discrete Fourier transform", Proc. IEEE 66(1), 1978.
     """
-    from scipy.signal import windows as sig  # ~1 s to import: only when a window is built
-
-    return _outer(sig.hann(patch_size + 2)[1:-1])
+    return _outer(_hann(patch_size + 2)[1:-1])
 
 
 def triangle_window(patch_size: int) -> np.ndarray:
@@ -109,9 +131,7 @@ def triangle_window(patch_size: int) -> np.ndarray:
     ndarray of shape (patch_size, patch_size), float32
         Outer product of ``scipy.signal.windows.triang(patch_size)``, mean 1.
     """
-    from scipy.signal import windows as sig  # ~1 s to import: only when a window is built
-
-    return _outer(sig.triang(patch_size))
+    return _outer(_triang(patch_size))
 
 
 def gaussian_window(patch_size: int, *, sigma: float = GAUSSIAN_SIGMA_FRACTION) -> np.ndarray:
@@ -131,9 +151,7 @@ def gaussian_window(patch_size: int, *, sigma: float = GAUSSIAN_SIGMA_FRACTION) 
     """
     if sigma <= 0:
         raise PlanError(f"gaussian sigma must be > 0 (a fraction of the patch), got {sigma}")
-    from scipy.signal import windows as sig  # ~1 s to import: only when a window is built
-
-    return _outer(sig.gaussian(patch_size, std=sigma * patch_size))
+    return _outer(_gaussian(patch_size, sigma * patch_size))
 
 
 def boxcar_window(patch_size: int) -> np.ndarray:
