@@ -113,7 +113,19 @@ def make_pruner(name: str, epochs: int):
 
 
 def open_storage(path: str):
-    """optuna's journal storage on the file ``path`` (created where absent)."""
+    """optuna's journal storage on the file ``path`` (created where absent).
+
+    Parameters
+    ----------
+    path : path-like
+        The study's journal file (``--out-dir/study.journal``).
+
+    Returns
+    -------
+    optuna.storages.JournalStorage
+        With a file backend: an append-only log that several processes (the
+        search and its trial processes) read and write under a file lock.
+    """
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
