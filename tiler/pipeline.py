@@ -484,12 +484,9 @@ def check_run_options(info: ModelInfo, inference: InferenceConfig, output: Outpu
     p = _check_patch_size(info, inference.patch_size)
     get_window(inference.window, p)
     PatchGrid.from_overlap(p, p, patch_size=p, overlap=inference.overlap)  # validates the overlap
-    if inference.runtime == "openvino":
-        from tiler.model._runtime import openvino_available
+    from tiler.model._runtime import check_runtime
 
-        reason = openvino_available()
-        if reason:
-            raise PlanError(f"--runtime openvino cannot run here: {reason}; use --runtime keras")
+    check_runtime(inference.runtime, inference.precision)
     if raster:
         check_creation_options(dict(output.creation_options), dtype=output.dtype,
                                count=1 if output.kind == "class" else len(info.classes))

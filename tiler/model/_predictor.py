@@ -157,18 +157,9 @@ class Predictor:
     def __init__(self, model: TilerModel, *, batch_size: int = 8, tta: str = "none",
                  tta_mean: str = "arithmetic", tta_device: str = "graph", runtime: str = "auto",
                  precision: str = "float32") -> None:
-        from tiler.model._runtime import PRECISIONS, RUNTIMES
+        from tiler.model._runtime import check_runtime
 
-        if runtime not in RUNTIMES:
-            raise PlanError(f"unknown runtime {runtime!r}; choose {', '.join(RUNTIMES)}")
-        if precision not in PRECISIONS:
-            raise PlanError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
-        if runtime == "openvino":  # refused before any work, not at the first batch
-            from tiler.model._runtime import openvino_available
-
-            reason = openvino_available()
-            if reason:
-                raise PlanError(f"--runtime openvino cannot run here: {reason}; use --runtime keras")
+        check_runtime(runtime, precision)  # refused when built, not at the first batch
         self.model = model
         self._setup(len(model.info.classes), batch_size, tta, tta_mean, tta_device,
                     softmax=model.info.activation == "softmax")

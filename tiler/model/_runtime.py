@@ -25,8 +25,8 @@ import numpy as np
 
 from tiler.errors import PlanError
 
-__all__ = ["PRECISIONS", "RUNTIMES", "KerasRuntime", "OpenVINORuntime", "Runtime", "cache_dir", "import_openvino",
-           "make_runtime", "openvino_available", "with_precision"]
+__all__ = ["PRECISIONS", "RUNTIMES", "KerasRuntime", "OpenVINORuntime", "Runtime", "cache_dir", "check_runtime",
+           "import_openvino", "make_runtime", "openvino_available", "with_precision"]
 
 log = logging.getLogger(__name__)
 
@@ -316,6 +316,32 @@ def openvino_available() -> Optional[str]:
     return None
 
 
+def check_runtime(runtime: str, precision: str) -> None:
+    """Refuse an unknown runtime or precision, or ``openvino`` where it cannot run, before any work.
+
+    Parameters
+    ----------
+    runtime : str
+        One of :data:`RUNTIMES`.
+    precision : str
+        One of :data:`PRECISIONS`.
+
+    Raises
+    ------
+    PlanError
+        Naming the value and the fix (``--runtime keras`` where OpenVINO
+        cannot run: the package missing, another Keras backend).
+    """
+    if runtime not in RUNTIMES:
+        raise PlanError(f"unknown runtime {runtime!r}; choose {', '.join(RUNTIMES)}")
+    if precision not in PRECISIONS:
+        raise PlanError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
+    if runtime == "openvino":
+        reason = openvino_available()
+        if reason:
+            raise PlanError(f"--runtime openvino cannot run here: {reason}; use --runtime keras")
+
+
 def _accelerator() -> bool:
     import keras
 
@@ -359,14 +385,8 @@ def make_runtime(build: Callable[[str], object], shape: tuple[int, ...], *, runt
         For an unknown runtime or precision, ``openvino`` where it cannot run
         (naming why), or a model OpenVINO cannot convert when asked for by name.
     """
-    if runtime not in RUNTIMES:
-        raise PlanError(f"unknown runtime {runtime!r}; choose {', '.join(RUNTIMES)}")
-    if precision not in PRECISIONS:
-        raise PlanError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
+    check_runtime(runtime, precision)
     if runtime == "openvino":
-        reason = openvino_available()
-        if reason:
-            raise PlanError(f"--runtime openvino cannot run here: {reason}; use --runtime keras")
         return OpenVINORuntime(build("float32"), shape, precision, cache=_cache_file(key))
     if runtime == "auto" and openvino_available() is None and not _accelerator():
         try:
