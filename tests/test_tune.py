@@ -142,3 +142,43 @@ def test_bad_space_and_options_are_refused(data, tmp_path, runner):
     fields = set(TrainConfig.__dataclass_fields__)
     assert set(DEFAULT_SPACE) <= fields and {"kernel_initializer", "batch_norm", "loss"} <= set(DEFAULT_SPACE)
     assert np.isclose(DEFAULT_SPACE["learning_rate"].low, 1e-4) and DEFAULT_SPACE["learning_rate"].log
+
+
+def test_fine_tuning_search_starts_every_trial_from_the_given_model(data, tmp_path, runner):
+    """--init: each trial starts from the model's weights (its training record names it), the
+    architecture parameters are not searched, and the best model keeps the starting architecture.
+    A file that is not a tiler model, or a model of other classes, is refused before any trial."""
+    from tiler.model import load_model, read_info
+
+    start = tmp_path / "start.keras"
+    r = runner.invoke(main, ["train", str(data / "train" / "img"), str(data / "train" / "mask"),
+                             "--val-images", str(data / "val" / "img"), "--val-masks", str(data / "val" / "mask"),
+                             "--classes", str(data / "classes.json"), "-o", str(start), "--depth", "2",
+                             "--base-filters", "4", "--patch-size", "16", "--batch-size", "2", "--epochs", "1",
+                             "--steps-per-epoch", "2"])
+    assert r.exit_code == 0, r.output
+    space = tmp_path / "space.toml"
+    space.write_text("batch_size = 2\npatch_size = 16\n")  # depth, filters, initialiser, ... stay in the space
+    out = tmp_path / "search"
+    r = runner.invoke(main, ["tune", *_args(data, out, space, "--trials", "1", "--epochs", "1", "--pruner", "none",
+                                            "--init", str(start))])
+    assert r.exit_code == 0, r.output
+    (trial,) = _study(out).trials
+    assert trial.state.name == "COMPLETE"
+    assert not {"depth", "base_filters", "kernel_initializer", "batch_norm", "dropout"} & set(trial.params)
+    assert "learning_rate" in trial.params
+    best = read_info(out / "best.keras")
+    assert best.training["init"] == str(start) and best.depth == 2
+    shapes = [w.shape for w in load_model(out / "best.keras").keras_model.weights]
+    assert shapes == [w.shape for w in load_model(start).keras_model.weights]
+
+    junk = tmp_path / "junk.keras"
+    junk.write_bytes(b"not a model")
+    r = runner.invoke(main, ["tune", *_args(data, tmp_path / "o2", space, "--init", str(junk))])
+    assert r.exit_code == 2 and "is not a tiler model file" in r.output
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"classes": [{"name": "a", "colour": "#000000"}, {"name": "b", "colour": "#FF0000"}]}))
+    args = _args(data, tmp_path / "o3", space, "--init", str(start))
+    args[args.index("--classes") + 1] = str(other)
+    r = runner.invoke(main, ["tune", *args])
+    assert r.exit_code == 2 and "predicts classes ['dark', 'bright']" in r.output

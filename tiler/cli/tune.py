@@ -35,6 +35,9 @@ from tiler.errors import UsageError
               help="TOML file changing the default search space (see README).")
 @click.option("--pruner", default="median", show_default=True,
               help="median, hyperband, none, or threshold:X (prune a trial whose epoch score is below X).")
+@click.option("--init", "init", type=click.Path(dir_okay=False), default=None,
+              help="Fine-tune every trial from this tiler model (its architecture is kept: depth, filters, "
+                   "initialiser, batch norm and dropout are not searched).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--epochs", type=int, default=15, show_default=True, help="Most epochs per trial.")
 @click.option("--steps-per-epoch", type=int, default=50, show_default=True)
@@ -44,7 +47,7 @@ from tiler.errors import UsageError
 @_verbosity
 @_handle_errors
 def tune(images, masks, val_images, val_masks, classes_file, out_dir, vector_labels, label_field, channels,
-         band_names, trials, timeout_minutes, workers, scheduler, space_file, pruner, seed, epochs, steps_per_epoch,
+         band_names, trials, timeout_minutes, workers, scheduler, space_file, pruner, init, seed, epochs, steps_per_epoch,
          patience, val_overlap, max_minutes, quiet, verbose):
     """Search U-Net and training hyperparameters on IMAGES and MASKS; keep the best model in --out-dir.
 
@@ -64,6 +67,8 @@ def tune(images, masks, val_images, val_masks, classes_file, out_dir, vector_lab
     elif masks is None or val_masks is None:
         raise UsageError("give MASKS and --val-masks (label mask folders), or --labels POLYGONS")
     _require(classes_file, "class file")
+    if init is not None:
+        _require(init, "--init model")
     space = load_space(space_file) if space_file else None
     base = TrainConfig(epochs=epochs, steps_per_epoch=steps_per_epoch, patience=patience, val_overlap=val_overlap,
                        max_minutes=max_minutes, seed=seed)
@@ -73,7 +78,7 @@ def tune(images, masks, val_images, val_masks, classes_file, out_dir, vector_lab
                       config=config, vector_labels=vector_labels, label_field=label_field,
                       channels=channels.split(",") if channels else None,
                       band_names=band_names.split(",") if band_names else None, workers=workers,
-                      scheduler=scheduler, progress=None if quiet else lambda line: click.echo(line, err=True))
+                      scheduler=scheduler, init=init, progress=None if quiet else lambda line: click.echo(line, err=True))
     if not quiet:
         states = ", ".join(f"{n} {k}" for k, n in sorted(report["trials"].items()))
         best = report["best"]

@@ -89,7 +89,7 @@ def main(argv=None) -> int:
                        val_images=spec["val_images"], val_masks=spec["val_masks"],
                        vector_labels=spec["vector_labels"], label_field=spec["label_field"],
                        channels=spec["channels"], band_names=spec["band_names"], config=config,
-                       on_epoch=on_epoch, command=spec["command"])
+                       on_epoch=on_epoch, command=spec["command"], init=spec.get("init"))
         result = {"state": "complete", "value": report["val_scores"]["mean_iou"],
                   "iou": report["val_scores"]["iou"], "best_epoch": report["best_epoch"],
                   "epochs_run": report["epochs_run"]}

@@ -35,6 +35,9 @@ STUDY_NAME = "tiler-tune"
 #: 2 finished trials and 1 epoch), Hyperband (Li et al. 2018, JMLR 18), none, or
 #: ``threshold:X`` (stop a trial whose value falls below X).
 PRUNERS = ("median", "hyperband", "none", "threshold:X")
+#: Parameters a fine-tuning search (``init``) cannot change: they are the
+#: starting model's architecture and initialisation.
+ARCHITECTURE = ("depth", "base_filters", "kernel_initializer", "batch_norm", "dropout")
 
 
 @dataclass(frozen=True)
@@ -225,6 +228,7 @@ def tune(
     workers: Optional[int] = None,
     scheduler: Optional[str] = None,
     progress: Optional[Callable[[str], None]] = None,
+    init: Optional[str] = None,
 ) -> dict:
     """Search hyperparameters with optuna's TPE sampler; keep the best model.
 
@@ -248,6 +252,11 @@ def tune(
     progress : callable, optional
         Called with one line per finished trial (its state and score, the
         best so far).
+    init : path-like, optional
+        A tiler model file every trial fine-tunes from (its weights and
+        normalisation, :func:`tiler.training.train` ``init``). Its
+        architecture is fixed: the :data:`ARCHITECTURE` parameters are dropped
+        from the space and ``depth`` is the model's.
 
     Returns
     -------
@@ -257,8 +266,9 @@ def tune(
     Raises
     ------
     UsageError
-        For another search running in ``out_dir``, or a study there that was
-        run on other data.
+        For another search running in ``out_dir``, a study there that was
+        run on other data, or an ``init`` model that is not a tiler model of
+        these classes.
     """
     import optuna
 
@@ -270,7 +280,11 @@ def tune(
     out.mkdir(parents=True, exist_ok=True)
     (out / "trials").mkdir(exist_ok=True)
     say = progress or (lambda line: None)
-    inputs = {"images": images, "masks": masks, "val_images": val_images, "val_masks": val_masks,
+    if init is not None:
+        config = _fine_tuning(config, init, classes)
+        init = os.path.abspath(init)
+    inputs = {"init": init} if init is not None else {}
+    inputs |= {"images": images, "masks": masks, "val_images": val_images, "val_masks": val_masks,
               "vector_labels": vector_labels, "classes": os.path.abspath(classes),
               "channels": list(channels) if channels else None}
     t0 = time.perf_counter()
@@ -312,7 +326,7 @@ def tune(
                     "channels": list(channels) if channels else None,
                     "band_names": list(band_names) if band_names else None,
                     "config": dataclasses.asdict(train_config),
-                    "out": str(out / "trials" / f"{trial.number:04d}.keras"),
+                    "init": init, "out": str(out / "trials" / f"{trial.number:04d}.keras"),
                     "result": str(out / "trials" / f"{trial.number:04d}.json"),
                     "command": f"tiler tune (trial {trial.number})"}
             path = out / "trials" / f"{trial.number:04d}.spec.json"
@@ -404,6 +418,27 @@ def tune(
             "best": None if best is None else {"number": best.number, "value": best.value, "params": best.params,
                                                "model": str(out / "best.keras")},
             "minutes": round((time.perf_counter() - t0) / 60, 2)}
+
+
+def _fine_tuning(config: TuneConfig, init: str, classes: str) -> TuneConfig:
+    """The search of ``config`` restricted to what fine-tuning the model ``init`` can change."""
+    from tiler.labels import LabelScheme
+    from tiler.model import read_info
+
+    try:
+        info = read_info(init)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same usage error
+        raise UsageError(f"--init {str(init)!r} is not a tiler model file ({exc}); give a .keras file written by "
+                         "tiler train or tiler tune") from exc
+    names = LabelScheme.from_file(classes).names
+    if tuple(info.classes) != tuple(names):
+        raise UsageError(f"--init model {str(init)!r} predicts classes {list(info.classes)}, but the class file "
+                         f"has {list(names)}; fine-tune a model of the same classes")
+    from tiler.training._space import Param
+
+    space = {k: v for k, v in config.space.items() if k not in ARCHITECTURE}
+    space["depth"] = Param("depth", "fixed", value=info.depth)  # train() checks it against the model
+    return dataclasses.replace(config, space=space)
 
 
 def _best(study):
