@@ -37,6 +37,12 @@ from tiler.errors import UsageError
 @click.option("--base-filters", type=int, default=16, show_default=True)
 @click.option("--learning-rate", type=float, default=1e-3, show_default=True)
 @click.option("--patience", type=int, default=8, show_default=True, help="Early-stopping patience in epochs.")
+@click.option("--loss", type=click.Choice(["dice", "jaccard"]), default="dice", show_default=True,
+              help="Cross-entropy plus soft Dice, or plus soft Jaccard.")
+@click.option("--jitter", type=float, default=0.1, show_default=True,
+              help="Colour augmentation: per-channel gain within 1 ± J and offset within ± J standard deviations.")
+@click.option("--class-balance", type=float, default=0.0, show_default=True,
+              help="Fraction of patches centred on a pixel of a class drawn uniformly (oversamples rare classes).")
 @click.option("--val-overlap", type=float, default=0.25, show_default=True)
 @click.option("--infer-patch-size", type=int, default=None,
               help="Inference patch the model file recommends to `tiler run` (default: --patch-size).")
@@ -51,8 +57,8 @@ from tiler.errors import UsageError
 @_verbosity
 @_handle_errors
 def train(images, masks, out, classes_file, val_images, val_masks, vector_labels, label_field, channels, band_names,
-          epochs, steps_per_epoch, batch_size, patch_size, depth, base_filters, learning_rate, patience, val_overlap,
-          infer_patch_size, infer_overlap, infer_window, max_minutes, seed, init, overwrite, quiet, verbose):
+          epochs, steps_per_epoch, batch_size, patch_size, depth, base_filters, learning_rate, patience, loss, jitter,
+          class_balance, val_overlap, infer_patch_size, infer_overlap, infer_window, max_minutes, seed, init, overwrite, quiet, verbose):
     """Train a U-Net on IMAGES and MASKS (folders or quoted glob patterns of folders).
 
     With --labels POLYGONS instead of MASKS, each image's labels are burnt from
@@ -78,7 +84,7 @@ def train(images, masks, out, classes_file, val_images, val_masks, vector_labels
                          steps_per_epoch=steps_per_epoch, learning_rate=learning_rate, patience=patience,
                          depth=depth, base_filters=base_filters, val_overlap=val_overlap,
                          infer_patch_size=infer_patch_size, infer_overlap=infer_overlap, infer_window=infer_window,
-                         max_minutes=max_minutes, seed=seed)
+                         max_minutes=max_minutes, seed=seed, loss=loss, jitter=jitter, class_balance=class_balance)
 
     def on_epoch(row: dict) -> None:
         if not quiet:

@@ -90,6 +90,7 @@ DEFAULT_SPACE: Mapping[str, Param] = {p.name: p for p in (
     Param("loss", "categorical", choices=("dice", "jaccard")),
     Param("dice_weight", "float", low=0.25, high=2.0),
     Param("jitter", "float", low=0.0, high=0.2),
+    Param("class_balance", "float", low=0.0, high=0.75),
 )}
 
 
