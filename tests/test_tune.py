@@ -169,6 +169,7 @@ def test_fine_tuning_search_starts_every_trial_from_the_given_model(data, tmp_pa
     assert "learning_rate" in trial.params
     best = read_info(out / "best.keras")
     assert best.training["init"] == str(start) and best.depth == 2
+    assert best.training["command"].startswith("tiler tune ") and best.training["command"].endswith("(trial 0)")
     shapes = [w.shape for w in load_model(out / "best.keras").keras_model.weights]
     assert shapes == [w.shape for w in load_model(start).keras_model.weights]
 

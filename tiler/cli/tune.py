@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
+
 import click
 
 from tiler.cli._common import _handle_errors, _require, _verbosity
@@ -78,7 +81,8 @@ def tune(images, masks, val_images, val_masks, classes_file, out_dir, vector_lab
                       config=config, vector_labels=vector_labels, label_field=label_field,
                       channels=channels.split(",") if channels else None,
                       band_names=band_names.split(",") if band_names else None, workers=workers,
-                      scheduler=scheduler, init=init, progress=None if quiet else lambda line: click.echo(line, err=True))
+                      scheduler=scheduler, init=init, command="tiler tune " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+                      progress=None if quiet else lambda line: click.echo(line, err=True))
     if not quiet:
         states = ", ".join(f"{n} {k}" for k, n in sorted(report["trials"].items()))
         best = report["best"]

@@ -229,6 +229,7 @@ def tune(
     scheduler: Optional[str] = None,
     progress: Optional[Callable[[str], None]] = None,
     init: Optional[str] = None,
+    command: Optional[str] = None,
 ) -> dict:
     """Search hyperparameters with optuna's TPE sampler; keep the best model.
 
@@ -257,6 +258,9 @@ def tune(
         normalisation, :func:`tiler.training.train` ``init``). Its
         architecture is fixed: the :data:`ARCHITECTURE` parameters are dropped
         from the space and ``depth`` is the model's.
+    command : str, optional
+        The command line, recorded (with the trial number) in each trial's
+        model file.
 
     Returns
     -------
@@ -328,7 +332,7 @@ def tune(
                     "config": dataclasses.asdict(train_config),
                     "init": init, "out": str(out / "trials" / f"{trial.number:04d}.keras"),
                     "result": str(out / "trials" / f"{trial.number:04d}.json"),
-                    "command": f"tiler tune (trial {trial.number})"}
+                    "command": f"{command or 'tiler tune'} (trial {trial.number})"}
             path = out / "trials" / f"{trial.number:04d}.spec.json"
             path.write_text(json.dumps(spec, indent=1))
             return str(path)
