@@ -116,6 +116,28 @@ def test_class_balanced_sampling_finds_a_rare_class():
         TrainConfig(class_balance=1.5)
 
 
+def test_training_runs_on_this_backend_and_its_model_predicts(tmp_path):
+    """`train()` under the running Keras backend (CI runs this file under TensorFlow and JAX: the GPU
+    path of `tiler train`/`tiler tune` is KERAS_BACKEND=jax or torch): a model is saved, records the
+    run, and predicts probabilities through the blending engine."""
+    from tests.conftest import labelled_folders
+    from tiler.pipeline import predict
+    from tiler.training import TrainConfig, train
+
+    labelled_folders(tmp_path, 3, lambda img: img[0] > 128)
+    scheme = LabelScheme(("dark", "bright"), ("#000000", "#FFFFFF"))
+    report = train(str(tmp_path / "train" / "img"), str(tmp_path / "train" / "mask"), tmp_path / "m.keras",
+                   labels=scheme, val_images=str(tmp_path / "val" / "img"),
+                   val_masks=str(tmp_path / "val" / "mask"),
+                   config=TrainConfig(patch_size=16, batch_size=2, epochs=1, steps_per_epoch=2, depth=2,
+                                      base_filters=4, class_balance=0.5, loss="jaccard"))
+    assert report["epochs_run"] == 1 and 0 <= report["val_scores"]["mean_iou"] <= 1
+    model = load_model(tmp_path / "m.keras")
+    assert model.info.training["config"]["class_balance"] == 0.5
+    probs = predict(np.full((3, 20, 24), 100, np.float32), model=model, overlap=0.25)
+    assert probs.shape == (2, 20, 24) and np.allclose(probs.sum(0), 1, atol=1e-5)
+
+
 # ---------------------------------------------------------------- losses
 
 def _np_losses(y, p):
