@@ -426,12 +426,13 @@ def tune(
 
 def _fine_tuning(config: TuneConfig, init: str, classes: str) -> TuneConfig:
     """The search of ``config`` restricted to what fine-tuning the model ``init`` can change."""
+    from tiler.errors import ModelFileError
     from tiler.labels import LabelScheme
     from tiler.model import read_info
 
     try:
         info = read_info(init)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same usage error
+    except ModelFileError as exc:
         raise UsageError(f"--init {str(init)!r} is not a tiler model file ({exc}); give a .keras file written by "
                          "tiler train or tiler tune") from exc
     names = LabelScheme.from_file(classes).names
