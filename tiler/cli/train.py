@@ -58,7 +58,8 @@ from tiler.errors import UsageError
 @_handle_errors
 def train(images, masks, out, classes_file, val_images, val_masks, vector_labels, label_field, channels, band_names,
           epochs, steps_per_epoch, batch_size, patch_size, depth, base_filters, learning_rate, patience, loss, jitter,
-          class_balance, val_overlap, infer_patch_size, infer_overlap, infer_window, max_minutes, seed, init, overwrite, quiet, verbose):
+          class_balance, val_overlap, infer_patch_size, infer_overlap, infer_window, max_minutes, seed, init,
+          overwrite, quiet, verbose):
     """Train a U-Net on IMAGES and MASKS (folders or quoted glob patterns of folders).
 
     With --labels POLYGONS instead of MASKS, each image's labels are burnt from

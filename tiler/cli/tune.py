@@ -50,8 +50,8 @@ from tiler.errors import UsageError
 @_verbosity
 @_handle_errors
 def tune(images, masks, val_images, val_masks, classes_file, out_dir, vector_labels, label_field, channels,
-         band_names, trials, timeout_minutes, workers, scheduler, space_file, pruner, init, seed, epochs, steps_per_epoch,
-         patience, val_overlap, max_minutes, quiet, verbose):
+         band_names, trials, timeout_minutes, workers, scheduler, space_file, pruner, init, seed, epochs,
+         steps_per_epoch, patience, val_overlap, max_minutes, quiet, verbose):
     """Search U-Net and training hyperparameters on IMAGES and MASKS; keep the best model in --out-dir.
 
     Optuna's TPE sampler proposes each trial (depth, filters, initialisation,
@@ -81,7 +81,8 @@ def tune(images, masks, val_images, val_masks, classes_file, out_dir, vector_lab
                       config=config, vector_labels=vector_labels, label_field=label_field,
                       channels=channels.split(",") if channels else None,
                       band_names=band_names.split(",") if band_names else None, workers=workers,
-                      scheduler=scheduler, init=init, command="tiler tune " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+                      scheduler=scheduler, init=init,
+                      command="tiler tune " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
                       progress=None if quiet else lambda line: click.echo(line, err=True))
     if not quiet:
         states = ", ".join(f"{n} {k}" for k, n in sorted(report["trials"].items()))
