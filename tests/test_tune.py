@@ -176,10 +176,12 @@ def test_fine_tuning_search_starts_every_trial_from_the_given_model(data, tmp_pa
     junk = tmp_path / "junk.keras"
     junk.write_bytes(b"not a model")
     r = runner.invoke(main, ["tune", *_args(data, tmp_path / "o2", space, "--init", str(junk))])
-    assert r.exit_code == 2 and "is not a tiler model file" in r.output
+    assert r.exit_code == 2 and "--init: " in r.output and "is not a tiler model" in r.output
+    assert not (tmp_path / "o2").exists()  # refused before the study folder is made
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"classes": [{"name": "a", "colour": "#000000"}, {"name": "b", "colour": "#FF0000"}]}))
     args = _args(data, tmp_path / "o3", space, "--init", str(start))
     args[args.index("--classes") + 1] = str(other)
     r = runner.invoke(main, ["tune", *args])
     assert r.exit_code == 2 and "predicts classes ['dark', 'bright']" in r.output
+    assert not (tmp_path / "o3").exists()

@@ -280,13 +280,13 @@ def tune(
     from tiler.training._trial import run_trial_process
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if init is not None:  # refused before the output folder exists
+        config = _fine_tuning(config, init, classes)
+        init = os.path.abspath(init)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "trials").mkdir(exist_ok=True)
     say = progress or (lambda line: None)
-    if init is not None:
-        config = _fine_tuning(config, init, classes)
-        init = os.path.abspath(init)
     inputs = {"init": init} if init is not None else {}
     inputs |= {"images": images, "masks": masks, "val_images": val_images, "val_masks": val_masks,
               "vector_labels": vector_labels, "classes": os.path.abspath(classes),
@@ -433,8 +433,7 @@ def _fine_tuning(config: TuneConfig, init: str, classes: str) -> TuneConfig:
     try:
         info = read_info(init)
     except ModelFileError as exc:
-        raise UsageError(f"--init {str(init)!r} is not a tiler model file ({exc}); give a .keras file written by "
-                         "tiler train or tiler tune") from exc
+        raise UsageError(f"--init: {exc}") from exc
     names = LabelScheme.from_file(classes).names
     if tuple(info.classes) != tuple(names):
         raise UsageError(f"--init model {str(init)!r} predicts classes {list(info.classes)}, but the class file "
