@@ -213,6 +213,54 @@ def test_corrupt_scene_fails_alone_with_exit_3(tmp_path, tiny_model, runner):
     assert sorted(os.listdir(tmp_path / "out")) == ["s0.tif", "s1.tif", "s2.tif"]
 
 
+def test_on_error_fail_still_writes_the_report(tmp_path, tiny_model, runner):
+    """Issue 21.11: `batch --on-error fail --report R` wrote no report."""
+    from tiler.cli import main
+
+    good = [write_tif(tmp_path / f"s{i}.tif", smooth_image(3, 96, 80, seed=i)) for i in (1, 3)]
+    bad = tmp_path / "s2.tif"
+    bad.write_bytes(Path(good[0]).read_bytes()[:400])  # a truncated GeoTIFF, second in order
+    res = runner.invoke(main, ["batch", good[0], str(bad), good[1], "--out-dir", str(tmp_path / "out"),
+                               "--model", tiny_model, "--on-error", "fail", "--report", str(tmp_path / "b.json"),
+                               "-q"])
+    assert res.exit_code == 1, res.output
+    doc = json.loads((tmp_path / "b.json").read_text())
+    status = [s["status"] for s in doc["scenes"]]
+    assert status == ["done", "failed", "not started"], doc["scenes"]
+    assert doc["counts"] == {"done": 1, "skipped": 0, "failed": 1, "not started": 1}
+
+
+def test_bad_cluster_options_are_exit_2_and_leave_no_out_dir(tmp_path, tiny_model, runner):
+    """Issue 21.9/21.12: --scheduler 'not a url' was a ValueError (exit 1); an unreachable one left --out-dir."""
+    from tiler.cli import main
+
+    a = write_tif(tmp_path / "x.tif", smooth_image(3, 64, 64))
+    for address in ("not a url", "tcp://127.0.0.1:9"):
+        out = tmp_path / "out"
+        res = runner.invoke(main, ["batch", a, "--out-dir", str(out), "--model", tiny_model, "--scheduler", address])
+        assert res.exit_code == 2, res.output
+        assert "--scheduler" in res.output and "Traceback" not in res.output
+        assert not out.exists()
+    res = runner.invoke(main, ["run", a, "-o", str(tmp_path / "m.tif"), "--model", tiny_model, "--scheduler",
+                               "not a url"])
+    assert res.exit_code == 2 and "--scheduler" in res.output, res.output
+
+
+def test_workers_beyond_the_cores_are_capped_and_get_enough_memory(caplog):
+    """Issue 21.8: --workers 64 on 2 cores failed after 70 s for lack of memory (total / 64 each)."""
+    from tiler.distributed._api import MIN_WORKER_MEMORY, _worker_budget
+
+    import psutil
+
+    cores = os.cpu_count()
+    with caplog.at_level("WARNING", logger="tiler"):
+        workers, memory = _worker_budget(cores * 32)
+    assert workers == cores and "more than this machine's" in caplog.text
+    total = psutil.virtual_memory().total
+    assert memory == min(total, max(total // cores, MIN_WORKER_MEMORY))
+    assert _worker_budget(1) == (1, total)
+
+
 def test_batch_refuses_bad_plans_before_any_work(tmp_path, tiny_model, runner):
     from tiler.cli import main
 

@@ -42,12 +42,37 @@ def test_an_8bit_scene_fits_an_8bit_model():
 
 @pytest.mark.parametrize("values, dtype, reason", [
     (np.linspace(7000, 20000, 500), "uint16", "maximum 255"),    # Landsat-8 digital numbers
-    (np.linspace(0.02, 0.4, 500), "float32", "narrower"),         # Sentinel-2 reflectance
+    (np.linspace(0.02, 0.4, 500), "float32", "all below the model's range"),         # Sentinel-2 reflectance
     (np.linspace(-5000, -3000, 500), "float32", "beyond"),        # another unit entirely
 ])
 def test_scenes_far_outside_are_refused(values, dtype, reason):
     v = check_domain(MODEL, _samples(values), [dtype] * 3)
     assert not v.ok and len(v.problems) == 3 and reason in v.problems[0]
+
+
+@pytest.mark.parametrize("values", [np.full(500, 3.0), np.full(1, 40.0), np.full(500, 0.0), np.linspace(40, 40.5, 9)])
+def test_a_uniform_scene_is_not_refused_for_its_narrow_range(values):
+    """Issue 21.7: open sea, a padded tile or a 1x1 scene was 'a range 253000000000000x narrower'."""
+    v = check_domain(MODEL, _samples(values), ["uint8"] * 3)
+    assert v.ok, v.problems
+
+
+def test_scaled_values_are_called_scaled_and_may_round_past_the_integer_maximum():
+    """Issue 21.14: 257.1 against uint8's 255 after --input-scale is rounding, not another dtype."""
+    v = check_domain(MODEL, _samples(np.linspace(12, 257.1, 500)), ["float32"] * 3, scaled=True)
+    assert v.ok and not v.warnings
+    v = check_domain(MODEL, _samples(np.linspace(12, 400, 500)), ["float32"] * 3, scaled=True)
+    assert not v.ok and "float32 values after --input-scale" in v.problems[0] and "uint8" not in \
+        v.problems[0].split("model trained")[0]
+
+
+def test_a_constant_scene_runs_through_the_cli(runner, tmp_path, tiny_model):
+    scene = write_tif(tmp_path / "sea.tif", np.full((3, 40, 40), 90, np.uint8))
+    one = write_tif(tmp_path / "one.tif", np.full((3, 1, 1), 90, np.uint8))
+    for s in (scene, one):
+        r = runner.invoke(main, ["run", s, "-o", str(tmp_path / (os.path.basename(s) + ".mask.tif")),
+                                 "--model", tiny_model, "-q"])
+        assert r.exit_code == 0, r.output
 
 
 def test_another_dtype_with_fitting_values_only_warns():
@@ -190,3 +215,25 @@ def test_sampling_in_strips_reads_the_same_pixels(tmp_path):
         np.testing.assert_array_equal(a, b)
     with open_scene(tiled) as sc:
         assert not sc.striped()
+
+
+def test_info_shows_the_nodata_and_the_patch_grid_that_run_uses(runner, tmp_path):
+    """Issue 21.10: info printed 'nodata None' and the grid of 256 px / 0.5 while run used the model's."""
+    data = smooth_image(3, 300, 280)
+    data[:, :20] = 0
+    scene = write_tif(tmp_path / "collar.tif", data, nodata=0)
+    floats = write_tif(tmp_path / "f.tif", data.astype(np.float32), nodata=float("nan"))
+    r = runner.invoke(main, ["info", scene, "--model", "default", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert doc["groups"][0]["nodata"] == 0
+    r = runner.invoke(main, ["info", floats, "--json"])
+    assert np.isnan(json.loads(r.output)["groups"][0]["nodata"])
+    r = runner.invoke(main, ["run", scene, "-o", str(tmp_path / "m.tif"), "-q", "--report", str(tmp_path / "r.json")])
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    grid = doc["model"]["grid"]
+    rec = read_info(DEFAULT_MODEL_PATH).recommended()
+    assert (grid["patch_size"], grid["overlap"]) == (rec[0], rec[1])  # the model file's own recommendation
+    assert grid["patch_size"] == report["grid"]["patch_size"] and grid["stride"] == report["grid"]["stride"]
+    assert grid["patches"] == report["patches"]["grid"]

@@ -98,3 +98,53 @@ def test_a_few_ignored_pixels_are_reported_not_refused(tmp_path):
     p = write_tif(tmp_path / "p.tif", np.clip(truth, 0, 1), crs=None, nodata=255)
     result = evaluate_masks(p, t, classes=SCHEME)
     assert result["excluded"]["truth_ignored"] == 50 and result["pixels"] == 10000 - 50
+
+
+def _tagged_prediction(tmp_path, names, colours):
+    """A class map as `tiler run` writes it: TILER_CLASSES tag and a colour table."""
+    import rasterio
+
+    pred = np.zeros((1, 16, 16), np.uint8)
+    pred[0, 8:] = 1
+    path = write_tif(tmp_path / "tagged.tif", pred, crs=None, nodata=255)
+    with rasterio.open(path, "r+") as ds:
+        ds.update_tags(TILER_CLASSES=",".join(names))
+        ds.write_colormap(1, {i: LabelScheme(tuple(names), tuple(colours)).colormap()[i] for i in range(len(names))})
+    return path
+
+
+def test_a_class_file_that_contradicts_the_prediction_is_refused_naming_both(tmp_path):
+    """Issue 21.1: a 3-class prediction scored with a 5-class file was mean IoU 0.03, exit 0."""
+    p = _tagged_prediction(tmp_path, ["building", "road", "water"], ["#FF0000", "#00FF00", "#0000FF"])
+    truth = write_tif(tmp_path / "truth.tif", np.zeros((1, 16, 16), np.uint8), crs=None)
+    five = {"classes": [{"name": n, "colour": c} for n, c in
+                        zip(["building", "land", "road", "vegetation", "water"],
+                            ["#3C1098", "#8429F6", "#6EC1E4", "#FEDD3A", "#E2A929"])]}
+    (tmp_path / "five.json").write_text(json.dumps(five))
+    r = CliRunner().invoke(main, ["evaluate", p, truth, "--classes", str(tmp_path / "five.json")])
+    assert r.exit_code == 2, r.output
+    assert "building, land, road, vegetation, water" in r.output and "building, road, water" in r.output
+    # the same classes in the file are accepted
+    three = {"classes": [{"name": n, "colour": c} for n, c in
+                         zip(["building", "road", "water"], ["#FF0000", "#00FF00", "#0000FF"])]}
+    (tmp_path / "three.json").write_text(json.dumps(three))
+    r = CliRunner().invoke(main, ["evaluate", p, truth, "--classes", str(tmp_path / "three.json")])
+    assert r.exit_code == 0, r.output
+
+
+def test_a_class_file_that_is_not_json_is_exit_2(tmp_path, footprints):
+    p, t, _, _ = footprints
+    (tmp_path / "model.keras").write_bytes(b"PK\x03\x04\x14\x00\x00\x00\x08\x00\xff\xfe\x80\x81binary")
+    r = CliRunner().invoke(main, ["evaluate", p, t, "--classes", str(tmp_path / "model.keras")])
+    assert r.exit_code == 2, r.output
+    assert "not a JSON text file" in r.output and "Traceback" not in r.output
+
+
+def test_without_classes_unknown_truth_colours_ask_for_a_class_file(tmp_path):
+    p = _tagged_prediction(tmp_path, ["building", "road"], ["#FF0000", "#00FF00"])
+    truth = np.zeros((3, 16, 16), np.uint8)
+    truth[2] = 200  # a colour that is none of the prediction's
+    t = write_tif(tmp_path / "truth.tif", truth, crs=None)
+    r = CliRunner().invoke(main, ["evaluate", p, t])
+    assert r.exit_code == 2, r.output
+    assert "pass --classes" in r.output and "add them to the class file" not in r.output

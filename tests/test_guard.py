@@ -366,3 +366,33 @@ def test_the_report_is_written_atomically_and_is_valid_json(runner, tmp_path, sc
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "run.json").read_text())["out"] == str(tmp_path / "out.tif")
     assert _leftovers(tmp_path) == ["out.tif", "run.json", "scene.tif"]
+
+
+@pytest.mark.parametrize("command", ["vector", "indices", "parts"])
+def test_a_full_disk_is_named_on_every_write_path_and_nothing_is_left(tmp_path, tiny_model, command):
+    """Issue 21.6/21.12: polygons and indices said 'opening the scene failed: ... Read failed' or
+    'database or disk is full'; a run in parts left its journal."""
+    rng = np.random.default_rng(0)
+    small = tmp_path / "small"
+    if not _tiny_filesystem(small, 256):
+        pytest.skip("cannot mount a tmpfs here (not root, or no permission)")
+    try:
+        if command == "vector":
+            scene = write_tif(tmp_path / "s.tif", (rng.random((3, 1200, 1200)) * 255).astype(np.uint8))
+            args = ("run", scene, "--vector", small / "p.gpkg", "--model", tiny_model)
+        elif command == "indices":
+            scene = write_tif(tmp_path / "ms.tif", (rng.random((4, 1200, 1200)) * 3000).astype(np.uint16),
+                              descriptions=("blue", "green", "red", "nir"), photometric="minisblack")
+            args = ("indices", scene, "--index", "ndvi", "-o", small / "i.tif")
+        else:
+            scene = write_tif(tmp_path / "s.tif", (rng.random((3, 1200, 1200)) * 255).astype(np.uint8))
+            args = ("run", scene, "-o", small / "m.tif", "--model", tiny_model, "--output", "probability",
+                    "--co", "COMPRESS=NONE", "--parts", "3")
+        proc = _tiler(*args)
+        _, err = proc.communicate(timeout=300)
+        lines = [ln for ln in err.strip().splitlines() if ln and not ln.startswith("note:")]
+        assert proc.returncode == 1, err
+        assert len(lines) == 1 and lines[0].startswith("Error: no space left on device writing"), err
+        assert os.listdir(small) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=False)

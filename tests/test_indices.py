@@ -221,3 +221,33 @@ def test_tiler_indices_bad_input_exit_2(tmp_path):
                                  str(tmp_path / "x.tif")])
     assert param.exit_code == 2 and "no parameter" in param.output
     assert not (tmp_path / "x.tif").exists()
+
+
+def test_indices_with_additive_constants_are_refused_on_digital_numbers(tmp_path):
+    """Issue 21.4: EVI on 11-bit counts was -5278..8848 with exit 0."""
+    from tests.conftest import write_tif
+
+    rng = np.random.default_rng(1)
+    counts = rng.integers(100, 2047, (4, 40, 40)).astype(np.uint16)
+    raw = write_tif(tmp_path / "dn.tif", counts, descriptions=("blue", "green", "red", "nir"),
+                    photometric="minisblack")
+    runner = CliRunner()
+    for index in ("evi", "savi"):
+        r = runner.invoke(main, ["indices", raw, "--index", index, "-o", str(tmp_path / f"{index}.tif")])
+        assert r.exit_code == 2, r.output
+        assert "surface reflectance" in r.output and "scale" in r.output and "uint16" in r.output
+        assert not (tmp_path / f"{index}.tif").exists()
+    # A normalised difference is scale-invariant: computed, with a note that says so.
+    r = runner.invoke(main, ["indices", raw, "--index", "ndvi", "-o", str(tmp_path / "ndvi.tif")])
+    assert r.exit_code == 0, r.output
+    assert "unscaled digital numbers" in r.output
+    # With a radiometric scale in a manifest, EVI is computed and matches the formula on reflectance.
+    (tmp_path / "s.toml").write_text('[groups.ms]\nfiles = ["dn.tif"]\nbands = ["blue", "green", "red", "nir"]\n'
+                                     'scale = 0.0001\n')
+    r = runner.invoke(main, ["indices", str(tmp_path / "s.toml"), "--index", "evi", "-o", str(tmp_path / "e.tif")])
+    assert r.exit_code == 0, r.output
+    with rasterio.open(tmp_path / "e.tif") as ds:
+        evi = ds.read(1)
+    b, _, red, nir = (counts.astype(np.float64) * 1e-4)
+    expect = 2.5 * (nir - red) / (nir + 6 * red - 7.5 * b + 1)
+    np.testing.assert_allclose(evi, expect, rtol=1e-4, atol=1e-5)

@@ -26,6 +26,19 @@ def _on_sigterm(signum, frame) -> None:
     raise Terminated()
 
 
+_kept: list[str] = []
+
+
+def keep(note: str) -> None:
+    """Record what an interrupted command kept on purpose (resumable parts), for the CLI's last line."""
+    _kept.append(note)
+
+
+def kept() -> list[str]:
+    """What :func:`keep` recorded since :func:`install`."""
+    return list(_kept)
+
+
 def install():
     """Install the SIGTERM handler (main thread only); returns the previous handler.
 
@@ -35,6 +48,7 @@ def install():
         The previous handler, to give back to :func:`restore`.
     """
     _requested.clear()
+    _kept.clear()
     return signal.signal(signal.SIGTERM, _on_sigterm)
 
 

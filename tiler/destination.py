@@ -41,6 +41,7 @@ from tiler.errors import (
     OutputBusyError,
     OutputExistsError,
     OutputPathError,
+    OutputVerificationError,
     TilerError,
 )
 
@@ -53,6 +54,7 @@ __all__ = [
     "clean_stale",
     "is_temporary_name",
     "write_failure",
+    "disk_failure",
     "GEOTIFF_SUFFIXES",
     "JSON_SUFFIXES",
 ]
@@ -492,7 +494,7 @@ def _fsync_dir(folder: str) -> None:
 
 #: errno values that mean "the file could not grow".
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-_NO_SPACE_TEXT = ("no space left", "disk quota", "file too large", "disk full", "free disk space")
+_NO_SPACE_TEXT = ("no space left", "disk quota", "file too large", "disk full", "disk is full", "free disk space")
 
 
 def write_failure(exc: BaseException, path: str, tmp: Optional[str], *,
@@ -548,6 +550,38 @@ def write_failure(exc: BaseException, path: str, tmp: Optional[str], *,
     return DiskFullError(
         f"no space left on device writing {path}; free {max(1, round(want / 1e6))} MB "
         "or choose another folder")
+
+
+def disk_failure(exc: BaseException, destinations: Iterable[Optional["Destination"]]) -> Optional[TilerError]:
+    """The :class:`DiskFullError` behind any error raised while these destinations were being written.
+
+    The one classification of every write path (rasters, parts, polygons,
+    reports): call it before the temporaries are removed, while the disk is
+    still full. Whatever the error says (``Read failed`` from GDAL flushing an
+    output's cached blocks during a read, SQLite's ``database or disk is
+    full``, a truncated write), a destination whose folder is full or whose
+    temporary reached the file-size limit makes it a full disk.
+
+    Parameters
+    ----------
+    exc : BaseException
+        The error; interrupts and tiler's own output errors are never reclassified.
+    destinations : iterable of Destination or None
+
+    Returns
+    -------
+    DiskFullError or None
+    """
+    if isinstance(exc, (KeyboardInterrupt, SystemExit, DiskFullError, OutputExistsError, OutputVerificationError,
+                        OutputPathError, OutputBusyError)) or not isinstance(exc, Exception):
+        return None
+    for d in destinations:
+        if d is None:
+            continue
+        failure = write_failure(exc, d.path, d.tmp)
+        if failure is not None:
+            return failure
+    return None
 
 
 class OutputGuard:

@@ -15,12 +15,19 @@ after ``--input-scale``), with ``[lo, hi]`` the 1st and 99th percentiles and
 * **refused** when the scene's robust range reaches beyond the model's by more
   than the model's whole span (``(hi_scene - hi) / span > 1`` or
   ``(lo - lo_scene) / span > 1``): a different unit or bit depth;
-* **refused** when the scene's span is below 1/100 of the model's (two orders of
-  magnitude: reflectance in [0, 1] against 0–255 counts);
+* **refused** when the scene's values lie wholly outside the model's range
+  (``hi_scene < lo`` or ``lo_scene > hi``) *and* their span is below 1/100 of
+  the model's (two orders of magnitude: reflectance in [0, 1] against 0–255
+  counts). A narrow range alone is no reason: open sea, a padded tile or a
+  1×1 scene is uniform, not foreign, and a constant channel is never refused
+  for its range;
 * **refused** when the model saw integers of a type (e.g. uint8) and the scene's
-  values exceed that type's range (a dtype the model never saw);
-* a **warning** when the scene's dtype differs but the values fit, and when the
-  pixel size differs from the model's by more than a factor 2.
+  values exceed that type's range by more than :data:`_ROUNDING_MARGIN` of the
+  model's span (a dtype the model never saw; the margin admits scaled values
+  such as 257.1 against 255 that round into the model's range);
+* a **warning** when the scene's dtype differs but the values fit (not after
+  ``--input-scale``, which states the mapping on purpose), and when the pixel
+  size differs from the model's by more than a factor 2.
 """
 
 from __future__ import annotations
@@ -51,6 +58,9 @@ PERCENTILES = (1.0, 99.0)
 _MAX_REACH = 1.0
 #: Smallest scene span relative to the model's: two orders of magnitude.
 _MIN_SPAN_RATIO = 0.01
+#: Values past an integer type's maximum admitted, as a fraction of the model's span
+#: (2 %: five counts of an 8-bit range), for scaled values that round into the model's range.
+_ROUNDING_MARGIN = 0.02
 #: A pixel size more than this factor off the model's gives a warning.
 PIXEL_SIZE_FACTOR = 2.0
 #: Windows per side of the sampling grid, and their side in pixels.
@@ -307,7 +317,7 @@ def _integer_max(dtype: str) -> Optional[float]:
 
 
 def check_domain(domain: InputDomain, samples: Sequence[np.ndarray], dtypes: Sequence[str], *,
-                 pixel_size: Optional[float] = None) -> DomainVerdict:
+                 pixel_size: Optional[float] = None, scaled: bool = False) -> DomainVerdict:
     """Compare a scene's sampled channel values with a model's training domain.
 
     Parameters
@@ -321,6 +331,9 @@ def check_domain(domain: InputDomain, samples: Sequence[np.ndarray], dtypes: Seq
         scaled).
     pixel_size : float, optional
         The scene's pixel size in metres, where known.
+    scaled : bool, default False
+        The values were mapped by ``--input-scale``: the messages say so, and a
+        dtype other than the model's is no warning.
 
     Returns
     -------
@@ -342,19 +355,24 @@ def check_domain(domain: InputDomain, samples: Sequence[np.ndarray], dtypes: Seq
                          "scene_dtype": dt, "scene_range": None})
             continue
         lo, hi = (float(v) for v in np.percentile(s, PERCENTILES))
+        dtype = np.dtype(dt).name
         rows.append({"name": ch.name, "model_dtype": ch.dtype, "model_range": [ch.low, ch.high],
-                     "scene_dtype": np.dtype(dt).name, "scene_range": [lo, hi]})
-        what = (f"{ch.name}: scene {np.dtype(dt).name} values {_fmt(lo)}..{_fmt(hi)} (1st-99th percentile), "
+                     "scene_dtype": dtype, "scene_range": [lo, hi]})
+        values = f"{dtype} values after --input-scale" if scaled else f"{dtype} values"
+        what = (f"{ch.name}: scene {values} {_fmt(lo)}..{_fmt(hi)} (1st-99th percentile), "
                 f"model trained on {ch.dtype} {_fmt(ch.low)}..{_fmt(ch.high)}")
         reach = max(hi - ch.high, ch.low - lo) / ch.span
         imax = _integer_max(ch.dtype)
-        if imax is not None and hi > imax:
+        outside = hi < ch.low or lo > ch.high
+        if imax is not None and hi > imax + _ROUNDING_MARGIN * ch.span:
             problems.append(f"{what} (values above {ch.dtype}'s maximum {imax:g})")
         elif reach > _MAX_REACH:
             problems.append(f"{what} (reaches {reach:.1f} model ranges beyond it)")
-        elif (hi - lo) < _MIN_SPAN_RATIO * ch.span:
-            problems.append(f"{what} (a range {ch.span / max(hi - lo, 1e-12):.0f}x narrower)")
-        elif np.dtype(dt).name != ch.dtype:
+        elif outside and 0 < hi - lo < _MIN_SPAN_RATIO * ch.span:
+            side = "below" if hi < ch.low else "above"
+            problems.append(f"{what} (all {side} the model's range, and spanning 1/{ch.span / (hi - lo):.3g} "
+                            "of it: another unit)")
+        elif dtype != ch.dtype and not scaled:
             warns.append(f"{what}: another dtype, but the values fit the model's range")
     if pixel_size is not None and domain.pixel_size is not None:
         ratio = pixel_size / domain.pixel_size

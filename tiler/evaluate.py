@@ -23,19 +23,57 @@ log = logging.getLogger(__name__)
 _SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
 
+def _prediction_classes(path: str) -> Optional[LabelScheme]:
+    """The classes a prediction says it holds: its ``TILER_CLASSES`` tag with its colour table; None without a tag.
+
+    Raises
+    ------
+    SceneReadError
+        If the prediction cannot be opened.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as ds:
+                names = ds.tags().get("TILER_CLASSES")
+                if not names:
+                    return None
+                try:
+                    cmap = ds.colormap(1)
+                except ValueError:  # no colour table
+                    cmap = None
+    except RasterioIOError as exc:
+        raise SceneReadError(f"cannot read prediction {path!r}: {exc}") from None
+    split = tuple(names.split(","))
+    if cmap is None:
+        return LabelScheme(split, tuple(f"#{i:06X}" for i in range(len(split))))
+    colours = tuple("#{:02X}{:02X}{:02X}".format(*cmap[i][:3]) for i in range(len(split)))
+    return LabelScheme(split, colours)
+
+
+def _check_scheme(scheme: LabelScheme, pred: str, source: str) -> None:
+    """Refuse a class scheme that contradicts the classes the prediction itself records.
+
+    Raises
+    ------
+    DatasetError
+        If ``pred`` carries class names (``TILER_CLASSES``) other than ``scheme``'s.
+    """
+    own = _prediction_classes(pred)
+    if own is not None and own.names != scheme.names:
+        raise DatasetError(
+            f"{source} has classes [{', '.join(scheme.names)}] but prediction {pred!r} was written with classes "
+            f"[{', '.join(own.names)}] (its TILER_CLASSES tag); its own classes are authoritative: drop --classes, "
+            "or pass the class file of the model that wrote it")
+
+
 def _scheme_from_prediction(path: str) -> LabelScheme:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(path) as ds:
-            names = ds.tags().get("TILER_CLASSES")
-            if not names:
-                raise DatasetError(
-                    f"{path!r} carries no class names (not written by `tiler run`); pass --classes"
-                )
-            cmap = ds.colormap(1)
-    names = names.split(",")
-    colours = ["#{:02X}{:02X}{:02X}".format(*cmap[i][:3]) for i in range(len(names))]
-    return LabelScheme(tuple(names), tuple(colours))
+    scheme = _prediction_classes(path)
+    if scheme is None:
+        raise DatasetError(
+            f"{path!r} carries no class names (not written by `tiler run`); pass --classes CLASS_FILE "
+            "(a JSON file of class names and colours, e.g. examples/dubai_classes.json)")
+    return scheme
 
 
 def _pairs(pred: str, truth: str) -> list[tuple[str, str]]:
@@ -125,6 +163,10 @@ def evaluate_masks(pred: Union[str, os.PathLike], truth: Union[str, os.PathLike]
         scheme = classes
     else:
         scheme = LabelScheme.from_file(classes)
+    if classes is not None:
+        source = f"class file {os.fspath(classes)!r}" if not isinstance(classes, LabelScheme) else "--classes"
+        for p, _ in pairs:
+            _check_scheme(scheme, p, source)
     if truth_values is not None:
         scheme = scheme.with_values(truth_values)
     k = len(scheme.names)
@@ -141,7 +183,10 @@ def evaluate_masks(pred: Union[str, os.PathLike], truth: Union[str, os.PathLike]
             raise SceneReadError(f"cannot read prediction {p!r}: {exc}") from None
         mask = read_mask(t)
         _binary_hint(mask, scheme, t)
-        labels = scheme.decode(mask)
+        labels = scheme.decode(mask, fix=(
+            "add them to the class file" if classes is not None else
+            "the scheme came from the prediction's own classes and colours: pass --classes with a class file "
+            "whose colours are the truth masks' (e.g. examples/dubai_classes.json)"))
         if predicted.shape != labels.shape:
             raise DatasetError(f"prediction {p!r} is {predicted.shape} but truth {t!r} is {labels.shape}")
         total += labels.size

@@ -24,7 +24,7 @@ def scene_info(
     reference: Optional[str] = None,
     bands: Optional[Sequence[int]] = None,
     input_scale: Union[None, InputScale, Sequence[str]] = None,
-    overlap: float = 0.5,
+    overlap: Optional[float] = None,
     patch_size: Optional[int] = None,
 ) -> dict[str, Any]:
     """Describe a scene, and with ``model`` how ``tiler run`` would read it.
@@ -41,14 +41,17 @@ def scene_info(
     reference : str, optional
         Band group whose grid is the reference grid.
     bands, input_scale, overlap, patch_size
-        As for :func:`tiler.run_scene` (the patch estimate and the domain
-        check use them).
+        As for :func:`tiler.run_scene` (the patch grid and the domain check use
+        them); unset, the patch size and overlap are the model's
+        recommendation, resolved as ``tiler run`` resolves them
+        (:meth:`tiler.config.InferenceConfig.for_model`).
 
     Returns
     -------
     dict
         ``width``, ``height``, ``crs``, ``transform``, ``pixel_size_m``,
-        ``groups`` (bands with dtype, nodata, scale, offset and sampled 1st/99th
+        ``groups`` (nodata as the run honours it: the declared value, the
+        files' own nodata value or ``"mask"`` for an internal mask band; bands with dtype, scale, offset and sampled 1st/99th
         percentile, min and max), ``notes``; with a model also ``model``:
         channels with how each is built, the band-mapping method, the domain
         verdict and the patch grid, or ``error`` where the scene cannot provide
@@ -83,7 +86,7 @@ def scene_info(
                                             "max": float(s.max()) if s.size else None, "pixels": int(s.size)}})
                 index += 1
             groups.append({"name": g.name, "width": grid.width, "height": grid.height,
-                           "pixel_size": grid.pixel_size, "placed_by": grid.placed_by, "nodata": g.nodata,
+                           "pixel_size": grid.pixel_size, "placed_by": grid.placed_by, "nodata": sc.nodata(g.name),
                            "bands": entries})
         doc: dict[str, Any] = {
             "path": os.fspath(scene), "kind": sc.kind, "reference": sc.reference, "width": sc.width,
@@ -92,6 +95,7 @@ def scene_info(
             "pixel_size_m": sc.pixel_size_m(), "groups": groups, "notes": list(sc.notes)}
         if model is None:
             return doc
+        from tiler.config import InferenceConfig
         from tiler.pipeline import _check_patch_size, domain_verdict
 
         path = DEFAULT_MODEL_PATH if os.fspath(model) == "default" else model
@@ -104,7 +108,9 @@ def scene_info(
             return doc
         channels = [{"channel": c, "built_from": how} for c, how in zip(plan.channels, plan.describe(sc))]
         verdict = domain_verdict(sc, plan, info, InputScale.parse(input_scale))
-        p = _check_patch_size(info, patch_size)
+        inference = InferenceConfig(patch_size=patch_size, overlap=overlap).for_model(info)
+        p = _check_patch_size(info, inference.patch_size)
+        overlap = inference.overlap
         grid = PatchGrid.from_overlap(sc.height, sc.width, patch_size=p, overlap=overlap)
         doc["model"] = {"path": os.fspath(path), "channels": channels, "band_mapping": plan.method,
                         "classes": list(info.classes),

@@ -138,8 +138,15 @@ class LabelScheme:
                 doc = json.load(f)
         except FileNotFoundError:
             raise DatasetError(f"class file {os.fspath(path)!r} does not exist") from None
+        except UnicodeDecodeError:
+            raise DatasetError(f"class file {os.fspath(path)!r} is not a JSON text file (is it a model or an image?); "
+                               "pass a JSON class file such as examples/dubai_classes.json") from None
         except (OSError, json.JSONDecodeError) as exc:
-            raise DatasetError(f"cannot read class file {os.fspath(path)!r}: {exc}") from None
+            raise DatasetError(f"class file {os.fspath(path)!r} is not valid JSON ({exc}); pass a JSON class file "
+                               "such as examples/dubai_classes.json") from None
+        if not isinstance(doc, dict):
+            raise DatasetError(f"class file {os.fspath(path)!r} holds a JSON {type(doc).__name__}, not an object "
+                               "with 'classes'; see examples/dubai_classes.json")
         return cls.from_dict(doc, source=os.fspath(path))
 
     @classmethod
@@ -170,7 +177,7 @@ class LabelScheme:
             entry["value"] = v
         return {"classes": classes, "ignore": list(self.ignore_colours) + list(self.ignore_values)}
 
-    def decode(self, mask: np.ndarray) -> np.ndarray:
+    def decode(self, mask: np.ndarray, *, fix: str = "add them to the class file") -> np.ndarray:
         """Turn a label mask into class indices.
 
         Parameters
@@ -178,6 +185,8 @@ class LabelScheme:
         mask : ndarray of shape (band, row, col)
             One band of integer class indices, or three bands (RGB uint8) of
             class colours.
+        fix : str, optional
+            What the error for an unknown colour tells the user to do.
 
         Returns
         -------
@@ -237,7 +246,7 @@ class LabelScheme:
             raise DatasetError(
                 "mask colours "
                 + ", ".join(_hex(((u >> 16) & 255, (u >> 8) & 255, u & 255)) for u in unknown)
-                + " are neither a class nor ignored; add them to the class file"
+                + f" are neither a class nor ignored; {fix}"
             )
         return vals[pos]
 

@@ -268,9 +268,9 @@ def domain_verdict(sc, plan: ChannelPlan, info: ModelInfo, input_scale: Optional
         return None
     samples = sample_channels(ChannelSource(sc, plan, input_scale=input_scale), sc.height, sc.width,
                               strips=sc.striped())
-    # With --input-scale the user has mapped the values into the model's: its dtypes are what they stand for.
-    dtypes = plan.dtypes(sc) if input_scale is None else tuple(c.dtype for c in domain.channels)
-    return check_domain(domain, samples, dtypes, pixel_size=sc.pixel_size_m())
+    # With --input-scale the values are floats that the user has mapped into the model's range on purpose.
+    dtypes = plan.dtypes(sc) if input_scale is None else ("float32",) * len(domain.channels)
+    return check_domain(domain, samples, dtypes, pixel_size=sc.pixel_size_m(), scaled=input_scale is not None)
 
 
 def _check_domain(sc, plan: ChannelPlan, info: ModelInfo, scale: Optional[InputScale], *, force: bool):
@@ -557,6 +557,34 @@ def grid_summary(grid: PatchGrid, streaming: StreamConfig) -> dict:
             "column_bands": len(list(grid.column_bands(streaming.band_width)))}
 
 
+def _check_reflectance(sc, plan) -> None:
+    """Refuse indices with additive constants on raw digital numbers; note the scale-invariant ones.
+
+    Raises
+    ------
+    UsageError
+        If an index that needs reflectance (:attr:`SpectralIndex.needs_reflectance`)
+        reads unscaled integer bands.
+    """
+    from tiler.indices import INDICES
+
+    raw = plan.unscaled_inputs(sc)
+    refused = {n: b for n, b in raw.items() if INDICES[n].needs_reflectance}
+    if refused:
+        bands = sorted({i for b in refused.values() for i in b})
+        raise UsageError(
+            f"{', '.join(refused)} need(s) surface reflectance in [0, 1] (the additive constants of "
+            f"{', '.join(INDICES[n].formula for n in refused)} are calibrated for it), but band(s) "
+            f"{', '.join(f'{i} ({sc.band_names[i - 1]}, {sc.value_dtype(i)})' for i in bands)} of {sc.path!r} are "
+            "unscaled digital numbers; give their group a radiometric `scale`/`offset` in a scene manifest "
+            "(e.g. scale = 0.0001 for Sentinel-2 L2A), or open the product's folder so that tiler reads its "
+            "scaling from the metadata")
+    if raw:
+        notice(log, "%s computed on unscaled digital numbers: a normalised difference does not depend on a "
+               "common scale of its bands, but differs from the reflectance index where the bands have offsets",
+               ", ".join(raw))
+
+
 def index_scene(
     scene: Union[str, os.PathLike],
     out: Union[str, os.PathLike, Destination],
@@ -634,6 +662,7 @@ def index_scene(
             open_scene(scene, reference=inference.reference) as sc:
         sink = IndexSink(dests["out"], creation_options=co, cog=output.cog)
         plan = ChannelPlan.for_scene(sc, names)
+        _check_reflectance(sc, plan)
         _log_scene(sc, plan)
         reg_report = _register(sc, plan, inference, seconds)
         radiometry = {}

@@ -99,13 +99,21 @@ def _handle_errors(func: Callable) -> Callable:
                 # Whatever surfaced (a library may have turned the signal into another error).
                 if verbose and not isinstance(exc, KeyboardInterrupt):
                     log.debug("SIGTERM surfaced as %s: %s", type(exc).__name__, exc)
-                click.echo("Terminated (SIGTERM); no output was left behind.", err=True)
+                click.echo("Terminated (SIGTERM); " + _left_behind(), err=True)
                 sys.exit(EXIT_TERMINATED)
             _exit_for(exc, verbose)
         finally:
             _signals.restore(previous)
 
     return wrapper
+
+
+def _left_behind() -> str:
+    """The last line's account of what an interrupted command left on disk."""
+    kept = _signals.kept()
+    if not kept:
+        return "no output was left behind."
+    return "no output was written; " + "; ".join(kept) + "."
 
 
 def _exit_for(exc: BaseException, verbose: int) -> None:
@@ -117,7 +125,7 @@ def _exit_for(exc: BaseException, verbose: int) -> None:
     elif isinstance(exc, TilerError):
         _fail(exc, EXIT_RUNTIME, verbose)
     elif isinstance(exc, KeyboardInterrupt):
-        click.echo("Interrupted; no output was left behind.", err=True)
+        click.echo("Interrupted; " + _left_behind(), err=True)
         sys.exit(EXIT_INTERRUPTED)
     elif isinstance(exc, Exception) and not isinstance(exc, click.exceptions.Exit):
         _fail(exc, EXIT_RUNTIME, verbose, unexpected=True)  # unexpected: say so, traceback with -v

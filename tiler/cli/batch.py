@@ -44,12 +44,18 @@ def batch(inputs, out_dir, name, workers, scheduler, parts, retries, on_error, r
     with _guard({"--report": _json(report)}, [_model_path(kw["model"])], kw["overwrite"]) as guard:
         from tiler.distributed import batch as run_batch
 
+        from tiler.distributed import BatchAborted
+
         bar = _Progress(quiet, "part", "batch")
         try:
             result = run_batch(list(inputs), out_dir, name=name, model=_model_path(kw["model"]),
                                inference=inference, streaming=streaming, output=output, overwrite=kw["overwrite"],
                                parts=parts, workers=workers, scheduler=scheduler, retries=retries,
                                on_error=on_error, progress=bar)
+        except BatchAborted as exc:  # --on-error fail: the report of what was done, failed and not started
+            if exc.report is not None:
+                _write_json(guard["--report"], exc.report.to_dict())
+            raise
         finally:
             bar.close()
         _write_json(guard["--report"], result.to_dict())

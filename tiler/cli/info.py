@@ -18,11 +18,14 @@ from tiler.cli._common import _handle_errors, _int_list, _reference, _require, _
 @click.option("--bands", default=None, help="1-based scene band per model channel, e.g. 3,2,1.")
 @click.option("--input-scale", "input_scale", multiple=True, metavar="SCALE[,OFFSET]",
               help="As for `tiler run`.")
-@click.option("--overlap", type=float, default=0.5, show_default=True, help="For the patch estimate.")
+@click.option("--patch-size", "patch_size", type=int, default=None,
+              help="For the patch grid; default the model's recommendation, as for `tiler run`.")
+@click.option("--overlap", type=float, default=None,
+              help="For the patch grid; default the model's recommendation, as for `tiler run`.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @_verbosity
 @_handle_errors
-def info(scene, model, reference, bands, input_scale, overlap, as_json, quiet, verbose):
+def info(scene, model, reference, bands, input_scale, patch_size, overlap, as_json, quiet, verbose):
     """Describe SCENE (size, CRS, band groups, dtypes, nodata, scaling, sampled values) before running it."""
     _require(scene)
     if model not in (None, "default"):
@@ -30,5 +33,5 @@ def info(scene, model, reference, bands, input_scale, overlap, as_json, quiet, v
     from tiler.info import format_info, scene_info
 
     doc = scene_info(scene, model=model, reference=reference, bands=_int_list(bands),
-                     input_scale=list(input_scale), overlap=overlap)
+                     input_scale=list(input_scale), overlap=overlap, patch_size=patch_size)
     click.echo(json.dumps(doc, indent=2, default=str) if as_json else format_info(doc))

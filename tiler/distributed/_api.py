@@ -19,7 +19,7 @@ from tiler.config import InferenceConfig, OutputConfig, StreamConfig, VectorConf
 from tiler.destination import GEOTIFF_SUFFIXES, Destination, guard_outputs, scene_inputs
 from tiler.distributed._inputs import expand_inputs, output_name
 from tiler.distributed._journal import FINGERPRINT_TAG, digest, fingerprint
-from tiler.distributed._runner import SceneResult, execute
+from tiler.distributed._runner import BatchAborted, SceneResult, execute
 from tiler.distributed._tasks import SceneJob
 from tiler.errors import OutputExistsError, OutputPathError, TilerError, UsageError
 
@@ -70,8 +70,11 @@ def cluster(workers: Optional[int] = None, scheduler: Optional[str] = None, *,
         try:
             client = Client(scheduler, timeout="20s")
         except (OSError, TimeoutError) as exc:
-            raise UsageError(f"cannot reach the dask scheduler at {scheduler!r} ({exc}); start it with "
-                             "`dask scheduler` and give its address, e.g. tcp://host:8786") from None
+            raise UsageError(f"--scheduler: cannot reach the dask scheduler at {scheduler!r} ({exc}); start it "
+                             "with `dask scheduler` and give its address, e.g. tcp://host:8786") from None
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"--scheduler: {scheduler!r} is not a dask scheduler address ({exc}); give one like "
+                             "tcp://host:8786") from None
         with client:
             log.info("dask scheduler %s, %d workers, dashboard %s", scheduler,
                      len(client.scheduler_info().get("workers", {})), client.dashboard_link)
@@ -79,6 +82,7 @@ def cluster(workers: Optional[int] = None, scheduler: Optional[str] = None, *,
         return
     if not isinstance(workers, int) or workers < 1:
         raise UsageError(f"--workers must be a positive number of worker processes, got {workers!r}")
+    workers, memory_limit = _worker_budget(workers)
     threads = str(max(1, (os.cpu_count() or 1) // workers))
     env = {k: os.environ.get(k, v) for k, v in (  # a value the user set wins
         ("OMP_NUM_THREADS", threads), ("TF_NUM_INTRAOP_THREADS", threads), ("TF_NUM_INTEROP_THREADS", "1"),
@@ -90,12 +94,43 @@ def cluster(workers: Optional[int] = None, scheduler: Optional[str] = None, *,
         from distributed import LocalCluster
 
         local = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                             silence_logs=logging.ERROR, env=env)
+                             silence_logs=logging.ERROR, env=env, memory_limit=memory_limit)
     with local, Client(local) as client:
-        log.info("dask LocalCluster of %d worker(s), %s thread(s) each; dashboard %s", workers,
-                 env["TF_NUM_INTRAOP_THREADS"],
-                 client.dashboard_link)
+        client._tiler_memory_limit = memory_limit
+        log.info("dask LocalCluster of %d worker(s), %s thread(s) each, memory limit %d MB each; dashboard %s",
+                 workers, env["TF_NUM_INTRAOP_THREADS"], memory_limit // 2**20, client.dashboard_link)
         yield client
+
+
+#: Memory a local worker is given at least: a one-process run of the bundled model
+#: peaks at about 1 GB RSS whatever the scene's size (Keras/TensorFlow or OpenVINO,
+#: the strip accumulator and GDAL's cache; README "Memory"), doubled for headroom.
+MIN_WORKER_MEMORY = 2 * 2**30
+
+
+def _worker_budget(workers: int) -> tuple[int, int]:
+    """Cap a local cluster at the machine's cores and give each worker the memory it needs.
+
+    Returns
+    -------
+    workers : int
+        ``workers``, at most ``os.cpu_count()`` (a warning says when capped:
+        more worker processes than cores only compete for them and split the
+        memory).
+    memory_limit : int
+        Bytes per worker for dask's memory guard: the machine's memory shared
+        among the workers, but never below :data:`MIN_WORKER_MEMORY` (nor above
+        the whole machine), rather than dask's default of total / N.
+    """
+    import psutil
+
+    cores = os.cpu_count() or 1
+    if workers > cores:
+        log.warning("--workers %d is more than this machine's %d core(s); starting %d worker(s)", workers, cores,
+                    cores)
+        workers = cores
+    total = psutil.virtual_memory().total
+    return workers, int(min(total, max(total // workers, MIN_WORKER_MEMORY)))
 
 
 def _cuda_cluster(workers: int, env: dict):
@@ -410,10 +445,27 @@ def batch(
     check_run_options(info, inference, output, polygons, raster=True, vector=False)
     scenes = expand_inputs(inputs)
     out_dir = os.path.abspath(os.fspath(out_dir))
-    if not os.path.isdir(out_dir):
+    made = not os.path.isdir(out_dir)
+    if made:
         if not os.path.isdir(os.path.dirname(out_dir)):
             raise OutputPathError(f"--out-dir {out_dir!r}: its parent folder does not exist; create it first")
         os.makedirs(out_dir, exist_ok=True)
+    try:
+        return _batch_in(out_dir, scenes, name, model_path, info, inference, streaming, output, polygons,
+                         overwrite=overwrite, parts=parts, workers=workers, scheduler=scheduler, client=client,
+                         retries=retries, on_error=on_error, progress=progress, t0=t0)
+    except BaseException:
+        if made:  # a batch that failed before writing anything leaves no empty --out-dir behind
+            try:
+                os.rmdir(out_dir)
+            except OSError:
+                pass
+        raise
+
+
+def _batch_in(out_dir: str, scenes: list, name: str, model_path: str, info, inference, streaming, output, polygons,
+              *, overwrite, parts, workers, scheduler, client, retries, on_error, progress, t0) -> BatchReport:
+    """:func:`batch` once its options are checked and ``out_dir`` exists."""
     outputs: dict[str, str] = {}
     for s in scenes:
         path = os.path.join(out_dir, output_name(name, s, model_path))
@@ -445,11 +497,20 @@ def batch(
     with cluster(workers, scheduler, gdal_cache_mb=streaming.gdal_cache_mb) as own:
         the_client = client if client is not None else own
         n_workers = len(the_client.scheduler_info().get("workers", {})) if the_client is not None else None
-        results = {j.out: r for j, r in zip(jobs, execute(jobs, the_client, retries=retries, on_error=on_error,
-                                                           progress=progress))}
+        try:
+            ran = execute(jobs, the_client, retries=retries, on_error=on_error, progress=progress)
+        except BatchAborted as exc:  # --on-error fail: the report still says what was done, failed, not started
+            exc.report = _batch_report(outputs, jobs, exc.results, skipped, t0, n_workers, opts)
+            raise
+    return _batch_report(outputs, jobs, ran, skipped, t0, n_workers, opts)
+
+
+def _batch_report(outputs: dict, jobs: list, ran: list, skipped: list, t0: float, n_workers: Optional[int],
+                  opts: dict) -> BatchReport:
+    results = {j.out: r for j, r in zip(jobs, ran)}
     for job in skipped:
         results[job.out] = SceneResult(job.scene, job.out, status="skipped")
     entries = [results[path].to_dict() for path in outputs]
-    counts = {k: sum(1 for e in entries if e["status"] == k) for k in ("done", "skipped", "failed")}
+    counts = {k: sum(1 for e in entries if e["status"] == k) for k in ("done", "skipped", "failed", "not started")}
     return BatchReport(scenes=entries, counts=counts, seconds=time.perf_counter() - t0, workers=n_workers,
                        options={k: opts[k] for k in ("inference", "streaming", "output")})

@@ -33,7 +33,22 @@ PartsProgress = Callable[[int, int, int, int], None]
 
 
 class BatchAborted(TilerError):
-    """A scene failed and ``on_error="fail"``: the run stopped (CLI exit code 1)."""
+    """A scene failed and ``on_error="fail"``: the run stopped (CLI exit code 1).
+
+    Attributes
+    ----------
+    results : list of SceneResult
+        Every scene of the run as it stood: done, failed, or ``not started``
+        (pending when the run stopped).
+    report : object or None
+        Set by :func:`tiler.distributed.batch` to the :class:`BatchReport` of
+        the stopped batch, so that ``--report`` is still written.
+    """
+
+    def __init__(self, message: str, results: Optional[list] = None) -> None:
+        super().__init__(message)
+        self.results = list(results or [])
+        self.report = None
 
 
 @dataclass
@@ -45,8 +60,9 @@ class SceneResult:
     scene : str
     out : str or None
         The raster (or, without one, the polygons) written.
-    status : {"done", "skipped", "failed"}
-        ``skipped``: the output exists with this run's fingerprint.
+    status : {"done", "skipped", "failed", "not started", "pending"}
+        ``skipped``: the output exists with this run's fingerprint; ``not
+        started``: a batch stopped by ``--on-error fail`` before its turn.
     seconds : float
         Seconds its tasks ran (on whichever workers; parts reused from an
         earlier run not counted).
@@ -187,11 +203,15 @@ def _gpu_workers(client) -> bool:
     return cached
 
 
-def _describe_failure(exc: BaseException, what: str) -> str:
+def _describe_failure(exc: BaseException, what: str, client=None) -> str:
     name = type(exc).__name__
     if name == "KilledWorker":
-        return (f"the worker running {what} died each time it was tried (killed, or out of memory?); "
-                "lower --batch-size or --strip-rows, or give the workers more memory")
+        limit = getattr(client, "_tiler_memory_limit", None)
+        guard = (f"dask's memory guard restarts a worker that reaches 95 % of its {limit // 2**20} MB limit"
+                 if limit else "dask's memory guard restarts a worker that reaches 95 % of its memory limit")
+        return (f"the worker running {what} died each time it was tried: out of memory ({guard}) or killed; "
+                "lower --batch-size or --strip-rows, use fewer --workers (each then gets more memory), or "
+                "give the workers more memory")
     return f"{what} failed: {name}: {exc}"
 
 
@@ -252,13 +272,19 @@ def execute(jobs: list[SceneJob], client=None, *, retries: int = 0, on_error: st
             d.release()
         counts["scenes_done"] += 1
         if status == "failed":
+            kept = _settle_work(state[i].get("journal"))
+            if kept:
+                r.error = error = f"{error}; {kept}"
             log.info("%s failed: %s", r.scene, error)
             for fut, (_, j, _) in list(futures.items()):
                 if j == i:
                     fut.cancel()
                     futures.pop(fut, None)
             if on_error == "fail":
-                raise BatchAborted(f"scene {r.scene!r} failed: {error}; stopped (--on-error fail)")
+                for other in results:
+                    if other.status == "pending":
+                        other.status = "not started"
+                raise BatchAborted(f"scene {r.scene!r} failed: {error}; stopped (--on-error fail)", results)
         tick()
 
     def submit(kind: str, i: int, fn, *args, ref: Any = None):
@@ -297,7 +323,7 @@ def execute(jobs: list[SceneJob], client=None, *, retries: int = 0, on_error: st
                 raise
             except Exception as exc:  # noqa: BLE001 - a task that kept failing fails its scene
                 what = {"start": "opening the scene", "part": f"part {ref}", "assemble": "assembling"}[kind]
-                finish(i, "failed", _describe_failure(exc, what), type(exc).__name__)
+                finish(i, "failed", _describe_failure(exc, what, client), type(exc).__name__)
                 continue
             if res.get("error"):
                 note_worker(i, res)
@@ -349,14 +375,39 @@ def execute(jobs: list[SceneJob], client=None, *, retries: int = 0, on_error: st
                 r.report = {"scene": prep["summary"], "registration": prep["registration"],
                             "domain": prep["domain"], "vector": res["vector"]}
                 finish(i, "done")
-    except BaseException:
+    except BaseException as exc:
         for fut in list(futures):
             fut.cancel()
         for ds in locks.values():
             for d in ds:
                 d.release()
+        if not isinstance(exc, BatchAborted):  # interrupted: the unfinished scenes' work folders
+            for i, st in state.items():
+                if results[i].status not in ("done", "failed"):
+                    kept = _settle_work(st.get("journal"))
+                    if kept:
+                        _signals.keep(kept)
         raise
     return results
+
+
+def _settle_work(journal: Optional[Journal]) -> Optional[str]:
+    """After a scene in parts failed or was interrupted: remove a work folder that holds no finished part;
+    otherwise keep it for a rerun and return the sentence that says where it is and what to do.
+
+    Returns
+    -------
+    str or None
+        None when nothing was kept.
+    """
+    if journal is None or not os.path.isdir(journal.folder):
+        return None
+    done = sum(1 for e in journal.read()[1:] if e.get("kind") == "part")
+    if done == 0:
+        journal.remove()
+        return None
+    return (f"{done} finished part(s) kept in {journal.folder}: run the same command again to resume from them, "
+            f"or remove them with: rm -r '{journal.folder}'")
 
 
 def _fingerprint_detail(job: SceneJob) -> dict:

@@ -110,6 +110,26 @@ class ChannelPlan:
             )
         return cls(channels, tuple(read), "names", tuple(steps))
 
+    def unscaled_inputs(self, scene) -> dict[str, tuple[int, ...]]:
+        """Per index channel, the 1-based scene bands it reads as raw integer digital numbers.
+
+        A band counts as raw when it has no radiometric scale or offset and an
+        integer dtype (:meth:`tiler.scene.Scene.value_dtype`).
+
+        Returns
+        -------
+        dict of str to tuple of int
+            Only index channels with at least one such band.
+        """
+        out = {}
+        for s in self._steps:
+            if s.index is None:
+                continue
+            raw = tuple(self.indexes[i] for i in s.inputs if np.dtype(scene.value_dtype(self.indexes[i])).kind in "ui")
+            if raw:
+                out[s.name] = raw
+        return out
+
     @staticmethod
     def available(scene) -> list[str]:
         """Index names whose input bands the scene has."""

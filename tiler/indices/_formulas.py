@@ -121,6 +121,11 @@ class SpectralIndex:
         Source of the formula.
     notes : str
         Where popular implementations differ.
+    needs_reflectance : bool
+        The formula has additive constants (SAVI's and EVI's ``L``, EVI's
+        aerosol terms) calibrated for surface reflectance in [0, 1], so its
+        value is meaningless on digital numbers; a normalised difference
+        ``(a - b) / (a + b)`` is invariant to a common scale and is not.
     """
 
     name: str
@@ -131,6 +136,7 @@ class SpectralIndex:
     params: Mapping[str, float] = field(default_factory=dict)
     bounds: Optional[tuple[float, float]] = None
     notes: str = ""
+    needs_reflectance: bool = False
     _kernel: Callable = field(default=_kernel_nd, repr=False, compare=False)
 
     def __call__(self, *bands: np.ndarray, valid: Optional[np.ndarray] = None, **params: float) -> np.ndarray:
@@ -214,13 +220,14 @@ INDICES: Mapping[str, SpectralIndex] = MappingProxyType({i.name: i for i in (
     SpectralIndex(
         "savi", "Soil-Adjusted Vegetation Index", ("nir", "red"), "(1 + L) * (nir - red) / (nir + red + L)",
         "Huete (1988), Remote Sens. Environ. 25(3), doi:10.1016/0034-4257(88)90106-X; Awesome Spectral "
-        "Indices: SAVI", params=MappingProxyType({"L": 0.5}), _kernel=_kernel_savi,
+        "Indices: SAVI", params=MappingProxyType({"L": 0.5}), _kernel=_kernel_savi, needs_reflectance=True,
         notes="The Dstl 3rd-place code used SAVI without L; this follows Huete (1988)."),
     SpectralIndex(
         "evi", "Enhanced Vegetation Index", ("nir", "red", "blue"),
         "g * (nir - red) / (nir + C1 * red - C2 * blue + L)",
         "Huete et al. (2002), Remote Sens. Environ. 83(1-2); Awesome Spectral Indices: EVI",
         params=MappingProxyType({"g": 2.5, "C1": 6.0, "C2": 7.5, "L": 1.0}), _kernel=_kernel_evi,
+        needs_reflectance=True,
         notes="The Dstl 3rd-place code used EVI without the gain g = 2.5; this follows the standard."),
     SpectralIndex(
         "ndre", "Normalized Difference Red Edge Index", ("nir", "rededge1"),

@@ -22,7 +22,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp, Resampling
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.warp import reproject
 from rasterio.windows import Window
@@ -341,6 +341,31 @@ class Scene:
             out[ks] = data
         valid &= np.isfinite(out).all(axis=0)
         return out, valid
+
+    def nodata(self, name: str) -> Union[None, float, str]:
+        """The nodata of band group ``name`` as reads honour it.
+
+        Returns
+        -------
+        float, str or None
+            The group's declared ``nodata`` (manifest, sensor layout), else the
+            value assumed from the image content (:meth:`assume_fill`), else the
+            files' own nodata value (NaN included), else ``"mask"`` where the
+            files carry an internal mask band (or alpha), else None.
+        """
+        g = self.group(name)
+        if g.nodata is not None:
+            return float(g.nodata)
+        if name in self._assumed_fill:
+            return float(self._assumed_fill[name])
+        values = {float(v) for p in g.paths for v in self._datasets[p].nodatavals if v is not None}
+        if values:
+            return min(values, key=lambda v: (not math.isnan(v), v))
+        for p in g.paths:
+            flags = self._datasets[p].mask_flag_enums
+            if any(MaskFlags.per_dataset in f or MaskFlags.alpha in f for f in flags):
+                return "mask"
+        return None
 
     def striped(self) -> bool:
         """Whether a band file is read in full-width rows (JPEG, PNG, striped GeoTIFF): no random access.

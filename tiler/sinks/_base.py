@@ -9,6 +9,7 @@ from typing import Iterable, Mapping, Optional, Protocol, Sequence, runtime_chec
 from affine import Affine
 from rasterio.crs import CRS
 
+from tiler.destination import disk_failure
 from tiler.engine import Block
 from tiler.labels import LabelScheme
 
@@ -115,6 +116,9 @@ def feed(blocks: Iterable[Block], sinks: Sequence[Sink], context: OutputContext,
 
     Raises
     ------
+    DiskFullError
+        Whatever was raised, where the disk (or the file-size limit) of an
+        unfinished product was full at that moment (:func:`tiler.destination.disk_failure`).
     Exception
         Whatever a sink or the blocks raise; then every sink not yet committed
         is aborted (nothing half-written is left), and the error propagates.
@@ -138,7 +142,13 @@ def feed(blocks: Iterable[Block], sinks: Sequence[Sink], context: OutputContext,
             s.commit()
             committed += 1
         seconds["write"] += time.perf_counter() - t
-    except BaseException:
+    except BaseException as exc:
+        # Classify while the temporaries still fill the disk: a full disk shows up as a failed *read*
+        # (GDAL flushing the output's dirty blocks from its cache) or a database error as often as a
+        # failed write; every product's failure is named once here.
+        failure = disk_failure(exc, [getattr(s, "destination", None) for s in opened[committed:]])
         for s in opened[committed:]:
             s.abort()
+        if failure is not None:
+            raise failure from None
         raise
