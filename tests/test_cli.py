@@ -226,3 +226,44 @@ def test_train_with_index_channels_then_run(runner, tmp_path):
                       descriptions=["blue", "green", "red", "nir"])
     r = _run(runner, scene, "-o", tmp_path / "pred.tif", "--model", model)
     assert r.exit_code == 0, r.output
+
+
+_NO_KERAS = """
+import sys
+from tiler.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+loaded = sorted(m for m in ("keras", "tensorflow", "jax", "torch") if m in sys.modules)
+print("EXIT", code, "LOADED", ",".join(loaded) or "-")
+"""
+
+
+@pytest.mark.parametrize("kind", ["empty", "text", "one band"])
+def test_run_refuses_a_bad_scene_before_keras_loads(tmp_path, kind):
+    """Issue 21.13: `tiler run` took 5-11 s (Keras's import) to refuse what `tiler info` refuses at once."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "scene.tif"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("not an image\n")
+    else:
+        write_tif(path, np.zeros((1, 40, 40), np.uint8))
+    proc = subprocess.run([sys.executable, "-c", _NO_KERAS, "run", str(path), "-o", str(tmp_path / "m.tif")],
+                          capture_output=True, text=True, timeout=300)
+    assert "EXIT 2 LOADED -" in proc.stdout, proc.stdout + proc.stderr
+    assert not (tmp_path / "m.tif").exists()
+
+
+def test_training_modules_import_the_backend_quietly():
+    """Issue 21.14: `tiler train` printed TensorFlow's absl start-up lines without -vv."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import tiler.model._unet, tiler.model._losses"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr

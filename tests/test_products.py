@@ -1,6 +1,7 @@
 """Products GIS users consume: COGs, uint8 probabilities, polygons merged across block seams."""
 
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -342,3 +343,151 @@ def test_done_when_sample_scene_cog_and_geopackage(runner, tmp_path):
             classes = ds.tags()["TILER_CLASSES"].split(",")
             present = set(np.unique(ds.read(1))) - {255}
     assert set(index) == present and all(classes[i] == n for i, n in zip(index, names))
+
+
+def test_vectorize_of_a_0_255_mask_exports_the_two_values_present(tmp_path):
+    """Issue 21.14: a 0/255 footprint mask printed 256 value counts."""
+    mask = np.zeros((1, 64, 64), np.uint8)
+    mask[0, 10:20, 10:30] = 255
+    mask[0, 40:50, 5:15] = 255
+    path = write_tif(tmp_path / "fp.tif", mask)
+    r = CliRunner().invoke(main, ["vectorize", path, "-o", str(tmp_path / "fp.gpkg")])
+    assert r.exit_code == 0, r.output
+    assert "255 2" in r.output and "0 1" in r.output and "254" not in r.output, r.output
+
+
+# ------------------------------------------------------------------ georeferencing of every kind (issue 21.2/21.3)
+
+@pytest.fixture(scope="module")
+def crop():
+    """A 300 x 280 crop of the real sample, as (band, row, col) uint8."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(SAMPLE) as ds:
+            return ds.read(window=rasterio.windows.Window(600, 900, 280, 300))
+
+
+def _plain_tif(path, data):
+    """A GeoTIFF with no CRS and no transform (an identity one is not written)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        return write_tif(path, data, crs=None, transform=Affine.identity())
+
+
+def _read_polys(path):
+    meta, _, geoms, fields = pyogrio.raw.read(path)
+    return meta, shapely.from_wkb(geoms), fields
+
+
+def test_a_scene_georeferenced_by_gcps_keeps_them_and_places_polygons(tmp_path, crop, classes_model):
+    """Oracle: the same pixels with the transform the GCPs were computed from."""
+    from rasterio.control import GroundControlPoint
+
+    t = Affine(0.5, 0.0, 300000.0, 0.0, -0.5, 2800000.0)
+    rows, cols = crop.shape[1:]
+    gcps = [GroundControlPoint(r, c, *(t @ (c, r))) for r in (0, rows // 2, rows) for c in (0, cols // 2, cols)]
+    affine = write_tif(tmp_path / "affine.tif", crop, crs="EPSG:32640", transform=t)
+    gcp = _plain_tif(tmp_path / "gcp.tif", crop)
+    with rasterio.open(gcp, "r+") as ds:
+        ds.gcps = (gcps, rasterio.crs.CRS.from_epsg(32640))
+    runner = CliRunner()
+    for name in ("affine", "gcp"):
+        r = runner.invoke(main, ["run", str(tmp_path / f"{name}.tif"), "-o", str(tmp_path / f"{name}_m.tif"),
+                                 "--vector", str(tmp_path / f"{name}.gpkg"), "--model", classes_model, "-q"])
+        assert r.exit_code == 0, r.output
+    with rasterio.open(tmp_path / "gcp_m.tif") as m, rasterio.open(tmp_path / "affine_m.tif") as a:
+        assert len(m.gcps[0]) == 9 and m.gcps[1].to_epsg() == 32640 and m.crs is None
+        np.testing.assert_array_equal(m.read(), a.read())
+    meta_a, ga, fa = _read_polys(tmp_path / "affine.gpkg")
+    meta_g, gg, fg = _read_polys(tmp_path / "gcp.gpkg")
+    assert "32640" in meta_g["crs"] and len(gg) == len(ga) > 0
+    for x, y in zip(ga, gg):
+        assert shapely.equals_exact(x, y, tolerance=1e-6)
+    np.testing.assert_allclose(fg[2], fa[2], rtol=1e-9)  # areas in m²
+    text = runner.invoke(main, ["info", gcp]).output
+    assert "9 GCPs" in text and "EPSG:32640" in text and "not georeferenced" not in text
+
+
+def test_a_scene_georeferenced_by_rpcs_keeps_them_and_places_polygons(tmp_path, crop, classes_model):
+    """Oracle: the RPC model evaluated by hand (linear coefficients: row follows latitude, column longitude)."""
+    from rasterio.rpc import RPC
+
+    rows, cols = crop.shape[1:]
+    zero = [0.0] * 20
+    rpc = RPC(height_off=10.0, height_scale=100.0, lat_off=25.2, lat_scale=0.001, line_den_coeff=[1.0] + zero[1:],
+              line_num_coeff=[0.0, 0.0, -1.0] + zero[3:], line_off=rows / 2, line_scale=rows / 2,
+              long_off=55.3, long_scale=0.001, samp_den_coeff=[1.0] + zero[1:],
+              samp_num_coeff=[0.0, 1.0] + zero[2:], samp_off=cols / 2, samp_scale=cols / 2)
+    path = _plain_tif(tmp_path / "rpc.tif", crop)
+    with rasterio.open(path, "r+") as ds:
+        ds.rpcs = rpc
+    r = CliRunner().invoke(main, ["run", path, "-o", str(tmp_path / "m.tif"), "--vector", str(tmp_path / "p.gpkg"),
+                                  "--model", classes_model, "-q"])
+    assert r.exit_code == 0, r.output
+    with rasterio.open(tmp_path / "m.tif") as m:
+        assert m.rpcs is not None and m.rpcs.lat_off == pytest.approx(25.2)
+    meta, geoms, fields = _read_polys(tmp_path / "p.gpkg")
+    assert "4326" in meta["crs"] and len(geoms) > 0
+    lon = lambda c: 55.3 + (c - cols / 2) / (cols / 2) * 0.001  # noqa: E731
+    lat = lambda r: 25.2 - (r - rows / 2) / (rows / 2) * 0.001  # noqa: E731
+    with rasterio.open(tmp_path / "m.tif") as m:
+        classes = m.read(1)
+    oracle = polygons_by_class(classes, classes != 255, [1, 2])
+    expect = sorted(shapely.area(shapely.transform(g, lambda xy: np.column_stack([lon(xy[:, 0]), lat(xy[:, 1])])))
+                    for gs in oracle.values() for g in gs)
+    np.testing.assert_allclose(sorted(shapely.area(geoms)), expect, rtol=1e-6)
+
+
+def test_outputs_without_georeferencing_say_so_and_geojson_is_refused(tmp_path, crop, classes_model):
+    path = _plain_tif(tmp_path / "plain.tif", crop)
+    runner = CliRunner()
+    r = runner.invoke(main, ["run", path, "-o", str(tmp_path / "m.tif"), "--model", classes_model])
+    assert r.exit_code == 0, r.output
+    notes = [ln for ln in r.output.splitlines() if "no georeferencing" in ln]
+    assert len(notes) == 1 and notes[0].startswith("note:") and "pixel coordinates" in notes[0]
+    r = runner.invoke(main, ["run", path, "--vector", str(tmp_path / "p.geojson"), "--model", classes_model])
+    assert r.exit_code == 2 and "GeoPackage" in r.output and "RFC 7946" in r.output, r.output
+    assert sorted(os.listdir(tmp_path)) == ["m.tif", "plain.tif"]
+
+
+def test_geojson_is_wgs84_longitude_latitude(tmp_path, crop, classes_model):
+    """RFC 7946: no crs member, WGS 84 coordinates. Oracle: GDAL's own reprojection of the GeoPackage."""
+    from rasterio.warp import transform_geom
+
+    path = write_tif(tmp_path / "utm.tif", crop, crs="EPSG:32640", transform=SAMPLE_TRANSFORM)
+    for ext in ("gpkg", "geojson"):
+        r = CliRunner().invoke(main, ["run", path, "--vector", str(tmp_path / f"p.{ext}"), "--model", classes_model,
+                                      "-q"])
+        assert r.exit_code == 0, r.output
+    doc = json.loads((tmp_path / "p.geojson").read_text())
+    assert "crs" not in doc
+    _, gpkg, fields = _read_polys(tmp_path / "p.gpkg")
+    got = [shapely.geometry.shape(f["geometry"]) for f in doc["features"]]
+    assert len(got) == len(gpkg) > 0
+    for g, f, ref in zip(got, doc["features"], gpkg):
+        expect = shapely.geometry.shape(transform_geom("EPSG:32640", "EPSG:4326", shapely.geometry.mapping(ref)))
+        assert shapely.equals_exact(g, expect, tolerance=1e-6)
+        assert 55 < g.centroid.x < 56 and 25 < g.centroid.y < 26
+    assert [f["properties"]["area"] for f in doc["features"]] == pytest.approx(list(fields[2]))
+
+
+def test_areas_in_a_geographic_crs_are_geodesic_square_metres(tmp_path, crop, classes_model):
+    """Oracle: a latitude-longitude cell on the authalic sphere, R^2 dlon (sin lat2 - sin lat1)."""
+    deg = 5e-6  # ~0.5 m
+    t = Affine(deg, 0.0, 55.3, 0.0, -deg, 25.2)
+    path = write_tif(tmp_path / "geo.tif", crop, crs="EPSG:4326", transform=t)
+    r = CliRunner().invoke(main, ["run", path, "-o", str(tmp_path / "m.tif"), "--vector", str(tmp_path / "p.gpkg"),
+                                  "--model", classes_model, "-q"])
+    assert r.exit_code == 0, r.output
+    with rasterio.open(tmp_path / "m.tif") as m:
+        classes = m.read(1)
+    _, geoms, fields = _read_polys(tmp_path / "p.gpkg")
+    pixels = sum(int(((classes == k)).sum()) for k in (1, 2))
+    lat = np.radians(25.2 - deg * crop.shape[1] / 2)
+    cell = 6371007.2 ** 2 * np.radians(deg) * np.cos(lat) * np.radians(deg)  # m² of one pixel
+    assert fields[2].sum() == pytest.approx(pixels * cell, rel=5e-3)
+    small = np.sort(fields[2])[len(fields[2]) // 2]
+    r = CliRunner().invoke(main, ["run", path, "--vector", str(tmp_path / "q.gpkg"), "--model", classes_model,
+                                  "--min-area", str(small), "-q"])
+    _, _, kept = _read_polys(tmp_path / "q.gpkg")
+    assert len(kept[2]) == int((fields[2] >= small).sum()) and kept[2].min() >= small

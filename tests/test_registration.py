@@ -281,9 +281,23 @@ def test_failed_registration_is_explicit_and_stops_apply(tmp_path):
         assert g.status == "failed" and "flat texture" in g.reason
         with pytest.raises(RegistrationError, match="--registration off"):
             reg.apply(sc)
-    result = CliRunner().invoke(main, ["register", path])
+    result = CliRunner().invoke(main, ["register", path, "--report", str(tmp_path / "r.json")])
     assert result.exit_code == 2
     assert "flat texture" in result.output
+    assert not (tmp_path / "r.json").exists()  # issue 21.12: nothing is left on exit 2
+
+
+def test_a_grid_too_small_names_its_group_once(tmp_path):
+    """Issue 21.14: the error said "group '60m': group '60m': ..."."""
+    ref = write_tif(tmp_path / "ref.tif", _texture(200)[None].astype(np.uint16), transform=Affine(10, 0, 0, 0, -10, 2000))
+    small = write_tif(tmp_path / "s.tif", _texture(12)[None].astype(np.uint16),
+                      transform=Affine(2000 / 12, 0, 0, 0, -2000 / 12, 2000))
+    path = write_manifest(tmp_path / "s.toml", "ref", {
+        "ref": {"files": [ref], "bands": ["red"]}, "tiny": {"files": [small], "bands": ["nir"]}})
+    result = CliRunner().invoke(main, ["register", path])
+    assert result.exit_code == 2, result.output
+    error = [ln for ln in result.output.splitlines() if ln.startswith("Error:")][0]
+    assert error.count("'tiny'") == 1 and "too small" in error, error
 
 
 def test_match_bands_spectral():

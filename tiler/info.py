@@ -49,7 +49,9 @@ def scene_info(
     Returns
     -------
     dict
-        ``width``, ``height``, ``crs``, ``transform``, ``pixel_size_m``,
+        ``width``, ``height``, ``crs``, ``transform``, ``gcps`` (count and
+        CRS) and ``rpcs`` (reference point and scales) where the scene has
+        them, ``pixel_size_m``,
         ``groups`` (nodata as the run honours it: the declared value, the
         files' own nodata value or ``"mask"`` for an internal mask band; bands with dtype, scale, offset and sampled 1st/99th
         percentile, min and max), ``notes``; with a model also ``model``:
@@ -92,6 +94,8 @@ def scene_info(
             "path": os.fspath(scene), "kind": sc.kind, "reference": sc.reference, "width": sc.width,
             "height": sc.height, "count": sc.count, "crs": sc.crs.to_string() if sc.crs else None,
             "transform": list(sc.transform)[:6] if sc.georeferenced else None,
+            "gcps": {"count": len(sc.gcps[0]), "crs": sc.gcps[1].to_string()} if sc.gcps else None,
+            "rpcs": _rpc_summary(sc.rpcs),
             "pixel_size_m": sc.pixel_size_m(), "groups": groups, "notes": list(sc.notes)}
         if model is None:
             return doc
@@ -121,6 +125,14 @@ def scene_info(
     return doc
 
 
+def _rpc_summary(rpcs) -> Optional[dict]:
+    """The RPCs' reference point (longitude, latitude, height) and scales, or None."""
+    if rpcs is None:
+        return None
+    return {"lon": rpcs.long_off, "lat": rpcs.lat_off, "height": rpcs.height_off,
+            "lon_scale": rpcs.long_scale, "lat_scale": rpcs.lat_scale}
+
+
 def _num(v: Any) -> str:
     return "-" if v is None else f"{v:.6g}"
 
@@ -129,9 +141,20 @@ def format_info(doc: dict) -> str:
     """Render :func:`scene_info` as plain text."""
     lines = [f"scene      {doc['path']} ({doc['kind']})",
              f"size       {doc['width']} x {doc['height']} px (width x height), {doc['count']} band(s)",
-             f"crs        {doc['crs'] or 'none (not georeferenced)'}"]
+             ]
+    if doc["transform"] or doc["crs"]:
+        lines.append(f"crs        {doc['crs'] or 'none'}")
     if doc["transform"]:
         lines.append(f"transform  {', '.join(_num(v) for v in doc['transform'])}")
+    if doc.get("gcps"):
+        lines.append(f"gcps       {doc['gcps']['count']} GCPs in {doc['gcps']['crs']} (no transform: outputs keep "
+                     "the GCPs; polygons are placed by GDAL's GCP transformer)")
+    if doc.get("rpcs"):
+        r = doc["rpcs"]
+        lines.append(f"rpcs       rational polynomial coefficients around lon {_num(r['lon'])}, lat {_num(r['lat'])}, "
+                     f"height {_num(r['height'])} m (outputs keep them; polygons in WGS 84)")
+    if not (doc["transform"] or doc["crs"] or doc.get("gcps") or doc.get("rpcs")):
+        lines.append("crs        none (not georeferenced: outputs in pixel coordinates)")
     lines.append(f"pixel size {_num(doc['pixel_size_m'])} m" if doc["pixel_size_m"] else "pixel size unknown")
     lines.append(f"reference  group {doc['reference']!r}")
     for g in doc["groups"]:

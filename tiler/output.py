@@ -138,7 +138,8 @@ class MaskWriter:
         :func:`tiler.destination.guard_outputs`.
     profile : mapping
         rasterio profile: ``width``, ``height``, ``count``, ``dtype``,
-        ``nodata``, optionally ``crs`` and ``transform``.
+        ``nodata``, optionally ``crs`` and ``transform``, or ``gcps`` (with
+        their ``crs``) and ``rpcs``.
     creation_options : mapping, optional
         Extra GDAL creation options overriding the defaults (tiled 512x512,
         DEFLATE with predictor, BIGTIFF=IF_SAFER); validate them first with
@@ -318,8 +319,13 @@ class MaskWriter:
                 problems = []
                 if got != want:
                     problems.append(f"size/bands/dtype {got} != {want}")
-                if p.get("crs") is not None and ds.crs != p["crs"]:
+                if p.get("gcps"):
+                    if len(ds.gcps[0]) != len(p["gcps"]) or ds.gcps[1] != p.get("crs"):
+                        problems.append(f"{len(ds.gcps[0])} GCPs in {ds.gcps[1]} != {len(p['gcps'])} in {p.get('crs')}")
+                elif p.get("crs") is not None and ds.crs != p["crs"]:
                     problems.append(f"CRS {ds.crs} != {p['crs']}")
+                if p.get("rpcs") is not None and ds.rpcs is None:
+                    problems.append("the RPCs were not written")
                 if p.get("transform") is not None and not ds.transform.almost_equals(p["transform"], precision=1e-9):
                     problems.append(f"transform {tuple(ds.transform)} != {tuple(p['transform'])}")
                 # Decoding the last tile proves the file is complete.

@@ -30,7 +30,7 @@ from tiler.output import check_creation_options
 from tiler.plan import PatchGrid, reflect_indices
 from tiler.scene import open_scene
 from tiler.sinks import (VECTOR_FORMATS, ClassMapSink, IndexSink, OutputContext, PolygonSink, ProbabilitySink,
-                         feed)
+                         feed, not_georeferenced_note)
 from tiler.sinks._vector import export_classes
 from tiler.reports import IndexReport, RunReport, scene_summary, vector_summary
 from tiler.source import ChannelSource
@@ -42,9 +42,12 @@ log = logging.getLogger(__name__)
 
 
 def resolve_model(model: Union[None, str, os.PathLike, TilerModel]) -> TilerModel:
-    """Return a loaded model: the default one, one from a path, or ``model`` itself."""
+    """Return a loaded model: the default one, one from a path, ``model`` itself, or what a
+    lazy model source (an object with ``path``, ``info`` and ``load()``) loads."""
     if isinstance(model, TilerModel):
         return model
+    if callable(getattr(model, "load", None)):
+        return model.load()
     return load_model(model)
 
 
@@ -297,6 +300,8 @@ def _log_scene(sc, plan: ChannelPlan) -> None:
     """Notices (band mapping by position, layout assumptions) and the -v details of a scene."""
     for n in sc.notes:
         notice(log, "%s", n)
+    if not (sc.georeferenced or sc.gcps or sc.rpcs is not None):
+        notice(log, "%s", not_georeferenced_note(sc.path))
     log.info("band mapping (%s): %s", plan.method,
              "; ".join(f"{c} <- {how}" for c, how in zip(plan.channels, plan.describe(sc))))
     for g in sc.groups:
@@ -308,7 +313,7 @@ def _log_scene(sc, plan: ChannelPlan) -> None:
 
 def _model_info(model) -> tuple[Optional[str], ModelInfo]:
     """The model's path and metadata, read without Keras."""
-    if isinstance(model, TilerModel):
+    if isinstance(model, TilerModel) or callable(getattr(model, "load", None)):
         return model.path, model.info
     path = os.fspath(model or DEFAULT_MODEL_PATH)
     return path, read_info(path)
@@ -546,7 +551,7 @@ def output_context(sc, info: ModelInfo, inference: InferenceConfig, scene: Union
         tuple(info.classes), labels=info.labels,
         tags={"TILER_VERSION": __version__, "TILER_CLASSES": ",".join(info.classes), "TILER_TTA": inference.tta,
               **(tags or {})},
-        source=os.path.splitext(os.path.basename(os.fspath(scene).rstrip(os.sep)))[0])
+        source=os.path.splitext(os.path.basename(os.fspath(scene).rstrip(os.sep)))[0], gcps=sc.gcps, rpcs=sc.rpcs)
 
 
 def grid_summary(grid: PatchGrid, streaming: StreamConfig) -> dict:
@@ -677,7 +682,7 @@ def index_scene(
             tuple(names),
             tags={"TILER_VERSION": __version__, "TILER_INDICES": ",".join(names),
                   "TILER_RADIOMETRY": json.dumps({"bands": radiometry, "notes": list(sc.notes)}),
-                  "TILER_INDEX_DEFINITIONS": json.dumps(described)})
+                  "TILER_INDEX_DEFINITIONS": json.dumps(described)}, gcps=sc.gcps, rpcs=sc.rpcs)
 
         def blocks() -> Iterator[Block]:
             for r0 in range(0, sc.height, strip_rows):

@@ -8,6 +8,8 @@ order) and fed to the same :class:`tiler.sinks.PolygonSink` as ``tiler run
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import logging
 import os
 import time
 import warnings
@@ -22,24 +24,35 @@ from tiler._version import __version__
 from tiler.config import DEFAULT_BAND_WIDTH, DEFAULT_STRIP_ROWS, VectorConfig, split_options
 from tiler.destination import Destination
 from tiler.engine import Block, ProgressCallback
+from tiler._logging import notice
 from tiler.errors import SceneReadError, UsageError
-from tiler.sinks import VECTOR_FORMATS, OutputContext, PolygonSink, feed
+from tiler.sinks import VECTOR_FORMATS, OutputContext, PolygonSink, feed, not_georeferenced_note
 
 __all__ = ["vectorize_mask"]
 
+log = logging.getLogger(__name__)
 
-def _class_names(ds, path: str) -> tuple[str, ...]:
-    """Class names by value: the ``TILER_CLASSES`` tag of a tiler class map, else the values themselves."""
+
+def _class_names(ds, path: str) -> tuple[tuple[str, ...], Optional[tuple[str, ...]]]:
+    """Class names by value, and the classes to export by default.
+
+    The ``TILER_CLASSES`` tag of a tiler class map names its classes (the
+    default export is then :func:`tiler.sinks.export_classes`'s); else the
+    values themselves are the names, and only the values present in the mask
+    are exported (a 0/255 mask has two classes, not 256).
+    """
     tag = ds.tags().get("TILER_CLASSES")
     if tag:
-        return tuple(tag.split(","))
+        return tuple(tag.split(",")), None
     kind = np.dtype(ds.dtypes[0]).kind
     if kind not in "ui" or np.dtype(ds.dtypes[0]).itemsize > 2:
         raise UsageError(f"{path!r} holds {ds.dtypes[0]} values; a class map has 8- or 16-bit integer classes")
-    top = 0
+    present: set[int] = set()
     for _, window in ds.block_windows(1):
-        top = max(top, int(ds.read(1, window=window, masked=True).max() or 0))
-    return tuple(str(v) for v in range(top + 1))
+        block = ds.read(1, window=window, masked=True)
+        present.update(int(v) for v in np.unique(block.compressed()))
+    top = max(present, default=0)
+    return tuple(str(v) for v in range(top + 1)), tuple(str(v) for v in sorted(present))
 
 
 def vectorize_mask(
@@ -61,7 +74,8 @@ def vectorize_mask(
         A single-band integer class map (``tiler run`` output, or any 8/16-bit
         label raster). Pixels that are nodata or masked are not polygonised.
         Class names come from its ``TILER_CLASSES`` tag, else the class values
-        are the names (``--classes 1,3``).
+        are the names (``--classes 1,3``) and, by default, the values present
+        are exported.
     out : path-like or Destination
         Polygon file, format by extension (:data:`tiler.sinks.VECTOR_FORMATS`);
         guarded and written atomically.
@@ -105,11 +119,17 @@ def vectorize_mask(
     with ds:
         if ds.count != 1:
             raise UsageError(f"{path!r} has {ds.count} bands; a class map has one (tiler run --output class)")
-        names = _class_names(ds, path)
+        names, present = _class_names(ds, path)
+        if polygons.classes is None and present is not None:
+            polygons = dataclasses.replace(polygons, classes=present)
         georef = ds.crs is not None and not ds.transform.is_identity
         context = OutputContext(ds.width, ds.height, ds.crs if georef else None, ds.transform if georef else None,
                                 names, tags={"TILER_VERSION": __version__},
-                                source=os.path.splitext(os.path.basename(path))[0])
+                                source=os.path.splitext(os.path.basename(path))[0],
+                                gcps=(tuple(ds.gcps[0]), ds.gcps[1]) if not georef and ds.gcps[0] and ds.gcps[1]
+                                else None, rpcs=ds.rpcs if not georef else None)
+        if not context.geolocated:
+            notice(log, "%s", not_georeferenced_note(path))
         given = out if isinstance(out, Destination) else None
         guard = None if given else guard_outputs({"out": (out, tuple(VECTOR_FORMATS))}, inputs=[path],
                                                  overwrite=overwrite)

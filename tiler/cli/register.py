@@ -26,7 +26,8 @@ def register(scene, report, reference, registration_model, registration_grid, re
 
     Prints per group: the shift in pixels of the group, of the reference and in
     metres, the model, windows used and rejected, residual spread and time.
-    Exits with code 2 when a group cannot be registered.
+    Exits with code 2 when a group cannot be registered (the table is
+    printed; no --report is written).
     """
     _require(scene)
     with _guard({"--report": _json(report)}, _scene_inputs(scene), overwrite) as guard:
@@ -36,10 +37,11 @@ def register(scene, report, reference, registration_model, registration_grid, re
         with open_scene(scene, reference=reference) as sc:
             reg = register_scene(sc, model=registration_model, grid=registration_grid, window=registration_window)
             summary = {"scene": sc.describe(), **reg.to_dict()}
+        click.echo(format_registration(reg))
+        if reg.failures:  # the table above is the diagnosis; no --report is left on a failure
+            raise RegistrationError(reg.failure_message(
+                "Check the scene (clouds, nodata, wrong band names) or try --registration-window/-grid"))
         _write_json(guard["--report"], summary)
-    click.echo(format_registration(reg))
-    if reg.failures:
-        raise RegistrationError("; ".join(f"group {g.group!r}: {g.reason}" for g in reg.failures))
 
 
 def format_registration(reg) -> str:

@@ -20,12 +20,14 @@ from __future__ import annotations
 import os
 import socket
 import time
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional, Union
 
 import numpy as np
 import rasterio
+from rasterio.errors import NotGeoreferencedWarning
 from affine import Affine
 from rasterio.windows import Window
 
@@ -124,6 +126,22 @@ def _model(job: SceneJob):
     return tm
 
 
+class _WorkerModel:
+    """A job's model as :func:`tiler.run_scene` takes it: its metadata now (no Keras), the network on first use.
+
+    The scene and its channels are checked before anything of Keras is imported, so that a bad
+    scene is refused in the time ``tiler info`` takes; the network comes from the worker's cache
+    (:func:`_model`).
+    """
+
+    def __init__(self, job: SceneJob, info) -> None:
+        self.job, self.path, self.info = job, job.model, info
+
+    def load(self):
+        """The loaded :class:`tiler.model.TilerModel` (once per worker process)."""
+        return _model(self.job)
+
+
 def _worker_name() -> str:
     try:
         from distributed import get_worker
@@ -155,35 +173,35 @@ def start(job: SceneJob, progress=None) -> dict:
         parts; ``{"error", "error_type"}`` for a bad scene or option.
     """
     from tiler.distributed._journal import FINGERPRINT_TAG
-    from tiler.pipeline import (check_run_options, output_context, peak_rss_mb, prepare_scene, resolve_model,
-                                run_scene)
+    from tiler.model._file import read_info
+    from tiler.pipeline import check_run_options, output_context, peak_rss_mb, prepare_scene, run_scene
     from tiler.scene import open_scene
 
     inference, streaming, output, polygons = job.configs()
     t = time.perf_counter()
     try:
-        tm = _model(job)
-        inference = inference.for_model(tm.info)
-        p = check_run_options(tm.info, inference, output, polygons, raster=job.out is not None,
+        info = read_info(job.model)
+        inference = inference.for_model(info)
+        p = check_run_options(info, inference, output, polygons, raster=job.out is not None,
                               vector=job.vector is not None)
         with rasterio.Env(GDAL_CACHEMAX=streaming.gdal_cache_mb), \
                 open_scene(job.scene, reference=inference.reference) as sc:
             grid = PatchGrid.from_overlap(sc.height, sc.width, patch_size=p, overlap=inference.overlap)
             n = resolve_parts(job.parts, len(list(grid.strips(streaming.strip_rows))))
             if n > 1:
-                plan, verdict, reg = prepare_scene(sc, tm.info, inference, {})
+                plan, verdict, reg = prepare_scene(sc, info, inference, {})
                 from tiler.reports import scene_summary
 
                 return {"status": "parts", "bands": grid.row_bands(streaming.strip_rows, n), "patch_size": p,
                         "corrections": {k: tuple(v)[:6] for k, v in sc.corrections.items()},
-                        "context": output_context(sc, tm.info, inference, job.scene,
+                        "context": output_context(sc, info, inference, job.scene,
                                                   {FINGERPRINT_TAG: job.fingerprint}),
                         "summary": scene_summary(sc, plan, job.scene), "registration": reg,
                         "domain": verdict.to_dict() if verdict is not None else None,
                         "task_seconds": time.perf_counter() - t, "worker": _worker_name()}
         out = Destination(job.out, overwrite=job.overwrite) if job.out else None
         vector = Destination(job.vector, overwrite=job.overwrite) if job.vector else None
-        report = run_scene(job.scene, out, vector=vector, model=resolve_model(tm), inference=inference,
+        report = run_scene(job.scene, out, vector=vector, model=_WorkerModel(job, info), inference=inference,
                            streaming=streaming, output=output, polygons=polygons, overwrite=job.overwrite,
                            progress=progress, tags={FINGERPRINT_TAG: job.fingerprint})
     except TilerError as exc:
@@ -264,6 +282,13 @@ def run_part(job: SceneJob, prepared: dict, band: RowBand, progress=None) -> dic
             "peak_rss_mb": round(peak_rss_mb(), 1)}
 
 
+def _open_part(path: str):
+    """Open a part file; it carries no GCPs or RPCs (the assembled product does), which is no news."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        return rasterio.open(path)
+
+
 def _read_blocks(job: SceneJob, parts: list[dict], width: int, band_width: int, kind: str) -> Iterator[Block]:
     """The part files' contents as blocks, in the engine's order (column band, then rows)."""
     _, _, output, _ = job.configs()
@@ -272,8 +297,8 @@ def _read_blocks(job: SceneJob, parts: list[dict], width: int, band_width: int, 
         c1 = min(width, c0 + band_width)
         for entry, names in zip(parts, files):
             r0 = int(entry["rows"][0])
-            raster = rasterio.open(os.path.join(job.work, names["raster"])) if "raster" in names else None
-            classes = rasterio.open(os.path.join(job.work, names["class"])) if "class" in names else None
+            raster = _open_part(os.path.join(job.work, names["raster"])) if "raster" in names else None
+            classes = _open_part(os.path.join(job.work, names["class"])) if "class" in names else None
             try:
                 ds = raster or classes
                 step = ds.block_shapes[0][0]

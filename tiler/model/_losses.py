@@ -7,10 +7,11 @@ of shape (batch, row, col, K) probabilities. Ignored pixels contribute nothing.
 
 from __future__ import annotations
 
-import keras
-from keras import ops
-
 from tiler.labels import IGNORE
+from tiler.model._backend import import_keras
+
+keras = import_keras()  # quietly: the backend's start-up lines only at -vv
+ops = keras.ops
 
 __all__ = ["soft_dice_loss", "soft_jaccard_loss", "cross_entropy_loss", "DiceCrossEntropy"]
 

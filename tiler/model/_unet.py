@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import keras
-from keras import layers
-
 from tiler.errors import PlanError
+from tiler.model._backend import import_keras
+
+keras = import_keras()  # quietly: the backend's start-up lines only at -vv
+layers = keras.layers
 
 __all__ = ["build_unet"]
 

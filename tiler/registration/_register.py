@@ -206,6 +206,11 @@ class Registration:
         """Groups whose estimate failed."""
         return [g for g in self.groups.values() if g.status == "failed"]
 
+    def failure_message(self, fix: str) -> str:
+        """One sentence naming each failed group, its anchor and its reason once, then ``fix``."""
+        details = "; ".join(f"group {g.group!r} against {g.anchor!r}: {g.reason}" for g in self.failures)
+        return f"registration failed: {details}. {fix}"
+
     def apply(self, scene: Scene) -> None:
         """Set every successful group's correction on ``scene``.
 
@@ -215,11 +220,9 @@ class Registration:
             If a group failed; the message gives each reason and the fix.
         """
         if self.failures:
-            details = "; ".join(f"group {g.group!r} against {g.anchor!r}: {g.reason}" for g in self.failures)
-            raise RegistrationError(
-                f"registration failed: {details}. Check the scene (clouds, nodata, wrong band names), or pass "
-                "--registration off to proceed with the groups placed by their georeferencing only"
-            )
+            raise RegistrationError(self.failure_message(
+                "Check the scene (clouds, nodata, wrong band names), or pass --registration off to proceed with "
+                "the groups placed by their georeferencing only"))
         for g in self.groups.values():
             if g.status == "ok":
                 scene.set_correction(g.group, g.correction)
@@ -289,7 +292,8 @@ def _register_group(scene: Scene, name: str, anchor: str, match: BandMatch, *, m
                                   compared_pixel_size=px)
     layout, layout_note = window_layout(c_grid.height, c_grid.width, window=window, grid=grid_n)
     if layout is None:
-        return GroupRegistration(status="failed", reason=f"group {coarse!r}: {layout_note}",
+        where = "" if coarse == name else f" (on the grid of group {coarse!r}, the coarser one)"
+        return GroupRegistration(status="failed", reason=f"{layout_note}{where}",
                                  seconds=time.perf_counter() - t0, **common)
     size = layout.size
     notes = [layout_note] if layout_note else []

@@ -132,6 +132,13 @@ class Scene:
     transform : affine.Affine
         Reference pixel to CRS coordinates (identity when not georeferenced).
     georeferenced : bool
+        Whether the reference grid has a CRS or transform.
+    gcps : tuple of (tuple of GroundControlPoint, CRS) or None
+        The reference files' ground control points and their CRS, where they
+        are georeferenced by GCPs alone (no transform).
+    rpcs : rasterio.rpc.RPC or None
+        The reference files' rational polynomial coefficients, where they have
+        no transform.
     band_names : tuple of (str or None)
     notes : tuple of str
         Assumptions made when the scene was recognised (radiometric scaling).
@@ -172,6 +179,13 @@ class Scene:
             self.height, self.width, self.crs = h, w, crs
             self.georeferenced = geo
             self.transform = t
+            self.gcps, self.rpcs = None, None
+            if not geo:  # placed on the Earth by GCPs or RPCs alone: kept for every output
+                ref = self._datasets[next(g for g in self.groups if g.name == self.reference).paths[0]]
+                points, points_crs = ref.gcps
+                if points and points_crs is not None:
+                    self.gcps = (tuple(points), points_crs)
+                self.rpcs = ref.rpcs
             self._grids = {n: self._place(n, raw[n]) for n in names}
         except BaseException:
             self.close()
@@ -255,19 +269,32 @@ class Scene:
     def pixel_size_m(self) -> Optional[float]:
         """Side of a reference-grid pixel in metres; None without georeferencing.
 
+        Where the scene has GCPs alone, their least-squares affine
+        (:func:`rasterio.transform.from_gcps`) gives it; where it has RPCs
+        alone, their longitude and latitude scales per pixel.
+
         For a geographic CRS, degrees are converted at the scene centre's
         latitude with the WGS 84 mean radius of 6,371,008.8 m (Moritz 2000,
         "Geodetic Reference System 1980").
         """
-        if not self.georeferenced or self.crs is None:
+        transform, crs = self.transform, self.crs
+        if not self.georeferenced and self.gcps:  # the least-squares affine of the GCPs
+            from rasterio.transform import from_gcps
+
+            transform, crs = from_gcps(list(self.gcps[0])), self.gcps[1]
+        elif not self.georeferenced and self.rpcs is not None:  # the RPCs' scales: degrees per pixel
+            r = self.rpcs
+            transform = Affine(r.long_scale / r.samp_scale, 0, r.long_off, 0, -r.lat_scale / r.line_scale, r.lat_off)
+            crs = CRS.from_epsg(4326)
+        elif not self.georeferenced or crs is None:
             return None
-        size = _affine_scale(self.transform)
-        if self.crs.is_geographic:
-            lat = (self.transform @ (self.width / 2, self.height / 2))[1]
+        size = _affine_scale(transform)
+        if crs.is_geographic:
+            lat = (transform @ (self.width / 2, self.height / 2))[1]
             metres_per_degree = math.pi * 6_371_008.8 / 180.0
             return size * metres_per_degree * math.sqrt(max(math.cos(math.radians(lat)), 1e-6))
         try:
-            factor = self.crs.linear_units_factor[1]
+            factor = crs.linear_units_factor[1]
         except Exception:  # a CRS without linear units (rasterio raises CRSError)
             factor = 1.0
         return size * factor

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping, Optional, Protocol, Sequence, runtime_checkable
 
+import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 
@@ -13,7 +14,7 @@ from tiler.destination import disk_failure
 from tiler.engine import Block
 from tiler.labels import LabelScheme
 
-__all__ = ["OutputContext", "Sink", "feed"]
+__all__ = ["OutputContext", "Sink", "feed", "not_georeferenced_note"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,16 @@ class OutputContext:
         Scene row of the product's first row: a part file of a distributed run
         holds rows ``[row_offset, row_offset + height)`` of the scene (see
         :meth:`rows`); blocks keep scene rows.
+    gcps : tuple of (list of rasterio.control.GroundControlPoint, CRS), optional
+        Ground control points of a scene georeferenced by them alone (no
+        transform), with their CRS: written on every raster product, and
+        polygons are placed by GDAL's GCP transformer (a first-order
+        polynomial fit).
+    rpcs : rasterio.rpc.RPC, optional
+        Rational polynomial coefficients of a scene georeferenced by them alone:
+        written on every raster product; polygons are placed by GDAL's RPC
+        transformer at the RPCs' mean height (``HEIGHT_OFF``), in WGS 84
+        longitude/latitude.
     """
 
     width: int
@@ -52,6 +63,8 @@ class OutputContext:
     tags: Mapping[str, str] = field(default_factory=dict)
     source: Optional[str] = None
     row_offset: int = 0
+    gcps: Optional[tuple] = None
+    rpcs: Optional[object] = None
 
     def rows(self, start: int, stop: int) -> "OutputContext":
         """The context of rows ``[start, stop)`` of this grid (a part file): same width and bands,
@@ -65,19 +78,73 @@ class OutputContext:
         if not 0 <= start < stop <= self.height:
             raise ValueError(f"rows [{start}, {stop}) are not inside a grid of {self.height} rows")
         transform = self.transform @ Affine.translation(0, start) if self.transform is not None else None
-        return replace(self, height=stop - start, transform=transform, row_offset=self.row_offset + start)
+        # A part file is an intermediate: the assembled product carries the scene's GCPs or RPCs.
+        return replace(self, height=stop - start, transform=transform, row_offset=self.row_offset + start,
+                       gcps=None, rpcs=None)
 
     @property
     def georeferenced(self) -> bool:
         """Whether the grid has a CRS and transform."""
         return self.crs is not None and self.transform is not None
 
+    @property
+    def geolocated(self) -> bool:
+        """Whether the grid is placed on the Earth at all: by a transform, GCPs or RPCs."""
+        return self.georeferenced or bool(self.gcps) or self.rpcs is not None
+
+    @property
+    def vector_crs(self) -> Optional[CRS]:
+        """The CRS of polygons: the grid's, the GCPs', WGS 84 for RPCs; None in pixel coordinates."""
+        if self.georeferenced:
+            return self.crs
+        if self.gcps:
+            return self.gcps[1]
+        if self.rpcs is not None:
+            return CRS.from_epsg(4326)
+        return None
+
+    def pixel_to_crs(self, xy: np.ndarray) -> np.ndarray:
+        """Map pixel coordinates to :attr:`vector_crs` coordinates.
+
+        Parameters
+        ----------
+        xy : ndarray of shape (n, 2), float64
+            Column, row of points in pixels (the corner of pixel ``(0, 0)`` is
+            ``(0, 0)``).
+
+        Returns
+        -------
+        ndarray of shape (n, 2), float64
+            x, y in the CRS (easting/northing, or longitude/latitude); the
+            input itself where the grid is not geolocated.
+        """
+        if self.georeferenced:
+            t = self.transform
+            return np.column_stack([t.a * xy[:, 0] + t.b * xy[:, 1] + t.c, t.d * xy[:, 0] + t.e * xy[:, 1] + t.f])
+        if not self.geolocated or not len(xy):
+            return xy
+        from rasterio.transform import GCPTransformer, RPCTransformer
+
+        rows = xy[:, 1] + self.row_offset
+        if self.gcps:
+            transformer = GCPTransformer(self.gcps[0])
+        else:
+            transformer = RPCTransformer(self.rpcs, RPC_HEIGHT=float(self.rpcs.height_off))
+        with transformer as t:
+            xs, ys = t.xy(rows, xy[:, 0], offset="ul")
+        return np.column_stack([np.asarray(xs, np.float64), np.asarray(ys, np.float64)])
+
     def profile(self) -> dict:
         """The rasterio profile keys of the grid: ``width``, ``height`` and, where georeferenced,
-        ``crs`` and ``transform``."""
+        ``crs`` and ``transform``; or the ``gcps`` (with their ``crs``) and ``rpcs``."""
         p = {"width": self.width, "height": self.height}
         if self.georeferenced:
             p.update(crs=self.crs, transform=self.transform)
+        else:
+            if self.gcps:
+                p.update(gcps=list(self.gcps[0]), crs=self.gcps[1])
+            if self.rpcs is not None:
+                p.update(rpcs=self.rpcs)
         return p
 
 
@@ -152,3 +219,10 @@ def feed(blocks: Iterable[Block], sinks: Sequence[Sink], context: OutputContext,
         if failure is not None:
             raise failure from None
         raise
+
+
+def not_georeferenced_note(path: str) -> str:
+    """The one line that says a scene's products are in pixel coordinates."""
+    return (f"{path!r} has no georeferencing (no CRS, transform, GCPs or RPCs): the outputs are in pixel "
+            "coordinates (x = column, y = row from the top-left corner; areas in pixels), and GeoJSON, which "
+            "is always longitude/latitude, cannot hold them")

@@ -18,7 +18,6 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import shapely
-from affine import Affine
 
 from tiler.config import VectorConfig
 from tiler.destination import Destination
@@ -58,15 +57,41 @@ def _write_layer(path: str, wkb, fields: Sequence[np.ndarray], *, driver: str, c
     """Write (or append) MultiPolygon features to the polygon layer of ``path`` with pyogrio.
 
     ``spatial_index=False`` skips the GeoPackage R-tree (for an intermediate file).
+    GeoJSON is written as RFC 7946 requires (``RFC7946=YES``: no ``crs``
+    member, WGS 84 longitude/latitude; the caller reprojects).
     """
     import pyogrio.raw
 
+    options = None
+    if driver == "GPKG" and not spatial_index:
+        options = {"SPATIAL_INDEX": "NO"}
+    elif driver == "GeoJSON" and not append:
+        options = {"RFC7946": "YES"}
     with warnings.catch_warnings():
         # A scene without georeferencing has no CRS, on purpose: pyogrio's warning would only alarm.
         warnings.filterwarnings("ignore", message=".*crs.*was not provided", category=UserWarning)
         pyogrio.raw.write(path, wkb, list(fields), list(FIELDS), layer=LAYER, driver=driver,
                           geometry_type="MultiPolygon", promote_to_multi=True, crs=crs, append=append,
-                          layer_options=None if spatial_index or driver != "GPKG" else {"SPATIAL_INDEX": "NO"})
+                          layer_options=options)
+
+
+def _geodesic(geoms: np.ndarray, crs) -> tuple[np.ndarray, np.ndarray]:
+    """Geodesic area (m²) and perimeter (m) of polygons in a geographic CRS, on its ellipsoid.
+
+    References
+    ----------
+    Karney (2013), "Algorithms for geodesics", J. Geodesy 87, doi:10.1007/s00190-012-0578-z, as
+    implemented by PROJ's ``geod`` (:meth:`pyproj.Geod.geometry_area_perimeter`).
+    """
+    import pyproj
+
+    geod = pyproj.CRS.from_wkt(crs.to_wkt()).get_geod()
+    area = np.empty(len(geoms), np.float64)
+    perimeter = np.empty(len(geoms), np.float64)
+    for k, g in enumerate(geoms):
+        a, p = geod.geometry_area_perimeter(g)
+        area[k], perimeter[k] = abs(a), p
+    return area, perimeter
 
 
 def vector_format(path: str) -> str:
@@ -130,9 +155,12 @@ class PolygonSink:
     """Polygons per class of the class map (``--vector``), streamed and merged across seams.
 
     One feature per connected region of an exported class, in the scene's CRS
-    (pixel coordinates where the scene is not georeferenced), with attributes
+    (the GCPs' CRS where the scene is placed by GCPs, WGS 84 for RPCs; pixel
+    coordinates where it is not georeferenced at all; WGS 84
+    longitude/latitude in GeoJSON, as RFC 7946 requires), with attributes
     ``class`` (name), ``class_index``, ``area`` (m² where the CRS is
-    projected, else pixels) and ``perimeter`` (metres, else pixels), both of
+    projected; geodesic m² on the CRS's ellipsoid where it is geographic;
+    else pixels) and ``perimeter`` (metres, else pixels), both of
     the exact pixel region (before any simplification). Written
     to a GeoPackage beside the destination as regions complete, converted to
     the destination's format (by extension, :data:`VECTOR_FORMATS`) at
@@ -178,11 +206,21 @@ class PolygonSink:
         self.counts = {self.names[i]: 0 for i in self.classes}
         self.poly = Polygonizer(context.height, context.width, self.classes,
                                 connectivity=self.config.connectivity)
-        crs = context.crs if context.georeferenced else None
-        #: Area and perimeter in metres where the CRS is projected in metres, else in pixels.
-        self.metric = bool(crs is not None and crs.is_projected and abs(crs.linear_units_factor[1] - 1) < 1e-12)
-        self.units = "m" if self.metric else "px"
-        self.transform = context.transform if context.georeferenced else Affine.identity()
+        crs = context.vector_crs
+        if self.format == "GeoJSON" and crs is None:
+            raise UsageError(f"{self.destination.path!r}: GeoJSON coordinates are WGS 84 longitude/latitude "
+                             "(RFC 7946), but the scene has no georeferencing (no CRS, transform, GCPs or RPCs); "
+                             "write a GeoPackage (.gpkg) or FlatGeobuf (.fgb), which hold pixel coordinates")
+        #: How area and perimeter are measured: "planar" in a projected CRS in metres, "geodesic" on the
+        #: ellipsoid of a geographic CRS, else "pixel".
+        if crs is not None and crs.is_geographic:
+            self.measure = "geodesic"
+        elif crs is not None and crs.is_projected and abs(crs.linear_units_factor[1] - 1) < 1e-12:
+            self.measure = "planar"
+        else:
+            self.measure = "pixel"
+        self.units = "px" if self.measure == "pixel" else "m"
+        self.crs = crs
         self.crs_wkt = crs.to_wkt() if crs is not None else None
         self._work = (self.destination.temporary() if self.format == "GPKG"
                       else self.destination.scratch("features", ".gpkg"))
@@ -205,11 +243,12 @@ class PolygonSink:
         values = np.asarray([v for v, _ in self._pending], np.int64)
         pixel = np.asarray([g for _, g in self._pending], dtype=object)
         self._pending = []
-        t = self.transform
-        geoms = shapely.transform(pixel, lambda xy: np.column_stack([t.a * xy[:, 0] + t.b * xy[:, 1] + t.c,
-                                                                     t.d * xy[:, 0] + t.e * xy[:, 1] + t.f]))
-        area = shapely.area(geoms if self.metric else pixel)
-        perimeter = shapely.length(geoms if self.metric else pixel)
+        geoms = shapely.transform(pixel, self.context.pixel_to_crs)
+        if self.measure == "geodesic":
+            area, perimeter = _geodesic(geoms, self.crs)
+        else:
+            area = shapely.area(geoms if self.measure == "planar" else pixel)
+            perimeter = shapely.length(geoms if self.measure == "planar" else pixel)
         keep = area >= self.config.min_area
         self.dropped_small += int((~keep).sum())
         if not keep.all():
@@ -276,15 +315,29 @@ class PolygonSink:
                 return
 
     def _convert(self) -> None:
-        """Copy the intermediate GeoPackage into the destination's format, chunk by chunk."""
+        """Copy the intermediate GeoPackage into the destination's format, chunk by chunk
+        (GeoJSON reprojected to WGS 84 longitude/latitude, RFC 7946 section 4)."""
         tmp = self.destination.temporary()
+        crs, to_wgs84 = self.crs_wkt, None
+        if self.format == "GeoJSON" and not (self.crs.to_epsg() == 4326):
+            import pyproj
+
+            transformer = pyproj.Transformer.from_crs(pyproj.CRS.from_wkt(self.crs_wkt), "EPSG:4326",
+                                                      always_xy=True)
+
+            def to_wgs84(xy: np.ndarray) -> np.ndarray:
+                return np.column_stack(transformer.transform(xy[:, 0], xy[:, 1]))
+
+        if self.format == "GeoJSON":
+            crs = "EPSG:4326"
         first = True
         for _, geoms, fields in self._chunks():
-            _write_layer(tmp, geoms, fields, driver=self.format, crs=self.crs_wkt, append=not first)
+            if to_wgs84 is not None:
+                geoms = shapely.to_wkb(shapely.transform(shapely.from_wkb(geoms), to_wgs84))
+            _write_layer(tmp, geoms, fields, driver=self.format, crs=crs, append=not first)
             first = False
         if first:  # no feature: an empty layer
-            _write_layer(tmp, np.empty(0, object), _empty_fields(), driver=self.format, crs=self.crs_wkt,
-                         append=False)
+            _write_layer(tmp, np.empty(0, object), _empty_fields(), driver=self.format, crs=crs, append=False)
 
     def _to_csv(self) -> None:
         """The submission-style CSV: one row per exported class, its regions as one MultiPolygon WKT."""
@@ -319,7 +372,7 @@ class PolygonSink:
         import pyogrio
 
         tmp = self.destination.temporary()
-        crs = self.context.crs if self.context.georeferenced else None
+        crs = self.crs
         column = {"encoding": "WKB", "geometry_types": ["MultiPolygon"]}
         if crs is not None:
             column["crs"] = crs.to_dict(projjson=True)
