@@ -228,3 +228,27 @@ def assert_same_polygons(expected: dict, got: dict, *, tolerance: float = 1e-6) 
         for x, y in zip(a, b):
             d = x.symmetric_difference(y).area
             assert d <= tolerance * max(1.0, x.area), f"class {k}: region at {x.bounds} differs by area {d}"
+
+
+def reflect_fill_candidates(patch, valid):
+    """Oracle of :func:`tiler.engine.reflect_fill`: per invalid pixel ``(row, col)``, every value the definition
+    allows (one per nearest valid pixel: equidistant ones are all nearest), found by a search over every valid
+    pixel, each then replaced by its mirror point where that is inside and valid."""
+    import numpy as np
+
+    rows, cols = valid.shape
+    vr, vc = np.nonzero(valid)
+    out = {}
+    for r in range(rows):
+        for c in range(cols):
+            if valid[r, c]:
+                continue
+            d = (vr - r) ** 2 + (vc - c) ** 2
+            allowed = []
+            for n in np.flatnonzero(d == d.min()):
+                nr, nc = vr[n], vc[n]
+                mr, mc = 2 * nr - r, 2 * nc - c
+                inside = 0 <= mr < rows and 0 <= mc < cols and valid[mr, mc]
+                allowed.append(patch[:, mr, mc] if inside else patch[:, nr, nc])
+            out[r, c] = allowed
+    return out

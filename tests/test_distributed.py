@@ -381,6 +381,27 @@ def test_a_run_killed_after_some_parts_resumes_with_only_the_missing_ones(tmp_pa
     assert not os.path.exists(work_folder(out))
 
 
+def test_sigterm_of_a_run_in_parts_says_where_the_resumable_parts_are(tmp_path, tiny_model):
+    """Issue 21.12: SIGTERM said "no output was left behind" while it kept the journalled parts."""
+    path = write_tif(tmp_path / "scene.tif", smooth_image(3, 1400, 300, seed=3))
+    out = tmp_path / "mask.tif"
+    proc = subprocess.Popen([sys.executable, "-m", "tiler.cli", "run", str(path), "--out", str(out), "--model",
+                             tiny_model, "--output", "probability", "--strip-rows", "64", "--parts", "7"],
+                            cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and len(_journal_parts(out)) < 2:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be terminated"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    last = err.strip().splitlines()[-1]
+    folder = work_folder(out)
+    assert last.startswith("Terminated (SIGTERM); no output was written;") and folder in last, last
+    assert "run the same command again" in last and f"rm -r '{folder}'" in last
+    assert not out.exists() and len(_journal_parts(out)) >= 2
+
+
 def test_a_batch_killed_midway_resumes_skipping_finished_scenes_and_redoing_touched_ones(tmp_path, tiny_model):
     scenes = [write_tif(tmp_path / f"s{i}.tif", smooth_image(3, 300, 200, seed=i)) for i in range(5)]
     out = tmp_path / "out"

@@ -202,3 +202,62 @@ def test_report_has_stages_counts_and_memory(tmp_path, tif, tiny_model):
     assert set(report.seconds) == {"read", "predict", "blend", "write", "total"}
     assert report.patches["predicted"] == report.grid["patch_rows"] * report.grid["patch_cols"]
     assert report.peak_rss_mb > 0 and report.scene["width"] == 64
+
+
+@needs_shared(DUBAI)
+def test_nodata_next_to_data_does_not_bias_the_prediction_there():
+    """Issue 21.5: with the mean colour as fill, class shares within 8 px of a nodata collar moved by 16 points.
+
+    Oracle: the prediction of the uncut real image and its truth mask (tile 7, never trained on).
+    """
+    from scipy import ndimage
+
+    from tiler.labels import LabelScheme, read_mask
+    from tiler.metrics import confusion_matrix, scores
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(DUBAI / "tile_7" / "images" / "image_part_001.jpg") as ds:
+            image = ds.read().astype(np.float32)
+    scheme = LabelScheme.from_file(os.path.join(os.path.dirname(__file__), "..", "examples", "dubai_classes.json"))
+    labels = scheme.decode(read_mask(str(DUBAI / "tile_7" / "masks" / "image_part_001.png")))
+    h, w = labels.shape
+    valid = np.ones((h, w), bool)
+    valid[:, : w // 5] = False  # a collar
+    valid[: h // 10] = False
+    valid[h // 2 - 80:h // 2 + 80, w // 2 - 80:w // 2 + 80] = False  # a hole
+    uncut = tiler.predict(image).argmax(0)
+    probs = tiler.predict(np.where(valid, image, 0.0), valid=valid)
+    assert np.isnan(probs[:, ~valid]).all()
+    cut = np.nan_to_num(probs, nan=-1.0).argmax(0)
+    k = len(scheme.names)
+
+    def miou(pred):
+        ok = valid & (labels != 255)
+        cm = confusion_matrix(np.where(ok, pred, -1).astype(np.int64), np.where(ok, labels, 255), k)
+        return scores(cm, scheme.names)["mean_iou"]
+
+    assert abs(miou(cut) - miou(uncut)) <= 0.01
+    edge = valid & (ndimage.distance_transform_edt(valid) <= 8)
+    for j in range(k):
+        assert abs((cut[edge] == j).mean() - (uncut[edge] == j).mean()) <= 0.05, scheme.names[j]
+
+
+def test_reflect_fill_mirrors_the_valid_neighbourhood():
+    """Oracle: a pixel-by-pixel loop over the definition (tests/reference.py)."""
+    from tests.reference import reflect_fill_candidates
+    from tiler.engine import reflect_fill
+
+    rng = np.random.default_rng(5)
+    patch = rng.random((2, 24, 20)).astype(np.float32)
+    valid = np.ones((24, 20), bool)
+    valid[:, :6] = False
+    valid[10:15, 9:13] = False
+    valid[0, 19] = False
+    got = reflect_fill(patch, valid)
+    np.testing.assert_array_equal(got[:, valid], patch[:, valid])
+    for (r, c), allowed in reflect_fill_candidates(patch, valid).items():
+        assert any(np.array_equal(got[:, r, c], a) for a in allowed), (r, c)
+    # column 4 is 2 px from the first valid column 6: it mirrors column 8, 2 px inside the data
+    np.testing.assert_array_equal(got[:, 3:9, 4], patch[:, 3:9, 8])
+    assert reflect_fill(patch, np.ones((24, 20), bool)) is patch

@@ -25,7 +25,8 @@ from tiler.plan import PatchGrid, RowBand
 if TYPE_CHECKING:  # the network stage loads Keras; blocks and sinks do not need it
     from tiler.model._predictor import Predictor
 
-__all__ = ["NETWORK_DEPTH", "Block", "PatchStats", "ProgressCallback", "ReadFunction", "blend_patches", "stream"]
+__all__ = ["NETWORK_DEPTH", "Block", "PatchStats", "ProgressCallback", "ReadFunction", "blend_patches", "stream",
+           "reflect_fill"]
 
 ProgressCallback = Callable[[int, int], None]
 """``progress(done, total)``, counted in patches."""
@@ -191,6 +192,59 @@ def _patch_view(bands: np.ndarray, chunk: list[tuple[int, int]], origin: tuple[i
                                            writeable=False)
 
 
+def reflect_fill(patch: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """A patch whose invalid pixels hold the valid neighbourhood mirrored across the nodata edge.
+
+    A pixel ``x`` outside the data takes the value at ``2 n - x``, its mirror
+    image through ``n``, the nearest valid pixel (Euclidean); where that
+    mirror point is outside the patch or not valid itself, the value at ``n``.
+    The fill depends on the patch's pixels alone, so it is the same whatever
+    the strip, column band, part or batch the patch is cut from.
+
+    Parameters
+    ----------
+    patch : ndarray of shape (channel, row, col)
+        The patch's channels (invalid pixels hold anything finite).
+    valid : ndarray of shape (row, col), bool
+        Its valid-data mask, with at least one valid pixel.
+
+    Returns
+    -------
+    ndarray of shape (channel, row, col)
+        A filled copy (``patch`` itself where every pixel is valid).
+
+    Notes
+    -----
+    Why not a constant: a flat patch of the model's mean colour is itself an
+    object to a U-Net. Measured on three whole images of Dubai tile 7 with the
+    bundled model, a nodata collar and hole cut in (``benchmarks/nodata_fill.py``):
+    the class shares of the valid pixels within 8 px of the nodata edge moved by
+    up to 16 points from the uncut prediction with the mean fill, 11 with the
+    nearest valid pixel, 3 with this reflection; mean IoU on the valid pixels
+    changed by at most 0.0036, 0.0034 and 0.0003. The nearest valid pixel is
+    found with :func:`scipy.ndimage.distance_transform_edt`.
+    """
+    if valid.all():
+        return patch
+    from scipy import ndimage
+
+    nearest = ndimage.distance_transform_edt(~valid, return_distances=False, return_indices=True)
+    rows, cols = np.indices(valid.shape)
+    mr, mc = 2 * nearest[0] - rows, 2 * nearest[1] - cols
+    inside = (mr >= 0) & (mr < valid.shape[0]) & (mc >= 0) & (mc < valid.shape[1])
+    mr, mc = np.where(inside, mr, nearest[0]), np.where(inside, mc, nearest[1])
+    mirrored = valid[mr, mc]
+    mr, mc = np.where(mirrored, mr, nearest[0]), np.where(mirrored, mc, nearest[1])
+    return patch[:, mr, mc]
+
+
+def _filled_view(bands: np.ndarray, valid: np.ndarray, r: int, c: int, p: int) -> np.ndarray:
+    """The patch at ``(r, c)`` of a region: a view where it is all valid, else its reflect-filled copy."""
+    view = bands[:, r:r + p, c:c + p]
+    v = valid[r:r + p, c:c + p]
+    return view if v.all() else reflect_fill(view, v)
+
+
 def _todo(valid: np.ndarray, origin: tuple[int, int], positions: Sequence[tuple[int, int]],
           p: int) -> list[tuple[int, int]]:
     """The positions whose patch has at least one valid pixel."""
@@ -217,9 +271,11 @@ def blend_patches(
     Parameters
     ----------
     bands : ndarray of shape (channel, row, col), float32
-        Channels of a region, already reflect-padded, nodata already filled.
+        Channels of a region, already reflect-padded, nodata already filled
+        with finite values.
     valid : ndarray of shape (row, col), bool
-        Valid-data mask of the same region.
+        Valid-data mask of the same region; the nodata of a patch that has
+        valid pixels is filled by :func:`reflect_fill` before prediction.
     origin : tuple of int
         Scene ``(row, col)`` of ``bands[:, 0, 0]``.
     positions : sequence of (int, int)
@@ -247,8 +303,13 @@ def blend_patches(
     for chunk in _batches(todo, predictor.batch_size):
         t = time.perf_counter()
         # No copy here: the batch is a strided view of the strip; the network
-        # (or the host TTA) reads it where it gathers its input anyway.
+        # (or the host TTA) reads it where it gathers its input anyway. A patch
+        # with nodata gets its own filled copy (:func:`reflect_fill`).
         view = _patch_view(bands, chunk, origin, p)
+        if not valid.all():
+            rel = [(row - origin[0], col - origin[1]) for row, col in chunk]
+            if not all(valid[r:r + p, c:c + p].all() for r, c in rel):
+                view = np.stack([_filled_view(bands, valid, r, c, p) for r, c in rel])
         t1 = time.perf_counter()
         preds = predictor(view)
         t2 = time.perf_counter()
@@ -394,7 +455,7 @@ def stream(
                             yield "slice", n, (batch, first, first + len(chunk), chunk)
                         batch, first, chunk = builder.current, len(builder.current), []
                     r, c = pos[0] - origin[0], pos[1] - origin[1]
-                    batch.views.append(data[:, r:r + p, c:c + p])
+                    batch.views.append(_filled_view(data, valid, r, c, p))
                     chunk.append(pos)
                     if len(batch) == builder.size:
                         builder.submit()
