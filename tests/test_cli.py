@@ -267,3 +267,24 @@ def test_training_modules_import_the_backend_quietly():
     proc = subprocess.run([sys.executable, "-c", "import tiler.model._unet, tiler.model._losses"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
+def test_a_run_whose_network_is_converted_imports_no_keras(tmp_path):
+    """Issue 23: the network in OpenVINO's cache needs neither Keras nor TensorFlow (4 s of every run)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("openvino")
+    from tiler.model._runtime import keras_backend
+
+    if keras_backend() != "tensorflow":
+        pytest.skip("OpenVINO converts TensorFlow models: this backend runs Keras")
+    scene = write_tif(tmp_path / "s.tif", (smooth_image(3, 300, 260) * 0.8).astype(np.uint8), crs=None)
+    env = {**os.environ, "TILER_CACHE_DIR": str(tmp_path / "cache")}
+    runs = []
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-c", _NO_KERAS, "run", scene, "-o", str(tmp_path / "m.tif"),
+                               "--overwrite", "-q"], capture_output=True, text=True, timeout=300, env=env)
+        runs.append(proc.stdout)
+    assert "EXIT 0" in runs[0] and "keras" in runs[0], runs[0]  # the first run converts with Keras
+    assert "EXIT 0 LOADED -" in runs[1], runs[1]  # the second reads the converted network

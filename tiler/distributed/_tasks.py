@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 import warnings
 from collections import OrderedDict
@@ -119,7 +120,7 @@ def _model(job: SceneJob):
 
     tm = _MODELS.pop(job.model_sha256, None)
     if tm is None:
-        tm = load_model(job.model)
+        tm = load_model(job.model, lazy=True)
         while len(_MODELS) >= _MAX_MODELS:
             _MODELS.popitem(last=False)
     _MODELS[job.model_sha256] = tm
@@ -143,12 +144,16 @@ class _WorkerModel:
 
 
 def _worker_name() -> str:
-    try:
+    """The dask worker's address, or ``host:pid`` in a process that is no worker (a one-process run does not
+    import dask.distributed for it: 0.2 s)."""
+    if "distributed" in sys.modules:
         from distributed import get_worker
 
-        return get_worker().address
-    except (ImportError, ValueError):
-        return f"{socket.gethostname()}:{os.getpid()}"
+        try:
+            return get_worker().address
+        except ValueError:
+            pass
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _error(exc: TilerError) -> dict:

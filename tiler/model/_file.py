@@ -182,27 +182,82 @@ class ModelInfo:
             raise ModelFileError(f"{source}: tiler metadata is malformed ({exc}); re-save the model") from None
 
 
-@dataclass(frozen=True)
 class TilerModel:
-    """A Keras model together with its :class:`ModelInfo`.
+    """A model file's network together with its :class:`ModelInfo`; the network loads on first use.
+
+    Parameters
+    ----------
+    keras_model : keras.Model or None
+        The network; None: loaded from ``path`` (with Keras) when
+        :attr:`keras_model` is first read.
+    info : ModelInfo
+    path : str, optional
+        Where the model file is.
 
     Attributes
     ----------
-    keras_model : keras.Model
-        Input ``(batch, row, col, channel)``, output ``(batch, row, col, class)``.
     info : ModelInfo
     path : str or None
-        Where it was loaded from.
     predictors : dict
         Predictors built on this model, by their options (see
         :func:`tiler.pipeline.predictor_for`): a process that runs many scenes
         or parts (a dask worker) builds each once.
+
+    Notes
+    -----
+    A run whose network is already converted (OpenVINO's cache, keyed by
+    :attr:`digest`) never reads :attr:`keras_model`, and so never imports
+    Keras or its backend.
     """
 
-    keras_model: Any
-    info: ModelInfo
-    path: Optional[str] = None
-    predictors: dict = field(default_factory=dict, repr=False, compare=False)
+    def __init__(self, keras_model: Any, info: ModelInfo, path: Optional[str] = None) -> None:
+        if keras_model is None and path is None:
+            raise ValueError("a TilerModel needs its network or the path of its file")
+        self._keras_model, self.info, self.path = keras_model, info, path
+        self.predictors: dict = {}
+        self._digest: Optional[str] = None
+
+    @property
+    def keras_model(self) -> Any:
+        """The Keras network (input ``(batch, row, col, channel)``, output ``(batch, row, col, class)``),
+        loaded on first use.
+
+        Raises
+        ------
+        ModelFileError
+            If Keras cannot load the file or it does not match its metadata.
+        """
+        if self._keras_model is None:
+            self._keras_model = _load_network(self.path, self.info)
+        return self._keras_model
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the Keras network is in memory (Keras imported)."""
+        return self._keras_model is not None
+
+    @property
+    def digest(self) -> str:
+        """A digest of everything the network computes from: the model file's bytes (architecture,
+        weights, metadata), or, for a network given in memory, its architecture and weights."""
+        if self._digest is None:
+            import hashlib
+
+            h = hashlib.sha256()
+            if self._keras_model is None:
+                with open(self.path, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
+            else:
+                h.update(self._keras_model.to_json().encode())
+                for w in self._keras_model.get_weights():
+                    h.update(np.ascontiguousarray(w).tobytes())
+                h.update(self.info.to_json().encode())
+            self._digest = h.hexdigest()
+        return self._digest
+
+    def __repr__(self) -> str:
+        return f"TilerModel(path={self.path!r}, classes={list(self.info.classes)}, loaded={self.loaded})"
 
 
 def save_model(
@@ -388,7 +443,7 @@ def update_info(path: Union[str, os.PathLike, Any], **changes: Any) -> ModelInfo
     return info
 
 
-def load_model(path: Union[str, os.PathLike, None] = None) -> TilerModel:
+def load_model(path: Union[str, os.PathLike, None] = None, *, lazy: bool = False) -> TilerModel:
     """Load a tiler model file.
 
     Parameters
@@ -396,6 +451,10 @@ def load_model(path: Union[str, os.PathLike, None] = None) -> TilerModel:
     path : path-like, optional
         A ``.keras`` file written by :func:`save_model`. The default model
         shipped with tiler when omitted.
+    lazy : bool, default False
+        Read only the metadata now (no Keras); the network loads when
+        :attr:`TilerModel.keras_model` is first read. A run whose network is
+        already converted never loads it.
 
     Returns
     -------
@@ -405,12 +464,18 @@ def load_model(path: Union[str, os.PathLike, None] = None) -> TilerModel:
     ------
     ModelFileError
         If the file is missing, not a Keras archive, lacks tiler's metadata, or
-        does not match it.
+        does not match it (with ``lazy``, a mismatch is raised when the network
+        loads).
     """
-    from tiler.model._backend import import_keras
-
     path = os.fspath(DEFAULT_MODEL_PATH if path is None else path)
     info = read_info(path)
+    return TilerModel(None if lazy else _load_network(path, info), info, path)
+
+
+def _load_network(path: str, info: ModelInfo):
+    """The Keras network of a model file, checked against its metadata."""
+    from tiler.model._backend import import_keras
+
     keras = import_keras()
     try:
         model = keras.saving.load_model(path, compile=False)
@@ -422,4 +487,4 @@ def load_model(path: Union[str, os.PathLike, None] = None) -> TilerModel:
             f"{model.outputs[0].shape[-1]} classes, but its metadata says "
             f"{len(info.channels)} and {len(info.classes)}; re-save it"
         )
-    return TilerModel(model, info, path)
+    return model

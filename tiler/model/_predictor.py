@@ -164,7 +164,7 @@ class Predictor:
         self._setup(len(model.info.classes), batch_size, tta, tta_mean, tta_device,
                     softmax=model.info.activation == "softmax")
         self._runtime_name, self._precision = runtime, precision
-        self._keras = self._build("float32")
+        self._keras = None  # built on first need: a converted network in the cache needs no Keras
 
     def _build(self, precision: str):
         """The Keras network that maps a raw NHWC batch to probabilities, computing in ``precision``."""
@@ -179,27 +179,33 @@ class Predictor:
         return net
 
     def _network_key(self, shape: tuple[int, ...]) -> str:
-        """A digest of what the network's output depends on: architecture, weights, normalisation, TTA, shape."""
+        """A digest of what the network's output depends on: the model file's bytes (architecture,
+        weights, normalisation), the TTA, the batch shape and tiler's version; computed without Keras."""
         import hashlib
         import json
 
         from tiler._version import __version__
 
         h = hashlib.sha256()
-        info = self.model.info
-        h.update(json.dumps([self.model.keras_model.to_json(), list(info.offset), list(info.scale), self.tta,
-                             self.tta_mean, self.tta_device, list(shape), __version__]).encode())
-        for w in self.model.keras_model.get_weights():
-            h.update(np.ascontiguousarray(w).tobytes())
+        h.update(json.dumps([self.model.digest, self.tta, self.tta_mean, self.tta_device, list(shape),
+                             __version__]).encode())
         return h.hexdigest()[:24]
+
+    def _network(self, precision: str):
+        """The Keras network computing in ``precision`` (float32 built once); Keras loads here."""
+        if precision != "float32":
+            return self._build(precision)
+        if self._keras is None:
+            self._keras = self._build("float32")
+        return self._keras
 
     def _runtime_for(self, shape: tuple[int, ...]):
         if shape not in self._runtimes:
             from tiler.model._runtime import make_runtime
 
             self._runtimes[shape] = make_runtime(
-                lambda precision: self._keras if precision == "float32" else self._build(precision),
-                shape, runtime=self._runtime_name, precision=self._precision, key=lambda: self._network_key(shape))
+                self._network, shape, runtime=self._runtime_name, precision=self._precision,
+                key=lambda: self._network_key(shape))
         self.runtime = self._runtimes[shape]
         return self.runtime
 
@@ -213,8 +219,7 @@ class Predictor:
         self = cls.__new__(cls)
         self.model = None
         self._setup(classes, batch_size, tta, tta_mean, "host", softmax=softmax)
-        self._keras = None
-        self._network = network
+        self._plain = network
         return self
 
     def _setup(self, classes: int, batch_size: int, tta: str, tta_mean: str, tta_device: str, *,
@@ -237,8 +242,8 @@ class Predictor:
 
     def _run_network(self, batch: np.ndarray) -> np.ndarray:
         t = time.perf_counter()
-        if self._keras is None:
-            out = np.asarray(self._network(batch), np.float32)
+        if self.model is None:
+            out = np.asarray(self._plain(batch), np.float32)
         else:
             nhwc = np.ascontiguousarray(np.transpose(batch, (0, 2, 3, 1)), dtype=np.float32)
             out = np.transpose(self._runtime_for(nhwc.shape)(nhwc), (0, 3, 1, 2))
@@ -273,7 +278,7 @@ class Predictor:
 
     def _predict_batch(self, chunk: np.ndarray) -> np.ndarray:
         n = len(chunk)
-        if n < self.batch_size and self._keras is not None:
+        if n < self.batch_size and self.model is not None:
             # One batch shape for the whole run: a smaller last batch would make the
             # backend trace (TensorFlow, JAX) or compile the network again. Inference
             # is per patch (batch norm uses its moving statistics), so padding with

@@ -26,7 +26,7 @@ import numpy as np
 from tiler.errors import PlanError
 
 __all__ = ["PRECISIONS", "RUNTIMES", "KerasRuntime", "OpenVINORuntime", "Runtime", "cache_dir", "check_runtime",
-           "import_openvino", "make_runtime", "openvino_available", "with_precision"]
+           "import_openvino", "keras_backend", "make_runtime", "openvino_available", "with_precision"]
 
 log = logging.getLogger(__name__)
 
@@ -206,9 +206,11 @@ class OpenVINORuntime(Runtime):
 
     Parameters
     ----------
-    net : keras.Model
+    net : keras.Model or callable
         A Keras model under the TensorFlow backend (OpenVINO's TensorFlow
-        front end traces it with a zero batch of ``shape``).
+        front end traces it with a zero batch of ``shape``), or a callable
+        returning it, called only where ``cache`` holds no converted network
+        (so that a cached run imports neither Keras nor TensorFlow).
     shape : tuple of int
         ``(patch, row, col, channel)``: the compiled model has this static shape.
     precision : str
@@ -243,6 +245,8 @@ class OpenVINORuntime(Runtime):
         try:
             model = _read_cached(core, cache)
             if model is None:
+                if callable(net) and not hasattr(net, "predict_on_batch"):
+                    net = net()
                 model = ov.convert_model(net, example_input=np.zeros(self.shape, np.float32))
                 _write_cached(ov, model, cache)
             compiled = core.compile_model(model, "CPU", {
@@ -305,15 +309,42 @@ def openvino_available() -> Optional[str]:
         present), for the ``auto`` choice and the error of an explicit
         ``--runtime openvino``.
     """
-    import keras
-
-    if keras.backend.backend() != "tensorflow":
-        return f"Keras runs the {keras.backend.backend()} backend (OpenVINO converts TensorFlow models here)"
+    backend = keras_backend()
+    if backend != "tensorflow":
+        return f"Keras runs the {backend} backend (OpenVINO converts TensorFlow models here)"
     try:
         import_openvino()
     except ImportError:
         return "the openvino package is not installed (pip install openvino)"
     return None
+
+
+def keras_backend() -> str:
+    """The backend Keras runs (or will run), without importing Keras where it is not imported yet.
+
+    Returns
+    -------
+    str
+        ``keras.backend.backend()`` where Keras is imported; else what Keras
+        will choose: ``$KERAS_BACKEND``, else the ``backend`` of
+        ``$KERAS_HOME/keras.json`` (default ``~/.keras/keras.json``), else
+        ``tensorflow`` (Keras 3's own order, ``keras/src/backend/config.py``).
+    """
+    if "keras" in sys.modules:
+        import keras
+
+        return keras.backend.backend()
+    env = os.environ.get("KERAS_BACKEND")
+    if env:
+        return env
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    try:
+        import json
+
+        with open(os.path.join(home, "keras.json"), encoding="utf-8") as f:
+            return str(json.load(f).get("backend", "tensorflow"))
+    except (OSError, ValueError):
+        return "tensorflow"
 
 
 def check_runtime(runtime: str, precision: str) -> None:
@@ -343,6 +374,22 @@ def check_runtime(runtime: str, precision: str) -> None:
 
 
 def _accelerator() -> bool:
+    """Whether Keras's backend has a GPU, asked without importing TensorFlow where it cannot have one.
+
+    The CPU-only TensorFlow package (``tensorflow-cpu``, tiler's dependency on
+    x86-64) and a machine without an NVIDIA device node have none; only
+    otherwise is the backend asked (``keras.distribution.list_devices``).
+    """
+    from importlib import metadata
+
+    if "keras" not in sys.modules:
+        try:
+            metadata.version("tensorflow")
+            gpu_build = True
+        except metadata.PackageNotFoundError:
+            gpu_build = False
+        if not gpu_build or not (os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/dxg")):
+            return False
     import keras
 
     try:
@@ -361,7 +408,8 @@ def make_runtime(build: Callable[[str], object], shape: tuple[int, ...], *, runt
         ``build(precision) -> keras.Model``: the network with its
         normalisation (and graph TTA) as Keras layers, computing in
         ``precision`` (OpenVINO asks for float32 and lowers the precision
-        itself).
+        itself). Not called where OpenVINO finds the converted network in
+        its cache: such a run imports neither Keras nor its backend.
     shape : tuple of int
         ``(patch, row, col, channel)`` of every batch.
     runtime : {"auto", "keras", "openvino"}
@@ -387,10 +435,10 @@ def make_runtime(build: Callable[[str], object], shape: tuple[int, ...], *, runt
     """
     check_runtime(runtime, precision)
     if runtime == "openvino":
-        return OpenVINORuntime(build("float32"), shape, precision, cache=_cache_file(key))
+        return OpenVINORuntime(lambda: build("float32"), shape, precision, cache=_cache_file(key))
     if runtime == "auto" and openvino_available() is None and not _accelerator():
         try:
-            return OpenVINORuntime(build("float32"), shape, precision, cache=_cache_file(key))
+            return OpenVINORuntime(lambda: build("float32"), shape, precision, cache=_cache_file(key))
         except PlanError as exc:
             log.warning("%s; running the model with Keras instead", exc)
     return KerasRuntime(build(precision), shape, precision)

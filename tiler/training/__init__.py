@@ -15,6 +15,7 @@ _EXPORTS = {
     "TrainConfig": "_train",
     "LabelledImage": "_train",
     "train": "_train",
+    "checkpoint_folder": "_train",
     "find_pairs": "_train",
     "find_images": "_train",
     "load_labelled": "_train",

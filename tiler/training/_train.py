@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import glob
+import json
+import logging
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Optional, Sequence
@@ -16,7 +19,15 @@ from tiler.metrics import confusion_matrix, scores
 from tiler.model._file import ModelInfo, TilerModel, load_model, save_model
 from tiler.scene import open_scene
 
-__all__ = ["LOSSES", "TrainConfig", "LabelledImage", "find_pairs", "load_labelled", "train"]
+__all__ = ["LOSSES", "TrainConfig", "LabelledImage", "find_pairs", "load_labelled", "train", "checkpoint_folder"]
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_folder(out: str) -> str:
+    """The work folder of a training run's per-epoch checkpoint: ``.NAME.tiler-train`` beside ``out``."""
+    folder, name = os.path.split(os.path.abspath(out))
+    return os.path.join(folder, f".{name}.tiler-train")
 
 _IMAGE_SUFFIXES = (".tif", ".tiff", ".jpg", ".jpeg", ".png", ".jp2", ".img", ".vrt")
 
@@ -83,6 +94,16 @@ class TrainConfig:
         Stop after the epoch that passes this wall-clock budget.
     seed : int
         Seed of the patch sampler and of Keras.
+    encoder : str or None
+        A pretrained encoder (:data:`tiler.model._encoders.ENCODERS`) under a
+        U-Net decoder, instead of the U-Net from scratch (None). The input
+        must be red, green, blue; the normalisation is the encoder's own
+        (ImageNet statistics), ``depth`` is 5 (patches are multiples of 32) and
+        ``base_filters``/``batch_norm``/``kernel_initializer`` do not apply.
+    freeze_epochs : int
+        With an encoder, epochs trained with the encoder frozen (weights and
+        batch-norm statistics) before everything is trained: the random
+        decoder first learns to read the pretrained features.
     """
 
     patch_size: int = 256
@@ -106,6 +127,8 @@ class TrainConfig:
     infer_window: Optional[str] = None
     max_minutes: Optional[float] = None
     seed: int = 0
+    encoder: Optional[str] = None
+    freeze_epochs: int = 0
 
     def recommendation(self) -> dict:
         """The inference settings to record in the model file (``patch_size``, ``overlap``, ``window``)."""
@@ -114,6 +137,14 @@ class TrainConfig:
                 "window": self.infer_window or RECOMMENDED_WINDOW}
 
     def __post_init__(self) -> None:
+        if self.encoder is not None:
+            from tiler.model._encoders import ENCODERS
+
+            if self.encoder not in ENCODERS:
+                raise PlanError(f"unknown encoder {self.encoder!r}; choose {', '.join(ENCODERS)}")
+            object.__setattr__(self, "depth", 5)  # the encoders' five stride-2 steps
+        if self.freeze_epochs < 0 or (self.freeze_epochs and self.encoder is None):
+            raise PlanError(f"freeze_epochs {self.freeze_epochs} needs an encoder and must be >= 0")
         if self.patch_size % (2 ** self.depth):
             raise PlanError(
                 f"patch size {self.patch_size} is not divisible by 2**depth = {2 ** self.depth}; "
@@ -425,6 +456,12 @@ def _make_sampler(data: list[LabelledImage], cfg: TrainConfig, offset: np.ndarra
     return PatchSampler()
 
 
+def _encoder_layers(net) -> list:
+    from tiler.model._encoders import encoder_layers
+
+    return encoder_layers(net)
+
+
 def evaluate_images(model: TilerModel, data: Sequence[LabelledImage], *, overlap: float,
                     batch_size: int) -> dict:
     """Predict whole images with the blending engine and score them.
@@ -461,6 +498,7 @@ def train(
     on_epoch: Optional[Callable[[dict], None]] = None,
     command: Optional[str] = None,
     init: Optional[str] = None,
+    resume: bool = False,
 ) -> dict:
     """Train a U-Net and save the best model (by validation mean IoU).
 
@@ -505,6 +543,18 @@ def train(
     init : str, optional
         A tiler model file to start from (fine-tuning): its weights and its
         channel normalisation are kept; its channels and classes must match.
+    resume : bool, default False
+        Go on from the last finished epoch of an interrupted run of the same
+        data and config. Every epoch leaves a checkpoint (the network with its
+        optimizer state, the history and the early-stopping state) in a work
+        folder beside ``out`` (``.NAME.tiler-train/``), removed when the run
+        ends; the patch sampler is keyed by seed, epoch and batch, so a
+        resumed run draws the same patches as an uninterrupted one and, without
+        dropout, ends with the same weights up to float rounding (TensorFlow's
+        CPU kernels are not bit-reproducible across a reload: the training loss
+        of the epoch after the next was within 0.02 %). Dropout's random masks
+        after the first resumed epoch differ from an uninterrupted run's
+        (loss within 1 %).
 
     Returns
     -------
@@ -559,6 +609,16 @@ def train(
         offset = np.asarray(start.info.offset, np.float32)
         scale = np.asarray(start.info.scale, np.float32)
         net = start.keras_model
+    elif config.encoder is not None:
+        from tiler.model._encoders import ENCODERS, build_encoder_unet
+
+        if tuple(names) != ("red", "green", "blue"):
+            raise DatasetError(f"encoder {config.encoder!r} was pretrained on RGB photographs: the images' channels "
+                               f"must be red, green, blue, got {list(names)} (pass --channels red,green,blue)")
+        enc = ENCODERS[config.encoder]
+        offset = np.asarray(enc.offset, np.float32)
+        scale = np.asarray(enc.scale, np.float32)
+        net = build_encoder_unet(config.encoder, len(labels.names), dropout=config.dropout)
     else:
         stacked = np.concatenate([d.image.reshape(d.image.shape[0], -1) for d in train_data], axis=1)
         offset = np.nanmean(stacked, axis=1).astype(np.float32)
@@ -568,9 +628,19 @@ def train(
                          base_filters=config.base_filters, dropout=config.dropout, batch_norm=config.batch_norm,
                          kernel_initializer=config.kernel_initializer)
     domain = training_domain(train_data, names)
+    pretrained = None
+    if config.encoder is not None:
+        from tiler.model._encoders import ENCODERS
+
+        pretrained = ENCODERS[config.encoder].record()
+    elif init is not None:
+        pretrained = start.info.training.get("pretrained")
     optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
     loss = (DiceCrossEntropy(config.dice_weight) if config.loss == "dice"
             else JaccardCrossEntropy(config.dice_weight))
+    frozen = _encoder_layers(net) if config.encoder is not None and config.freeze_epochs > 0 else []
+    for layer in frozen:
+        layer.trainable = False
     net.compile(optimizer=optimizer, loss=loss)
     for d in train_data + val_data:
         # Undefined index values are fed as the channel mean, as `tiler run` does.
@@ -586,6 +656,22 @@ def train(
     history = []
     best = {"mean_iou": -1.0, "epoch": None, "scores": None}
     stale = 0
+    checkpoint = _Checkpoint(dest.path, {"config": asdict(config), "init": init, "channels": list(names),
+                                         "classes": list(labels.names),
+                                         "train": [p for p, _ in train_pairs], "val": [p for p, _ in val_pairs]})
+    done_epochs = 0
+    if resume:
+        state = checkpoint.load(keras)
+        if state is not None:
+            net, saved = state
+            history, stale, done_epochs = saved["history"], saved["stale"], saved["epoch"]
+            best.update(saved["best"])
+            t0 -= saved["seconds"]
+            sampler.epoch = done_epochs
+            frozen = _encoder_layers(net) if config.encoder is not None and done_epochs < config.freeze_epochs \
+                else []
+            log.info("resuming after epoch %d of %s (best %s at epoch %s)", done_epochs, dest.path,
+                     best["mean_iou"], best["epoch"])
 
     class Validate(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -611,6 +697,8 @@ def train(
                     lr.assign(lr * 0.5)
             row["best"] = improved
             history.append(row)
+            checkpoint.save(self.model, {"epoch": epoch + 1, "history": history, "stale": stale, "best": best,
+                                         "seconds": time.perf_counter() - t0})
             if on_epoch is not None:
                 on_epoch(row)
             over_time = config.max_minutes is not None and (time.perf_counter() - t0) / 60 >= config.max_minutes
@@ -618,16 +706,77 @@ def train(
                 self.model.stop_training = True
 
     def _record() -> dict:
-        return {"command": command, "config": asdict(config), "init": init,
+        return {"command": command, "config": asdict(config), "init": init, "pretrained": pretrained,
                 "train_images": [p for p, _ in train_pairs], "val_images": [p for p, _ in val_pairs],
                 "best_epoch": best["epoch"], "val_scores": best["scores"],
                 "epochs_run": len(history) + 1,
                 "minutes": round((time.perf_counter() - t0) / 60, 2)}
 
-    net.fit(sampler, epochs=config.epochs, callbacks=[Validate()], verbose=0)
+    first = min(config.epochs, config.freeze_epochs) if frozen else config.epochs
+    finished = done_epochs >= config.epochs or (history and (stale >= config.patience or (
+        config.max_minutes is not None and history[-1]["elapsed_minutes"] >= config.max_minutes)))
+    if not finished and done_epochs < first:
+        net.fit(sampler, epochs=first, initial_epoch=done_epochs, callbacks=[Validate()], verbose=0)
+    if frozen and first < config.epochs and not net.stop_training and not finished:
+        # Unfreeze and go on: a new compile (trainable variables changed) with the learning rate reached.
+        for layer in frozen:
+            layer.trainable = True
+        lr = float(keras.ops.convert_to_numpy(net.optimizer.learning_rate))
+        net.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss)
+        net.fit(sampler, epochs=config.epochs, initial_epoch=first, callbacks=[Validate()], verbose=0)
     report = _record()
     report["epochs_run"] = len(history)
     report["history"] = history
     if best["epoch"] is not None:  # the saved best model gets the whole run's record
         save_model(load_model(dest.path).keras_model, dest, training=report, **info_kwargs)
+    checkpoint.remove()
     return report
+
+
+class _Checkpoint:
+    """The state of a training run after its last finished epoch, in a work folder beside the model.
+
+    ``last.keras`` (the network with its optimizer state, so Adam's moments
+    and the learning rate go on where they were) and ``state.json`` (epoch,
+    history, early-stopping state, elapsed seconds, and what the run is: its
+    config, data and start), each written to a temporary name and renamed.
+    """
+
+    def __init__(self, out: str, identity: dict) -> None:
+        self.folder = checkpoint_folder(out)
+        self.identity = json.loads(json.dumps(identity, default=str))
+
+    def save(self, net, state: dict) -> None:
+        os.makedirs(self.folder, exist_ok=True)
+        tmp = os.path.join(self.folder, f".last-{os.getpid()}.keras")
+        net.save(tmp)
+        os.replace(tmp, os.path.join(self.folder, "last.keras"))
+        doc = {"identity": self.identity, **state}
+        tmp = os.path.join(self.folder, f".state-{os.getpid()}.json")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(doc, f, default=str)
+        os.replace(tmp, os.path.join(self.folder, "state.json"))
+
+    def load(self, keras) -> Optional[tuple[Any, dict]]:
+        """The network and state to resume from, or None (no checkpoint: start afresh).
+
+        Raises
+        ------
+        DatasetError
+            If the checkpoint is of another run (config, data or start differ).
+        """
+        try:
+            with open(os.path.join(self.folder, "state.json"), encoding="utf-8") as f:
+                state = json.load(f)
+        except FileNotFoundError:
+            return None
+        if state.get("identity") != self.identity:
+            raise DatasetError(f"the checkpoint in {self.folder} is of another training run (other data or "
+                               f"options); remove it (rm -r '{self.folder}') or run with the options it had")
+        from tiler.model._losses import DiceCrossEntropy, JaccardCrossEntropy  # noqa: F401 - registered for loading
+
+        net = keras.saving.load_model(os.path.join(self.folder, "last.keras"), compile=True)
+        return net, state
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
