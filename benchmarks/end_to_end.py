@@ -38,7 +38,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[1]
 DUBAI = ROOT.parent / "shared" / "data" / "dubai_aerial"
 

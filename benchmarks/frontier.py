@@ -85,9 +85,9 @@ def main(argv=None) -> int:
     import numpy as np
     import rasterio
 
+    from tiler.config import InferenceConfig
     from tiler.evaluate import evaluate_masks
     from tiler.model import load_model
-    from tiler.config import InferenceConfig
     from tiler.pipeline import predictor_for, predictor_key, run_scene
 
     images = sorted((TILE / "images").glob("*.jpg"))[:args.images]

@@ -26,8 +26,8 @@ import sys
 
 import numba
 import numpy as np
-
 from _timing import median_seconds  # benchmarks/_timing.py
+
 from tiler.indices import DENOMINATOR_EPSILON, INDICES, compute_index
 
 

@@ -98,7 +98,8 @@ def main() -> None:
             out = os.path.join(work, f"mask_{size}.tif")
             t = time.perf_counter()
             proc = subprocess.run([sys.executable, "-c", CHILD, scene, out, model, str(args.overlap),
-                                   str(args.batch_size), str(args.band_width)], capture_output=True, text=True, check=False)
+                                   str(args.batch_size), str(args.band_width)],
+                                  capture_output=True, text=True, check=False)
             wall = time.perf_counter() - t
             if proc.returncode:
                 sys.exit(f"run failed for {size}: {proc.stderr[-2000:]}")

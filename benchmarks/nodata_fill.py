@@ -53,7 +53,6 @@ def main() -> None:
     from tiler import predict
     from tiler.labels import LabelScheme, read_mask
     from tiler.metrics import confusion_matrix, scores
-
     from tiler.model import DEFAULT_MODEL_PATH, read_info
 
     offset = np.asarray(read_info(DEFAULT_MODEL_PATH).offset, np.float32)[:, None, None]

@@ -44,7 +44,6 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-
 from _timing import median_seconds  # benchmarks/_timing.py
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project: its tests' scene builders

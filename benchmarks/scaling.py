@@ -183,7 +183,8 @@ def one_scene(work: str, size: int) -> None:
               f"{ref / sec:.2f}x |")
     print(f"\n2 workers vs one process: {rows[0][1] / rows[2][1]:.2f}x; with 1 thread each: "
           f"{rows[3][1] / rows[4][1]:.2f}x (target >= 1.7x); assembly {rows[2][2]:.1f} s = "
-          f"{100 * rows[2][2] / rows[0][1]:.1f} % of the one-process run (target <= 10 %); all outputs identical: {same}")
+          f"{100 * rows[2][2] / rows[0][1]:.1f} % of the one-process run (target <= 10 %); "
+          f"all outputs identical: {same}")
 
 
 def _noop(x):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from tests.reference import naive_blend
-from tiler.engine import PatchStats, stream
 from tiler.blend import WINDOWS, get_window
+from tiler.engine import PatchStats, stream
 from tiler.model import Predictor
 from tiler.plan import PatchGrid, reflect_indices
 

@@ -27,8 +27,8 @@ from rasterio.errors import NotGeoreferencedWarning
 from tests.conftest import DUBAI, SENTINEL2, needs_shared, smooth_image, write_tif
 from tiler import distributed
 from tiler.distributed import FINGERPRINT_TAG, Journal, work_folder
-from tiler.plan import PatchGrid
 from tiler.pipeline import run_scene
+from tiler.plan import PatchGrid
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -248,9 +248,9 @@ def test_bad_cluster_options_are_exit_2_and_leave_no_out_dir(tmp_path, tiny_mode
 
 def test_workers_beyond_the_cores_are_capped_and_get_enough_memory(caplog):
     """Issue 21.8: --workers 64 on 2 cores failed after 70 s for lack of memory (total / 64 each)."""
-    from tiler.distributed._api import MIN_WORKER_MEMORY, _worker_budget
-
     import psutil
+
+    from tiler.distributed._api import MIN_WORKER_MEMORY, _worker_budget
 
     cores = os.cpu_count()
     with caplog.at_level("WARNING", logger="tiler"):

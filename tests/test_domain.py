@@ -237,3 +237,12 @@ def test_info_shows_the_nodata_and_the_patch_grid_that_run_uses(runner, tmp_path
     assert (grid["patch_size"], grid["overlap"]) == (rec[0], rec[1])  # the model file's own recommendation
     assert grid["patch_size"] == report["grid"]["patch_size"] and grid["stride"] == report["grid"]["stride"]
     assert grid["patches"] == report["patches"]["grid"]
+
+
+def test_a_model_without_a_pixel_size_says_the_scene_cannot_be_checked():
+    """Issue 22: a model whose training imagery has no documented pixel size warns, once, where the scene's is
+    known; nothing to say where neither is known."""
+    unknown = InputDomain(MODEL.channels, pixel_size=None)
+    v = check_domain(unknown, _samples(np.linspace(0, 255, 500)), ["uint8"] * 3, pixel_size=10.0)
+    assert v.ok and len(v.warnings) == 1 and "cannot be checked" in v.warnings[0] and "10 m" in v.warnings[0]
+    assert not check_domain(unknown, _samples(np.linspace(0, 255, 500)), ["uint8"] * 3).warnings

@@ -11,13 +11,13 @@ import rasterio
 from affine import Affine
 from click.testing import CliRunner
 
-from tests.conftest import SHARED, SENTINEL2, needs_shared, write_tif
+from tests.conftest import SENTINEL2, SHARED, needs_shared, write_tif
 from tests.reference import build_tiny_unet, np_index
 from tiler import predict
 from tiler.cli import main
 from tiler.errors import BandMismatchError
-from tiler.model import load_model
 from tiler.indices import DENOMINATOR_EPSILON, INDICES, ChannelPlan, compute_index
+from tiler.model import load_model
 from tiler.scene import open_scene
 
 LANDSAT = SHARED / "landsat8_LC80200392015216"

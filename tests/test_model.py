@@ -1,12 +1,11 @@
 """The U-Net builder, the model file, losses and class schemes."""
 
 import json
+import os
 import zipfile
 from pathlib import Path
 
 import keras
-import os
-
 import numpy as np
 import pytest
 

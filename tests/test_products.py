@@ -21,10 +21,10 @@ from tests.conftest import SENTINEL2, needs_shared, smooth_image, write_tif
 from tests.reference import assert_same_polygons, build_classes_model, polygons_by_class
 from tiler.cli import main
 from tiler.config import InferenceConfig, OutputConfig, StreamConfig, VectorConfig
+from tiler.destination import guard_outputs
 from tiler.engine import Block
 from tiler.errors import UsageError
 from tiler.sinks import ClassMapSink, OutputContext, Polygonizer, feed
-from tiler.destination import guard_outputs
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "dubai_sample.tif"
 #: A UTM 40N grid of 0.5 m pixels for the (ungeoreferenced) bundled sample.
@@ -386,7 +386,7 @@ def test_a_scene_georeferenced_by_gcps_keeps_them_and_places_polygons(tmp_path, 
     t = Affine(0.5, 0.0, 300000.0, 0.0, -0.5, 2800000.0)
     rows, cols = crop.shape[1:]
     gcps = [GroundControlPoint(r, c, *(t @ (c, r))) for r in (0, rows // 2, rows) for c in (0, cols // 2, cols)]
-    affine = write_tif(tmp_path / "affine.tif", crop, crs="EPSG:32640", transform=t)
+    write_tif(tmp_path / "affine.tif", crop, crs="EPSG:32640", transform=t)
     gcp = _plain_tif(tmp_path / "gcp.tif", crop)
     with rasterio.open(gcp, "r+") as ds:
         ds.gcps = (gcps, rasterio.crs.CRS.from_epsg(32640))

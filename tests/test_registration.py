@@ -20,7 +20,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.warp import Resampling, reproject
 from scipy import ndimage
 
-from tests.conftest import SHARED, SENTINEL2, needs_shared, write_tif
+from tests.conftest import SENTINEL2, SHARED, needs_shared, write_tif
 from tiler.cli import main
 from tiler.errors import RegistrationError
 from tiler.registration import fit_affine, fit_translation, match_bands, register_scene
@@ -289,7 +289,8 @@ def test_failed_registration_is_explicit_and_stops_apply(tmp_path):
 
 def test_a_grid_too_small_names_its_group_once(tmp_path):
     """Issue 21.14: the error said "group '60m': group '60m': ..."."""
-    ref = write_tif(tmp_path / "ref.tif", _texture(200)[None].astype(np.uint16), transform=Affine(10, 0, 0, 0, -10, 2000))
+    ref = write_tif(tmp_path / "ref.tif", _texture(200)[None].astype(np.uint16),
+                    transform=Affine(10, 0, 0, 0, -10, 2000))
     small = write_tif(tmp_path / "s.tif", _texture(12)[None].astype(np.uint16),
                       transform=Affine(2000 / 12, 0, 0, 0, -2000 / 12, 2000))
     path = write_manifest(tmp_path / "s.toml", "ref", {

@@ -96,8 +96,7 @@ def test_converted_network_is_cached_and_a_damaged_cache_is_converted_again(tmp_
 
 def test_auto_falls_back_to_keras_saying_why_and_an_explicit_runtime_does_not(monkeypatch, caplog, tiny_model,
                                                                             tmp_path):
-    from tiler.model import Predictor, load_model
-    from tiler.model import _runtime
+    from tiler.model import Predictor, _runtime, load_model
 
     def refuse(*args, **kwargs):
         raise PlanError("OpenVINO could not convert or compile the model (test); use --runtime keras")

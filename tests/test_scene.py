@@ -11,7 +11,7 @@ from affine import Affine
 from click.testing import CliRunner
 from scipy import ndimage
 
-from tests.conftest import SHARED, SENTINEL2, needs_shared, write_tif
+from tests.conftest import SENTINEL2, SHARED, needs_shared, write_tif
 from tests.reference import build_mix_model
 from tiler import predict
 from tiler.cli import main

@@ -20,8 +20,8 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from tiler.engine import PatchStats, stream
 from tiler.blend import TTA_TRANSFORMS, d4_inverse, d4_transform, get_window
+from tiler.engine import PatchStats, stream
 from tiler.model._predictor import Predictor
 from tiler.plan import PatchGrid, reflect_indices
 

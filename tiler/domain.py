@@ -26,8 +26,9 @@ after ``--input-scale``), with ``[lo, hi]`` the 1st and 99th percentiles and
   model's span (a dtype the model never saw; the margin admits scaled values
   such as 257.1 against 255 that round into the model's range);
 * a **warning** when the scene's dtype differs but the values fit (not after
-  ``--input-scale``, which states the mapping on purpose), and when the pixel
-  size differs from the model's by more than a factor 2.
+  ``--input-scale``, which states the mapping on purpose), when the pixel
+  size differs from the model's by more than a factor 2, and when the scene's
+  pixel size is known but the model's is not (it cannot be checked).
 """
 
 from __future__ import annotations
@@ -374,6 +375,10 @@ def check_domain(domain: InputDomain, samples: Sequence[np.ndarray], dtypes: Seq
                             "of it: another unit)")
         elif dtype != ch.dtype and not scaled:
             warns.append(f"{what}: another dtype, but the values fit the model's range")
+    if pixel_size is not None and domain.pixel_size is None:
+        warns.append(f"the model file does not record the pixel size of its training imagery (not georeferenced, "
+                     f"and not documented by its source): the scene's {_fmt(pixel_size)} m cannot be checked "
+                     "against it")
     if pixel_size is not None and domain.pixel_size is not None:
         ratio = pixel_size / domain.pixel_size
         if ratio > PIXEL_SIZE_FACTOR or ratio < 1 / PIXEL_SIZE_FACTOR:

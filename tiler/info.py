@@ -53,8 +53,9 @@ def scene_info(
         CRS) and ``rpcs`` (reference point and scales) where the scene has
         them, ``pixel_size_m``,
         ``groups`` (nodata as the run honours it: the declared value, the
-        files' own nodata value or ``"mask"`` for an internal mask band; bands with dtype, scale, offset and sampled 1st/99th
-        percentile, min and max), ``notes``; with a model also ``model``:
+        files' own nodata value or ``"mask"`` for an internal mask band;
+        bands with dtype, scale, offset and sampled 1st/99th percentile, min
+        and max), ``notes``; with a model also ``model``:
         channels with how each is built, the band-mapping method, the domain
         verdict and the patch grid, or ``error`` where the scene cannot provide
         the model's channels (what ``tiler run`` would refuse with).

@@ -28,11 +28,19 @@ from tiler.model._file import DEFAULT_MODEL_PATH, ModelInfo, TilerModel, load_mo
 from tiler.model._predictor import Predictor
 from tiler.output import check_creation_options
 from tiler.plan import PatchGrid, reflect_indices
-from tiler.scene import open_scene
-from tiler.sinks import (VECTOR_FORMATS, ClassMapSink, IndexSink, OutputContext, PolygonSink, ProbabilitySink,
-                         feed, not_georeferenced_note)
-from tiler.sinks._vector import export_classes
 from tiler.reports import IndexReport, RunReport, scene_summary, vector_summary
+from tiler.scene import open_scene
+from tiler.sinks import (
+    VECTOR_FORMATS,
+    ClassMapSink,
+    IndexSink,
+    OutputContext,
+    PolygonSink,
+    ProbabilitySink,
+    feed,
+    not_georeferenced_note,
+)
+from tiler.sinks._vector import export_classes
 from tiler.source import ChannelSource
 
 __all__ = ["predict", "run_scene", "index_scene", "resolve_model", "domain_verdict", "predictor_for", "predictor_key",
@@ -577,8 +585,10 @@ def _check_reflectance(sc, plan) -> None:
     refused = {n: b for n, b in raw.items() if INDICES[n].needs_reflectance}
     if refused:
         bands = sorted({i for b in refused.values() for i in b})
+        names = " and ".join(n.upper() for n in refused)
         raise UsageError(
-            f"{', '.join(refused)} need(s) surface reflectance in [0, 1] (the additive constants of "
+            f"{names} {'need' if len(refused) > 1 else 'needs'} surface reflectance in [0, 1] (the additive "
+            "constants of "
             f"{', '.join(INDICES[n].formula for n in refused)} are calibrated for it), but band(s) "
             f"{', '.join(f'{i} ({sc.band_names[i - 1]}, {sc.value_dtype(i)})' for i in bands)} of {sc.path!r} are "
             "unscaled digital numbers; give their group a radiometric `scale`/`offset` in a scene manifest "

@@ -20,11 +20,11 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
+from tiler._logging import notice
 from tiler._version import __version__
 from tiler.config import DEFAULT_BAND_WIDTH, DEFAULT_STRIP_ROWS, VectorConfig, split_options
 from tiler.destination import Destination
 from tiler.engine import Block, ProgressCallback
-from tiler._logging import notice
 from tiler.errors import SceneReadError, UsageError
 from tiler.sinks import VECTOR_FORMATS, OutputContext, PolygonSink, feed, not_georeferenced_note
 

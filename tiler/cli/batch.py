@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-
 import click
 
 from tiler.cli._common import (
-    EXIT_PARTIAL, _guard, _handle_errors, _json, _model_path, _Progress, _verbosity, _write_json,
+    EXIT_PARTIAL,
+    _guard,
+    _handle_errors,
+    _json,
+    _model_path,
+    _Progress,
+    _verbosity,
+    _write_json,
 )
 from tiler.cli._runopts import run_configs, run_options, scale_options
-
 
 
 @click.command()
@@ -42,9 +47,8 @@ def batch(inputs, out_dir, name, workers, scheduler, parts, retries, on_error, r
     """
     inference, streaming, output = run_configs(kw)
     with _guard({"--report": _json(report)}, [_model_path(kw["model"])], kw["overwrite"]) as guard:
-        from tiler.distributed import batch as run_batch
-
         from tiler.distributed import BatchAborted
+        from tiler.distributed import batch as run_batch
 
         bar = _Progress(quiet, "part", "batch")
         try:

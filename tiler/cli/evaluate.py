@@ -5,7 +5,14 @@ from __future__ import annotations
 import click
 
 from tiler.cli._common import (
-    _guard, _handle_errors, _json, _overwrite, _require, _scene_inputs, _verbosity, _write_json,
+    _guard,
+    _handle_errors,
+    _json,
+    _overwrite,
+    _require,
+    _scene_inputs,
+    _verbosity,
+    _write_json,
 )
 from tiler.errors import UsageError
 

@@ -5,8 +5,20 @@ from __future__ import annotations
 import click
 
 from tiler.cli._common import (
-    _Progress, _cog, _geotiff, _guard, _handle_errors, _json, _out, _overwrite, _reference, _registration_options,
-    _require, _scene_inputs, _verbosity, _write_json,
+    _cog,
+    _geotiff,
+    _guard,
+    _handle_errors,
+    _json,
+    _out,
+    _overwrite,
+    _Progress,
+    _reference,
+    _registration_options,
+    _require,
+    _scene_inputs,
+    _verbosity,
+    _write_json,
 )
 from tiler.errors import UsageError
 

@@ -5,8 +5,19 @@ from __future__ import annotations
 import click
 
 from tiler.cli._common import (
-    _geotiff, _guard, _handle_errors, _json, _model_path, _polygon_options, _Progress, _require, _scene_inputs,
-    _vector, _vector_config, _verbosity, _write_json,
+    _geotiff,
+    _guard,
+    _handle_errors,
+    _json,
+    _model_path,
+    _polygon_options,
+    _Progress,
+    _require,
+    _scene_inputs,
+    _vector,
+    _vector_config,
+    _verbosity,
+    _write_json,
 )
 from tiler.cli._runopts import run_configs, run_options, scale_options
 from tiler.errors import UsageError

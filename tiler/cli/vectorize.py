@@ -5,8 +5,17 @@ from __future__ import annotations
 import click
 
 from tiler.cli._common import (
-    _Progress, _guard, _handle_errors, _json, _overwrite, _polygon_options, _require, _vector, _vector_config,
-    _verbosity, _write_json,
+    _guard,
+    _handle_errors,
+    _json,
+    _overwrite,
+    _polygon_options,
+    _Progress,
+    _require,
+    _vector,
+    _vector_config,
+    _verbosity,
+    _write_json,
 )
 
 

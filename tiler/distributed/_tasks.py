@@ -28,8 +28,8 @@ from typing import Any, Iterator, Optional, Union
 
 import numpy as np
 import rasterio
-from rasterio.errors import NotGeoreferencedWarning
 from affine import Affine
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from tiler.config import InferenceConfig, OutputConfig, StreamConfig, VectorConfig

@@ -111,7 +111,7 @@ def _materialise(obj: Any, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]
         item = storage.dtype.itemsize
         view = np.lib.stride_tricks.as_strided(storage[ref.offset:], shape=ref.shape,
                                                strides=tuple(s * item for s in ref.strides), writeable=False)
-        out[str(name)] = np.array(view)  # a contiguous copy, free of the storage
+        out[str(name)] = np.ascontiguousarray(view).copy()  # C-contiguous, free of the storage
     return out
 
 

@@ -14,6 +14,7 @@ from tiler.scene._stac import read_stac_item, stac_items
 
 __all__ = [
     "Scene", "open_scene", "BandMapping", "GroupGrid", "Band", "BandGroup", "Layout",
-    "detect_layout", "read_manifest", "read_stac_item", "stac_items", "SPECTRAL_RANGES", "RESAMPLING_UP", "RESAMPLING_DOWN",
+    "detect_layout", "read_manifest", "read_stac_item", "stac_items", "SPECTRAL_RANGES", "RESAMPLING_UP",
+    "RESAMPLING_DOWN",
     "SENTINEL2_BANDS", "LANDSAT_BANDS", "WORLDVIEW3_BANDS", "CloudMask", "CLOUD_MASK_KINDS",
 ]

@@ -193,7 +193,8 @@ def _verify_cog(cog: str, plain: str) -> None:
             if (c.width, c.height, c.count, c.dtypes) != (p.width, p.height, p.count, p.dtypes):
                 problems.append("size, bands or dtype differ from the streamed file")
             if c.crs != p.crs or not c.transform.almost_equals(p.transform, precision=1e-9) \
-                    or len(c.gcps[0]) != len(p.gcps[0]) or c.gcps[1] != p.gcps[1] or (c.rpcs is None) != (p.rpcs is None):
+                    or len(c.gcps[0]) != len(p.gcps[0]) or c.gcps[1] != p.gcps[1] \
+                    or (c.rpcs is None) != (p.rpcs is None):
                 problems.append("georeferencing (transform, GCPs or RPCs) differs from the streamed file")
             if max(c.width, c.height) > c.block_shapes[0][0] and not c.overviews(1):
                 problems.append("no overviews")

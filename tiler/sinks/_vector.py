@@ -368,7 +368,6 @@ class PolygonSink:
 
         import pyarrow as pa
         import pyarrow.parquet as pq
-
         import pyogrio
 
         tmp = self.destination.temporary()

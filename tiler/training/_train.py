@@ -571,11 +571,10 @@ def train(
 
     keras = import_keras()
 
-    from tiler.model._losses import DiceCrossEntropy, JaccardCrossEntropy
-    from tiler.source import fill_channels
-    from tiler.model._unet import build_unet
-
     from tiler.destination import Destination
+    from tiler.model._losses import DiceCrossEntropy, JaccardCrossEntropy
+    from tiler.model._unet import build_unet
+    from tiler.source import fill_channels
 
     dest = Destination.coerce(out, overwrite=True)
     t0 = time.perf_counter()
@@ -713,8 +712,8 @@ def train(
                 "minutes": round((time.perf_counter() - t0) / 60, 2)}
 
     first = min(config.epochs, config.freeze_epochs) if frozen else config.epochs
-    finished = done_epochs >= config.epochs or (history and (stale >= config.patience or (
-        config.max_minutes is not None and history[-1]["elapsed_minutes"] >= config.max_minutes)))
+    finished = bool(done_epochs >= config.epochs or (history and (stale >= config.patience or (
+        config.max_minutes is not None and history[-1]["elapsed_minutes"] >= config.max_minutes))))
     if not finished and done_epochs < first:
         net.fit(sampler, epochs=first, initial_epoch=done_epochs, callbacks=[Validate()], verbose=0)
     if frozen and first < config.epochs and not net.stop_training and not finished:
