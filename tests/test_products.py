@@ -88,7 +88,7 @@ def test_polygons_of_the_run_equal_polygonising_the_whole_mask(sample_run):
     assert info["driver"] == "GPKG" and info["geometry_type"] == "MultiPolygon"
     assert rasterio.crs.CRS.from_user_input(info["crs"]) == rasterio.crs.CRS.from_epsg(32640)
     _, _, geoms, fields = pyogrio.raw.read(d / "polys.gpkg")
-    names, index, area, perimeter = fields
+    names, index, area, perimeter, pixels, mean_p = fields
     assert set(names) == {"building", "water"}  # the background class is not exported by default
     polys = shapely.from_wkb(geoms)
     got = {}
@@ -114,7 +114,7 @@ def _stream(cm, valid, classes, connectivity, strip, band, min_rows=1):
     for c0 in range(0, w, band):
         for r0 in range(0, h, strip):
             r1, c1 = min(h, r0 + strip), min(w, c0 + band)
-            for k, g in poly.add(cm[r0:r1, c0:c1], valid[r0:r1, c0:c1], (r0, r1), (c0, c1)):
+            for k, g, *_ in poly.add(cm[r0:r1, c0:c1], valid[r0:r1, c0:c1], (r0, r1), (c0, c1)):
                 got.setdefault(k, []).append(g)
     assert poly.open_count == 0 and not poly.finish()
     return got
@@ -227,7 +227,7 @@ def test_vectorize_formats_options_and_attributes(tmp_path, ext, driver):
     r = CliRunner().invoke(main, ["vectorize", mask, "--out", str(out), "--classes", "2", "--min-area", "2000"])
     assert r.exit_code == 0, r.output
     assert pyogrio.read_info(out)["driver"] == driver
-    _, _, geoms, (names, index, area, _) = pyogrio.raw.read(out)
+    _, _, geoms, (names, index, area, *_) = pyogrio.raw.read(out)
     expected = [g for g in polygons_by_class(cm, np.ones(cm.shape, bool), [2])[2] if g.area * 100 >= 2000]
     assert len(geoms) == len(expected) and set(names) == {"2"} and (area >= 2000).all()
     assert not any(abs(a - 1600) < 1e-6 for a in area)
@@ -491,3 +491,50 @@ def test_areas_in_a_geographic_crs_are_geodesic_square_metres(tmp_path, crop, cl
                                   "--min-area", str(small), "-q"])
     _, _, kept = _read_polys(tmp_path / "q.gpkg")
     assert len(kept[2]) == int((fields[2] >= small).sum()) and kept[2].min() >= small
+
+
+def test_polygons_carry_pixels_and_mean_probability_equal_to_a_whole_raster_computation(tmp_path, crop,
+                                                                                        classes_model):
+    """Issue 26: each polygon's ``pixels`` and ``mean_probability`` (of its class), streamed in the same pass,
+    equal the whole-raster computation: SciPy's connected components of the class map and the mean of the
+    probability raster over each; a run in parts gives the same; --min-probability drops the weak ones."""
+    scene = write_tif(tmp_path / "s.tif", crop, crs="EPSG:32640", transform=SAMPLE_TRANSFORM)
+    runner = CliRunner()
+    r = runner.invoke(main, ["run", scene, "-o", str(tmp_path / "p.tif"), "--output", "probability", "--vector",
+                             str(tmp_path / "one.gpkg"), "--model", classes_model, "--strip-rows", "64", "-q"])
+    assert r.exit_code == 0, r.output
+    with rasterio.open(tmp_path / "p.tif") as ds:
+        probs = ds.read()
+    valid = ~np.isnan(probs[0])
+    cm = np.where(valid, np.nan_to_num(probs, nan=-1).argmax(0), 255)
+    _, _, geoms, fields = pyogrio.raw.read(tmp_path / "one.gpkg")
+    polys = shapely.from_wkb(geoms)
+    assert len(polys) > 10
+    labels = {k: ndimage.label(cm == k)[0] for k in (1, 2)}
+    for g, k, pixels, mean_p in zip(polys, fields[1], fields[4], fields[5]):
+        point = shapely.point_on_surface(g)
+        col, row = ~SAMPLE_TRANSFORM @ (point.x, point.y)
+        component = labels[int(k)] == labels[int(k)][int(row), int(col)]
+        assert pixels == component.sum()
+        assert mean_p == pytest.approx(float(probs[int(k)][component].astype(np.float64).mean()), rel=1e-9)
+    # in parts, and from the probability raster by `tiler vectorize`: the same numbers
+    r = runner.invoke(main, ["run", scene, "-o", str(tmp_path / "c.tif"), "--vector", str(tmp_path / "parts.gpkg"),
+                             "--model", classes_model, "--strip-rows", "64", "--parts", "3", "-q"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["vectorize", str(tmp_path / "c.tif"), "--probabilities", str(tmp_path / "p.tif"),
+                             "-o", str(tmp_path / "v.gpkg")])
+    assert r.exit_code == 0, r.output
+    for other in ("parts.gpkg", "v.gpkg"):
+        _, _, g2, f2 = pyogrio.raw.read(tmp_path / other)
+        order1 = np.lexsort((fields[5], fields[4], fields[1]))
+        order2 = np.lexsort((f2[5], f2[4], f2[1]))
+        np.testing.assert_array_equal(fields[4][order1], f2[4][order2])
+        np.testing.assert_allclose(fields[5][order1], f2[5][order2], rtol=1e-12)
+    threshold = float(np.median(fields[5]))
+    r = runner.invoke(main, ["vectorize", str(tmp_path / "c.tif"), "--probabilities", str(tmp_path / "p.tif"),
+                             "-o", str(tmp_path / "strong.gpkg"), "--min-probability", str(threshold)])
+    _, _, _, f3 = pyogrio.raw.read(tmp_path / "strong.gpkg")
+    assert len(f3[5]) == int((fields[5] >= threshold).sum()) and f3[5].min() >= threshold
+    r = runner.invoke(main, ["vectorize", str(tmp_path / "c.tif"), "-o", str(tmp_path / "bare.gpkg")])
+    _, _, _, f4 = pyogrio.raw.read(tmp_path / "bare.gpkg")
+    assert np.isnan(f4[5]).all() and (f4[4] > 0).all()  # a bare class map: pixels, no probability

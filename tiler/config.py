@@ -306,10 +306,13 @@ class VectorConfig(_Config):
         Pixels joined through edges only (4) or edges and corners (8).
     min_area : float, default 0
         Regions of smaller area are dropped: m² where the CRS is projected,
-        else pixels.
+        geodesic m² where it is geographic, else pixels.
     simplify : float, default 0
         Coverage simplification tolerance in CRS units (pixels where not
         georeferenced); shared edges stay shared (no gaps, no overlaps).
+    min_probability : float, default 0
+        Regions whose mean probability of their class is below this are
+        dropped (regions without probabilities are kept).
 
     Raises
     ------
@@ -321,9 +324,12 @@ class VectorConfig(_Config):
     connectivity: int = 4
     min_area: float = 0.0
     simplify: float = 0.0
+    min_probability: float = 0.0
 
     def __post_init__(self) -> None:
         _choice("connectivity", self.connectivity, CONNECTIVITY)
+        if not isinstance(self.min_probability, (int, float)) or not 0 <= self.min_probability <= 1:
+            raise UsageError(f"--min-probability must be a probability in [0, 1], got {self.min_probability!r}")
         for name in ("min_area", "simplify"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:

@@ -102,6 +102,11 @@ class Block:
         """The block as a rasterio :class:`~rasterio.windows.Window` of the output grid."""
         return Window(self.cols[0], self.rows[0], self.cols[1] - self.cols[0], self.rows[1] - self.rows[0])
 
+    @property
+    def has_values(self) -> bool:
+        """Whether :meth:`values` can give values (computed, or computable from the accumulator)."""
+        return self._values is not None or self._acc is not None
+
     def values(self, out: Optional[np.ndarray] = None) -> np.ndarray:
         """Float values per band (class probabilities, or index values).
 

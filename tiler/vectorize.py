@@ -55,6 +55,21 @@ def _class_names(ds, path: str) -> tuple[tuple[str, ...], Optional[tuple[str, ..
     return tuple(str(v) for v in range(top + 1)), tuple(str(v) for v in sorted(present))
 
 
+def _open_probabilities(path, mask_ds):
+    """Open a probability raster that matches the mask's grid, or refuse it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            probs = rasterio.open(os.fspath(path))
+    except RasterioIOError as exc:
+        raise SceneReadError(f"cannot read probabilities {os.fspath(path)!r}: {exc}") from None
+    if (probs.width, probs.height) != (mask_ds.width, mask_ds.height) or probs.transform != mask_ds.transform:
+        probs.close()
+        raise UsageError(f"--probabilities {os.fspath(path)!r} is {probs.width}x{probs.height} on another grid than "
+                         f"the mask ({mask_ds.width}x{mask_ds.height}); give the probabilities of the same run")
+    return probs
+
+
 def vectorize_mask(
     mask: Union[str, os.PathLike],
     out: Union[str, os.PathLike, Destination],
@@ -64,6 +79,7 @@ def vectorize_mask(
     strip_rows: int = DEFAULT_STRIP_ROWS,
     band_width: int = DEFAULT_BAND_WIDTH,
     progress: Optional[ProgressCallback] = None,
+    probabilities: Union[None, str, os.PathLike] = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Write the polygons of a class-map GeoTIFF, streamed block by block.
@@ -86,6 +102,11 @@ def vectorize_mask(
         Block size of the reads, pixels (memory bound).
     progress : callable, optional
         ``progress(done, total)`` in blocks.
+    probabilities : path-like, optional
+        A probability GeoTIFF of the mask's grid, one band per class
+        (``tiler run --output probability``: float32, or uint8 with its scale
+        1/255): each polygon's ``mean_probability`` is the mean over its pixels
+        of its class's band; without it, NaN.
     **options
         Fields of :class:`VectorConfig` by name.
 
@@ -100,7 +121,8 @@ def vectorize_mask(
         If the mask cannot be read (exit code 2).
     UsageError
         Not a single-band integer raster, an unknown class, a bad option or
-        destination (exit code 2); nothing is written.
+        destination, a probability raster of another grid or with fewer bands
+        than the classes (exit code 2); nothing is written.
     """
     from tiler.destination import guard_outputs
 
@@ -116,10 +138,14 @@ def vectorize_mask(
     except RasterioIOError as exc:
         raise SceneReadError(f"cannot read mask {path!r}: {exc}") from None
     seconds = {"read": 0.0, "write": 0.0}
-    with ds:
+    probs = _open_probabilities(probabilities, ds) if probabilities is not None else None
+    with ds, probs or contextlib.nullcontext():
         if ds.count != 1:
             raise UsageError(f"{path!r} has {ds.count} bands; a class map has one (tiler run --output class)")
         names, present = _class_names(ds, path)
+        if probs is not None and probs.count < len(names):
+            raise UsageError(f"--probabilities has {probs.count} band(s) but the mask has {len(names)} classes "
+                             f"({', '.join(names)}); give the probabilities of the run that wrote the mask")
         if polygons.classes is None and present is not None:
             polygons = dataclasses.replace(polygons, classes=present)
         georef = ds.crs is not None and not ds.transform.is_identity
@@ -145,8 +171,12 @@ def vectorize_mask(
                     w = Window(c0, r0, c1 - c0, r1 - r0)
                     classes = ds.read(1, window=w)
                     valid = ds.read_masks(1, window=w) > 0
+                    values = None
+                    if probs is not None:
+                        values = probs.read(window=w).astype(np.float32) * np.asarray(
+                            probs.scales, np.float32)[:, None, None]
                     seconds["read"] += time.perf_counter() - t
-                    yield Block((r0, r1), (c0, c1), valid, class_map=classes)
+                    yield Block((r0, r1), (c0, c1), valid, class_map=classes, values=values)
                     if progress is not None:
                         progress(n, len(windows))
 

@@ -250,8 +250,12 @@ def _polygon_options(f):
     f = click.option("--simplify", type=float, default=0.0, show_default=True, metavar="TOL",
                      help="Simplify polygons by TOL (CRS units, pixels where not georeferenced), shared edges "
                           "kept: no gaps or overlaps between neighbours.")(f)
+    f = click.option("--min-probability", type=float, default=0.0, show_default=True, metavar="P",
+                     help="Drop regions whose mean probability of their class is below P (each polygon's "
+                          "mean_probability attribute).")(f)
     f = click.option("--min-area", type=float, default=0.0, show_default=True,
-                     help="Drop regions smaller than this (m² where the CRS is projected, else pixels).")(f)
+                     help="Drop regions smaller than this (m² where the CRS is projected, geodesic m² where it is "
+                          "geographic, else pixels).")(f)
     f = click.option("--connectivity", type=click.Choice(["4", "8"]), default="4", show_default=True,
                      help="Pixels of a region joined by edges (4) or edges and corners (8).")(f)
     f = click.option("--classes", default=None, metavar="NAME,...",
@@ -259,10 +263,11 @@ def _polygon_options(f):
     return f
 
 
-def _vector_config(classes, connectivity, min_area, simplify):
+def _vector_config(classes, connectivity, min_area, simplify, min_probability=0.0):
     from tiler.config import VectorConfig
 
-    return VectorConfig(classes=classes, connectivity=int(connectivity), min_area=min_area, simplify=simplify)
+    return VectorConfig(classes=classes, connectivity=int(connectivity), min_area=min_area, simplify=simplify,
+                        min_probability=min_probability)
 
 
 def _scene_inputs(scene: str) -> list:

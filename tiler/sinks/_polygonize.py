@@ -16,14 +16,14 @@ unions are exact); :class:`tiler.sinks.PolygonSink` maps it to the scene's CRS.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 import rasterio.features
 import shapely
 from affine import Affine
 
-__all__ = ["Polygonizer", "POLYGON_BLOCK_ROWS"]
+__all__ = ["Polygonizer", "POLYGON_BLOCK_ROWS", "Region"]
 
 #: Rows polygonised at once: blocks of a column band are buffered up to this
 #: height (8 MB of class map at 8192 columns), so that fewer seams cut regions
@@ -78,6 +78,7 @@ class Polygonizer:
         # scene costs one cascaded union rather than one growing union per block.
         self._parts: list = []
         self._edges: list = []  # each part's boundary on its block's edges: small, for the seam tests
+        self._stats: list = []  # each part's (pixels, probability sum)
         self._cls: list[int] = []
         self._parent: list[int] = []
         self._block: list[tuple[int, int, int, int]] = []  # each part's block: rows and cols
@@ -95,10 +96,10 @@ class Polygonizer:
         return i
 
     def _shapes(self, class_map: np.ndarray, valid: np.ndarray, rows: tuple[int, int],
-                cols: tuple[int, int]) -> tuple[list, list]:
+                cols: tuple[int, int], probability: Optional[np.ndarray]) -> tuple[list, list, np.ndarray]:
         mask = valid & np.isin(class_map, self.classes)
         if not mask.any():
-            return [], []
+            return [], [], np.empty((0, 2))
         if mask.all():
             mask = None  # GDAL's polygoniser is faster without a mask band
         polys, values = [], []
@@ -113,10 +114,10 @@ class Polygonizer:
             bad = ~shapely.is_valid(polys)
             if bad.any():
                 polys[bad] = shapely.make_valid(polys[bad])
-        return list(polys), values
+        return list(polys), values, _region_stats(polys, class_map.shape, transform, probability)
 
     def add(self, class_map: np.ndarray, valid: np.ndarray, rows: tuple[int, int],
-            cols: tuple[int, int]) -> list[tuple[int, shapely.Geometry]]:
+            cols: tuple[int, int], probability: Optional[np.ndarray] = None) -> list[Region]:
         """Add a block; return the regions now complete.
 
         Blocks of one column band are buffered until ``min_rows`` rows (or the
@@ -130,54 +131,60 @@ class Polygonizer:
             Pixels to polygonise (others are nodata).
         rows, cols : tuple of int
             ``(start, stop)`` of the block in the grid.
+        probability : ndarray of shape (rows, cols), optional
+            Each pixel's probability of its own class: the regions get the sum
+            over their pixels (NaN without it).
 
         Returns
         -------
-        list of (int, shapely geometry)
-            Class value and region (Polygon, or MultiPolygon with
-            8-connectivity), pixel coordinates.
+        list of Region
+            Class value, region (Polygon, or MultiPolygon with 8-connectivity)
+            in pixel coordinates, its pixel count and probability sum.
         """
-        done: list[tuple[int, shapely.Geometry]] = []
+        done: list[Region] = []
         if self._buffer and (cols != self._buffer_cols or rows[0] != self._buffer[-1][2][1]):
             done.extend(self._polygonise_buffer())  # not the next rows of the same column band
-        self._buffer.append((np.array(class_map, copy=True), np.array(valid, bool, copy=True), rows))
+        self._buffer.append((np.array(class_map, copy=True), np.array(valid, bool, copy=True), rows,
+                             None if probability is None else np.array(probability, np.float64, copy=True)))
         self._buffer_cols = cols
         if rows[1] - self._buffer[0][2][0] >= self.min_rows or rows[1] >= self.height:
             done.extend(self._polygonise_buffer())
         return done
 
-    def _polygonise_buffer(self) -> list[tuple[int, shapely.Geometry]]:
+    def _polygonise_buffer(self) -> list[Region]:
         """Polygonise the buffered rows as one block (fewer seams: fewer parts to join and union)."""
         parts, self._buffer = self._buffer, []
         rows, cols = (parts[0][2][0], parts[-1][2][1]), self._buffer_cols
         if len(parts) == 1:
-            class_map, valid = parts[0][0], parts[0][1]
+            class_map, valid, probability = parts[0][0], parts[0][1], parts[0][3]
         else:
             class_map = np.concatenate([p[0] for p in parts])
             valid = np.concatenate([p[1] for p in parts])
-        return self._add(class_map, valid, rows, cols)
+            probability = None if parts[0][3] is None else np.concatenate([p[3] for p in parts])
+        return self._add(class_map, valid, rows, cols, probability)
 
     def _add(self, class_map: np.ndarray, valid: np.ndarray, rows: tuple[int, int],
-             cols: tuple[int, int]) -> list[tuple[int, shapely.Geometry]]:
+             cols: tuple[int, int], probability: Optional[np.ndarray]) -> list[Region]:
         (r0, r1), (c0, c1) = rows, cols
-        polys, values = self._shapes(np.ascontiguousarray(class_map), np.ascontiguousarray(valid, bool),
-                                     rows, cols)
-        done: list[tuple[int, shapely.Geometry]] = []
+        polys, values, stats = self._shapes(np.ascontiguousarray(class_map), np.ascontiguousarray(valid, bool),
+                                            rows, cols, probability)
+        done: list[Region] = []
         if polys:
             arr = np.asarray(polys, dtype=object)
             b = shapely.bounds(arr)
             at_seam = (((b[:, 1] == r0) & (r0 > 0)) | ((b[:, 0] == c0) & (c0 > 0))
                        | ((b[:, 3] == r1) & (r1 < self.height)) | ((b[:, 2] == c1) & (c1 < self.width)))
-            done = [(v, p) for p, v, s in zip(polys, values, at_seam) if not s]
+            done = [Region(v, p, int(st[0]), float(st[1]))
+                    for p, v, st, s in zip(polys, values, stats, at_seam) if not s]
             if at_seam.any():
                 fresh = arr[at_seam]
                 self._join(fresh, _block_edges(fresh, rows, cols), [v for v, s in zip(values, at_seam) if s],
-                           (r0, r1, c0, c1))
+                           (r0, r1, c0, c1), stats[at_seam])
         done.extend(self._close(rows, cols))
         return done
 
     def _join(self, parts: np.ndarray, edges: np.ndarray, classes: list[int],
-              block: tuple[int, int, int, int]) -> None:
+              block: tuple[int, int, int, int], stats: np.ndarray) -> None:
         """Add a block's seam parts; join each with the open parts it touches across a seam."""
         n_old = len(self._parts)
         pairs = np.empty((2, 0), np.int64)
@@ -192,6 +199,7 @@ class Polygonizer:
         self._parts.extend(parts)
         self._edges.extend(edges)
         self._cls.extend(classes)
+        self._stats.extend(map(tuple, stats))
         self._block.extend([block] * len(parts))
         self._parent.extend(range(n_old, n_old + len(parts)))
         for ni, oi in zip(pairs[0].tolist(), pairs[1].tolist()):
@@ -199,7 +207,13 @@ class Polygonizer:
             if a != b:
                 self._parent[a] = b
 
-    def _close(self, rows, cols) -> list[tuple[int, shapely.Geometry]]:
+    def _region(self, root: int, members: list[int]) -> Region:
+        pixels = sum(self._stats[i][0] for i in members)
+        total = sum(self._stats[i][1] for i in members)
+        geom = self._union(members) if len(members) > 1 else self._parts[members[0]]
+        return Region(self._cls[root], geom, int(pixels), float(total))
+
+    def _close(self, rows, cols) -> list[Region]:
         """Union and hand out the regions none of whose parts touches a pending seam."""
         if not self._parts:
             return []
@@ -224,29 +238,28 @@ class Polygonizer:
         for r, members in groups.items():
             if r in still_open:
                 keep.extend(members)
-            elif len(members) == 1:
-                done.append((self._cls[r], self._parts[members[0]]))
             else:
-                done.append((self._cls[r], self._union(members)))
+                done.append(self._region(r, members))
         if done:
             keep.sort()
             index = {old: new for new, old in enumerate(keep)}
             self._parts = [self._parts[i] for i in keep]
             self._edges = [self._edges[i] for i in keep]
             self._cls = [self._cls[i] for i in keep]
+            self._stats = [self._stats[i] for i in keep]
             self._block = [self._block[i] for i in keep]
             self._parent = [index[roots[i]] for i in keep]
         return done
 
-    def finish(self) -> list[tuple[int, shapely.Geometry]]:
+    def finish(self) -> list[Region]:
         """The regions still open, unioned (none once every block of the grid was added)."""
         if self._buffer:
             self._polygonise_buffer()
         groups: dict[int, list[int]] = {}
         for i in range(len(self._parts)):
             groups.setdefault(self._find(i), []).append(i)
-        done = [(self._cls[r], self._union(m) if len(m) > 1 else self._parts[m[0]]) for r, m in groups.items()]
-        self._parts, self._edges, self._cls, self._parent, self._block = [], [], [], [], []
+        done = [self._region(r, m) for r, m in groups.items()]
+        self._parts, self._edges, self._cls, self._parent, self._block, self._stats = [], [], [], [], [], []
         return done
 
     def _union(self, members: list[int]) -> shapely.Geometry:
@@ -265,6 +278,46 @@ class Polygonizer:
             xs = [v for v in (c0, c1) if 0 < v < self.width]
             dense.append(_densify(shapely.get_parts(self._parts[i]), ys, xs))
         return _drop_collinear(shapely.coverage_union_all(np.concatenate(dense)))
+
+
+class Region(NamedTuple):
+    """A finished region of one class.
+
+    Attributes
+    ----------
+    value : int
+        Class value.
+    geometry : shapely geometry
+        Polygon (MultiPolygon with 8-connectivity), pixel coordinates.
+    pixels : int
+        Its pixels.
+    probability_sum : float
+        The sum over its pixels of each pixel's probability of this class
+        (NaN where no probabilities were given): ``probability_sum / pixels``
+        is the region's mean probability.
+    """
+
+    value: int
+    geometry: shapely.Geometry
+    pixels: int
+    probability_sum: float
+
+
+def _region_stats(polys: np.ndarray, shape: tuple[int, int], transform: Affine,
+                  probability: Optional[np.ndarray]) -> np.ndarray:
+    """Per polygon of a block: its pixel count and the sum of ``probability`` over its pixels.
+
+    Each polygon is burnt into a label raster of the block (pixel centres inside it: exact for
+    polygons on pixel edges, :func:`rasterio.features.rasterize`), then counted with ``bincount``.
+    """
+    n = len(polys)
+    labels = rasterio.features.rasterize(zip(polys, range(1, n + 1)), out_shape=shape, transform=transform,
+                                         fill=0, dtype="int32")
+    pixels = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    if probability is None:
+        return np.column_stack([pixels, np.full(n, np.nan)])
+    sums = np.bincount(labels.ravel(), weights=probability.ravel(), minlength=n + 1)[1:]
+    return np.column_stack([pixels, sums])
 
 
 def _block_edges(polys: np.ndarray, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:

@@ -45,11 +45,12 @@ LAYER = "polygons"
 
 
 #: The attribute fields of every polygon layer.
-FIELDS = ("class", "class_index", "area", "perimeter")
+FIELDS = ("class", "class_index", "area", "perimeter", "pixels", "mean_probability")
 
 
 def _empty_fields() -> list:
-    return [np.empty(0, object), np.empty(0, np.int32), np.empty(0, np.float64), np.empty(0, np.float64)]
+    return [np.empty(0, object), np.empty(0, np.int32), np.empty(0, np.float64), np.empty(0, np.float64),
+            np.empty(0, np.int64), np.empty(0, np.float64)]
 
 
 def _write_layer(path: str, wkb, fields: Sequence[np.ndarray], *, driver: str, crs: Optional[str],
@@ -161,7 +162,10 @@ class PolygonSink:
     ``class`` (name), ``class_index``, ``area`` (m² where the CRS is
     projected; geodesic m² on the CRS's ellipsoid where it is geographic;
     else pixels) and ``perimeter`` (metres, else pixels), both of
-    the exact pixel region (before any simplification). Written
+    the exact pixel region (before any simplification), ``pixels`` and
+    ``mean_probability`` (the mean over its pixels of the probability of its
+    class, computed in the same pass; NaN where there are no probabilities,
+    e.g. vectorising a bare class map). Written
     to a GeoPackage beside the destination as regions complete, converted to
     the destination's format (by extension, :data:`VECTOR_FORMATS`) at
     commit, renamed into place.
@@ -190,6 +194,7 @@ class PolygonSink:
         self._work: Optional[str] = None
         self.counts: dict[str, int] = {}
         self.dropped_small = 0
+        self.dropped_weak = 0
 
     def open(self, context: OutputContext) -> None:
         """Choose the classes, the units, and the intermediate file.
@@ -226,11 +231,22 @@ class PolygonSink:
                       else self.destination.scratch("features", ".gpkg"))
 
     def write(self, block: Block) -> None:
-        """Polygonise a block; write the regions that are complete."""
-        done = self.poly.add(block.class_map(CLASS_NODATA), block.valid, block.rows, block.cols)
+        """Polygonise a block; write the regions that are complete.
+
+        Each region's ``mean_probability`` is the mean over its pixels of the
+        probability of its class: from the block's probabilities where the
+        engine made it (or a probability raster was given), else NaN.
+        """
+        class_map = block.class_map(CLASS_NODATA)
+        probability = None
+        if block.has_values:
+            values = block.values()
+            index = np.where(class_map < values.shape[0], class_map, 0).astype(np.intp)[None]
+            probability = np.take_along_axis(values, index, axis=0)[0]
+        done = self.poly.add(class_map, block.valid, block.rows, block.cols, probability)
         self._take(done)
 
-    def _take(self, done: list[tuple[int, shapely.Geometry]]) -> None:
+    def _take(self, done: list) -> None:
         if not done:
             return
         self._pending.extend(done)
@@ -240,8 +256,12 @@ class PolygonSink:
     def _flush(self) -> None:
         if not self._pending:
             return
-        values = np.asarray([v for v, _ in self._pending], np.int64)
-        pixel = np.asarray([g for _, g in self._pending], dtype=object)
+        values = np.asarray([r.value for r in self._pending], np.int64)
+        pixel = np.asarray([r.geometry for r in self._pending], dtype=object)
+        pixels = np.asarray([r.pixels for r in self._pending], np.int64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean_p = np.asarray([r.probability_sum / r.pixels if r.pixels else np.nan for r in self._pending],
+                                np.float64)
         self._pending = []
         geoms = shapely.transform(pixel, self.context.pixel_to_crs)
         if self.measure == "geodesic":
@@ -251,8 +271,14 @@ class PolygonSink:
             perimeter = shapely.length(geoms if self.measure == "planar" else pixel)
         keep = area >= self.config.min_area
         self.dropped_small += int((~keep).sum())
+        if self.config.min_probability:
+            weak = ~(mean_p >= self.config.min_probability)  # NaN (no probabilities) is kept: nothing to judge
+            weak &= ~np.isnan(mean_p)
+            self.dropped_weak += int((keep & weak).sum())
+            keep &= ~weak
         if not keep.all():
             values, geoms, area, perimeter = values[keep], geoms[keep], area[keep], perimeter[keep]
+            pixels, mean_p = pixels[keep], mean_p[keep]
         if self.config.simplify:  # area and perimeter stay those of the exact pixel regions
             geoms = shapely.coverage_simplify(geoms, self.config.simplify)
         if not len(geoms):
@@ -261,7 +287,8 @@ class PolygonSink:
         for n in names:
             self.counts[n] += 1
         _write_layer(self._work, shapely.to_wkb(geoms),
-                     [names, values.astype(np.int32), area.astype(np.float64), perimeter.astype(np.float64)],
+                     [names, values.astype(np.int32), area.astype(np.float64), perimeter.astype(np.float64),
+                      pixels, mean_p],
                      driver="GPKG", crs=self.crs_wkt, append=self._features > 0,
                      spatial_index=self.format == "GPKG")
         self._features += len(geoms)
@@ -380,12 +407,14 @@ class PolygonSink:
             column["bbox"] = [float(v) for v in bbox]
         geo = {"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": column}}
         schema = pa.schema([("class", pa.string()), ("class_index", pa.int32()), ("area", pa.float64()),
-                            ("perimeter", pa.float64()), ("geometry", pa.binary())],
+                            ("perimeter", pa.float64()), ("pixels", pa.int64()), ("mean_probability", pa.float64()),
+                            ("geometry", pa.binary())],
                            metadata={"geo": json.dumps(geo)})
         with pq.ParquetWriter(tmp, schema) as out:
             for _, geoms, fields in self._chunks():
                 out.write_table(pa.table([pa.array(fields[0], pa.string()), pa.array(fields[1], pa.int32()),
                                           pa.array(fields[2], pa.float64()), pa.array(fields[3], pa.float64()),
+                                          pa.array(fields[4], pa.int64()), pa.array(fields[5], pa.float64()),
                                           pa.array(list(geoms), pa.binary())], schema=schema))
 
     def abort(self) -> None:

@@ -104,6 +104,12 @@ class TrainConfig:
         With an encoder, epochs trained with the encoder frozen (weights and
         batch-norm statistics) before everything is trained: the random
         decoder first learns to read the pretrained features.
+    unfreeze_lr_factor : float
+        The learning rate is multiplied by this when the encoder is unfrozen:
+        fine-tuning pretrained weights wants smaller steps than training a
+        random decoder (measured on Dubai tiles 1-6/7 with MobileNetV2: at the
+        decoder's 1e-3 the tile-7 mean IoU fell from 0.42 after the frozen
+        epoch to 0.28 after the next).
     """
 
     patch_size: int = 256
@@ -129,6 +135,7 @@ class TrainConfig:
     seed: int = 0
     encoder: Optional[str] = None
     freeze_epochs: int = 0
+    unfreeze_lr_factor: float = 0.1
 
     def recommendation(self) -> dict:
         """The inference settings to record in the model file (``patch_size``, ``overlap``, ``window``)."""
@@ -145,6 +152,8 @@ class TrainConfig:
             object.__setattr__(self, "depth", 5)  # the encoders' five stride-2 steps
         if self.freeze_epochs < 0 or (self.freeze_epochs and self.encoder is None):
             raise PlanError(f"freeze_epochs {self.freeze_epochs} needs an encoder and must be >= 0")
+        if not 0 < self.unfreeze_lr_factor <= 1:
+            raise PlanError(f"unfreeze_lr_factor must be in (0, 1], got {self.unfreeze_lr_factor}")
         if self.patch_size % (2 ** self.depth):
             raise PlanError(
                 f"patch size {self.patch_size} is not divisible by 2**depth = {2 ** self.depth}; "
@@ -720,7 +729,7 @@ def train(
         # Unfreeze and go on: a new compile (trainable variables changed) with the learning rate reached.
         for layer in frozen:
             layer.trainable = True
-        lr = float(keras.ops.convert_to_numpy(net.optimizer.learning_rate))
+        lr = float(keras.ops.convert_to_numpy(net.optimizer.learning_rate)) * config.unfreeze_lr_factor
         net.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss)
         net.fit(sampler, epochs=config.epochs, initial_epoch=first, callbacks=[Validate()], verbose=0)
     report = _record()

@@ -1,0 +1,84 @@
+"""Models side by side on Dubai tile 7: encoder, size, tile-7 mean IoU, weakest class, training time, Mpx/s.
+
+Each model file is run with ``tiler.pipeline.run_scene`` at its own recommended
+patch, overlap and window (``tiler run``'s defaults) over every whole image of
+the shared Dubai tile 7 (never trained on), the class maps scored by
+``tiler.evaluate`` against the tile's masks; the scene megapixels per second
+are those of ``run_scene`` with the model loaded and warmed up, all models in
+this one process, one after the other. Parameters and file size come from the
+model file, the encoder, epochs and training minutes from its training record.
+
+Usage::
+
+    python benchmarks/encoders.py MODEL.keras [MODEL.keras ...] [--images N]
+
+Needs ``../shared/data/dubai_aerial/tile_7`` (relative to the project).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TILE = ROOT.parent / "shared" / "data" / "dubai_aerial" / "tile_7"
+CLASSES = ROOT / "examples" / "dubai_classes.json"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="+")
+    ap.add_argument("--images", type=int, default=None, help="only the first N images (default all)")
+    args = ap.parse_args(argv)
+    if not TILE.exists():
+        print(f"needs the shared Dubai tile 7 at {TILE}", file=sys.stderr)
+        return 2
+    import numpy as np
+    import rasterio
+
+    from tiler.evaluate import evaluate_masks
+    from tiler.model import load_model
+    from tiler.pipeline import run_scene
+
+    images = sorted((TILE / "images").glob("*.jpg"))[:args.images]
+    pixels = 0
+    for path in images:
+        with rasterio.open(path) as ds:
+            pixels += ds.width * ds.height
+    print(f"{len(images)} images of {TILE.name}, {pixels / 1e6:.1f} Mpx; each model at its recommended patch, "
+          f"overlap and window; cpus={os.cpu_count()}")
+    print()
+    print("| model | encoder | params (M) | MB | patch / overlap | tile-7 mean IoU | weakest class (IoU) | "
+          "epochs | training min | scene Mpx/s |")
+    print("|---|---|---:|---:|---|---:|---|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, model in enumerate(args.models):
+            tm = load_model(model)
+            patch, overlap, window = tm.info.recommended()
+            training = tm.info.training or {}
+            config = training.get("config", {})
+            run_scene(str(images[0]), os.path.join(tmp, f"warm{k}.tif"), model=tm)  # converts, traces
+            out = Path(tmp) / f"m{k}"
+            out.mkdir()
+            t = time.perf_counter()
+            for path in images:
+                run_scene(str(path), str(out / f"{path.stem}.tif"), model=tm)
+            seconds = time.perf_counter() - t
+            scores = evaluate_masks(out, TILE / "masks", classes=str(CLASSES))
+            per_class = {c: v for c, v in scores["iou"].items() if v is not None}
+            weakest = min(per_class, key=per_class.get)
+            params = sum(int(np.prod(w.shape)) for w in tm.keras_model.weights)
+            print(f"| {Path(model).name} | {config.get('encoder') or 'none (U-Net from scratch)'} | "
+                  f"{params / 1e6:.2f} | {os.path.getsize(model) / 1e6:.1f} | {patch} / {overlap:g} | "
+                  f"{scores['mean_iou']:.3f} | {weakest} ({per_class[weakest]:.3f}) | "
+                  f"{training.get('epochs_run', '-')} | {training.get('minutes', '-')} | "
+                  f"{pixels / 1e6 / seconds:.2f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
