@@ -95,6 +95,9 @@ def train(images, masks, out, classes_file, val_images, val_masks, vector_labels
         + ([vector_labels] if vector_labels else [])
     from tiler.training import checkpoint_folder
 
+    if freeze_epochs and encoder is None:
+        raise UsageError("--freeze-epochs freezes a pretrained encoder: give --encoder NAME too")
+
     # A resumed run replaces the best model its first part saved.
     resuming = resume and os.path.isfile(os.path.join(checkpoint_folder(out), "state.json"))
     guard = _guard({"--out": (out, (".keras",))}, inputs, overwrite or resuming)

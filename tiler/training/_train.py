@@ -103,7 +103,8 @@ class TrainConfig:
     freeze_epochs : int
         With an encoder, epochs trained with the encoder frozen (weights and
         batch-norm statistics) before everything is trained: the random
-        decoder first learns to read the pretrained features.
+        decoder first learns to read the pretrained features. Without an
+        encoder it is 0 (``tiler train`` refuses it there).
     unfreeze_lr_factor : float
         The learning rate is multiplied by this when the encoder is unfrozen:
         fine-tuning pretrained weights wants smaller steps than training a
@@ -144,14 +145,18 @@ class TrainConfig:
                 "window": self.infer_window or RECOMMENDED_WINDOW}
 
     def __post_init__(self) -> None:
+        if self.encoder in ("none", ""):  # a search space's spelling of "the U-Net from scratch"
+            object.__setattr__(self, "encoder", None)
         if self.encoder is not None:
             from tiler.model._encoders import ENCODERS
 
             if self.encoder not in ENCODERS:
                 raise PlanError(f"unknown encoder {self.encoder!r}; choose {', '.join(ENCODERS)}")
             object.__setattr__(self, "depth", 5)  # the encoders' five stride-2 steps
-        if self.freeze_epochs < 0 or (self.freeze_epochs and self.encoder is None):
-            raise PlanError(f"freeze_epochs {self.freeze_epochs} needs an encoder and must be >= 0")
+        if self.freeze_epochs < 0:
+            raise PlanError(f"freeze_epochs must be >= 0, got {self.freeze_epochs}")
+        if self.encoder is None:  # nothing to freeze (a search space may pair it with "none")
+            object.__setattr__(self, "freeze_epochs", 0)
         if not 0 < self.unfreeze_lr_factor <= 1:
             raise PlanError(f"unfreeze_lr_factor must be in (0, 1], got {self.unfreeze_lr_factor}")
         if self.patch_size % (2 ** self.depth):

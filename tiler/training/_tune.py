@@ -37,7 +37,7 @@ STUDY_NAME = "tiler-tune"
 PRUNERS = ("median", "hyperband", "none", "threshold:X")
 #: Parameters a fine-tuning search (``init``) cannot change: they are the
 #: starting model's architecture and initialisation.
-ARCHITECTURE = ("depth", "base_filters", "kernel_initializer", "batch_norm", "dropout")
+ARCHITECTURE = ("depth", "base_filters", "kernel_initializer", "batch_norm", "dropout", "encoder")
 
 
 @dataclass(frozen=True)
