@@ -159,7 +159,11 @@ def test_train_then_run_with_the_trained_model(runner, tmp_path):
 
     info = read_info(model)
     assert info.classes == ("dark", "bright") and info.channels == ("red", "green", "blue")
-    assert info.training["best_epoch"] in (1, 2) and info.training["command"].startswith("tiler train")
+    history = info.training["history"]
+    best = max(history, key=lambda row: row["val_mean_iou"])  # the first of equal scores: only improvements count
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert info.training["best_epoch"] == best["epoch"] and info.training["command"].startswith("tiler train")
+    assert info.training["val_scores"]["mean_iou"] == pytest.approx(best["val_mean_iou"])
     # The training domain: per channel the images' dtype and their 1st/99th percentiles (oracle: NumPy).
     imgs = np.stack([smooth_image(3, 40, 48, seed=10 + i) for i in range(2)], axis=1).reshape(3, -1)
     for c, values in zip(info.input_domain.channels, imgs):

@@ -70,10 +70,11 @@ def test_report_over_the_input_scene_is_refused_even_with_overwrite(runner, tmp_
 
 
 def test_report_named_like_the_model_or_the_mask_is_refused(runner, tmp_path, scene, tiny_model):
+    before = _digest(tiny_model)
     r = _cli(runner, "run", scene, "-o", tmp_path / "out.tif", "--model", tiny_model, "--report", tiny_model,
              "--overwrite", "-q")
     assert r.exit_code == 2 and "Error: " in r.output
-    assert os.path.getsize(tiny_model) > 0
+    assert _digest(tiny_model) == before  # the model file is untouched, byte for byte
 
 
 def test_out_equal_to_the_input_through_a_symlink_is_refused_with_overwrite(runner, tmp_path, scene, tiny_model):
@@ -396,3 +397,26 @@ def test_a_full_disk_is_named_on_every_write_path_and_nothing_is_left(tmp_path, 
         assert os.listdir(small) == []
     finally:
         subprocess.run(["umount", str(small)], check=False)
+
+
+def test_an_output_that_fails_its_verification_is_exit_4_and_not_renamed(runner, tmp_path, scene, tiny_model,
+                                                                         monkeypatch):
+    """Exit code 4 (DESIGN: output failed its own verification): the finished temporary file's transform is
+    changed behind the writer's back (a disk or filesystem that does not keep what was written); the
+    verification reads it back, refuses it, and nothing reaches --out."""
+    from affine import Affine
+
+    from tiler.output import MaskWriter
+
+    real = MaskWriter._verify
+
+    def tampered(self):
+        with rasterio.open(self.tmp, "r+") as ds:
+            ds.transform = Affine(99.0, 0.0, 0.0, 0.0, -99.0, 0.0)
+        return real(self)
+
+    monkeypatch.setattr(MaskWriter, "_verify", tampered)
+    r = _cli(runner, "run", scene, "-o", tmp_path / "out.tif", "--model", tiny_model, "-q")
+    assert r.exit_code == 4, r.output
+    assert "failed verification" in r.output and "transform" in r.output
+    assert _leftovers(tmp_path) == ["scene.tif"]

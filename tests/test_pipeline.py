@@ -172,13 +172,19 @@ def test_existing_output_needs_overwrite(tmp_path, tif, tiny_model):
     assert _read(out)[0].shape == (1, 40, 40) and _leftovers(tmp_path) == []
 
 
-def test_same_bytes_whatever_strip_height_or_batch_size(tmp_path, tif, tiny_model):
+def test_same_bytes_whatever_strip_height_batch_size_or_threads(tmp_path, tif, tiny_model):
+    """DESIGN invariant 7: the same output *file*, byte for byte (not only its decoded pixels), whatever the
+    strip height, batch size, read-ahead thread and GDAL's compression threads."""
+    import hashlib
+
     scene = tif(smooth_image(3, 150, 170, seed=5))
     digests = set()
-    for i, (strip_rows, batch) in enumerate([(16, 1), (64, 4), (512, 16)]):
+    for i, (strip_rows, batch, prefetch, co) in enumerate([(16, 1, False, {}), (64, 4, True, {}),
+                                                          (512, 16, True, {"NUM_THREADS": "ALL_CPUS"})]):
         out = tmp_path / f"m{i}.tif"
-        tiler.run_scene(scene, out, model=tiny_model, strip_rows=strip_rows, batch_size=batch)
-        digests.add(_read(out)[0].tobytes())
+        tiler.run_scene(scene, out, model=tiny_model, strip_rows=strip_rows, batch_size=batch, prefetch=prefetch,
+                        creation_options=co)
+        digests.add(hashlib.sha256(out.read_bytes()).hexdigest())
     assert len(digests) == 1
 
 

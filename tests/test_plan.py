@@ -39,13 +39,15 @@ def test_axis_covers_scene_with_margin(size, patch, frac):
     stride = max(1, int(round(patch * frac)))
     ax = Axis(size, patch, stride)
     o = ax.origins()
-    assert o[0] == -ax.margin
+    margin = (patch - stride) // 2  # half the overlap (plan.py docstring, DESIGN.md "global patch grid")
+    assert ax.margin == margin
+    assert o[0] == -margin
     assert np.all(np.diff(o) == stride)
     # The last patch reaches at least the margin past the far edge, and no
     # patch is redundant: dropping the last would leave that border short.
-    assert o[-1] + patch >= size + ax.margin
+    assert o[-1] + patch >= size + margin
     if ax.count > 1:
-        assert o[-2] + patch < size + ax.margin
+        assert o[-2] + patch < size + margin
 
 
 @settings(max_examples=200, deadline=None)
