@@ -499,7 +499,7 @@ def check_run_options(info: ModelInfo, inference: InferenceConfig, output: Outpu
     PatchGrid.from_overlap(p, p, patch_size=p, overlap=inference.overlap)  # validates the overlap
     from tiler.model._runtime import check_runtime
 
-    check_runtime(inference.runtime, inference.precision)
+    check_runtime(inference.runtime, inference.precision, onnx=info.is_onnx)
     if raster:
         check_creation_options(dict(output.creation_options), dtype=output.dtype,
                                count=1 if output.kind == "class" else len(info.classes))

@@ -48,7 +48,8 @@ def _out(f):
 
 def _model(f):
     return click.option("--model", "model", type=click.Path(dir_okay=False), default=None,
-                        help="Model file (.keras, written by `tiler train`); default: the bundled model.")(f)
+                        help="Model file: .keras (written by `tiler train`) or .onnx (with tiler's metadata, a sidecar "
+                             "MODEL.onnx.json or Deepness's keys); default: the bundled model.")(f)
 
 
 class _Formatter(logging.Formatter):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from tiler.cli._common import _cog, _int_list, _model, _overwrite, _reference, _registration_options
+from tiler.model._runtime import RUNTIMES
 
 __all__ = ["run_options", "run_configs", "scale_options"]
 
@@ -36,10 +37,11 @@ def run_options(f):
                      show_default=True, help="Averaging of the TTA variants."),
         click.option("--tta-device", type=click.Choice(["graph", "host"]), default="graph", show_default=True,
                      help="Run the TTA rotations in the Keras graph (on the accelerator) or on the host."),
-        click.option("--runtime", type=click.Choice(["auto", "keras", "openvino"]), default="auto",
+        click.option("--runtime", type=click.Choice(list(RUNTIMES)), default="auto",
                      show_default=True,
                      help="What executes the network: auto = OpenVINO on a CPU where it is installed (faster, "
-                          "same probabilities within 1e-4), else Keras on its backend and device."),
+                          "same probabilities within 1e-4), else Keras on its backend and device; an ONNX model "
+                          "runs in OpenVINO or ONNX Runtime (onnxruntime; with CUDA where onnxruntime-gpu has it)."),
         click.option("--precision", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32",
                      show_default=True,
                      help="Compute precision of the network; bfloat16/float16 for accelerators (and CPUs "

@@ -76,6 +76,10 @@ class ModelInfo:
         "overlap": float, "window": str}`` (any subset): ``tiler run`` uses
         them where the user gives none (:meth:`recommended`). None: the
         training patch size, overlap 0.5 and the spline window.
+    network : dict or None
+        Where the network is not a Keras model: ``{"format": "onnx", "layout":
+        "NCHW" | "NHWC", "output": "probabilities" | "logits", "input": name}``
+        (:mod:`tiler.model._onnx`). None: the ``.keras`` file's own network.
     """
 
     channels: tuple[str, ...]
@@ -90,6 +94,12 @@ class ModelInfo:
     training: Mapping[str, Any] = field(default_factory=dict)
     domain: Optional[Mapping[str, Any]] = None
     inference: Optional[Mapping[str, Any]] = None
+    network: Optional[Mapping[str, Any]] = None
+
+    @property
+    def is_onnx(self) -> bool:
+        """Whether the network is an ONNX graph (run by OpenVINO or ONNX Runtime, never by Keras)."""
+        return bool(self.network) and self.network.get("format") == "onnx"
 
     def __post_init__(self) -> None:
         n = len(self.channels)
@@ -228,6 +238,9 @@ class TilerModel:
             If Keras cannot load the file or it does not match its metadata.
         """
         if self._keras_model is None:
+            if self.info.is_onnx:
+                raise ModelFileError(f"{self.path!r} is an ONNX model: it has no Keras network; run it with "
+                                     "--runtime auto, openvino or onnxruntime")
             self._keras_model = _load_network(self.path, self.info)
         return self._keras_model
 
@@ -369,16 +382,21 @@ def save_model(
 
 
 def read_info(path: Union[str, os.PathLike]) -> ModelInfo:
-    """Read only the metadata of a model file (fast, no Keras).
+    """Read only the metadata of a model file (fast, no Keras): a ``.keras`` archive's ``tiler.json``, or an
+    ONNX model's metadata, sidecar or Deepness keys (:func:`tiler.model._onnx.read_onnx_info`).
 
     Raises
     ------
     ModelFileError
-        If the file is missing, not a ``.keras`` archive, or not a tiler model.
+        If the file is missing, not a ``.keras`` archive or ONNX model, or not described enough to run.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ModelFileError(f"model file {path!r} does not exist; check --model")
+    from tiler.model._onnx import is_onnx, read_onnx_info
+
+    if is_onnx(path):
+        return read_onnx_info(path)
     try:
         with zipfile.ZipFile(path) as zf:
             names = set(zf.namelist())
@@ -469,7 +487,7 @@ def load_model(path: Union[str, os.PathLike, None] = None, *, lazy: bool = False
     """
     path = os.fspath(DEFAULT_MODEL_PATH if path is None else path)
     info = read_info(path)
-    return TilerModel(None if lazy else _load_network(path, info), info, path)
+    return TilerModel(None if lazy or info.is_onnx else _load_network(path, info), info, path)
 
 
 def _load_network(path: str, info: ModelInfo):

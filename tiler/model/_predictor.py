@@ -159,7 +159,9 @@ class Predictor:
                  precision: str = "float32") -> None:
         from tiler.model._runtime import check_runtime
 
-        check_runtime(runtime, precision)  # refused when built, not at the first batch
+        check_runtime(runtime, precision, onnx=model.info.is_onnx)  # refused when built, not at the first batch
+        if model.info.is_onnx and tta != "none":
+            tta_device = "host"  # no Keras graph to put the rotations in: the numba kernels do them
         self.model = model
         self._setup(len(model.info.classes), batch_size, tta, tta_mean, tta_device,
                     softmax=model.info.activation == "softmax")
@@ -200,6 +202,12 @@ class Predictor:
         return self._keras
 
     def _runtime_for(self, shape: tuple[int, ...]):
+        if shape not in self._runtimes and self.model.info.is_onnx:
+            from tiler.model._onnx import OnnxRuntime
+            from tiler.model._runtime import onnx_engine
+
+            self._runtimes[shape] = OnnxRuntime(self.model.path, self.model.info, shape,
+                                                engine=onnx_engine(self._runtime_name), precision=self._precision)
         if shape not in self._runtimes:
             from tiler.model._runtime import make_runtime
 

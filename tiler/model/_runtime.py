@@ -26,12 +26,13 @@ import numpy as np
 from tiler.errors import PlanError
 
 __all__ = ["PRECISIONS", "RUNTIMES", "KerasRuntime", "OpenVINORuntime", "Runtime", "cache_dir", "check_runtime",
-           "import_openvino", "keras_backend", "make_runtime", "openvino_available", "with_precision"]
+           "import_openvino", "keras_backend", "make_runtime", "onnx_engine", "openvino_available", "with_precision"]
 
 log = logging.getLogger(__name__)
 
-#: ``auto``: OpenVINO on a CPU where it is installed and Keras runs TensorFlow, else Keras.
-RUNTIMES = ("auto", "keras", "openvino")
+#: ``auto``: OpenVINO on a CPU where it is installed and Keras runs TensorFlow, else Keras (an ONNX model:
+#: OpenVINO, else ONNX Runtime). ``onnxruntime`` runs ONNX models only.
+RUNTIMES = ("auto", "keras", "openvino", "onnxruntime")
 
 #: Compute precision of the network. float32 is the reference (and the default);
 #: bfloat16/float16 are for accelerators (and CPUs with AMX/AVX512-BF16 under OpenVINO).
@@ -347,7 +348,54 @@ def keras_backend() -> str:
         return "tensorflow"
 
 
-def check_runtime(runtime: str, precision: str) -> None:
+def onnx_engine(runtime: str) -> str:
+    """What runs an ONNX model for ``--runtime``: ``openvino`` or ``onnxruntime``.
+
+    ``auto`` is ONNX Runtime where it has a CUDA execution provider
+    (``onnxruntime-gpu`` on a GPU machine), else OpenVINO where it is
+    installed, else ONNX Runtime on the CPU.
+
+    Raises
+    ------
+    PlanError
+        For ``keras`` (an ONNX graph is no Keras model), or a runtime that is not installed.
+    """
+    def has_ort() -> bool:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def has_ov() -> bool:
+        try:
+            import_openvino()
+        except ImportError:
+            return False
+        return True
+
+    if runtime == "keras":
+        raise PlanError("--runtime keras cannot run an ONNX model; use --runtime auto, openvino or onnxruntime")
+    if runtime == "auto":
+        if has_ort():
+            import onnxruntime
+
+            if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+                return "onnxruntime"
+        if has_ov():
+            return "openvino"
+        if has_ort():
+            return "onnxruntime"
+        raise PlanError("an ONNX model needs OpenVINO or ONNX Runtime: pip install openvino (or onnxruntime)")
+    if runtime == "openvino" and not has_ov():
+        raise PlanError("--runtime openvino: the openvino package is not installed (pip install openvino)")
+    if runtime == "onnxruntime" and not has_ort():
+        raise PlanError("--runtime onnxruntime: the onnxruntime package is not installed (pip install "
+                        "onnxruntime, or onnxruntime-gpu)")
+    return runtime
+
+
+def check_runtime(runtime: str, precision: str, *, onnx: bool = False) -> None:
     """Refuse an unknown runtime or precision, or ``openvino`` where it cannot run, before any work.
 
     Parameters
@@ -356,6 +404,8 @@ def check_runtime(runtime: str, precision: str) -> None:
         One of :data:`RUNTIMES`.
     precision : str
         One of :data:`PRECISIONS`.
+    onnx : bool, default False
+        The model is an ONNX graph (:func:`onnx_engine` decides).
 
     Raises
     ------
@@ -367,10 +417,17 @@ def check_runtime(runtime: str, precision: str) -> None:
         raise PlanError(f"unknown runtime {runtime!r}; choose {', '.join(RUNTIMES)}")
     if precision not in PRECISIONS:
         raise PlanError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
+    if onnx:
+        onnx_engine(runtime)
+        return
+    if runtime == "onnxruntime":
+        raise PlanError("--runtime onnxruntime runs ONNX models (--model model.onnx); this is a Keras model: "
+                        "use auto, keras or openvino")
     if runtime == "openvino":
         reason = openvino_available()
         if reason:
             raise PlanError(f"--runtime openvino cannot run here: {reason}; use --runtime keras")
+
 
 
 def _accelerator() -> bool:

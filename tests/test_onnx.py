@@ -1,0 +1,123 @@
+"""ONNX models (issue 25): metadata, sidecar or Deepness keys; run by OpenVINO and ONNX Runtime.
+
+The graph is built here with the ``onnx`` helper API as PyTorch exports one
+(NCHW, dynamic batch and size); the oracle is the same arithmetic in NumPy.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import smooth_image, write_tif
+from tiler.cli import main
+from tiler.errors import ModelFileError
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper  # noqa: E402
+
+K = 4
+W = np.random.default_rng(0).standard_normal((K, 3, 1, 1)).astype(np.float32)
+B = np.linspace(-0.5, 0.5, K).astype(np.float32)
+OFFSET, SCALE = [120.0, 110.0, 100.0], [60.0, 55.0, 50.0]
+INFO = {"channels": ["red", "green", "blue"], "classes": ["a", "b", "c", "d"],
+        "colours": ["#E69F00", "#56B4E9", "#009E73", "#F0E442"], "offset": OFFSET, "scale": SCALE,
+        "patch_size": 64, "depth": 0, "network": {"format": "onnx", "layout": "NCHW", "output": "logits"},
+        "inference": {"patch_size": 64, "overlap": 0.25, "window": "spline"}}
+
+
+def _graph(path, *, metadata=None, fp16=False):
+    """A 1x1 convolution, 3 channels -> K logits, NCHW with dynamic batch, rows and columns."""
+    dtype = TensorProto.FLOAT16 if fp16 else TensorProto.FLOAT
+    npt = np.float16 if fp16 else np.float32
+    x = helper.make_tensor_value_info("input", dtype, ["batch", 3, "height", "width"])
+    y = helper.make_tensor_value_info("logits", dtype, ["batch", K, "height", "width"])
+    w = helper.make_tensor("w", dtype, W.shape, W.astype(npt).tobytes(), raw=True)
+    b = helper.make_tensor("b", dtype, B.shape, B.astype(npt).tobytes(), raw=True)
+    conv = helper.make_node("Conv", ["input", "w", "b"], ["logits"])
+    model = helper.make_model(helper.make_graph([conv], "seg", [x], [y], [w, b]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    for key, value in (metadata or {}).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def _oracle(image):
+    x = (image.astype(np.float64) - np.asarray(OFFSET)[:, None, None]) / np.asarray(SCALE)[:, None, None]
+    logits = np.einsum("kc,crs->krs", W[:, :, 0, 0].astype(np.float64), x) + B[:, None, None]
+    e = np.exp(logits - logits.max(0))
+    return e / e.sum(0)
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+def test_an_onnx_model_with_tiler_metadata_predicts_the_oracle(tmp_path, runtime):
+    pytest.importorskip(runtime)
+    from tiler import predict
+    from tiler.model import read_info
+
+    path = _graph(tmp_path / "m.onnx", metadata={"tiler": json.dumps(INFO)})
+    info = read_info(path)
+    assert info.is_onnx and info.network["input"] == "input" and info.classes == ("a", "b", "c", "d")
+    image = smooth_image(3, 90, 70).astype(np.float32)
+    got = predict(image, model=path, runtime=runtime)
+    np.testing.assert_allclose(got, _oracle(image), atol=1e-5)
+
+
+def test_a_sidecar_describes_a_bare_graph_and_a_float16_graph_runs(tmp_path):
+    from tiler import predict
+
+    path = _graph(tmp_path / "half.onnx", fp16=True)
+    (tmp_path / "half.onnx.json").write_text(json.dumps(INFO))
+    image = smooth_image(3, 40, 50).astype(np.float32)
+    np.testing.assert_allclose(predict(image, model=path), _oracle(image), atol=5e-3)  # float16 arithmetic
+
+
+def test_a_graph_without_metadata_is_refused_with_a_template(tmp_path, runner):
+    path = _graph(tmp_path / "bare.onnx")
+    scene = write_tif(tmp_path / "s.tif", smooth_image(3, 40, 40))
+    r = runner.invoke(main, ["run", scene, "-o", str(tmp_path / "m.tif"), "--model", path])
+    assert r.exit_code == 2 and "bare.onnx.json" in r.output and '"channels"' in r.output, r.output
+    assert not (tmp_path / "m.tif").exists()
+    (tmp_path / "junk.onnx").write_bytes(b"not a graph")
+    with pytest.raises(ModelFileError, match="not an ONNX model"):
+        from tiler.model import read_info
+
+        read_info(tmp_path / "junk.onnx")
+
+
+def test_deepness_metadata_is_read(tmp_path):
+    """The keys of the Deepness QGIS plugin (values JSON-encoded, as its documentation writes them)."""
+    from tiler.model import read_info
+
+    meta = {"model_type": json.dumps("Segmentor"), "class_names": json.dumps({0: "background", 1: "field"}),
+            "resolution": json.dumps(50), "tiles_size": json.dumps(256), "tiles_overlap": json.dumps(20),
+            "standardization_mean": json.dumps([0.485, 0.456, 0.406]),
+            "standardization_std": json.dumps([0.229, 0.224, 0.225])}
+    info = read_info(_graph(tmp_path / "d.onnx", metadata=meta))
+    assert info.classes == ("background", "field") and info.channels == ("red", "green", "blue")
+    assert info.recommended() == (256, 0.2, "spline") and info.network["output"] == "probabilities"
+    assert info.offset == pytest.approx((0.485 * 255, 0.456 * 255, 0.406 * 255))
+    assert info.scale == pytest.approx((0.229 * 255, 0.224 * 255, 0.225 * 255))
+
+
+def test_tiler_run_with_an_onnx_model_writes_the_class_map(tmp_path, runner):
+    import rasterio
+
+    path = _graph(tmp_path / "m.onnx", metadata={"tiler": json.dumps(INFO)})
+    image = smooth_image(3, 120, 100)
+    scene = write_tif(tmp_path / "s.tif", image)
+    r = runner.invoke(main, ["run", scene, "-o", str(tmp_path / "c.tif"), "--model", path, "--tta", "flip", "-q"])
+    assert r.exit_code == 0, r.output
+    with rasterio.open(tmp_path / "c.tif") as ds:
+        got = ds.read(1)
+        assert ds.tags()["TILER_CLASSES"] == "a,b,c,d"
+    # A 1x1 network is equivariant under flips: TTA changes nothing, the class is the oracle's argmax.
+    expect = _oracle(image.astype(np.float32)).argmax(0)
+    assert (got == expect).mean() > 0.999
+    r = runner.invoke(main, ["run", scene, "-o", str(tmp_path / "k.tif"), "--model", path, "--runtime", "keras"])
+    assert r.exit_code == 2 and "cannot run an ONNX model" in r.output
