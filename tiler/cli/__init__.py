@@ -17,6 +17,7 @@ from tiler._version import __version__
 from tiler.cli.batch import batch
 from tiler.cli.bench import bench
 from tiler.cli.evaluate import evaluate
+from tiler.cli.export import export
 from tiler.cli.indices import indices
 from tiler.cli.info import info
 from tiler.cli.register import format_registration, register
@@ -34,5 +35,5 @@ def main() -> None:
     """tiler: segment very large satellite scenes with a U-Net, streamed and seamless."""
 
 
-for _command in (run, batch, vectorize, indices, register, info, train, tune, evaluate, bench):
+for _command in (run, batch, vectorize, indices, register, info, train, tune, evaluate, export, bench):
     main.add_command(_command)

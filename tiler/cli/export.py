@@ -1,0 +1,26 @@
+"""``tiler export``: a tiler model as ONNX, for tiler, ONNX Runtime and QGIS's Deepness plugin."""
+
+from __future__ import annotations
+
+import click
+
+from tiler.cli._common import _guard, _handle_errors, _overwrite, _require, _verbosity
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="The ONNX file (.onnx).")
+@_overwrite
+@_verbosity
+@_handle_errors
+def export(model, out, overwrite, quiet, verbose):
+    """Write MODEL (a .keras tiler model) as an ONNX file: NCHW input of raw channel values' normalised form,
+    per-class probabilities, with tiler's metadata and the Deepness QGIS plugin's keys."""
+    _require(model, "model file")
+    with _guard({"--out": (out, (".onnx",))}, [model], overwrite) as guard:
+        from tiler.model._export import export_onnx
+
+        result = export_onnx(model, guard["--out"], overwrite=overwrite)
+    if not quiet:
+        click.echo(f"wrote {result['out']} (input {result['input']['name']} {result['input']['shape']}, output "
+                   f"{result['output']['shape']}; metadata {', '.join(result['metadata'])})", err=True)
