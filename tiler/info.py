@@ -37,7 +37,7 @@ def scene_info(
     scene : path-like
         A raster, a scene manifest or a sensor folder (:func:`tiler.scene.open_scene`).
     model : path-like, optional
-        A tiler model file; ``"default"`` for the bundled one.
+        A model file, or a model name (``"default"`` for the bundled one; ``tiler models``).
     reference : str, optional
         Band group whose grid is the reference grid.
     bands, input_scale, overlap, patch_size
@@ -67,7 +67,7 @@ def scene_info(
     """
     from tiler.errors import BandMismatchError
     from tiler.indices import ChannelPlan
-    from tiler.model._file import DEFAULT_MODEL_PATH, read_info
+    from tiler.model._file import read_info
     from tiler.plan import PatchGrid
     from tiler.scene import open_scene
 
@@ -103,7 +103,9 @@ def scene_info(
         from tiler.config import InferenceConfig
         from tiler.pipeline import _check_patch_size, domain_verdict
 
-        path = DEFAULT_MODEL_PATH if os.fspath(model) == "default" else model
+        from tiler.model._registry import resolve_model_path
+
+        path = resolve_model_path(model)
         info = read_info(path)
         try:
             plan = ChannelPlan.for_scene(sc, info.channels, bands=bands)

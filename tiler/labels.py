@@ -38,8 +38,8 @@ __all__ = ["IGNORE", "BACKGROUND_NAMES", "LabelScheme", "parse_colour", "read_ma
 IGNORE = 255
 #: Class names taken as the background class (not exported as polygons by
 #: default; the fill of polygon labels): the DeepGlobe, ISPRS Potsdam/Vaihingen
-#: and LoveDA conventions.
-BACKGROUND_NAMES = ("background", "unlabeled", "unlabelled", "clutter", "void")
+#: and LoveDA conventions, and "clear" of cloud masks (Fmask, ukis-csmask).
+BACKGROUND_NAMES = ("background", "unlabeled", "unlabelled", "clutter", "void", "clear")
 
 
 def parse_colour(colour: Union[str, Sequence[int]]) -> tuple[int, int, int]:

@@ -56,7 +56,9 @@ def resolve_model(model: Union[None, str, os.PathLike, TilerModel]) -> TilerMode
         return model
     if callable(getattr(model, "load", None)):
         return model.load()
-    return load_model(model, lazy=True)
+    from tiler.model._registry import resolve_model_path
+
+    return load_model(resolve_model_path(model) if model is not None else None, lazy=True)
 
 
 def predictor_key(inference: InferenceConfig) -> tuple:
@@ -323,7 +325,9 @@ def _model_info(model) -> tuple[Optional[str], ModelInfo]:
     """The model's path and metadata, read without Keras."""
     if isinstance(model, TilerModel) or callable(getattr(model, "load", None)):
         return model.path, model.info
-    path = os.fspath(model or DEFAULT_MODEL_PATH)
+    from tiler.model._registry import resolve_model_path
+
+    path = resolve_model_path(model) if model is not None else os.fspath(DEFAULT_MODEL_PATH)
     return path, read_info(path)
 
 

@@ -20,6 +20,7 @@ from tiler.cli.evaluate import evaluate
 from tiler.cli.export import export
 from tiler.cli.indices import indices
 from tiler.cli.info import info
+from tiler.cli.models import models
 from tiler.cli.register import format_registration, register
 from tiler.cli.run import run
 from tiler.cli.train import train
@@ -35,5 +36,5 @@ def main() -> None:
     """tiler: segment very large satellite scenes with a U-Net, streamed and seamless."""
 
 
-for _command in (run, batch, vectorize, indices, register, info, train, tune, evaluate, export, bench):
+for _command in (run, batch, vectorize, indices, register, info, models, train, tune, evaluate, export, bench):
     main.add_command(_command)

@@ -49,7 +49,8 @@ def _out(f):
 def _model(f):
     return click.option("--model", "model", type=click.Path(dir_okay=False), default=None,
                         help="Model file: .keras (written by `tiler train`) or .onnx (with tiler's metadata, a sidecar "
-                             "MODEL.onnx.json or Deepness's keys); default: the bundled model.")(f)
+                             "MODEL.onnx.json or Deepness's keys), or a model name (`tiler models`); default: the "
+                             "bundled model.")(f)
 
 
 class _Formatter(logging.Formatter):
@@ -278,9 +279,11 @@ def _scene_inputs(scene: str) -> list:
 
 
 def _model_path(model: Optional[str]) -> str:
+    """The file of ``--model``: a path, a registered name (``tiler models``), or the bundled model."""
     if model is not None:
-        _require(model, "model file")
-        return model
+        from tiler.model._registry import resolve_model_path
+
+        return resolve_model_path(model)
     from tiler.model._file import DEFAULT_MODEL_PATH
 
     return os.fspath(DEFAULT_MODEL_PATH)

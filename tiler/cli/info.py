@@ -6,7 +6,7 @@ import json
 
 import click
 
-from tiler.cli._common import _handle_errors, _int_list, _reference, _require, _verbosity
+from tiler.cli._common import _handle_errors, _int_list, _model_path, _reference, _require, _verbosity
 
 
 @click.command()
@@ -28,8 +28,8 @@ from tiler.cli._common import _handle_errors, _int_list, _reference, _require, _
 def info(scene, model, reference, bands, input_scale, patch_size, overlap, as_json, quiet, verbose):
     """Describe SCENE (size, CRS, band groups, dtypes, nodata, scaling, sampled values) before running it."""
     _require(scene)
-    if model not in (None, "default"):
-        _require(model, "model file")
+    if model is not None:
+        _model_path(model)  # a file or a registered name, else refused before any work
     from tiler.info import format_info, scene_info
 
     doc = scene_info(scene, model=model, reference=reference, bands=_int_list(bands),

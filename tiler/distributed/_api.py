@@ -279,6 +279,7 @@ def run(
         As :func:`tiler.run_scene` (the same class for the same problem).
     """
     from tiler.model._file import DEFAULT_MODEL_PATH, read_info
+    from tiler.model._registry import resolve_model_path
     from tiler.pipeline import check_run_options, grid_summary
     from tiler.plan import PatchGrid
     from tiler.reports import RunReport
@@ -289,7 +290,7 @@ def run(
     parts = _check_parts(parts)
     if out is None and vector is None:
         raise UsageError("nothing to write: give a GeoTIFF (--out) and/or polygons (--vector)")
-    model_path = os.fspath(model or DEFAULT_MODEL_PATH)
+    model_path = resolve_model_path(model) if model is not None else os.fspath(DEFAULT_MODEL_PATH)
     info = read_info(model_path)
     inference = inference.for_model(info)
     p = check_run_options(info, inference, output, polygons, raster=out is not None, vector=vector is not None)
@@ -432,6 +433,7 @@ def batch(
         A scene failed and ``on_error="fail"`` (exit code 1).
     """
     from tiler.model._file import DEFAULT_MODEL_PATH, read_info
+    from tiler.model._registry import resolve_model_path
     from tiler.pipeline import check_run_options
 
     t0 = time.perf_counter()
@@ -439,7 +441,7 @@ def batch(
         raise UsageError(f"--on-error must be skip or fail, got {on_error!r}")
     inference, streaming, output, polygons = run_configs(options, inference, streaming, output)
     parts = _check_parts(parts)
-    model_path = os.fspath(model or DEFAULT_MODEL_PATH)
+    model_path = resolve_model_path(model) if model is not None else os.fspath(DEFAULT_MODEL_PATH)
     info = read_info(model_path)
     inference = inference.for_model(info)
     check_run_options(info, inference, output, polygons, raster=True, vector=False)

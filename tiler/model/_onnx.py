@@ -10,6 +10,8 @@ order:
    ``tiler.json``), whose ``network`` entry says ``{"format": "onnx",
    "layout": "NCHW" | "NHWC", "output": "probabilities" | "logits"}``;
 2. a sidecar ``model.onnx.json`` beside it holding the same JSON;
+   (a file a registered provider describes, :mod:`tiler.model._registry`, takes
+   its provider's description here);
 3. the keys of the Deepness QGIS plugin (PUTvision/qgis-plugin-deepness,
    ``src/deepness/processing/models/model_base.py`` and
    ``docs/source/creators/creators_add_metadata_to_model.rst``): ``model_type``
@@ -158,6 +160,11 @@ def read_onnx_info(path) -> "Any":
         except (OSError, ValueError) as exc:
             raise ModelFileError(f"cannot read the sidecar {sidecar!r}: {exc}") from None
     else:
+        from tiler.model._registry import registered_info
+
+        described = registered_info(path)  # a package's file, described by its provider (tiler models)
+        if described is not None:
+            return described
         source = f"{path!r} (Deepness metadata)"
         doc = _from_deepness(props, dims, source)
     if doc is None:
