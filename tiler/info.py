@@ -101,9 +101,8 @@ def scene_info(
         if model is None:
             return doc
         from tiler.config import InferenceConfig
-        from tiler.pipeline import _check_patch_size, domain_verdict
-
         from tiler.model._registry import resolve_model_path
+        from tiler.pipeline import _check_patch_size, domain_verdict
 
         path = resolve_model_path(model)
         info = read_info(path)
