@@ -69,7 +69,8 @@ GEOTIFF_SUFFIXES = (".tif", ".tiff")
 #: Names a JSON report may end in.
 JSON_SUFFIXES = (".json",)
 #: Format names for messages, by first suffix.
-_FORMATS = {".tif": "GeoTIFF", ".json": "JSON", ".keras": "a Keras model file", ".onnx": "an ONNX model"}
+_FORMATS = {".tif": "GeoTIFF", ".json": "JSON", ".keras": "a Keras model file", ".onnx": "an ONNX model",
+            ".html": "an HTML page"}
 
 #: ``.NAME.tiler-PID-TOKEN.part`` followed by the extension (and GDAL sidecars
 #: such as ``.aux.xml``): the temporary files of a tiler process.

@@ -26,6 +26,7 @@ from tiler.cli.run import run
 from tiler.cli.train import train
 from tiler.cli.tune import tune
 from tiler.cli.vectorize import vectorize
+from tiler.cli.view import view
 
 __all__ = ["main", "format_registration"]
 
@@ -36,5 +37,6 @@ def main() -> None:
     """tiler: segment very large satellite scenes with a U-Net, streamed and seamless."""
 
 
-for _command in (run, batch, vectorize, indices, register, info, models, train, tune, evaluate, export, bench):
+for _command in (run, batch, vectorize, view, indices, register, info, models, train, tune, evaluate, export,
+                 bench):
     main.add_command(_command)

@@ -33,12 +33,14 @@ from tiler.errors import UsageError
 @run_options
 @click.option("--report", type=click.Path(dir_okay=False), default=None,
               help="Write a JSON run report here.")
+@click.option("--html", type=click.Path(dir_okay=False), default=None,
+              help="Also write a quick-look page here (`tiler view`: one offline HTML file; needs --out).")
 @_polygon_options
 @scale_options
 @_verbosity
 @_handle_errors
-def run(scene, out, vector, report, classes, connectivity, min_area, min_probability, simplify, workers, scheduler,
-        parts, quiet, verbose, **kw):
+def run(scene, out, vector, report, html, classes, connectivity, min_area, min_probability, simplify, workers,
+        scheduler, parts, quiet, verbose, **kw):
     """Segment SCENE into a georeferenced GeoTIFF mask and/or polygons, streaming strip by strip.
 
     SCENE is a raster, a scene manifest (.toml), a local STAC Item (.json) or a
@@ -55,7 +57,10 @@ def run(scene, out, vector, report, classes, connectivity, min_area, min_probabi
     inference, streaming, out_cfg = run_configs(kw)
     polygons = _vector_config(classes, connectivity, min_area, simplify, min_probability)
     model, overwrite = kw["model"], kw["overwrite"]
-    with _guard({"--out": _geotiff(out) if out else None, "--vector": _vector(vector), "--report": _json(report)},
+    if html and not out:
+        raise UsageError("--html shows the class map: give --out mask.tif too")
+    with _guard({"--out": _geotiff(out) if out else None, "--vector": _vector(vector), "--report": _json(report),
+                 "--html": (html, (".html", ".htm")) if html else None},
                 [*_scene_inputs(scene), _model_path(model)], overwrite) as guard:
         from tiler.distributed import run as run_parts
 
@@ -70,6 +75,12 @@ def run(scene, out, vector, report, classes, connectivity, min_area, min_probabi
             bar.close()
             parts_bar.close()
         _write_json(guard["--report"], result.to_dict())
+        if guard["--html"] is not None:
+            from tiler.view import build_page, page_scene, write_page
+
+            write_page(guard["--html"], build_page(result.out, scene=page_scene(scene, result.out),
+                                                   vector=result.vector and result.vector["path"],
+                                                   report=result.to_dict()), overwrite=overwrite)
     if not quiet:
         wrote = [p for p in (result.out, result.vector and result.vector["path"]) if p]
         extra = (f", {sum(result.vector['features'].values())} polygons" if result.vector else "")
