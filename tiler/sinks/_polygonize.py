@@ -102,19 +102,29 @@ class Polygonizer:
             return [], [], np.empty((0, 2))
         if mask.all():
             mask = None  # GDAL's polygoniser is faster without a mask band
-        polys, values = [], []
+        # Each connected region gets its own label (SciPy, the same connectivity as GDAL's polygoniser), and the
+        # labels are polygonised: one polygon per label, so a region's pixel count and probability sum are
+        # bincounts of the label raster, exact, whatever the number of regions.
+        labels, label_class = _component_labels(class_map, valid, self.classes, self.connectivity)
+        polys, values, ids = [], [], []
         transform = Affine.translation(cols[0], rows[0])
-        for geom, value in rasterio.features.shapes(class_map, mask=mask, connectivity=self.connectivity,
-                                                    transform=transform):
+        for geom, label in rasterio.features.shapes(labels, mask=labels > 0 if mask is not None else None,
+                                                    connectivity=self.connectivity, transform=transform):
             rings = geom["coordinates"]
             polys.append(shapely.Polygon(rings[0], rings[1:]))
-            values.append(int(value))
+            ids.append(int(label))
+            values.append(int(label_class[int(label)]))
         polys = np.asarray(polys, dtype=object)
         if self.connectivity == 8:
             bad = ~shapely.is_valid(polys)
             if bad.any():
                 polys[bad] = shapely.make_valid(polys[bad])
-        return list(polys), values, _region_stats(polys, class_map.shape, transform, probability)
+        n = len(label_class)
+        pixels = np.bincount(labels.ravel(), minlength=n)
+        sums = (np.bincount(labels.ravel(), weights=probability.ravel(), minlength=n) if probability is not None
+                else np.full(n, np.nan))
+        ids = np.asarray(ids, np.int64)
+        return list(polys), values, np.column_stack([pixels[ids], sums[ids]]) if len(ids) else np.empty((0, 2))
 
     def add(self, class_map: np.ndarray, valid: np.ndarray, rows: tuple[int, int],
             cols: tuple[int, int], probability: Optional[np.ndarray] = None) -> list[Region]:
@@ -303,21 +313,27 @@ class Region(NamedTuple):
     probability_sum: float
 
 
-def _region_stats(polys: np.ndarray, shape: tuple[int, int], transform: Affine,
-                  probability: Optional[np.ndarray]) -> np.ndarray:
-    """Per polygon of a block: its pixel count and the sum of ``probability`` over its pixels.
+def _component_labels(class_map: np.ndarray, valid: np.ndarray, classes: np.ndarray,
+                      connectivity: int) -> tuple[np.ndarray, np.ndarray]:
+    """A label per connected region of each exported class (0 elsewhere), and each label's class.
 
-    Each polygon is burnt into a label raster of the block (pixel centres inside it: exact for
-    polygons on pixel edges, :func:`rasterio.features.rasterize`), then counted with ``bincount``.
+    Returns
+    -------
+    labels : ndarray of shape (rows, cols), int32
+    label_class : ndarray of int64
+        ``label_class[label]`` (index 0: no region).
     """
-    n = len(polys)
-    labels = rasterio.features.rasterize(zip(polys, range(1, n + 1)), out_shape=shape, transform=transform,
-                                         fill=0, dtype="int32")
-    pixels = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    if probability is None:
-        return np.column_stack([pixels, np.full(n, np.nan)])
-    sums = np.bincount(labels.ravel(), weights=probability.ravel(), minlength=n + 1)[1:]
-    return np.column_stack([pixels, sums])
+    from scipy import ndimage
+
+    structure = ndimage.generate_binary_structure(2, 2 if connectivity == 8 else 1)
+    labels = np.zeros(class_map.shape, np.int32)
+    label_class = [0]
+    for k in classes:
+        region, n = ndimage.label(valid & (class_map == k), structure=structure)
+        if n:
+            labels[region > 0] = region[region > 0] + (len(label_class) - 1)
+            label_class.extend([int(k)] * n)
+    return labels, np.asarray(label_class, np.int64)
 
 
 def _block_edges(polys: np.ndarray, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
