@@ -93,7 +93,8 @@ def test_default_model_ships_with_the_package():
     info = read_info(PACKAGE / "model" / "default.keras")
     assert info.channels == ("red", "green", "blue")
     assert info.classes == ("building", "land", "road", "vegetation", "water")
-    assert (PACKAGE / "model" / "default.keras").stat().st_size < 20 * 2**20
+    # A pretrained encoder's U-Net (EfficientNet-Lite0, 5.4 M parameters in float32): 22 MB; the wheel stays small.
+    assert (PACKAGE / "model" / "default.keras").stat().st_size < 30 * 2**20
 
 
 def test_class_balanced_sampling_finds_a_rare_class():
