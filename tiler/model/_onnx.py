@@ -232,6 +232,18 @@ class OnnxRuntime:
         n, h, w, c = self.shape
         nchw = self.network["layout"] == "NCHW"
         feed = [n, c, h, w] if nchw else [n, h, w, c]
+        try:
+            self._run = self._load(path, engine, feed, precision)
+        except Exception as exc:  # noqa: BLE001 - the runtimes raise their own types; the message names the fix
+            from tiler.errors import PlanError
+
+            raise PlanError(f"{engine} could not load {path!r} for batches of {feed} ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); a graph with fixed sides "
+                            "needs its own patch size (--patch-size)") from exc
+        self._nchw = nchw
+
+    def _load(self, path: str, engine: str, feed: list, precision: str):
+        """The function that runs one batch (in the graph's layout and type) with ``engine``."""
         if engine == "openvino":
             from tiler.model._runtime import _OV_PRECISION, import_openvino
 
@@ -260,7 +272,7 @@ class OnnxRuntime:
             def run(x):
                 return np.asarray(session.run(None, {inp.name: x})[0], np.float32)
 
-        self._run, self._nchw = run, nchw
+        return run
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         x = ((batch - self._offset) * self._inv).astype(self._dtype, copy=False)
