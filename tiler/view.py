@@ -119,7 +119,6 @@ def _quicklook(scene: str, shape: tuple[int, int]) -> Optional[str]:
 
 def _class_layers(ds, names: list[str], colours: list[str], shape: tuple[int, int]) -> list[dict]:
     classes = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
-    nodata = ds.nodata if ds.nodata is not None else 255
     layers = []
     for k, (name, colour) in enumerate(zip(names, colours)):
         on = classes == k
@@ -128,7 +127,7 @@ def _class_layers(ds, names: list[str], colours: list[str], shape: tuple[int, in
         rgba = np.zeros(shape + (4,), np.uint8)
         rgba[on] = [int(colour[i:i + 2], 16) for i in (1, 3, 5)] + [255]
         layers.append({"class": name, "index": k, "colour": colour, "image": _png(rgba)})
-    return layers, classes != nodata
+    return layers
 
 
 def _legend(ds, names: list[str], colours: list[str]) -> list[dict]:
@@ -258,7 +257,7 @@ def build_page(mask: Union[str, os.PathLike], *, scene: Union[None, str, os.Path
         height, width = ds.height, ds.width
         shape = _display_shape(height, width)
         names, colours = _classes(ds)
-        layers, _ = _class_layers(ds, names, colours, shape)
+        layers = _class_layers(ds, names, colours, shape)
         legend = _legend(ds, names, colours)
         polygons, dropped = (_polygons(os.fspath(vector), ds, max(height, width) / max(shape))
                              if vector is not None else (None, 0))
