@@ -25,6 +25,8 @@ The same table comes from ``tiler bench blend``.
 
 import argparse
 
+from _timing import stamp  # benchmarks/_timing.py
+
 from tiler.bench import format_table, run_blend_benchmarks, tta_device_benchmark
 
 
@@ -37,6 +39,7 @@ def main() -> None:
     ap.add_argument("--large", type=int, default=16384)
     ap.add_argument("--no-baseline", action="store_true")
     args = ap.parse_args()
+    print(stamp(), flush=True)
     rows = run_blend_benchmarks(args.sizes, args.classes, args.tta, args.threads,
                                 baseline=not args.no_baseline, large=args.large or None)
     print("patch 256, overlap 0.5, spline window; blend-only Mpx/s of scene (stand-in model excluded)")

@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _timing import stamp  # benchmarks/_timing.py
+
 ROOT = Path(__file__).resolve().parents[1]
 TILE = ROOT.parent / "shared" / "data" / "dubai_aerial" / "tile_7"
 CLASSES = ROOT / "examples" / "dubai_classes.json"
@@ -34,6 +36,7 @@ def main(argv=None) -> int:
     ap.add_argument("models", nargs="+")
     ap.add_argument("--images", type=int, default=None, help="only the first N images (default all)")
     args = ap.parse_args(argv)
+    print(stamp(), flush=True)
     if not TILE.exists():
         print(f"needs the shared Dubai tile 7 at {TILE}", file=sys.stderr)
         return 2

@@ -38,6 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _timing import stamp  # benchmarks/_timing.py
+
 ROOT = Path(__file__).resolve().parents[1]
 DUBAI = ROOT.parent / "shared" / "data" / "dubai_aerial"
 
@@ -145,6 +147,7 @@ def main(argv=None) -> int:
     ap.add_argument("--runtimes", default="auto,keras",
                     help="comma-separated --runtime values, each row run under each (default auto,keras)")
     args = ap.parse_args(argv)
+    print(stamp(), flush=True)
     runtimes = args.runtimes.split(",")
     print("| run | runtime | scene px | run_scene s | Mpx/s | network s | network busy | peak RSS MB | start-up s |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|")

@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _timing import stamp  # benchmarks/_timing.py
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,6 +80,7 @@ def main(argv=None) -> int:
     ap.add_argument("--runtime", default="auto", help="--runtime of tiler run (auto, keras, openvino)")
     ap.add_argument("--precision", default="float32", help="--precision of tiler run")
     args = ap.parse_args(argv)
+    print(stamp(), flush=True)
     if not TILE.exists():
         print(f"needs the shared Dubai tile 7 at {TILE}", file=sys.stderr)
         return 2

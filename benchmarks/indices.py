@@ -26,7 +26,7 @@ import sys
 
 import numba
 import numpy as np
-from _timing import median_seconds  # benchmarks/_timing.py
+from _timing import median_seconds, stamp  # benchmarks/_timing.py
 
 from tiler.indices import DENOMINATOR_EPSILON, INDICES, compute_index
 
@@ -60,6 +60,7 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=4096)
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args(argv)
+    print(stamp(), flush=True)
     rng = np.random.default_rng(0)
     shape = (args.size, args.size)
     pool = [rng.uniform(0.0, 0.6, shape).astype(np.float32) for _ in range(3)]

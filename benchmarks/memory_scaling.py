@@ -26,6 +26,7 @@ import tempfile
 import time
 
 import numpy as np
+from _timing import stamp  # benchmarks/_timing.py
 
 CHILD = r"""
 import json, sys
@@ -82,6 +83,7 @@ def main() -> None:
                     help="columns per column band (the engine's buffers are as wide as a band)")
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
+    print(stamp(), flush=True)
 
     work = args.workdir or tempfile.mkdtemp(prefix="tiler-bench-")
     os.makedirs(work, exist_ok=True)

@@ -27,6 +27,7 @@ import warnings
 
 import numpy as np
 import rasterio
+from _timing import stamp  # benchmarks/_timing.py
 from rasterio.errors import NotGeoreferencedWarning
 from scipy import ndimage
 
@@ -50,6 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", nargs="+", default=["001", "004", "007"])
     args = parser.parse_args()
+    print(stamp(), flush=True)
     from tiler import predict
     from tiler.labels import LabelScheme, read_mask
     from tiler.metrics import confusion_matrix, scores

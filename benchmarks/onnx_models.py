@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _timing import stamp  # benchmarks/_timing.py
+
 ROOT = Path(__file__).resolve().parents[1]
 S2 = ROOT.parent / "shared" / "data" / "sentinel2_18SVG_20160112"
 
@@ -56,6 +58,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=8.0)
     args = ap.parse_args(argv)
+    print(stamp(), flush=True)
     from tiler.model import DEFAULT_MODEL_PATH
     from tiler.model._registry import available_models
 

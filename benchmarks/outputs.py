@@ -38,6 +38,7 @@ import tempfile
 import time
 
 import numpy as np
+from _timing import stamp  # benchmarks/_timing.py
 
 STRIP, BAND = 512, 8192
 CLASSES = ("a", "b", "c", "d", "e")
@@ -182,6 +183,7 @@ def main() -> None:
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--child", nargs=4, metavar=("CASE", "SIZE", "MAP", "WORK"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    print(stamp(), flush=True)
     if args.child:
         case, size, kind, work = args.child
         print(json.dumps(child(case, int(size), kind, work)))

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from _timing import median_seconds  # benchmarks/_timing.py
+from _timing import median_seconds, stamp  # benchmarks/_timing.py
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project: its tests' scene builders
 from tests.scenes import s2_patch, vhr_scene  # noqa: E402
@@ -199,6 +199,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--skip-scaling", action="store_true", help="only the accuracy and estimator tables")
     args = ap.parse_args(argv)
+    print(stamp(), flush=True)
     if not S2.exists() or not VHR.exists():
         print(f"needs the shared Sentinel-2 scene at {S2} and the VHR pair at {VHR}", file=sys.stderr)
         return 2

@@ -28,6 +28,8 @@ import sys
 import tempfile
 import time
 
+from _timing import stamp  # benchmarks/_timing.py
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
@@ -38,6 +40,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=10)
     args = ap.parse_args(argv)
+    print(stamp(), flush=True)
 
     import keras
     import numpy as np

@@ -40,6 +40,7 @@ import tempfile
 import time
 
 import numpy as np
+from _timing import stamp  # benchmarks/_timing.py
 
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "dubai_aerial")
 
@@ -223,6 +224,7 @@ def main() -> None:
     ap.add_argument("--skip-scene", action="store_true")
     ap.add_argument("--skip-scheduler", action="store_true")
     args = ap.parse_args()
+    print(stamp(), flush=True)
     work = args.workdir or tempfile.mkdtemp(prefix="tiler-scaling-")
     os.makedirs(work, exist_ok=True)
     print(f"cores: {os.cpu_count()}; work folder {work}")

@@ -28,6 +28,7 @@ import time
 
 import numpy as np
 import rasterio
+from _timing import stamp  # benchmarks/_timing.py
 from affine import Affine
 
 TARGETS = {"help": 0.5, "typo": 0.5, "missing": 0.5, "register": 1.0, "indices": 1.0, "info": 1.0}
@@ -87,6 +88,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
+    print(stamp(), flush=True)
     exe = shutil.which("tiler") or sys.exit("the `tiler` command is not on PATH: pip install the project first")
     with tempfile.TemporaryDirectory() as d:
         scene = make_scene(d)

@@ -3,12 +3,12 @@
 Runs the bundled model on ``examples/dubai_sample.tif`` once (class map and
 polygons in one pass), then draws each polygon's outline in its class colour
 over the RGB image (``rasterio.features.rasterize`` of the polygon boundaries)
-and writes ``examples/polygons.png`` (a crop at full resolution) with GDAL's
+and writes ``docs/assets/polygons.png`` (a crop at full resolution) with GDAL's
 PNG driver. The README shows the result.
 
 Usage::
 
-    python examples/render_polygons.py [--out examples/polygons.png] [--min-area 30]
+    python examples/render_polygons.py [--out docs/assets/polygons.png] [--min-area 30]
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ CROP = Window(col_off=300, row_off=700, width=900, height=700)
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default=os.path.join(HERE, "polygons.png"))
+    ap.add_argument("--out", default=os.path.join(HERE, "..", "docs", "assets", "polygons.png"))
     ap.add_argument("--min-area", type=float, default=30.0, help="drop regions smaller than this (pixels)")
     args = ap.parse_args()
     scene = os.path.join(HERE, "dubai_sample.tif")

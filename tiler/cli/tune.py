@@ -35,7 +35,7 @@ from tiler.errors import UsageError
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Run the trials on an existing dask cluster (its workers must see the data and --out-dir).")
 @click.option("--space", "space_file", type=click.Path(dir_okay=False), default=None,
-              help="TOML file changing the default search space (see README).")
+              help="TOML file changing the default search space (see docs/guide/training.md).")
 @click.option("--pruner", default="median", show_default=True,
               help="median, hyperband, none, or threshold:X (prune a trial whose epoch score is below X).")
 @click.option("--init", "init", type=click.Path(dir_okay=False), default=None,

@@ -104,7 +104,7 @@ def cluster(workers: Optional[int] = None, scheduler: Optional[str] = None, *,
 
 #: Memory a local worker is given at least: a one-process run of the bundled model
 #: peaks at about 1 GB RSS whatever the scene's size (Keras/TensorFlow or OpenVINO,
-#: the strip accumulator and GDAL's cache; README "Memory"), doubled for headroom.
+#: the strip accumulator and GDAL's cache; docs/benchmarks.md "Memory against scene size"), doubled for headroom.
 MIN_WORKER_MEMORY = 2 * 2**30
 
 

@@ -65,7 +65,7 @@ def _bundled() -> list[NamedModel]:
 
     return [NamedModel("default", os.fspath(DEFAULT_MODEL_PATH),
                        "the bundled aerial RGB model (building, land, road, vegetation, water)",
-                       "MIT (tiler); trained on CC0 imagery", "tiler, README 'The default model'")]
+                       "MIT (tiler); trained on CC0 imagery", "tiler, docs/model-card.md")]
 
 
 def available_models() -> dict[str, NamedModel]:

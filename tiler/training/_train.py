@@ -35,7 +35,7 @@ _IMAGE_SUFFIXES = (".tif", ".tiff", ".jpg", ".jpeg", ".png", ".jp2", ".img", ".v
 #: What ``tiler train`` recommends for inference unless told otherwise: patches this
 #: many times the training patch, this overlap and window. From the quality-speed
 #: frontier of the bundled model on the held-out Dubai tile 7
-#: (``benchmarks/frontier.py``, table in the README): larger patches than the
+#: (``benchmarks/frontier.py``, table in docs/benchmarks.md): larger patches than the
 #: training patch scored lower and were no faster (the network's cost is per
 #: pixel, and large patches waste more past the scene's edges), while overlap
 #: 0.125 scored as well as 0.5 and predicts each pixel 1.3 instead of 4 times.
