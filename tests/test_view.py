@@ -103,3 +103,48 @@ def test_a_scene_of_another_grid_is_refused(run, tmp_path, runner):
     other = write_tif(tmp_path / "other.tif", np.zeros((3, 10, 10), np.uint8))
     r = runner.invoke(main, ["view", str(d / "m.tif"), "--scene", other, "-o", str(tmp_path / "x.html")])
     assert r.exit_code == 2 and "the mask" in r.output and not (tmp_path / "x.html").exists()
+
+
+def _page_scene_image(page_text: str) -> np.ndarray:
+    import base64
+    import io
+
+    from PIL import Image
+
+    data = json.loads(re.search(r"const DATA = (\{.*?\});\n", page_text, re.S).group(1))
+    assert data["scene"] and data["scene"].startswith("data:image/jpeg;base64,")
+    raw = base64.b64decode(data["scene"].split(",", 1)[1])
+    return np.asarray(Image.open(io.BytesIO(raw)).convert("RGB")).astype(float)
+
+
+def test_a_manifest_scene_shows_its_rgb_group_on_the_mask_grid(tmp_path, runner):
+    """A two-group manifest (RGB at 2 m, a pan band at 1 m) and a mask on the RGB grid (``--reference ms``): the
+    page's scene is the RGB group's own pixels (oracle: the same bands stretched by hand), not the pan band."""
+    from affine import Affine
+
+    rng = np.random.default_rng(3)
+    rows, cols = np.mgrid[0:60, 0:80]
+    rgb = np.stack([rows * 4, cols * 3, (rows + cols) * 2]).astype(np.uint16) + rng.integers(0, 3, (3, 60, 80))
+    write_tif(tmp_path / "ms.tif", rgb.astype(np.uint16), transform=Affine(2, 0, 500000, 0, -2, 4000000))
+    write_tif(tmp_path / "pan.tif", rng.integers(0, 1000, (1, 120, 160)).astype(np.uint16),
+              transform=Affine(1, 0, 500000, 0, -1, 4000000))
+    (tmp_path / "s.toml").write_text('[groups.ms]\nfiles = ["ms.tif"]\nbands = ["red", "green", "blue"]\n'
+                                     '[groups.pan]\nfiles = ["pan.tif"]\nbands = ["pan"]\n')
+    mask = write_tif(tmp_path / "m.tif", (rgb[:1] % 3).astype(np.uint8), transform=Affine(2, 0, 500000, 0, -2,
+                                                                                            4000000))
+    page = tmp_path / "p.html"
+    r = runner.invoke(main, ["view", mask, "--scene", str(tmp_path / "s.toml"), "-o", str(page)])
+    assert r.exit_code == 0, r.output
+    shown = _page_scene_image(page.read_text())
+    assert shown.shape == (60, 80, 3)
+    for k in range(3):
+        band = rgb[k].astype(float)
+        lo, hi = np.percentile(band, [2, 98])
+        expected = np.clip((band - lo) / (hi - lo) * 255, 0, 255)
+        assert np.corrcoef(shown[..., k].ravel(), expected.ravel())[0, 1] > 0.98
+        assert np.abs(shown[..., k] - expected).mean() < 6  # JPEG's loss only
+
+    # A mask of neither group's size: refused, naming the groups' sizes, nothing written.
+    small = write_tif(tmp_path / "small.tif", np.zeros((1, 10, 10), np.uint8))
+    r = runner.invoke(main, ["view", small, "--scene", str(tmp_path / "s.toml"), "-o", str(tmp_path / "x.html")])
+    assert r.exit_code == 2 and "ms 80x60" in r.output and not (tmp_path / "x.html").exists()

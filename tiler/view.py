@@ -101,20 +101,92 @@ def _classes(ds) -> tuple[list[str], list[str]]:
     return names, colours
 
 
-def _quicklook(scene: str, shape: tuple[int, int]) -> Optional[str]:
-    """The scene's first three bands (or its one band) decimated and stretched, as a data URI."""
+def _stretch(data: np.ndarray) -> str:
+    """(band, row, col) float64 values (NaN: nodata), one or three bands, stretched per band to their 2nd-98th
+    percentile, as a JPEG data URI (nodata black)."""
+    shape = data.shape[1:]
+    rgb = np.zeros(shape + (3,), np.uint8)
+    for k in range(3):
+        band = data[k if data.shape[0] == 3 else 0]
+        finite = band[np.isfinite(band)]
+        lo, hi = np.percentile(finite, [2, 98]) if finite.size else (0.0, 1.0)
+        rgb[..., k] = np.clip(np.nan_to_num((band - lo) / max(hi - lo, 1e-12) * 255), 0, 255).astype(np.uint8)
+    rgb[~np.isfinite(data).all(axis=0)] = 0
+    return _jpeg(rgb)
+
+
+def _is_raster(path: str) -> bool:
+    return os.path.isfile(path) and not path.lower().endswith((".toml", ".json"))
+
+
+def _raster_quicklook(scene: str, shape: tuple[int, int]) -> str:
+    """A single raster's first three bands (or its one band), decimated by GDAL (from overviews where it has them)."""
     with _open(scene, "scene") as ds:
         bands = [1, 2, 3] if ds.count >= 3 else [1]
         data = ds.read(bands, out_shape=(len(bands),) + shape, resampling=Resampling.average, masked=True)
-    data = data.astype(np.float64).filled(np.nan)
-    rgba = np.zeros(shape + (4,), np.uint8)
-    for k in range(3):
-        band = data[k if len(bands) == 3 else 0]
-        finite = band[np.isfinite(band)]
-        lo, hi = np.percentile(finite, [2, 98]) if finite.size else (0.0, 1.0)
-        rgba[..., k] = np.clip((band - lo) / max(hi - lo, 1e-12) * 255, 0, 255).astype(np.uint8)
-    rgba[~np.isfinite(data).all(axis=0)] = 0  # nodata: black
-    return _jpeg(rgba[..., :3])
+    return _stretch(data.astype(np.float64).filled(np.nan))
+
+
+def _open_on_grid(path: str, height: int, width: int):
+    """A manifest, sensor folder or STAC item opened with the band group whose grid is the mask's as reference.
+
+    Raises
+    ------
+    SceneReadError
+        The scene cannot be opened.
+    UsageError
+        No band group of the scene has the mask's size.
+    """
+    from tiler.errors import TilerError
+    from tiler.scene import open_scene
+
+    try:
+        scene = open_scene(path)
+    except TilerError as exc:
+        raise SceneReadError(f"cannot read the scene {path!r}: {exc}") from None
+    sizes = {g.name: (scene.grid(g.name).height, scene.grid(g.name).width) for g in scene.groups}
+    fits = [name for name, size in sizes.items() if size == (height, width)]
+    if not fits:
+        scene.close()
+        listed = ", ".join(f"{name} {w}x{h}" for name, (h, w) in sizes.items())
+        raise UsageError(f"--scene {path!r} has no band group of the mask's size {width}x{height} ({listed}): "
+                         "give the scene the mask was made from")
+    if scene.reference in fits:
+        return scene
+    scene.close()
+    return open_scene(path, reference=fits[0])
+
+
+def _scene_quicklook(path: str, height: int, width: int, shape: tuple[int, int]) -> str:
+    """The red, green and blue bands of any scene (else its first band), averaged onto the display grid.
+
+    Each band group is resampled onto the decimated reference grid through the scene's own warper
+    (:meth:`tiler.scene.Scene.warp`, area average), in strips of display rows so that memory stays bounded
+    on a large scene; radiometric scale applied.
+    """
+    from affine import Affine
+
+    with _open_on_grid(path, height, width) as scene:
+        lookup = scene.band_lookup()
+        names = ("red", "green", "blue")
+        indexes = [lookup[n] for n in names] if all(n in lookup for n in names) else [1]
+        by_group: dict[str, tuple[list[int], list[int]]] = {}
+        for k, i in enumerate(indexes):
+            group = scene.group_of(i)
+            position = scene.group(group).bands.index(scene.band(i))
+            by_group.setdefault(group, ([], []))
+            by_group[group][0].append(k)
+            by_group[group][1].append(position)
+        data = np.full((len(indexes),) + shape, np.nan)
+        to_display = scene.transform @ Affine.scale(width / shape[1], height / shape[0])
+        step = 128
+        for r0 in range(0, shape[0], step):
+            rows = min(step, shape[0] - r0)
+            for group, (ks, positions) in by_group.items():
+                part, _ = scene.warp(group, to_display @ Affine.translation(0, r0), (rows, shape[1]),
+                                     positions=positions, resampling="average")
+                data[ks, r0:r0 + rows] = part
+    return _stretch(data)
 
 
 def _class_layers(ds, names: list[str], colours: list[str], shape: tuple[int, int]) -> list[dict]:
@@ -186,25 +258,32 @@ def _polygons(path: str, ds, scale: float) -> tuple[dict, int]:
     return {"type": "FeatureCollection", "features": features}, dropped
 
 
+def _g(value) -> str:
+    """A number or a range of numbers at 4 significant digits (the report keeps full precision)."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_g(v) for v in value) + "]"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def _report_sections(report: dict) -> list[dict]:
     """The run report's parts a reader looks for, as titled key-value lists."""
     sections = []
     domain = report.get("domain")
     if domain:
         rows = [("verdict", "ok" if domain.get("ok") else "REFUSED")] + [("warning", w) for w in domain.get(
-            "warnings", [])] + [(c["name"], f"scene {c.get('scene_dtype')} {c.get('scene_range')}, model "
-                                           f"{c.get('model_dtype')} {c.get('model_range')}") for c in
+            "warnings", [])] + [(c["name"], f"scene {c.get('scene_dtype')} {_g(c.get('scene_range'))}, model "
+                                           f"{c.get('model_dtype')} {_g(c.get('model_range'))}") for c in
                                 domain.get("channels", [])]
         sections.append({"title": "Input domain", "rows": rows})
     scene = report.get("scene") or {}
     if scene:
-        rows = [(k, scene[k]) for k in ("path", "width", "height", "crs", "pixel_size_m") if k in scene]
+        rows = [(k, _g(scene[k])) for k in ("path", "width", "height", "crs", "pixel_size_m") if k in scene]
         if scene.get("band_mapping"):
             rows.append(("band mapping", scene["band_mapping"]))
         sections.append({"title": "Scene", "rows": rows})
     reg = report.get("registration")
     if reg and reg.get("groups"):
-        rows = [(g, f"{v.get('status')}, shift {v.get('shift_m')} m, {v.get('model')}")
+        rows = [(g, f"{v.get('status')}, shift {_g(v.get('shift_m'))} m, {v.get('model')}")
                 for g, v in reg["groups"].items()]
         sections.append({"title": "Registration", "rows": rows})
     grid = report.get("grid")
@@ -212,7 +291,7 @@ def _report_sections(report: dict) -> list[dict]:
         sections.append({"title": "Patch grid", "rows": list(grid.items()) + list((report.get("patches") or {})
                                                                                   .items())})
     if report.get("seconds"):
-        sections.append({"title": "Seconds per stage", "rows": list(report["seconds"].items())})
+        sections.append({"title": "Seconds per stage", "rows": [(k, _g(v)) for k, v in report["seconds"].items()]})
     model = report.get("model")
     if model:
         sections.append({"title": "Model", "rows": [(k, model[k]) for k in ("path", "channels", "classes",
@@ -231,7 +310,8 @@ def build_page(mask: Union[str, os.PathLike], *, scene: Union[None, str, os.Path
     mask : path-like
         A class-map GeoTIFF (``tiler run``'s, or any 8-bit label raster).
     scene : path-like, optional
-        The scene, a raster on the mask's grid, shown under the classes.
+        The scene shown under the classes: a raster on the mask's grid, or a manifest, sensor folder or STAC
+        item one of whose band groups has the mask's grid (its red, green and blue bands are shown).
     vector : path-like, optional
         Polygons of the mask (``--vector``), in its CRS, WGS 84 (GeoJSON) or pixels.
     report : path-like or dict, optional
@@ -262,12 +342,14 @@ def build_page(mask: Union[str, os.PathLike], *, scene: Union[None, str, os.Path
         polygons, dropped = (_polygons(os.fspath(vector), ds, max(height, width) / max(shape))
                              if vector is not None else (None, 0))
     quicklook = None
-    if scene is not None:
+    if scene is not None and _is_raster(os.fspath(scene)):
         with _open(os.fspath(scene), "scene") as s:
             if (s.width, s.height) != (width, height):
                 raise UsageError(f"--scene {os.fspath(scene)!r} is {s.width}x{s.height}, the mask {width}x{height}: "
                                  "give the scene the mask was made from (on its reference grid)")
-        quicklook = _quicklook(os.fspath(scene), shape)
+        quicklook = _raster_quicklook(os.fspath(scene), shape)
+    elif scene is not None:
+        quicklook = _scene_quicklook(os.fspath(scene), height, width, shape)
     if isinstance(report, (str, os.PathLike)):
         with open(report, encoding="utf-8") as f:
             report = json.load(f)
@@ -286,15 +368,21 @@ def build_page(mask: Union[str, os.PathLike], *, scene: Union[None, str, os.Path
 
 
 def page_scene(scene, mask) -> Optional[str]:
-    """The scene to show under a run's mask: the scene itself where it is one raster on the mask's grid, else
-    None (a manifest, a sensor folder or a STAC item has no one raster to show)."""
+    """The scene to show under a run's mask, or None where it cannot be shown.
+
+    A single raster is shown where it is on the mask's grid; a manifest, sensor folder or STAC item where one of
+    its band groups has the mask's size (its red, green and blue bands resampled onto that grid).
+    """
     path = os.fspath(scene)
-    if not os.path.isfile(path) or path.lower().endswith((".toml", ".json")):
-        return None
     try:
-        with _open(path, "scene") as s, _open(os.fspath(mask), "mask") as m:
-            return path if (s.width, s.height) == (m.width, m.height) else None
-    except SceneReadError:
+        with _open(os.fspath(mask), "mask") as m:
+            height, width = m.height, m.width
+        if _is_raster(path):
+            with _open(path, "scene") as s:
+                return path if (s.width, s.height) == (width, height) else None
+        with _open_on_grid(path, height, width):
+            return path
+    except (SceneReadError, UsageError):
         return None
 
 

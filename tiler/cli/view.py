@@ -9,8 +9,9 @@ from tiler.cli._common import _guard, _handle_errors, _overwrite, _require, _ver
 
 @click.command()
 @click.argument("mask", type=click.Path(dir_okay=False))
-@click.option("--scene", type=click.Path(dir_okay=False), default=None,
-              help="The scene (a raster on the mask's grid), shown as a quick-look under the classes.")
+@click.option("--scene", type=click.Path(), default=None,
+              help="The scene, shown as a quick-look under the classes: a raster on the mask's grid, or a manifest, "
+                   "sensor folder or STAC item (its red, green and blue bands on the band group of the mask's grid).")
 @click.option("--vector", type=click.Path(dir_okay=False), default=None, help="Polygons of the mask (--vector).")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="The run report (--report).")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="The HTML page (.html).")
