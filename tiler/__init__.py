@@ -2,9 +2,21 @@
 
 Public entry points: :func:`run_scene` (stream a scene into a GeoTIFF mask),
 :func:`index_scene` (spectral indices into a GeoTIFF) and :func:`predict` (blend an
-in-memory array). Subpackages: :mod:`tiler.plan`, :mod:`tiler.scene` (band groups,
-manifests, sensor folders), :mod:`tiler.registration`, :mod:`tiler.indices`,
-:mod:`tiler.blend`, :mod:`tiler.model`, :mod:`tiler.pipeline`.
+in-memory array).
+
+The package is built in layers, top to bottom (a module imports only from its own
+package and from layers below it; ``lint-imports`` checks it, see ``pyproject.toml``):
+
+1. :mod:`tiler.cli` (the command);
+2. :mod:`tiler.training`; 3. :mod:`tiler.distributed`;
+4. :mod:`tiler.info`, :mod:`tiler.vectorize`, :mod:`tiler.evaluate`, :mod:`tiler.view`, :mod:`tiler.bench`;
+5. :mod:`tiler.pipeline` (the run);
+6. :mod:`tiler.sinks`, :mod:`tiler.reports`; 7. :mod:`tiler.engine`, :mod:`tiler.source`;
+8. :mod:`tiler.config`;
+9. :mod:`tiler.model`, :mod:`tiler.registration`, :mod:`tiler.output`, :mod:`tiler.metrics`;
+10. :mod:`tiler.scene`, :mod:`tiler.indices`, :mod:`tiler.domain`, :mod:`tiler.labels`;
+11. :mod:`tiler.blend`, :mod:`tiler.destination`, :mod:`tiler.plan`;
+12. :mod:`tiler.errors` and the private helpers.
 """
 
 import logging

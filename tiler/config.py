@@ -30,10 +30,6 @@ PROBABILITY_DTYPES = ("float32", "uint8")
 REGISTRATION = ("auto", "off")
 #: Pixel connectivity of polygon regions: edge neighbours (4) or edge and corner (8).
 CONNECTIVITY = (4, 8)
-#: Default overlap: half a patch, the original smooth-blending method's ``subdivisions=2``.
-DEFAULT_OVERLAP = 0.5
-#: Blending window where neither the user nor the model says.
-DEFAULT_WINDOW = "spline"
 #: Default scene rows per strip (rounded to whole strides).
 DEFAULT_STRIP_ROWS = 512
 #: Default output columns per column band: bounds memory for very wide scenes

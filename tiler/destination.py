@@ -49,8 +49,6 @@ __all__ = [
     "Destination",
     "OutputGuard",
     "guard_outputs",
-    "scene_inputs",
-    "split_scene",
     "clean_stale",
     "is_temporary_name",
     "write_failure",
@@ -156,62 +154,6 @@ def _same_file(a: str, b: str) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return os.path.realpath(a) == os.path.realpath(b)
-
-
-def split_scene(scene: PathLike) -> tuple[str, Optional[str]]:
-    """The file a scene string names, and the STAC Item it picks.
-
-    ``("collection.json", "ITEM_ID")`` for ``collection.json#ITEM_ID``;
-    ``(scene, None)`` for anything else (a ``#`` elsewhere is part of the name).
-    No file is opened.
-    """
-    scene = os.fspath(scene)
-    path, sep, item = scene.rpartition("#")
-    if sep and path.lower().endswith(".json"):
-        return path, item
-    return scene, None
-
-
-def scene_inputs(scene: PathLike) -> list[str]:
-    """Every file a scene path stands for: the file, a manifest and its band files, or a folder's files.
-
-    Used by :func:`guard_outputs` to refuse an output that would replace an
-    input. Cheap: no raster is opened.
-
-    Parameters
-    ----------
-    scene : path-like
-        A raster, a scene manifest (``.toml``), a STAC Item (``.json``, or
-        ``collection.json#ITEM_ID``: the JSON file and the Item's assets) or a
-        sensor folder.
-
-    Returns
-    -------
-    list of str
-        Existing files (a folder contributes every file in it and in its
-        sub-folders, metadata files included).
-    """
-    scene = os.fspath(scene)
-    if split_scene(scene)[0].lower().endswith(".json"):
-        from tiler.scene._stac import stac_asset_paths
-
-        return [p for p in stac_asset_paths(scene) if os.path.exists(p)]
-    if os.path.isdir(scene):
-        files = []
-        for root, dirs, names in os.walk(scene):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
-            files.extend(os.path.join(root, n) for n in names)
-        return files
-    files = [scene]
-    if scene.lower().endswith(".toml") and os.path.isfile(scene):
-        from tiler.scene import read_manifest
-
-        try:
-            layout = read_manifest(scene)
-        except TilerError:
-            return files  # the scene check will say what is wrong with it
-        files.extend(p for g in layout.groups for p in g.paths)
-    return files
 
 
 class Destination:
@@ -631,7 +573,7 @@ def guard_outputs(
         ``(path, suffixes)`` where the file's format demands a name ending
         (``(".tif", ".tiff")``), or None for an output not asked for.
     inputs : iterable of path-like
-        Every file the command reads (see :func:`scene_inputs`; the model file,
+        Every file the command reads (see :func:`tiler.scene.scene_inputs`; the model file,
         a class file ...). Missing ones are ignored.
     overwrite : bool
         Whether existing outputs may be replaced.

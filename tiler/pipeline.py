@@ -19,7 +19,7 @@ from tiler._logging import notice
 from tiler._version import __version__
 from tiler.blend import Accumulator, WindowFunction, get_window
 from tiler.config import InferenceConfig, OutputConfig, StreamConfig, VectorConfig, run_configs, split_options
-from tiler.destination import GEOTIFF_SUFFIXES, Destination, guard_outputs, scene_inputs
+from tiler.destination import GEOTIFF_SUFFIXES, Destination, guard_outputs
 from tiler.domain import InputScale, check_domain, sample_channels
 from tiler.engine import Block, PatchStats, ProgressCallback, blend_patches, stream
 from tiler.errors import BandMismatchError, PlanError, UsageError
@@ -29,7 +29,7 @@ from tiler.model._predictor import Predictor
 from tiler.output import check_creation_options
 from tiler.plan import PatchGrid, reflect_indices
 from tiler.reports import IndexReport, RunReport, scene_summary, vector_summary
-from tiler.scene import open_scene
+from tiler.scene import open_scene, scene_inputs
 from tiler.sinks import (
     VECTOR_FORMATS,
     ClassMapSink,

@@ -8,6 +8,8 @@ test-time augmentation.
 from tiler.blend._accumulate import Accumulator
 from tiler.blend._d4 import TTA_MEANS, TTA_TRANSFORMS, d4_expand, d4_inverse, d4_merge, d4_transform
 from tiler.blend._windows import (
+    DEFAULT_OVERLAP,
+    DEFAULT_WINDOW,
     WINDOWS,
     WindowFunction,
     boxcar_window,
@@ -20,6 +22,8 @@ from tiler.blend._windows import (
 
 __all__ = [
     "Accumulator",
+    "DEFAULT_OVERLAP",
+    "DEFAULT_WINDOW",
     "TTA_MEANS",
     "TTA_TRANSFORMS",
     "WINDOWS",

@@ -16,6 +16,8 @@ import numpy as np
 from tiler.errors import PlanError
 
 __all__ = [
+    "DEFAULT_OVERLAP",
+    "DEFAULT_WINDOW",
     "WINDOWS",
     "WindowFunction",
     "get_window",
@@ -175,6 +177,12 @@ WINDOWS: Mapping[str, WindowFunction] = MappingProxyType(
         "boxcar": boxcar_window,
     }
 )
+
+#: Blending window where neither the user nor the model says.
+DEFAULT_WINDOW = "spline"
+#: Overlap where neither the user nor the model says: half a patch, the original smooth-blending
+#: method's ``subdivisions=2``.
+DEFAULT_OVERLAP = 0.5
 
 
 def get_window(window: Union[str, WindowFunction], patch_size: int) -> np.ndarray:

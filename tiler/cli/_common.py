@@ -273,7 +273,7 @@ def _vector_config(classes, connectivity, min_area, simplify, min_probability=0.
 
 
 def _scene_inputs(scene: str) -> list:
-    from tiler.destination import scene_inputs
+    from tiler.scene import scene_inputs
 
     return scene_inputs(scene)
 

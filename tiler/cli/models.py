@@ -16,11 +16,12 @@ from tiler.cli._common import _handle_errors, _verbosity
 def models(as_json, quiet, verbose):
     """List the models available by name (`--model NAME`): the bundled default and those installed packages
     register (entry-point group `tiler.models`), with channels, classes, pixel size, licence and source."""
+    from tiler.model._file import read_info
     from tiler.model._registry import available_models
 
     rows = []
     for m in available_models().values():
-        info = m.info()
+        info = read_info(m.path)  # a package's ONNX file: its provider's description
         domain = info.input_domain
         rows.append({"name": m.name, "path": m.path, "description": m.description,
                      "channels": list(info.channels), "classes": list(info.classes),

@@ -49,7 +49,7 @@ def run(scene, out, vector, report, html, classes, connectivity, min_area, min_p
     (or any, with --parts/--workers/--scheduler) is computed in parts beside
     the output and resumed after a crash by running the same command again.
     """
-    from tiler.destination import split_scene
+    from tiler.scene import split_scene
 
     _require(split_scene(scene)[0])
     if out is None and vector is None:

@@ -16,12 +16,13 @@ from rasterio.errors import NotGeoreferencedWarning
 from tiler import errors
 from tiler._version import __version__
 from tiler.config import InferenceConfig, OutputConfig, StreamConfig, VectorConfig, run_configs
-from tiler.destination import GEOTIFF_SUFFIXES, Destination, guard_outputs, scene_inputs
+from tiler.destination import GEOTIFF_SUFFIXES, Destination, guard_outputs
 from tiler.distributed._inputs import expand_inputs, output_name
 from tiler.distributed._journal import FINGERPRINT_TAG, digest, fingerprint
 from tiler.distributed._runner import BatchAborted, SceneResult, execute
 from tiler.distributed._tasks import SceneJob
 from tiler.errors import OutputExistsError, OutputPathError, TilerError, UsageError
+from tiler.scene import scene_inputs
 
 __all__ = ["run", "batch", "cluster", "BatchReport", "make_job"]
 

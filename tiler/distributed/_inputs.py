@@ -7,8 +7,8 @@ import os
 import string
 from typing import Iterable
 
-from tiler.destination import split_scene
 from tiler.errors import SceneReadError, TilerError, UsageError
+from tiler.scene import split_scene
 
 __all__ = ["expand_inputs", "output_name", "SCENE_SUFFIXES", "LIST_SUFFIXES"]
 

@@ -18,7 +18,7 @@ import shutil
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from tiler._version import __version__
-from tiler.destination import scene_inputs
+from tiler.scene import scene_inputs
 
 __all__ = ["Journal", "fingerprint", "digest", "file_sha256", "work_folder", "FINGERPRINT_TAG"]
 

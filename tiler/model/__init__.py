@@ -7,9 +7,9 @@ where a network is built or loaded, never to read a model file's metadata.
 from tiler._lazy import lazy_exports
 
 _EXPORTS = {
-    "DEFAULT_MODEL_PATH": "_file",
-    "METADATA_NAME": "_file",
-    "ModelInfo": "_file",
+    "DEFAULT_MODEL_PATH": "_registry",
+    "METADATA_NAME": "_info",
+    "ModelInfo": "_info",
     "TilerModel": "_file",
     "load_model": "_file",
     "read_info": "_file",

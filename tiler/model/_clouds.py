@@ -53,7 +53,7 @@ def _folder():
 
 def _describe(onnx_path: str):
     """The :class:`~tiler.model.ModelInfo` of one of the package's networks, from its JSON."""
-    from tiler.model._file import ModelInfo
+    from tiler.model._info import ModelInfo
 
     with open(os.path.splitext(onnx_path)[0] + ".json", encoding="utf-8") as f:
         doc = json.load(f)

@@ -137,7 +137,7 @@ def read_onnx_info(path) -> "Any":
     """
     import onnx
 
-    from tiler.model._file import ModelInfo
+    from tiler.model._info import ModelInfo
 
     path = os.fspath(path)
     if not os.path.isfile(path):

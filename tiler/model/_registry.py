@@ -13,14 +13,18 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 from tiler.errors import ModelFileError
 
-__all__ = ["ENTRY_POINT_GROUP", "NamedModel", "available_models", "resolve_model_path", "registered_info"]
+__all__ = ["DEFAULT_MODEL_PATH", "ENTRY_POINT_GROUP", "NamedModel", "available_models", "resolve_model_path",
+           "registered_info"]
 
 log = logging.getLogger(__name__)
 
+#: The default model shipped inside the package.
+DEFAULT_MODEL_PATH = Path(__file__).with_name("default.keras")
 #: The entry-point group of model providers.
 ENTRY_POINT_GROUP = "tiler.models"
 
@@ -51,18 +55,8 @@ class NamedModel:
     source: str
     describe: Optional[Callable[[], Any]] = None
 
-    def info(self):
-        """Its :class:`~tiler.model.ModelInfo`."""
-        if self.describe is not None:
-            return self.describe()
-        from tiler.model._file import read_info
-
-        return read_info(self.path)
-
 
 def _bundled() -> list[NamedModel]:
-    from tiler.model._file import DEFAULT_MODEL_PATH
-
     return [NamedModel("default", os.fspath(DEFAULT_MODEL_PATH),
                        "the bundled aerial RGB model (building, land, road, vegetation, water)",
                        "MIT (tiler); trained on CC0 imagery", "tiler, docs/model-card.md")]

@@ -33,7 +33,7 @@ from tiler.plan import reflect_indices
 from tiler.scene._bands import Band, BandGroup
 from tiler.scene._layouts import Layout, detect_layout
 from tiler.scene._manifest import read_manifest
-from tiler.scene._stac import is_stac, read_stac_item, split_stac
+from tiler.scene._stac import is_stac, read_stac_item, split_scene
 
 __all__ = ["Scene", "open_scene", "BandMapping", "GroupGrid"]
 
@@ -776,8 +776,8 @@ def open_scene(path: Union[str, os.PathLike], *, reference: Optional[str] = None
     """
     path = os.fspath(path)
     if is_stac(path):
-        if not os.path.exists(split_stac(path)[0]):
-            raise SceneReadError(f"scene {split_stac(path)[0]!r} does not exist; check the path")
+        if not os.path.exists(split_scene(path)[0]):
+            raise SceneReadError(f"scene {split_scene(path)[0]!r} does not exist; check the path")
         return Scene(path, read_stac_item(path), reference)
     if not os.path.exists(path):
         raise SceneReadError(f"scene {path!r} does not exist; check the path")

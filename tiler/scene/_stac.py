@@ -21,17 +21,16 @@ from __future__ import annotations
 import json
 import os
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Optional, Union
 from urllib.parse import urlparse
 
 import rasterio
 
-from tiler.destination import split_scene
 from tiler.errors import SceneReadError
 from tiler.scene._bands import Band, BandGroup
 from tiler.scene._layouts import Layout
 
-__all__ = ["is_stac", "split_stac", "read_stac_item", "stac_items", "stac_asset_paths", "RASTER_MEDIA"]
+__all__ = ["is_stac", "split_scene", "read_stac_item", "stac_items", "stac_asset_paths", "RASTER_MEDIA"]
 
 #: Media types of raster assets (others, thumbnails and metadata, are not bands).
 RASTER_MEDIA = ("image/tiff", "image/jp2", "image/vnd.stac.geotiff", "application/x-hdf")
@@ -39,12 +38,24 @@ RASTER_MEDIA = ("image/tiff", "image/jp2", "image/vnd.stac.geotiff", "applicatio
 _SKIP_ROLES = {"thumbnail", "overview", "metadata", "visual"}
 
 
-split_stac = split_scene  # "collection.json#ITEM_ID" -> ("collection.json", "ITEM_ID")
+def split_scene(scene: Union[str, "os.PathLike[str]"]) -> tuple[str, Optional[str]]:
+    """The file a scene string names, and the STAC Item it picks.
+
+    ``("collection.json", "ITEM_ID")`` for ``collection.json#ITEM_ID``;
+    ``(scene, None)`` for anything else (a ``#`` elsewhere is part of the name).
+    No file is opened.
+    """
+    scene = os.fspath(scene)
+    path, sep, item = scene.rpartition("#")
+    if sep and path.lower().endswith(".json"):
+        return path, item
+    return scene, None
 
 
 def is_stac(scene: str) -> bool:
     """Whether a scene string names a STAC JSON file (an Item, or an Item of a collection with ``#ID``)."""
-    return split_stac(scene)[0].lower().endswith(".json")
+    return split_scene(scene)[0].lower().endswith(".json")
+
 
 
 def _load(path: str) -> dict:
@@ -102,7 +113,7 @@ def stac_items(path: str) -> list[Any]:
 
 
 def _item(scene: str):
-    path, item_id = split_stac(scene)
+    path, item_id = split_scene(scene)
     items = stac_items(path)
     if item_id is None:
         if len(items) > 1:
@@ -145,9 +156,9 @@ def stac_asset_paths(scene: str) -> list[str]:
     from tiler.errors import TilerError
 
     try:
-        return [split_stac(scene)[0], *(p for p, _ in _band_assets(_item(scene)).values())]
+        return [split_scene(scene)[0], *(p for p, _ in _band_assets(_item(scene)).values())]
     except TilerError:
-        return [split_stac(scene)[0]]
+        return [split_scene(scene)[0]]
 
 
 def _asset_bands(key: str, asset, count: int) -> list[dict]:

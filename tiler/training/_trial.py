@@ -67,8 +67,8 @@ def main(argv=None) -> int:
 
     from tiler.errors import TilerError
     from tiler.labels import LabelScheme
+    from tiler.training._study import make_pruner, open_storage
     from tiler.training._train import TrainConfig, train
-    from tiler.training._tune import make_pruner, open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=spec["study"], storage=open_storage(spec["storage"]),

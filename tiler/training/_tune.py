@@ -25,16 +25,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 from tiler.errors import PlanError, UsageError
+from tiler.training._study import PRUNERS, STUDY_FILE, STUDY_NAME, make_pruner, open_storage
 
 __all__ = ["PRUNERS", "STUDY_FILE", "TuneConfig", "make_pruner", "open_storage", "tune"]
 
-#: The study's journal, in the output folder.
-STUDY_FILE = "study.journal"
-STUDY_NAME = "tiler-tune"
-#: Pruners on the per-epoch validation mean IoU: optuna's median rule (after
-#: 2 finished trials and 1 epoch), Hyperband (Li et al. 2018, JMLR 18), none, or
-#: ``threshold:X`` (stop a trial whose value falls below X).
-PRUNERS = ("median", "hyperband", "none", "threshold:X")
 #: Parameters a fine-tuning search (``init``) cannot change: they are the
 #: starting model's architecture and initialisation.
 ARCHITECTURE = ("depth", "base_filters", "kernel_initializer", "batch_norm", "dropout", "encoder")
@@ -89,50 +83,6 @@ class TuneConfig:
             object.__setattr__(self, "space", dict(DEFAULT_SPACE))
         if self.base is None:
             object.__setattr__(self, "base", TrainConfig(epochs=15, steps_per_epoch=50, patience=4))
-
-
-def make_pruner(name: str, epochs: int):
-    """The optuna pruner named ``name`` (see :data:`PRUNERS`) for trials of ``epochs`` epochs.
-
-    Raises
-    ------
-    UsageError
-        For an unknown name.
-    """
-    import optuna
-
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(int(epochs), 1))
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    if name.startswith("threshold:"):
-        try:
-            return optuna.pruners.ThresholdPruner(lower=float(name.split(":", 1)[1]))
-        except ValueError:
-            pass
-    raise UsageError(f"unknown pruner {name!r}; use median, hyperband, none or threshold:X (e.g. threshold:0.2)")
-
-
-def open_storage(path: str):
-    """optuna's journal storage on the file ``path`` (created where absent).
-
-    Parameters
-    ----------
-    path : path-like
-        The study's journal file (``--out-dir/study.journal``).
-
-    Returns
-    -------
-    optuna.storages.JournalStorage
-        With a file backend: an append-only log that several processes (the
-        search and its trial processes) read and write under a file lock.
-    """
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    return JournalStorage(JournalFileBackend(str(path)))
 
 
 @contextlib.contextmanager
