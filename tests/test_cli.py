@@ -292,3 +292,31 @@ def test_a_run_whose_network_is_converted_imports_no_keras(tmp_path):
         runs.append(proc.stdout)
     assert "EXIT 0" in runs[0] and "keras" in runs[0], runs[0]  # the first run converts with Keras
     assert "EXIT 0 LOADED -" in runs[1], runs[1]  # the second reads the converted network
+
+
+def test_choice_options_come_from_the_registries_and_defaults_from_the_config_fields(monkeypatch):
+    """Options declared once (issue 24): each choice-valued option of `tiler run` offers exactly its config
+    field's registry, defaults to the field's default, and a value added to a registry is offered at once."""
+    import dataclasses
+    import types
+
+    import click
+
+    import tiler.blend
+    import tiler.config as cfg
+    from tiler.cli import main
+
+    run = main.get_command(click.Context(main), "run")
+    options = {p.name: p for p in run.params}
+    option_of = {("OutputConfig", "kind"): "output"}
+    for (config, field), (module, attribute) in cfg._REGISTRIES.items():
+        name = option_of.get((config, field), field)
+        if name not in options:  # --connectivity is tiler run's too; every key must be some command's option
+            assert config == "VectorConfig", (config, field)
+            continue
+        registry = getattr(__import__(module, fromlist=[attribute]), attribute)
+        assert list(options[name].type.choices) == [str(k) for k in registry], name
+        default = {f.name: f.default for f in dataclasses.fields(getattr(cfg, config))}[field]
+        assert options[name].default == default, name
+    monkeypatch.setattr(tiler.blend, "WINDOWS", types.MappingProxyType({**tiler.blend.WINDOWS, "tukey": None}))
+    assert "tukey" in options["window"].type.choices

@@ -18,6 +18,7 @@ from tiler.domain import InputScale
 from tiler.errors import PlanError, UsageError
 
 __all__ = ["InferenceConfig", "StreamConfig", "OutputConfig", "VectorConfig", "split_options", "run_configs",
+           "choices", "option_default",
            "OUTPUT_KINDS", "PROBABILITY_DTYPES", "REGISTRATION", "CONNECTIVITY"]
 
 #: Raster products of ``tiler run``: a uint8 class map, or per-class probabilities.
@@ -38,6 +39,67 @@ DEFAULT_BAND_WIDTH = 8192
 #: GDAL block cache for a run, in MB: enough for a strip of input tiles, small
 #: enough that memory stays flat in scene size.
 DEFAULT_GDAL_CACHE_MB = 64
+
+
+#: Where the values of each choice-valued option field are registered: ``(config class name, field)`` ->
+#: ``(module, attribute)``. The config checks its values against these registries and ``tiler``'s options
+#: take their choices from them (:func:`choices`), so that a new window, runtime or TTA is offered by the
+#: command line as soon as its registry has it. Imported on use: the engine's modules load when needed.
+_REGISTRIES: dict[tuple[str, str], tuple[str, str]] = {
+    ("InferenceConfig", "window"): ("tiler.blend", "WINDOWS"),
+    ("InferenceConfig", "tta"): ("tiler.blend", "TTA_TRANSFORMS"),
+    ("InferenceConfig", "tta_mean"): ("tiler.blend", "TTA_MEANS"),
+    ("InferenceConfig", "tta_device"): ("tiler.model._predictor", "TTA_DEVICES"),
+    ("InferenceConfig", "runtime"): ("tiler.model._runtime", "RUNTIMES"),
+    ("InferenceConfig", "precision"): ("tiler.model._runtime", "PRECISIONS"),
+    ("InferenceConfig", "registration"): ("tiler.config", "REGISTRATION"),
+    ("InferenceConfig", "registration_model"): ("tiler.registration", "MODELS"),
+    ("OutputConfig", "kind"): ("tiler.config", "OUTPUT_KINDS"),
+    ("OutputConfig", "probability_dtype"): ("tiler.config", "PROBABILITY_DTYPES"),
+    ("VectorConfig", "connectivity"): ("tiler.config", "CONNECTIVITY"),
+}
+
+
+def choices(config: Union[type, str], name: str) -> tuple:
+    """The values a choice-valued option field accepts, from the registry that owns them.
+
+    Parameters
+    ----------
+    config : type or str
+        A config class (:class:`InferenceConfig`, :class:`OutputConfig`, :class:`VectorConfig`) or its name.
+    name : str
+        The field.
+
+    Returns
+    -------
+    tuple
+        The registry's keys (names of windows, TTA transforms, runtimes, ...), in its order.
+
+    Raises
+    ------
+    KeyError
+        For a field that is not choice-valued.
+    """
+    import importlib
+
+    module, attribute = _REGISTRIES[(config if isinstance(config, str) else config.__name__, name)]
+    return tuple(getattr(importlib.import_module(module), attribute))
+
+
+def option_default(config: type, name: str) -> Any:
+    """A config field's default (what an option left unset means), from the dataclass itself.
+
+    Raises
+    ------
+    KeyError
+        For an unknown field.
+    """
+    field = {f.name: f for f in fields(config)}[name]
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return field.default_factory()  # type: ignore[misc]
+    raise KeyError(f"{config.__name__}.{name} has no default")
 
 
 def _choice(name: str, value: Any, choices: tuple) -> None:
@@ -161,21 +223,13 @@ class InferenceConfig(_Config):
             raise PlanError(f"batch size must be >= 1, got {self.batch_size!r}")
         if self.patch_size is not None and (not isinstance(self.patch_size, int) or self.patch_size < 1):
             raise PlanError(f"patch size must be a positive integer, got {self.patch_size!r}")
-        # The registries of the parts that own them (imported here: the engine's modules load on use).
-        from tiler.blend import TTA_MEANS, TTA_TRANSFORMS, WINDOWS
-        from tiler.model._predictor import TTA_DEVICES
-        from tiler.model._runtime import PRECISIONS, RUNTIMES
-        from tiler.registration import MIN_WINDOW, MODELS
+        from tiler.registration import MIN_WINDOW
 
-        if isinstance(self.window, str):
-            _choice("window", self.window, tuple(WINDOWS))
-        _choice("TTA", self.tta, tuple(TTA_TRANSFORMS))
-        _choice("TTA mean", self.tta_mean, TTA_MEANS)
-        _choice("TTA device", self.tta_device, TTA_DEVICES)
-        _choice("runtime", self.runtime, RUNTIMES)
-        _choice("precision", self.precision, PRECISIONS)
-        _choice("registration", self.registration, REGISTRATION)
-        _choice("registration model", self.registration_model, MODELS)
+        for name in ("window", "tta", "tta_mean", "tta_device", "runtime", "precision", "registration",
+                     "registration_model"):
+            value = getattr(self, name)
+            if name != "window" or isinstance(value, str):  # a window may also be a function
+                _choice(name.replace("_", " ").replace("tta", "TTA"), value, choices(InferenceConfig, name))
         if not isinstance(self.registration_grid, int) or self.registration_grid < 2:
             raise PlanError("registration grid must be an integer >= 2 (windows per side, --registration-grid), "
                             f"got {self.registration_grid!r}")
@@ -270,8 +324,8 @@ class OutputConfig(_Config):
     cog: bool = False
 
     def __post_init__(self) -> None:
-        _choice("output", self.kind, OUTPUT_KINDS)
-        _choice("probability dtype", self.probability_dtype, PROBABILITY_DTYPES)
+        _choice("output", self.kind, choices(OutputConfig, "kind"))
+        _choice("probability dtype", self.probability_dtype, choices(OutputConfig, "probability_dtype"))
         co = self.creation_options
         if isinstance(co, Mapping):
             pairs = co.items()
@@ -323,7 +377,7 @@ class VectorConfig(_Config):
     min_probability: float = 0.0
 
     def __post_init__(self) -> None:
-        _choice("connectivity", self.connectivity, CONNECTIVITY)
+        _choice("connectivity", self.connectivity, choices(VectorConfig, "connectivity"))
         if not isinstance(self.min_probability, (int, float)) or not 0 <= self.min_probability <= 1:
             raise UsageError(f"--min-probability must be a probability in [0, 1], got {self.min_probability!r}")
         for name in ("min_area", "simplify"):

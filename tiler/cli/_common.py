@@ -174,6 +174,62 @@ class _Progress:
             self.bar.close()
 
 
+class RegistryChoice(click.Choice):
+    """click's ``Choice`` whose values are a config field's registry (:func:`tiler.config.choices`), read on use.
+
+    The registries live with the parts that own them (windows and TTA in :mod:`tiler.blend`, runtimes in
+    :mod:`tiler.model`); reading them only when an option is parsed or its help shown keeps ``tiler --help``
+    from importing them. The converted value is the registry's own (an ``int`` for ``--connectivity``).
+    """
+
+    def __init__(self, config: str, field: str, default=None) -> None:
+        self._key = (config, field)
+        self._default = default
+        self.case_sensitive = True
+
+    @property
+    def choices(self) -> tuple:  # type: ignore[override]
+        from tiler.config import choices
+
+        return tuple(str(c) for c in choices(*self._key))
+
+    def convert(self, value, param, ctx):
+        if value is not None and value == self._default:
+            return value  # the field's own default: valid by construction, no registry imported
+        from tiler.config import choices
+
+        text = super().convert(value, param, ctx)
+        return next((c for c in choices(*self._key) if str(c) == str(text)), text)
+
+
+def config_option(config: str, field: str, *decls: str, **kwargs):
+    """The option of a config field: its choices from the field's registry, its default from the field.
+
+    Parameters
+    ----------
+    config : str
+        ``InferenceConfig``, ``StreamConfig``, ``OutputConfig`` or ``VectorConfig``.
+    field : str
+        The field; the option's parameter name (the function argument) is the field's name unless ``decls``
+        names another.
+    *decls : str
+        The option's names (``--tta``).
+    **kwargs
+        Passed to :func:`click.option` (``help`` ...).
+    """
+    import tiler.config as cfg
+
+    cls = getattr(cfg, config)
+    kwargs.setdefault("default", cfg.option_default(cls, field))
+    if (config, field) in cfg._REGISTRIES:
+        kwargs.setdefault("type", RegistryChoice(config, field, kwargs["default"]))
+    if kwargs["default"] is not None:
+        kwargs.setdefault("show_default", True)
+    if not any(d.isidentifier() for d in decls):
+        decls = decls + (field,)
+    return click.option(*decls, **kwargs)
+
+
 def _reference(f):
     return click.option("--reference", default=None,
                         help="Band group whose grid is the reference (output) grid; default the finest.")(f)
@@ -187,22 +243,18 @@ def _registration_options(switch: bool = True, aliases: tuple = ((), ())):
     ``--grid``/``--window``).
     """
     def decorate(f):
-        f = click.option("--registration-window", *aliases[1], "registration_window", type=int, default=128,
-                         show_default=True,
-                         help="Largest registration window side, in pixels of the coarser group of each pair "
+        f = config_option("InferenceConfig", "registration_window", "--registration-window", *aliases[1],
+                          help="Largest registration window side, in pixels of the coarser group of each pair "
                               "(shrunk to fit small scenes; at least 16).")(f)
-        f = click.option("--registration-grid", *aliases[0], "registration_grid", type=int, default=8,
-                         show_default=True,
-                         help="Most registration windows per side (fewer where they would overlap by more than "
+        f = config_option("InferenceConfig", "registration_grid", "--registration-grid", *aliases[0],
+                          help="Most registration windows per side (fewer where they would overlap by more than "
                               "half).")(f)
-        f = click.option("--registration-model", type=click.Choice(["auto", "translation", "affine"]),
-                         default="auto", show_default=True,
-                         help="Displacement model: a translation, an affine where the shift varies across the "
+        f = config_option("InferenceConfig", "registration_model", "--registration-model",
+                          help="Displacement model: a translation, an affine where the shift varies across the "
                               "scene, or auto (affine only where an F-test and its size say it is needed).")(f)
         if switch:
-            f = click.option("--registration", type=click.Choice(["auto", "off"]), default="auto",
-                             show_default=True,
-                             help="Register the band groups that are read against the reference (auto), or place "
+            f = config_option("InferenceConfig", "registration", "--registration",
+                              help="Register the band groups that are read against the reference (auto), or place "
                                   "them by georeferencing only (off).")(f)
         return f
     return decorate
@@ -249,16 +301,16 @@ def _cog(f):
 
 
 def _polygon_options(f):
-    f = click.option("--simplify", type=float, default=0.0, show_default=True, metavar="TOL",
+    f = config_option("VectorConfig", "simplify", "--simplify", type=float, metavar="TOL",
                      help="Simplify polygons by TOL (CRS units, pixels where not georeferenced), shared edges "
                           "kept: no gaps or overlaps between neighbours.")(f)
-    f = click.option("--min-probability", type=float, default=0.0, show_default=True, metavar="P",
+    f = config_option("VectorConfig", "min_probability", "--min-probability", type=float, metavar="P",
                      help="Drop regions whose mean probability of their class is below P (each polygon's "
                           "mean_probability attribute).")(f)
-    f = click.option("--min-area", type=float, default=0.0, show_default=True,
+    f = config_option("VectorConfig", "min_area", "--min-area", type=float,
                      help="Drop regions smaller than this (m² where the CRS is projected, geodesic m² where it is "
                           "geographic, else pixels).")(f)
-    f = click.option("--connectivity", type=click.Choice(["4", "8"]), default="4", show_default=True,
+    f = config_option("VectorConfig", "connectivity", "--connectivity",
                      help="Pixels of a region joined by edges (4) or edges and corners (8).")(f)
     f = click.option("--classes", default=None, metavar="NAME,...",
                      help="Classes to write as polygons (default: all but a background class).")(f)
@@ -268,7 +320,7 @@ def _polygon_options(f):
 def _vector_config(classes, connectivity, min_area, simplify, min_probability=0.0):
     from tiler.config import VectorConfig
 
-    return VectorConfig(classes=classes, connectivity=int(connectivity), min_area=min_area, simplify=simplify,
+    return VectorConfig(classes=classes, connectivity=connectivity, min_area=min_area, simplify=simplify,
                         min_probability=min_probability)
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tiler.cli._common import _cog, _int_list, _model, _overwrite, _reference, _registration_options
-from tiler.model._runtime import RUNTIMES
+from tiler.cli._common import _cog, _int_list, _model, _overwrite, _reference, _registration_options, config_option
 
 __all__ = ["run_options", "run_configs", "scale_options"]
 
@@ -19,35 +18,30 @@ def run_options(f):
         click.option("--overlap", type=float, default=None,
                      help="Patch overlap as a fraction of the patch, in [0, 1) (default: the model's "
                           "recommendation, else 0.5)."),
-        click.option("--batch-size", type=int, default=8, show_default=True, help="Patches per network call."),
-        click.option("--output", type=click.Choice(["class", "probability"]), default="class", show_default=True,
-                     help="uint8 class map with a colour table, or probability per class."),
-        click.option("--probability-dtype", type=click.Choice(["float32", "uint8"]), default="float32",
-                     show_default=True,
-                     help="Probabilities as float32 (nodata NaN) or uint8 scaled 0-255 (a quarter of the disk; "
+        config_option("InferenceConfig", "batch_size", "--batch-size", type=int, help="Patches per network call."),
+        config_option("OutputConfig", "kind", "--output", "output",
+                      help="uint8 class map with a colour table, or probability per class."),
+        config_option("OutputConfig", "probability_dtype", "--probability-dtype",
+                      help="Probabilities as float32 (nodata NaN) or uint8 scaled 0-255 (a quarter of the disk; "
                           "nodata in the mask band)."),
         _cog,
-        click.option("--window", default=None,
-                     help="Blending window: spline, hann, triangle, gaussian or boxcar (default: the model's "
-                          "recommendation, else spline)."),
-        click.option("--tta", type=click.Choice(["none", "flip", "d4"]), default="none", show_default=True,
-                     help="Test-time augmentation: mirror, or all 8 rotations and mirrors (d4), each undone "
+        config_option("InferenceConfig", "window", "--window",
+                      help="Blending window (default: the model's recommendation, else spline)."),
+        config_option("InferenceConfig", "tta", "--tta",
+                      help="Test-time augmentation: mirror, or all 8 rotations and mirrors (d4), each undone "
                           "exactly."),
-        click.option("--tta-mean", type=click.Choice(["arithmetic", "geometric"]), default="arithmetic",
-                     show_default=True, help="Averaging of the TTA variants."),
-        click.option("--tta-device", type=click.Choice(["graph", "host"]), default="graph", show_default=True,
-                     help="Run the TTA rotations in the Keras graph (on the accelerator) or on the host."),
-        click.option("--runtime", type=click.Choice(list(RUNTIMES)), default="auto",
-                     show_default=True,
-                     help="What executes the network: auto = OpenVINO on a CPU where it is installed (faster, "
+        config_option("InferenceConfig", "tta_mean", "--tta-mean", help="Averaging of the TTA variants."),
+        config_option("InferenceConfig", "tta_device", "--tta-device",
+                      help="Run the TTA rotations in the Keras graph (on the accelerator) or on the host."),
+        config_option("InferenceConfig", "runtime", "--runtime",
+                      help="What executes the network: auto = OpenVINO on a CPU where it is installed (faster, "
                           "same probabilities within 1e-4), else Keras on its backend and device; an ONNX model "
                           "runs in OpenVINO or ONNX Runtime (onnxruntime; with CUDA where onnxruntime-gpu has it)."),
-        click.option("--precision", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32",
-                     show_default=True,
-                     help="Compute precision of the network; bfloat16/float16 for accelerators (and CPUs "
+        config_option("InferenceConfig", "precision", "--precision",
+                      help="Compute precision of the network; bfloat16/float16 for accelerators (and CPUs "
                           "with AMX or AVX512-BF16 under OpenVINO)."),
         click.option("--bands", default=None, help="1-based scene band per model channel, e.g. 3,2,1."),
-        click.option("--strip-rows", type=int, default=512, show_default=True, help="Scene rows per strip."),
+        config_option("StreamConfig", "strip_rows", "--strip-rows", type=int, help="Scene rows per strip."),
         _overwrite,
         click.option("--co", "creation_options", multiple=True, metavar="NAME=VALUE",
                      help="GeoTIFF creation option (repeatable), e.g. --co COMPRESS=ZSTD."),
@@ -78,17 +72,18 @@ def scale_options(f):
 
 
 def run_configs(kw: dict):
-    """``(InferenceConfig, StreamConfig, OutputConfig)`` from the parsed :func:`run_options`."""
+    """``(InferenceConfig, StreamConfig, OutputConfig)`` from the parsed :func:`run_options`: each config takes
+    the options named as its fields (``--output`` is :attr:`OutputConfig.kind`)."""
+    from dataclasses import fields
+
     from tiler.config import InferenceConfig, OutputConfig, StreamConfig
 
-    inference = InferenceConfig(
-        patch_size=kw["patch_size"], overlap=kw["overlap"], batch_size=kw["batch_size"], window=kw["window"],
-        tta=kw["tta"], tta_mean=kw["tta_mean"], tta_device=kw["tta_device"],
-        runtime=kw["runtime"], precision=kw["precision"], bands=_int_list(kw["bands"]),
-        input_scale=list(kw["input_scale"]), force=kw["force"], reference=kw["reference"],
-        registration=kw["registration"], registration_model=kw["registration_model"],
-        registration_grid=kw["registration_grid"], registration_window=kw["registration_window"])
-    streaming = StreamConfig(strip_rows=kw["strip_rows"])
-    output = OutputConfig(kind=kw["output"], probability_dtype=kw["probability_dtype"],
-                          creation_options=list(kw["creation_options"]), cog=kw["cog"])
-    return inference, streaming, output
+    def pick(cls, **renamed):
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in kw.items() if k in names}
+        values.update({field: kw[option] for field, option in renamed.items()})
+        return cls(**values)
+
+    kw = dict(kw, bands=_int_list(kw["bands"]), input_scale=list(kw["input_scale"]),
+              creation_options=list(kw["creation_options"]))
+    return pick(InferenceConfig), pick(StreamConfig), pick(OutputConfig, kind="output")
