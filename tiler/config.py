@@ -60,6 +60,10 @@ _REGISTRIES: dict[tuple[str, str], tuple[str, str]] = {
 }
 
 
+#: The :class:`InferenceConfig` fields that are :class:`tiler.model.Predictor`'s parameters.
+NETWORK_FIELDS = ("batch_size", "tta", "tta_mean", "tta_device", "runtime", "precision")
+
+
 def choices(config: Union[type, str], name: str) -> tuple:
     """The values a choice-valued option field accepts, from the registry that owns them.
 
@@ -240,6 +244,11 @@ class InferenceConfig(_Config):
             object.__setattr__(self, "bands", tuple(int(b) for b in self.bands))
         if not isinstance(self.input_scale, (InputScale, type(None))):
             object.__setattr__(self, "input_scale", InputScale.parse(self.input_scale))
+
+    def network_options(self) -> dict[str, Any]:
+        """The options a :class:`tiler.model.Predictor` is built from (batch size, TTA, runtime, precision):
+        ``Predictor(model, **config.network_options())``; equal dicts make the same predictor."""
+        return {name: getattr(self, name) for name in NETWORK_FIELDS}
 
     def for_model(self, info) -> "InferenceConfig":
         """This config with the patch size, overlap and window the user left unset taken from the model.

@@ -10,6 +10,7 @@ import resource
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
@@ -43,8 +44,9 @@ from tiler.sinks import (
 from tiler.sinks._vector import export_classes
 from tiler.source import ChannelSource
 
-__all__ = ["predict", "run_scene", "index_scene", "resolve_model", "domain_verdict", "predictor_for", "predictor_key",
-           "prepare_scene", "output_context", "check_run_options", "RunReport", "IndexReport"]
+__all__ = ["predict", "run_scene", "index_scene", "RunSpec", "resolve_run", "run_spec", "stream_region",
+           "resolve_model", "domain_verdict", "predictor_for", "prepare_scene", "output_context",
+           "check_run_options", "RunReport", "IndexReport"]
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +63,6 @@ def resolve_model(model: Union[None, str, os.PathLike, TilerModel]) -> TilerMode
     return load_model(resolve_model_path(model) if model is not None else None, lazy=True)
 
 
-def predictor_key(inference: InferenceConfig) -> tuple:
-    """The options a :class:`Predictor` is built from: its key in ``TilerModel.predictors``."""
-    return (inference.batch_size, inference.tta, inference.tta_mean, inference.tta_device, inference.runtime,
-            inference.precision)
-
-
 def predictor_for(tm: TilerModel, inference: InferenceConfig) -> Predictor:
     """The model's :class:`Predictor` for the run's batch size and TTA, built once per model object.
 
@@ -81,11 +77,10 @@ def predictor_for(tm: TilerModel, inference: InferenceConfig) -> Predictor:
         Kept in ``tm.predictors``: a worker that runs many scenes or parts
         with one loaded model wraps it once.
     """
-    key = predictor_key(inference)
+    network = inference.network_options()
+    key = tuple(network.items())
     if key not in tm.predictors:
-        tm.predictors[key] = Predictor(tm, batch_size=inference.batch_size, tta=inference.tta,
-                                       tta_mean=inference.tta_mean, tta_device=inference.tta_device,
-                                       runtime=inference.runtime, precision=inference.precision)
+        tm.predictors[key] = Predictor(tm, **network)
     return tm.predictors[key]
 
 
@@ -430,39 +425,144 @@ def run_scene(
     OutputVerificationError
         A finished file failed verification (exit code 4); nothing is left at ``out``.
     """
-    t_start = time.perf_counter()
-    stats = PatchStats()
+    spec = resolve_run(model=model, inference=inference, streaming=streaming, output=output, polygons=polygons,
+                       raster=out is not None, vector=vector is not None, **options)
+    return run_spec(spec, scene, out, vector, model=model, overwrite=overwrite, progress=progress, tags=tags)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A segmentation run resolved once: the model and the options checked against it.
+
+    Built by :func:`resolve_run` where a run starts (the command, :func:`run_scene`,
+    :func:`tiler.distributed.run` or :func:`~tiler.distributed.batch`) and passed down as a value, to the
+    tasks of a distributed run too (dask pickles it): nothing below re-reads the model's metadata or
+    re-checks an option.
+
+    Attributes
+    ----------
+    model : str or None
+        The model file (None for an in-memory model).
+    info : ModelInfo
+        Its metadata.
+    inference : InferenceConfig
+        With the patch size, overlap and window resolved for the model (:meth:`InferenceConfig.for_model`).
+    streaming : StreamConfig
+    output : OutputConfig
+    polygons : VectorConfig
+    patch_size : int
+        The checked patch side, pixels.
+    raster, vector : bool
+        Which products the run writes.
+    """
+
+    model: Optional[str]
+    info: ModelInfo
+    inference: InferenceConfig
+    streaming: StreamConfig
+    output: OutputConfig
+    polygons: VectorConfig
+    patch_size: int
+    raster: bool = True
+    vector: bool = False
+
+    def option_dicts(self) -> dict:
+        """The four configs as JSON-ready dicts (a report's ``options``, a run's fingerprint); ``vector`` is
+        None when the run writes no polygons."""
+        return {"inference": self.inference.to_dict(), "streaming": self.streaming.to_dict(),
+                "output": self.output.to_dict(), "vector": self.polygons.to_dict() if self.vector else None}
+
+    def grid(self, height: int, width: int) -> PatchGrid:
+        """The run's patch grid over a scene of ``height`` x ``width`` reference pixels."""
+        return PatchGrid.from_overlap(height, width, patch_size=self.patch_size, overlap=self.inference.overlap)
+
+
+def resolve_run(*, model=None, inference: Optional[InferenceConfig] = None,
+                streaming: Optional[StreamConfig] = None, output: Union[None, str, OutputConfig] = None,
+                polygons: Optional[VectorConfig] = None, raster: bool = True, vector: bool = False,
+                **options: Any) -> RunSpec:
+    """Resolve a run's model and options once, before any work (see :class:`RunSpec`).
+
+    Parameters
+    ----------
+    model : path-like, name, TilerModel or lazy model source, optional
+        Default: the bundled model. Its metadata is read without Keras.
+    inference, streaming, output, polygons, **options
+        As for :func:`run_scene`.
+    raster, vector : bool
+        Which products the run writes (at least one).
+
+    Returns
+    -------
+    RunSpec
+
+    Raises
+    ------
+    UsageError, PlanError, ModelFileError
+        Nothing to write, an unknown option, a model that cannot be read, or an option the model cannot take
+        (:func:`check_run_options`).
+    """
     inference, streaming, output, polygons = run_configs(options, inference, streaming, output, polygons)
-    if out is None and vector is None:
+    if not raster and not vector:
         raise UsageError("nothing to write: give a GeoTIFF (--out) and/or polygons (--vector)")
     model_path, info = _model_info(model)
     inference = inference.for_model(info)
-    p = check_run_options(info, inference, output, polygons, raster=out is not None, vector=vector is not None)
-    win = get_window(inference.window, p)
+    p = check_run_options(info, inference, output, polygons, raster=raster, vector=vector)
+    return RunSpec(model=model_path, info=info, inference=inference, streaming=streaming, output=output,
+                   polygons=polygons, patch_size=p, raster=raster, vector=vector)
 
+
+def run_spec(spec: RunSpec, scene: Union[str, os.PathLike], out=None, vector=None, *, model=None,
+             overwrite: bool = False, progress: Optional[ProgressCallback] = None, tags: Optional[dict] = None,
+             opened=None) -> RunReport:
+    """Run a resolved run on a scene in this process: guard its outputs, prepare the scene, stream it.
+
+    Parameters
+    ----------
+    spec : RunSpec
+    scene : path-like
+    out, vector : path-like or Destination, optional
+        The products of ``spec`` (a Destination the caller guarded is used as it is).
+    model : TilerModel or lazy model source, optional
+        The loaded model where the caller has one (a worker's); else ``spec.model`` is loaded on first use.
+    overwrite : bool
+    progress : callable, optional
+    tags : dict, optional
+        Extra dataset tags of the raster.
+    opened : tiler.scene.Scene, optional
+        The scene already open (a task that opened it to count its strips), on ``spec``'s reference group.
+
+    Returns
+    -------
+    RunReport
+
+    Raises
+    ------
+    TilerError
+        As :func:`run_scene`.
+    """
+    t_start = time.perf_counter()
+    stats = PatchStats()
+    inference, streaming = spec.inference, spec.streaming
     with _destinations({"out": (out, GEOTIFF_SUFFIXES), "vector": (vector, tuple(VECTOR_FORMATS))}, scene,
-                       [model_path] if model_path else [], overwrite) as dests, \
+                       [spec.model] if spec.model else [], overwrite) as dests, \
             rasterio.Env(GDAL_CACHEMAX=streaming.gdal_cache_mb), \
-            open_scene(scene, reference=inference.reference) as sc:
+            (_already(opened) if opened is not None else open_scene(scene, reference=inference.reference)) as sc:
         sinks = []
         if dests["out"] is not None:
-            sinks.append(raster_sink(dests["out"], output))
-        vector_sink = PolygonSink(dests["vector"], polygons) if dests["vector"] is not None else None
+            sinks.append(raster_sink(dests["out"], spec.output))
+        vector_sink = PolygonSink(dests["vector"], spec.polygons) if dests["vector"] is not None else None
         if vector_sink is not None:
             sinks.append(vector_sink)
-        plan, verdict, reg_report = prepare_scene(sc, info, inference, stats.seconds)
-        tm = resolve_model(model)
+        plan, verdict, reg_report = prepare_scene(sc, spec.info, inference, stats.seconds)
+        tm = resolve_model(model if model is not None else spec.model)
         predictor = predictor_for(tm, inference)
-        grid = PatchGrid.from_overlap(sc.height, sc.width, patch_size=p, overlap=inference.overlap)
+        grid = spec.grid(sc.height, sc.width)
         log.info("patch grid: patch %d px, stride %d px (overlap %d px), %d x %d patches, strips of %d rows, "
-                 "column bands of %d columns", p, grid.stride, grid.overlap, grid.rows.count, grid.cols.count,
-                 streaming.strip_rows, streaming.band_width)
-        context = output_context(sc, info, inference, scene, tags)
-        source = ChannelSource(sc, plan, fill=info.offset, input_scale=inference.input_scale)
-        blocks = stream(source, grid, predictor, win, strip_rows=streaming.strip_rows,
-                        band_width=streaming.band_width, stats=stats, progress=progress,
-                        prefetch=streaming.prefetch)
-        feed(blocks, sinks, context, seconds=stats.seconds)
+                 "column bands of %d columns", spec.patch_size, grid.stride, grid.overlap, grid.rows.count,
+                 grid.cols.count, streaming.strip_rows, streaming.band_width)
+        stream_region(spec, sc, plan, predictor, sinks, output_context(sc, spec.info, inference, scene, tags),
+                      stats=stats, progress=progress)
         summary = scene_summary(sc, plan, scene)
 
     stats.seconds["total"] = time.perf_counter() - t_start
@@ -470,7 +570,7 @@ def run_scene(
     return RunReport(
         scene=summary, registration=reg_report, domain=verdict.to_dict() if verdict is not None else None,
         out=dests["out"].path if dests["out"] is not None else None, vector=vector_summary(vector_sink),
-        model={"path": tm.path, "channels": list(info.channels), "classes": list(info.classes),
+        model={"path": tm.path, "channels": list(spec.info.channels), "classes": list(spec.info.classes),
                "runtime": predictor.runtime.name if predictor.runtime is not None else None,
                "precision": inference.precision},
         grid=grid_summary(grid, streaming),
@@ -478,18 +578,56 @@ def run_scene(
         seconds={name: round(v, 4) for name, v in stats.seconds.items()},
         megapixels_per_second=round(summary["width"] * summary["height"] / 1e6 / stats.seconds["total"], 4),
         peak_rss_mb=round(peak_rss_mb(), 1),
-        options={"inference": inference.to_dict(), "streaming": streaming.to_dict(), "output": output.to_dict(),
-                 "vector": polygons.to_dict() if vector is not None else None},
+        options=spec.option_dicts(),
         network_busy=round(stats.seconds.get("predict", 0.0) / stats.seconds["total"], 4),
     )
+
+
+@contextmanager
+def _already(opened):
+    """An open scene as a context that leaves it open (its opener closes it)."""
+    yield opened
+
+
+def stream_region(spec: RunSpec, sc, plan: ChannelPlan, predictor: Predictor, sinks: Sequence, context,
+                  *, stats: PatchStats, progress: Optional[ProgressCallback] = None, rows=None) -> None:
+    """Stream a region of an open scene through the network into these sinks: the one wiring of a run.
+
+    The one-process run (:func:`run_spec`) streams the whole scene; a part task of a distributed run
+    (:func:`tiler.distributed._tasks.run_part`) streams its row band into part files.
+
+    Parameters
+    ----------
+    spec : RunSpec
+    sc : tiler.scene.Scene
+        Open, its band groups' corrections set.
+    plan : ChannelPlan
+        The model's channels on the scene.
+    predictor : Predictor
+    sinks : sequence of Sink
+    context : OutputContext
+        The products' grid and tags (restricted to the region's rows by the caller).
+    stats : PatchStats
+        Filled with the patch counts and seconds per stage.
+    progress : callable, optional
+        ``progress(done, total)`` in patches.
+    rows : RowBand, optional
+        The rows to emit; default the whole scene.
+    """
+    inference, streaming = spec.inference, spec.streaming
+    source = ChannelSource(sc, plan, fill=spec.info.offset, input_scale=inference.input_scale)
+    blocks = stream(source, spec.grid(sc.height, sc.width), predictor, get_window(inference.window, spec.patch_size),
+                    strip_rows=streaming.strip_rows, band_width=streaming.band_width, stats=stats, progress=progress,
+                    prefetch=streaming.prefetch, rows=rows)
+    feed(blocks, sinks, context, seconds=stats.seconds)
 
 
 def check_run_options(info: ModelInfo, inference: InferenceConfig, output: OutputConfig, polygons: VectorConfig,
                       *, raster: bool, vector: bool) -> int:
     """Check a run's options against the model before any work; return the patch size.
 
-    ``inference`` is resolved against the model first where it is not yet
-    (:meth:`InferenceConfig.for_model`).
+    ``inference`` is resolved against the model (:meth:`InferenceConfig.for_model`, as
+    :func:`resolve_run` does): its patch size, overlap and window are set.
 
     Raises
     ------
@@ -497,7 +635,6 @@ def check_run_options(info: ModelInfo, inference: InferenceConfig, output: Outpu
         A patch size the model cannot take, a bad overlap or window, creation
         options GDAL refuses, an unknown polygon class.
     """
-    inference = inference.for_model(info)
     p = _check_patch_size(info, inference.patch_size)
     get_window(inference.window, p)
     PatchGrid.from_overlap(p, p, patch_size=p, overlap=inference.overlap)  # validates the overlap

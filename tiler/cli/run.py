@@ -59,18 +59,22 @@ def run(scene, out, vector, report, html, classes, connectivity, min_area, min_p
     model, overwrite = kw["model"], kw["overwrite"]
     if html and not out:
         raise UsageError("--html shows the class map: give --out mask.tif too")
+    from tiler.pipeline import resolve_run
+
+    # The run resolved once (the model's metadata, the options checked against it); everything below uses it.
+    spec = resolve_run(model=_model_path(model), inference=inference, streaming=streaming, output=out_cfg,
+                       polygons=polygons, raster=out is not None, vector=vector is not None)
     with _guard({"--out": _geotiff(out) if out else None, "--vector": _vector(vector), "--report": _json(report),
                  "--html": (html, (".html", ".htm")) if html else None},
-                [*_scene_inputs(scene), _model_path(model)], overwrite) as guard:
+                [*_scene_inputs(scene), spec.model], overwrite) as guard:
         from tiler.distributed import run as run_parts
 
         bar = _Progress(quiet, "patch", "predict")
         parts_bar = _Progress(quiet or (workers is None and scheduler is None), "part", "parts")
         try:
-            result = run_parts(scene, guard["--out"], vector=guard["--vector"], model=_model_path(model),
-                               inference=inference, streaming=streaming, output=out_cfg, polygons=polygons,
-                               overwrite=overwrite, parts=parts, workers=workers, scheduler=scheduler,
-                               progress=bar, parts_progress=parts_bar)
+            result = run_parts(scene, guard["--out"], vector=guard["--vector"], spec=spec, overwrite=overwrite,
+                               parts=parts, workers=workers, scheduler=scheduler, progress=bar,
+                               parts_progress=parts_bar)
         finally:
             bar.close()
             parts_bar.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -15,7 +16,7 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from tiler import errors
 from tiler._version import __version__
-from tiler.config import InferenceConfig, OutputConfig, StreamConfig, VectorConfig, run_configs
+from tiler.config import InferenceConfig, OutputConfig, StreamConfig, VectorConfig
 from tiler.destination import GEOTIFF_SUFFIXES, Destination, guard_outputs
 from tiler.distributed._inputs import expand_inputs, output_name
 from tiler.distributed._journal import FINGERPRINT_TAG, digest, fingerprint
@@ -150,11 +151,6 @@ def _cuda_cluster(workers: int, env: dict):
                             silence_logs=logging.ERROR, env=env, resources={"GPU": 1})
 
 
-def _option_dicts(inference, streaming, output, polygons) -> dict:
-    return {"inference": inference.to_dict(), "streaming": streaming.to_dict(), "output": output.to_dict(),
-            "vector": polygons.to_dict()}
-
-
 def _fingerprint_options(options: dict, vector: bool) -> dict:
     """The options an output depends on (not the GDAL cache or read-ahead, which change no pixel)."""
     streaming = {k: options["streaming"][k] for k in ("strip_rows", "band_width")}
@@ -162,8 +158,8 @@ def _fingerprint_options(options: dict, vector: bool) -> dict:
             "vector": options["vector"] if vector else None}
 
 
-def make_job(scene: str, out: Optional[str], vector: Optional[str], model_path: str, options: dict, *,
-             overwrite: bool, parts: Union[int, str] = "auto") -> SceneJob:
+def make_job(scene: str, out: Optional[str], vector: Optional[str], spec, *, overwrite: bool,
+             parts: Union[int, str] = "auto") -> SceneJob:
     """A :class:`SceneJob` with its fingerprint (the scene's files, the model's hash, the options, the version).
 
     Parameters
@@ -171,16 +167,15 @@ def make_job(scene: str, out: Optional[str], vector: Optional[str], model_path: 
     scene : str
     out, vector : str or None
         Final paths.
-    model_path : str
-    options : dict
-        ``{"inference", "streaming", "output", "vector"}`` config dicts.
+    spec : tiler.pipeline.RunSpec
+        The run resolved once (:func:`tiler.pipeline.resolve_run`).
     overwrite : bool
     parts : int or "auto"
     """
-    fp = fingerprint(scene, model_path, _fingerprint_options(options, vector is not None))
+    fp = fingerprint(scene, spec.model, _fingerprint_options(spec.option_dicts(), vector is not None))
     return SceneJob(scene=scene, out=os.path.abspath(out) if out else None,
-                    vector=os.path.abspath(vector) if vector else None, model=os.path.abspath(model_path),
-                    model_sha256=fp["model_sha256"], options=options, overwrite=overwrite, parts=parts,
+                    vector=os.path.abspath(vector) if vector else None, model=os.path.abspath(spec.model),
+                    model_sha256=fp["model_sha256"], spec=spec, overwrite=overwrite, parts=parts,
                     fingerprint=digest(fp))
 
 
@@ -236,6 +231,7 @@ def run(
     retries: int = 0,
     progress=None,
     parts_progress=None,
+    spec=None,
     **options: Any,
 ):
     """Segment one scene, in resumable parts where it is large or where workers are given.
@@ -268,6 +264,9 @@ def run(
         ``progress(done, total)`` in patches (in-process runs).
     parts_progress : callable, optional
         ``progress(parts done, parts total, scenes done, scenes total)``.
+    spec : tiler.pipeline.RunSpec, optional
+        The run already resolved (the command resolves it once); then ``model``, the configs and
+        ``options`` are not given.
 
     Returns
     -------
@@ -279,32 +278,30 @@ def run(
     TilerError
         As :func:`tiler.run_scene` (the same class for the same problem).
     """
-    from tiler.model._file import DEFAULT_MODEL_PATH, read_info
-    from tiler.model._registry import resolve_model_path
-    from tiler.pipeline import check_run_options, grid_summary
-    from tiler.plan import PatchGrid
+    from tiler.pipeline import grid_summary, resolve_run
     from tiler.reports import RunReport
     from tiler.sinks import VECTOR_FORMATS
 
     t0 = time.perf_counter()
-    inference, streaming, output, polygons = run_configs(options, inference, streaming, output, polygons)
     parts = _check_parts(parts)
     if out is None and vector is None:
         raise UsageError("nothing to write: give a GeoTIFF (--out) and/or polygons (--vector)")
-    model_path = resolve_model_path(model) if model is not None else os.fspath(DEFAULT_MODEL_PATH)
-    info = read_info(model_path)
-    inference = inference.for_model(info)
-    p = check_run_options(info, inference, output, polygons, raster=out is not None, vector=vector is not None)
-    opts = _option_dicts(inference, streaming, output, polygons)
+    if spec is None:
+        spec = resolve_run(model=model, inference=inference,
+                           streaming=streaming, output=output, polygons=polygons, raster=out is not None,
+                           vector=vector is not None, **options)
+    elif any(v is not None for v in (model, inference, streaming, output, polygons)) or options:
+        raise UsageError("give either a resolved spec or the model and options, not both")
     given = {k: v for k, v in (("out", out), ("vector", vector)) if isinstance(v, Destination)}
     specs = {"out": (out, GEOTIFF_SUFFIXES) if out is not None and "out" not in given else None,
              "vector": (vector, tuple(VECTOR_FORMATS)) if vector is not None and "vector" not in given else None}
-    with guard_outputs(specs, inputs=[*scene_inputs(scene), model_path, *(d.path for d in given.values())],
-                       overwrite=overwrite) as guard, cluster(workers, scheduler,
-                                                              gdal_cache_mb=streaming.gdal_cache_mb) as own:
+    guarded = (guard_outputs(specs, inputs=[*scene_inputs(scene), spec.model, *(d.path for d in given.values())],
+                             overwrite=overwrite) if any(specs.values())
+               else contextlib.nullcontext({"out": None, "vector": None}))
+    with guarded as guard, cluster(workers, scheduler, gdal_cache_mb=spec.streaming.gdal_cache_mb) as own:
         dests = {k: given.get(k) or guard[k] for k in ("out", "vector")}
         job = make_job(os.fspath(scene), dests["out"] and dests["out"].path, dests["vector"] and dests["vector"].path,
-                       model_path, opts, overwrite=overwrite, parts=parts)
+                       spec, overwrite=overwrite, parts=parts)
         result = execute([job], client if client is not None else own, retries=retries, lock=False,
                          progress=parts_progress, patch_progress=_cumulative(progress))[0]
     if result.status == "failed":
@@ -313,19 +310,18 @@ def run(
     if result.parts["total"] == 1:
         return RunReport(**{k: v for k, v in rep.items() if k in RunReport.__dataclass_fields__})
     summary = rep["scene"]
-    grid = PatchGrid.from_overlap(summary["height"], summary["width"], patch_size=p, overlap=inference.overlap)
+    grid = spec.grid(summary["height"], summary["width"])
     total = time.perf_counter() - t0
     predicted = sum(e.get("patches") or 0 for e in result.parts["list"])
+    opts = spec.option_dicts()
     return RunReport(
         scene=summary, registration=rep["registration"], domain=rep["domain"],
         out=dests["out"].path if dests["out"] else None, vector=rep["vector"],
-        model={"path": model_path, "channels": list(info.channels), "classes": list(info.classes)},
-        grid=grid_summary(grid, streaming), patches={"grid": grid.count, "predicted": predicted},
+        model={"path": spec.model, "channels": list(spec.info.channels), "classes": list(spec.info.classes)},
+        grid=grid_summary(grid, spec.streaming), patches={"grid": grid.count, "predicted": predicted},
         seconds={"total": round(total, 4), "assembly": result.parts.get("assembly_seconds")},
         megapixels_per_second=round(result.pixels / 1e6 / total, 4), peak_rss_mb=result.peak_rss_mb,
-        options={"inference": opts["inference"], "streaming": opts["streaming"], "output": opts["output"],
-                 "vector": opts["vector"] if vector is not None else None},
-        parts={**result.parts, "workers": result.workers})
+        options=opts, parts={**result.parts, "workers": result.workers})
 
 
 @dataclass(frozen=True)
@@ -433,19 +429,14 @@ def batch(
     BatchAborted
         A scene failed and ``on_error="fail"`` (exit code 1).
     """
-    from tiler.model._file import DEFAULT_MODEL_PATH, read_info
-    from tiler.model._registry import resolve_model_path
-    from tiler.pipeline import check_run_options
+    from tiler.pipeline import resolve_run
 
     t0 = time.perf_counter()
     if on_error not in ("skip", "fail"):
         raise UsageError(f"--on-error must be skip or fail, got {on_error!r}")
-    inference, streaming, output, polygons = run_configs(options, inference, streaming, output)
     parts = _check_parts(parts)
-    model_path = resolve_model_path(model) if model is not None else os.fspath(DEFAULT_MODEL_PATH)
-    info = read_info(model_path)
-    inference = inference.for_model(info)
-    check_run_options(info, inference, output, polygons, raster=True, vector=False)
+    spec = resolve_run(model=model, inference=inference,
+                       streaming=streaming, output=output, raster=True, vector=False, **options)
     scenes = expand_inputs(inputs)
     out_dir = os.path.abspath(os.fspath(out_dir))
     made = not os.path.isdir(out_dir)
@@ -454,9 +445,9 @@ def batch(
             raise OutputPathError(f"--out-dir {out_dir!r}: its parent folder does not exist; create it first")
         os.makedirs(out_dir, exist_ok=True)
     try:
-        return _batch_in(out_dir, scenes, name, model_path, info, inference, streaming, output, polygons,
-                         overwrite=overwrite, parts=parts, workers=workers, scheduler=scheduler, client=client,
-                         retries=retries, on_error=on_error, progress=progress, t0=t0)
+        return _batch_in(out_dir, scenes, name, spec, overwrite=overwrite, parts=parts, workers=workers,
+                         scheduler=scheduler, client=client, retries=retries, on_error=on_error, progress=progress,
+                         t0=t0)
     except BaseException:
         if made:  # a batch that failed before writing anything leaves no empty --out-dir behind
             try:
@@ -466,9 +457,10 @@ def batch(
         raise
 
 
-def _batch_in(out_dir: str, scenes: list, name: str, model_path: str, info, inference, streaming, output, polygons,
-              *, overwrite, parts, workers, scheduler, client, retries, on_error, progress, t0) -> BatchReport:
+def _batch_in(out_dir: str, scenes: list, name: str, spec, *, overwrite, parts, workers, scheduler, client, retries,
+              on_error, progress, t0) -> BatchReport:
     """:func:`batch` once its options are checked and ``out_dir`` exists."""
+    model_path = spec.model
     outputs: dict[str, str] = {}
     for s in scenes:
         path = os.path.join(out_dir, output_name(name, s, model_path))
@@ -478,10 +470,10 @@ def _batch_in(out_dir: str, scenes: list, name: str, model_path: str, info, infe
         outputs[path] = s
     # Checks every output (suffix, folder, not an input, not existing without --overwrite) before any work;
     # existing outputs with this run's fingerprint are skipped instead.
-    opts = _option_dicts(inference, streaming, output, polygons)
+    opts = spec.option_dicts()
     jobs, skipped, refused = [], [], []
     for path, s in outputs.items():
-        job = make_job(s, path, None, model_path, opts, overwrite=overwrite, parts=parts)
+        job = make_job(s, path, None, spec, overwrite=overwrite, parts=parts)
         if os.path.exists(path) and _existing_fingerprint(path) == job.fingerprint:
             skipped.append(job)
         elif os.path.exists(path) and not overwrite:
@@ -497,7 +489,7 @@ def _batch_in(out_dir: str, scenes: list, name: str, model_path: str, info, infe
         with guard_outputs({f"output of {job.scene}": (job.out, GEOTIFF_SUFFIXES) for job in jobs[k:k + 256]},
                            inputs=all_inputs, overwrite=True):
             pass  # checked; each scene takes its own lock while it runs
-    with cluster(workers, scheduler, gdal_cache_mb=streaming.gdal_cache_mb) as own:
+    with cluster(workers, scheduler, gdal_cache_mb=spec.streaming.gdal_cache_mb) as own:
         the_client = client if client is not None else own
         n_workers = len(the_client.scheduler_info().get("workers", {})) if the_client is not None else None
         try:

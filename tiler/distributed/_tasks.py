@@ -37,7 +37,8 @@ from tiler.destination import Destination, clean_stale
 from tiler.engine import Block
 from tiler.errors import TilerError
 from tiler.output import CLASS_NODATA
-from tiler.plan import PatchGrid, RowBand
+from tiler.pipeline import RunSpec
+from tiler.plan import RowBand
 
 __all__ = ["SceneJob", "start", "run_part", "assemble", "resolve_parts", "PART_STRIPS", "WHOLE_MAX_STRIPS"]
 
@@ -69,8 +70,9 @@ class SceneJob:
         Model file path (workers must see it).
     model_sha256 : str
         Its hash: the key of the worker's model cache.
-    options : dict
-        ``{"inference", "streaming", "output", "vector"}`` config dicts.
+    spec : RunSpec
+        The run resolved once where it started (:func:`tiler.pipeline.resolve_run`): the model's metadata
+        and the configs checked against it; tasks use it as it is.
     overwrite : bool
     parts : int or "auto"
     fingerprint : str
@@ -83,16 +85,20 @@ class SceneJob:
     vector: Optional[str]
     model: str
     model_sha256: str
-    options: dict
+    spec: RunSpec
     overwrite: bool
     parts: Union[int, str] = "auto"
     fingerprint: str = ""
 
     def configs(self) -> tuple[InferenceConfig, StreamConfig, OutputConfig, VectorConfig]:
-        """The frozen configs of the run."""
-        o = self.options
-        return (InferenceConfig.from_dict(o["inference"]), StreamConfig.from_dict(o["streaming"]),
-                OutputConfig.from_dict(o["output"]), VectorConfig.from_dict(o["vector"]))
+        """The frozen configs of the run (the spec's)."""
+        s = self.spec
+        return s.inference, s.streaming, s.output, s.polygons
+
+    @property
+    def options(self) -> dict:
+        """The configs as JSON-ready dicts (the journal's record of the run)."""
+        return self.spec.option_dicts()
 
     @property
     def work(self) -> str:
@@ -120,7 +126,7 @@ def _model(job: SceneJob):
 
     tm = _MODELS.pop(job.model_sha256, None)
     if tm is None:
-        tm = load_model(job.model, lazy=True)
+        tm = load_model(job.model, lazy=True, info=job.spec.info)
         while len(_MODELS) >= _MAX_MODELS:
             _MODELS.popitem(last=False)
     _MODELS[job.model_sha256] = tm
@@ -178,37 +184,33 @@ def start(job: SceneJob, progress=None) -> dict:
         parts; ``{"error", "error_type"}`` for a bad scene or option.
     """
     from tiler.distributed._journal import FINGERPRINT_TAG
-    from tiler.model._file import read_info
-    from tiler.pipeline import check_run_options, output_context, peak_rss_mb, prepare_scene, run_scene
+    from tiler.pipeline import output_context, peak_rss_mb, prepare_scene, run_spec
+    from tiler.reports import scene_summary
     from tiler.scene import open_scene
 
-    inference, streaming, output, polygons = job.configs()
+    spec = job.spec
+    inference, streaming = spec.inference, spec.streaming
     t = time.perf_counter()
     try:
-        info = read_info(job.model)
-        inference = inference.for_model(info)
-        p = check_run_options(info, inference, output, polygons, raster=job.out is not None,
-                              vector=job.vector is not None)
         with rasterio.Env(GDAL_CACHEMAX=streaming.gdal_cache_mb), \
                 open_scene(job.scene, reference=inference.reference) as sc:
-            grid = PatchGrid.from_overlap(sc.height, sc.width, patch_size=p, overlap=inference.overlap)
+            grid = spec.grid(sc.height, sc.width)
             n = resolve_parts(job.parts, len(list(grid.strips(streaming.strip_rows))))
             if n > 1:
-                plan, verdict, reg = prepare_scene(sc, info, inference, {})
-                from tiler.reports import scene_summary
-
-                return {"status": "parts", "bands": grid.row_bands(streaming.strip_rows, n), "patch_size": p,
+                plan, verdict, reg = prepare_scene(sc, spec.info, inference, {})
+                return {"status": "parts", "bands": grid.row_bands(streaming.strip_rows, n),
+                        "patch_size": spec.patch_size,
                         "corrections": {k: tuple(v)[:6] for k, v in sc.corrections.items()},
-                        "context": output_context(sc, info, inference, job.scene,
+                        "context": output_context(sc, spec.info, inference, job.scene,
                                                   {FINGERPRINT_TAG: job.fingerprint}),
                         "summary": scene_summary(sc, plan, job.scene), "registration": reg,
                         "domain": verdict.to_dict() if verdict is not None else None,
                         "task_seconds": time.perf_counter() - t, "worker": _worker_name()}
-        out = Destination(job.out, overwrite=job.overwrite) if job.out else None
-        vector = Destination(job.vector, overwrite=job.overwrite) if job.vector else None
-        report = run_scene(job.scene, out, vector=vector, model=_WorkerModel(job, info), inference=inference,
-                           streaming=streaming, output=output, polygons=polygons, overwrite=job.overwrite,
-                           progress=progress, tags={FINGERPRINT_TAG: job.fingerprint})
+            out = Destination(job.out, overwrite=job.overwrite) if job.out else None
+            vector = Destination(job.vector, overwrite=job.overwrite) if job.vector else None
+            report = run_spec(spec, job.scene, out, vector, model=_WorkerModel(job, spec.info),
+                              overwrite=job.overwrite, progress=progress, tags={FINGERPRINT_TAG: job.fingerprint},
+                              opened=sc)
     except TilerError as exc:
         return _error(exc)
     return {"status": "done", "report": report.to_dict(), "worker": _worker_name(), "peak_rss_mb": peak_rss_mb(),
@@ -249,42 +251,35 @@ def run_part(job: SceneJob, prepared: dict, band: RowBand, progress=None) -> dic
         ``part``, ``rows``, ``sizes`` (file name -> bytes), ``seconds``,
         ``patches``, ``worker``, ``peak_rss_mb``; or ``error``.
     """
-    from tiler.blend import get_window
-    from tiler.engine import PatchStats, stream
+    from tiler.engine import PatchStats
     from tiler.indices import ChannelPlan
-    from tiler.pipeline import peak_rss_mb, predictor_for, raster_sink
+    from tiler.pipeline import peak_rss_mb, predictor_for, raster_sink, stream_region
     from tiler.scene import open_scene
-    from tiler.sinks import ClassMapSink, ProbabilitySink, feed
-    from tiler.source import ChannelSource
+    from tiler.sinks import ClassMapSink, ProbabilitySink
 
-    inference, streaming, output, _ = job.configs()
+    spec = job.spec
+    inference, streaming = spec.inference, spec.streaming
     t = time.perf_counter()
     files = part_files(job, band.index)
     stats = PatchStats()
     try:
         tm = _model(job)
-        inference = inference.for_model(tm.info)
-        p = prepared["patch_size"]
         with rasterio.Env(GDAL_CACHEMAX=streaming.gdal_cache_mb), \
                 open_scene(job.scene, reference=inference.reference) as sc:
             for name, c in prepared["corrections"].items():
                 sc.set_correction(name, Affine(*c))
-            plan = ChannelPlan.for_scene(sc, tm.info.channels, bands=inference.bands)
-            source = ChannelSource(sc, plan, fill=tm.info.offset, input_scale=inference.input_scale)
-            grid = PatchGrid.from_overlap(sc.height, sc.width, patch_size=p, overlap=inference.overlap)
+            plan = ChannelPlan.for_scene(sc, spec.info.channels, bands=inference.bands)
             sinks = []
             for kind, name in files.items():
                 dest = Destination(os.path.join(job.work, name), overwrite=True)
                 if kind == "raster":
-                    sinks.append(raster_sink(dest, output, part=True))
+                    sinks.append(raster_sink(dest, spec.output, part=True))
                 elif kind == "probs":
                     sinks.append(ProbabilitySink(dest, dtype="float32", part=True))
                 else:
                     sinks.append(ClassMapSink(dest, part=True))
-            blocks = stream(source, grid, predictor_for(tm, inference), get_window(inference.window, p),
-                            strip_rows=streaming.strip_rows, band_width=streaming.band_width, stats=stats,
-                            progress=progress, prefetch=streaming.prefetch, rows=band)
-            feed(blocks, sinks, prepared["context"].rows(*band.emit_rows), seconds=stats.seconds)
+            stream_region(spec, sc, plan, predictor_for(tm, inference), sinks,
+                          prepared["context"].rows(*band.emit_rows), stats=stats, progress=progress, rows=band)
     except TilerError as exc:
         return _error(exc)
     return {"part": band.index, "rows": list(band.emit_rows),

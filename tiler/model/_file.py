@@ -293,7 +293,8 @@ def update_info(path: Union[str, os.PathLike, Any], **changes: Any) -> ModelInfo
     return info
 
 
-def load_model(path: Union[str, os.PathLike, None] = None, *, lazy: bool = False) -> TilerModel:
+def load_model(path: Union[str, os.PathLike, None] = None, *, lazy: bool = False,
+               info: Optional[ModelInfo] = None) -> TilerModel:
     """Load a tiler model file.
 
     Parameters
@@ -305,6 +306,8 @@ def load_model(path: Union[str, os.PathLike, None] = None, *, lazy: bool = False
         Read only the metadata now (no Keras); the network loads when
         :attr:`TilerModel.keras_model` is first read. A run whose network is
         already converted never loads it.
+    info : ModelInfo, optional
+        The file's metadata where the caller has already read it (:func:`read_info`); read here otherwise.
 
     Returns
     -------
@@ -318,7 +321,7 @@ def load_model(path: Union[str, os.PathLike, None] = None, *, lazy: bool = False
         loads).
     """
     path = os.fspath(DEFAULT_MODEL_PATH if path is None else path)
-    info = read_info(path)
+    info = read_info(path) if info is None else info
     return TilerModel(None if lazy or info.is_onnx else _load_network(path, info), info, path)
 
 
