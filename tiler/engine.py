@@ -25,7 +25,7 @@ from tiler.plan import PatchGrid, RowBand
 if TYPE_CHECKING:  # the network stage loads Keras; blocks and sinks do not need it
     from tiler.model._predictor import Predictor
 
-__all__ = ["NETWORK_DEPTH", "Block", "PatchStats", "ProgressCallback", "ReadFunction", "blend_patches", "stream",
+__all__ = ["NETWORK_DEPTH", "Block", "PatchStats", "ProgressCallback", "ReadFunction", "stream",
            "reflect_fill"]
 
 ProgressCallback = Callable[[int, int], None]
@@ -183,20 +183,6 @@ def _batches(todo: list[tuple[int, int]], size: int) -> list[list[tuple[int, int
     return out
 
 
-def _patch_view(bands: np.ndarray, chunk: list[tuple[int, int]], origin: tuple[int, int], p: int) -> np.ndarray:
-    """The patches of ``chunk`` (one patch row, equal column steps) as a read-only view of ``bands``."""
-    row, col = chunk[0][0] - origin[0], chunk[0][1] - origin[1]
-    step = chunk[1][1] - chunk[0][1] if len(chunk) > 1 else 0
-    sc, sr, sx = bands.strides
-    shape, strides = (len(chunk), bands.shape[0], p, p), (step * sx, sc, sr, sx)
-    if bands.flags.c_contiguous:  # the cheap constructor (as_strided costs ~50 us a call)
-        view = np.ndarray(shape, bands.dtype, buffer=bands, offset=row * sr + col * sx, strides=strides)
-        view.flags.writeable = False
-        return view
-    return np.lib.stride_tricks.as_strided(bands[:, row:row + p, col:], shape=shape, strides=strides,
-                                           writeable=False)
-
-
 def reflect_fill(patch: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """A patch whose invalid pixels hold the valid neighbourhood mirrored across the nodata edge.
 
@@ -258,72 +244,6 @@ def _todo(valid: np.ndarray, origin: tuple[int, int], positions: Sequence[tuple[
     r0, c0 = origin
     return [(row, col) for row, col in positions
             if valid[row - r0:row - r0 + p, col - c0:col - c0 + p].any()]
-
-
-def blend_patches(
-    bands: np.ndarray,
-    valid: np.ndarray,
-    origin: tuple[int, int],
-    positions: Sequence[tuple[int, int]],
-    predictor: Predictor,
-    acc: Accumulator,
-    stats: PatchStats,
-    *,
-    progress: Optional[Callable[[int], None]] = None,
-) -> None:
-    """Predict the patches at ``positions`` and blend them into ``acc``, in order, in this thread.
-
-    Parameters
-    ----------
-    bands : ndarray of shape (channel, row, col), float32
-        Channels of a region, already reflect-padded, nodata already filled
-        with finite values.
-    valid : ndarray of shape (row, col), bool
-        Valid-data mask of the same region; the nodata of a patch that has
-        valid pixels is filled by :func:`reflect_fill` before prediction.
-    origin : tuple of int
-        Scene ``(row, col)`` of ``bands[:, 0, 0]``.
-    positions : sequence of (int, int)
-        Scene ``(row, col)`` of each patch's upper-left pixel, inside the region.
-    predictor, acc, stats
-        The model, the accumulator, the counters to update.
-    progress : callable, optional
-        Called with the number of patches handled after each batch.
-
-    Notes
-    -----
-    A patch with no valid pixel is skipped on purpose and counted in
-    ``stats.skipped_nodata``; it contributes no weight. ``stats.seconds``
-    gets ``predict`` (network calls with their TTA) and ``blend`` (batching and
-    accumulating). Batches stay within runs of equally spaced patches of one
-    patch row, so each is a zero-copy strided view of ``bands``. :func:`stream`
-    does the same with the network in its own thread.
-    """
-    p = acc.window.shape[0]
-    todo = _todo(valid, origin, positions, p)
-    skipped = len(positions) - len(todo)
-    stats.skipped_nodata += skipped
-    if progress is not None and skipped:
-        progress(skipped)
-    for chunk in _batches(todo, predictor.batch_size):
-        t = time.perf_counter()
-        # No copy here: the batch is a strided view of the strip; the network
-        # (or the host TTA) reads it where it gathers its input anyway. A patch
-        # with nodata gets its own filled copy (:func:`reflect_fill`).
-        view = _patch_view(bands, chunk, origin, p)
-        if not valid.all():
-            rel = [(row - origin[0], col - origin[1]) for row, col in chunk]
-            if not all(valid[r:r + p, c:c + p].all() for r, c in rel):
-                view = np.stack([_filled_view(bands, valid, r, c, p) for r, c in rel])
-        t1 = time.perf_counter()
-        preds = predictor(view)
-        t2 = time.perf_counter()
-        acc.add_batch(preds, [rc[0] for rc in chunk], [rc[1] for rc in chunk])
-        stats.seconds["predict"] += t2 - t1
-        stats.seconds["blend"] += (t1 - t) + (time.perf_counter() - t2)
-        stats.predicted += len(chunk)
-        if progress is not None:
-            progress(len(chunk))
 
 
 #: Batches handed to the network stage ahead of the one being blended: the

@@ -18,17 +18,26 @@ import rasterio
 
 from tiler._logging import notice
 from tiler._version import __version__
-from tiler.blend import Accumulator, WindowFunction, get_window
-from tiler.config import InferenceConfig, OutputConfig, StreamConfig, VectorConfig, run_configs, split_options
+from tiler.blend import get_window
+from tiler.config import (
+    DEFAULT_BAND_WIDTH,
+    DEFAULT_STRIP_ROWS,
+    InferenceConfig,
+    OutputConfig,
+    StreamConfig,
+    VectorConfig,
+    run_configs,
+    split_options,
+)
 from tiler.destination import GEOTIFF_SUFFIXES, Destination, guard_outputs
 from tiler.domain import InputScale, check_domain, sample_channels
-from tiler.engine import Block, PatchStats, ProgressCallback, blend_patches, stream
+from tiler.engine import Block, PatchStats, ProgressCallback, stream
 from tiler.errors import BandMismatchError, PlanError, UsageError
 from tiler.indices import ChannelPlan
 from tiler.model._file import DEFAULT_MODEL_PATH, ModelInfo, TilerModel, load_model, read_info
 from tiler.model._predictor import Predictor
 from tiler.output import check_creation_options
-from tiler.plan import PatchGrid, reflect_indices
+from tiler.plan import PatchGrid
 from tiler.reports import IndexReport, RunReport, scene_summary, vector_summary
 from tiler.scene import open_scene, scene_inputs
 from tiler.sinks import (
@@ -42,7 +51,7 @@ from tiler.sinks import (
     not_georeferenced_note,
 )
 from tiler.sinks._vector import export_classes
-from tiler.source import ChannelSource
+from tiler.source import ArraySource, ChannelSource
 
 __all__ = ["predict", "run_scene", "index_scene", "RunSpec", "resolve_run", "run_spec", "stream_region",
            "resolve_model", "domain_verdict", "predictor_for", "prepare_scene", "output_context",
@@ -100,21 +109,15 @@ def predict(
     image: np.ndarray,
     *,
     model: Union[None, str, os.PathLike, TilerModel] = None,
-    patch_size: Optional[int] = None,
-    overlap: Optional[float] = None,
-    batch_size: int = 8,
-    window: Union[None, str, WindowFunction] = None,
+    inference: Optional[InferenceConfig] = None,
     valid: Optional[np.ndarray] = None,
-    tta: str = "none",
-    tta_mean: str = "arithmetic",
-    tta_device: str = "graph",
-    runtime: str = "auto",
-    precision: str = "float32",
+    **options: Any,
 ) -> np.ndarray:
-    """Blend patch predictions over a whole in-memory image.
+    """Blend patch predictions over a whole in-memory image, through the streaming engine.
 
-    The whole-scene counterpart of :func:`run_scene`: same global patch grid,
-    same reflect padding, same window, one full-size accumulator.
+    The in-memory counterpart of :func:`run_scene`: the image is the engine's source
+    (:class:`tiler.source.ArraySource`), so the same global patch grid, reflect padding, nodata fill,
+    batching and window give the same probabilities as a run of the same pixels.
 
     Parameters
     ----------
@@ -124,30 +127,15 @@ def predict(
         float32.
     model : path-like or TilerModel, optional
         Default: the model shipped with tiler.
-    patch_size : int, optional
-        Patch side in pixels, a multiple of ``2**depth``; default: the
-        model's recommendation (:meth:`tiler.model.ModelInfo.recommended`).
-    overlap : float, optional
-        Fraction of a patch shared with its neighbour, in [0, 1); default: the
-        model's recommendation, else 0.5.
-    batch_size : int, default 8
-        Patches per network call.
-    window : str or callable, optional
-        Blending window (see :data:`tiler.blend.WINDOWS`); default: the
-        model's recommendation, else ``spline``.
+    inference : InferenceConfig, optional
+        Patch size, overlap, window (default: the model's recommendation), batch size, TTA, runtime,
+        precision.
     valid : ndarray of shape (row, col), bool, optional
         Valid-data mask; invalid pixels are filled before prediction and are
         NaN in the result.
-    tta : {"none", "flip", "d4"}, default "none"
-        Test-time augmentation (see :class:`tiler.model.Predictor`).
-    tta_mean : {"arithmetic", "geometric"}
-        Averaging of the TTA variants.
-    tta_device : {"graph", "host"}
-        Where the TTA rotations run.
-    runtime : {"auto", "keras", "openvino"}
-        What executes the network (see :class:`tiler.model.Predictor`).
-    precision : {"float32", "bfloat16", "float16"}
-        Compute precision of the network.
+    **options
+        Fields of :class:`~tiler.config.InferenceConfig` by name (``overlap=0.5``, ``runtime="keras"``),
+        applied over ``inference``.
 
     Returns
     -------
@@ -158,8 +146,8 @@ def predict(
     ------
     BandMismatchError
         If ``image`` has another number of channels than the model.
-    PlanError
-        For a bad patch size, overlap or batch size.
+    PlanError, UsageError
+        For a bad patch size, overlap, batch size or another option.
     """
     tm = resolve_model(model)
     image = np.asarray(image)
@@ -170,30 +158,20 @@ def predict(
             f"image has {image.shape[0]} channel(s) but the model needs "
             f"{len(tm.info.channels)} ({', '.join(tm.info.channels)})"
         )
-    rec_patch, rec_overlap, rec_window = tm.info.recommended()
-    p = _check_patch_size(tm.info, rec_patch if patch_size is None else patch_size)
-    overlap = rec_overlap if overlap is None else overlap
-    window = rec_window if window is None else window
+    inference = split_options(options, inference or InferenceConfig())[0].for_model(tm.info)
+    p = _check_patch_size(tm.info, inference.patch_size)
     _, height, width = image.shape
-    grid = PatchGrid.from_overlap(height, width, patch_size=p, overlap=overlap)
-    predictor = Predictor(tm, batch_size=batch_size, tta=tta, tta_mean=tta_mean, tta_device=tta_device,
-                          runtime=runtime, precision=precision)
-    rows, cols = grid.rows, grid.cols
-    r0, r1 = rows.origin(0), rows.origin(rows.count - 1) + p
-    c0, c1 = cols.origin(0), cols.origin(cols.count - 1) + p
-    ridx, cidx = reflect_indices(r0, r1, height), reflect_indices(c0, c1, width)
-    bands = image.astype(np.float32, copy=False)[:, ridx][:, :, cidx]
-    if valid is None:
-        vmask = np.ones((r1 - r0, c1 - c0), bool)
-    else:
-        vmask = np.asarray(valid, bool)[ridx][:, cidx]
-        bands[:, ~vmask] = np.asarray(tm.info.offset, np.float32)[:, None]
-    acc = Accumulator(predictor.classes, (r0, r1), (c0, c1), get_window(window, p))
-    positions = [(int(r), int(c)) for r in rows.origins() for c in cols.origins()]
-    blend_patches(bands, vmask, (r0, c0), positions, predictor, acc, PatchStats())
-    out = acc.normalised((0, height), (0, width))
-    if valid is not None:
-        out[:, ~np.asarray(valid, bool)] = np.nan
+    grid = PatchGrid.from_overlap(height, width, patch_size=p, overlap=inference.overlap)
+    predictor = Predictor(tm, **inference.network_options())
+    out = np.empty((predictor.classes, height, width), np.float32)
+    source = ArraySource(image, valid, fill=tm.info.offset)
+    for block in stream(source, grid, predictor, get_window(inference.window, p), strip_rows=DEFAULT_STRIP_ROWS,
+                        band_width=DEFAULT_BAND_WIDTH, stats=PatchStats(), prefetch=False):
+        (r0, r1), (c0, c1) = block.rows, block.cols
+        dst = out[:, r0:r1, c0:c1]
+        values = block.values(out=dst)
+        if values is not dst:
+            dst[...] = values
     return out
 
 

@@ -13,8 +13,9 @@ import numpy as np
 
 from tiler.domain import InputScale
 from tiler.indices import ChannelPlan
+from tiler.plan import reflect_indices
 
-__all__ = ["ChannelSource", "fill_channels"]
+__all__ = ["ArraySource", "ChannelSource", "fill_channels"]
 
 
 def fill_channels(data: np.ndarray, valid: Optional[np.ndarray], fill: np.ndarray, *,
@@ -121,3 +122,61 @@ class ChannelSource:
     def with_fill(self, fill: Optional[Sequence[float]]) -> "ChannelSource":
         """The same source with another fill policy (``None``: unfilled)."""
         return ChannelSource(self.scene, self.plan, fill=fill, input_scale=self.input_scale)
+
+
+class ArraySource:
+    """An in-memory image as the engine's source: windows reflect-padded past its edges, nodata filled.
+
+    The in-memory counterpart of :class:`ChannelSource` (:func:`tiler.predict` streams an array through the
+    same engine as a scene).
+
+    Parameters
+    ----------
+    image : ndarray of shape (channel, row, col)
+        The model's input channels, any real dtype (read as float32).
+    valid : ndarray of shape (row, col), bool, optional
+        Valid-data mask; default every pixel valid.
+    fill : ndarray of shape (channel,), optional
+        Per-channel value of invalid pixels and NaNs (the model's normalisation offset).
+
+    Raises
+    ------
+    ValueError
+        If ``valid`` or ``fill`` does not match ``image``.
+    """
+
+    def __init__(self, image: np.ndarray, valid: Optional[np.ndarray] = None, *,
+                 fill: Optional[Sequence[float]] = None) -> None:
+        self.image = np.asarray(image)
+        if self.image.ndim != 3:
+            raise ValueError(f"image must have shape (channel, row, col), got {self.image.shape}")
+        self.valid = None if valid is None else np.asarray(valid, bool)
+        if self.valid is not None and self.valid.shape != self.image.shape[1:]:
+            raise ValueError(f"valid has shape {self.valid.shape}, the image {self.image.shape[1:]}")
+        self.fill = None if fill is None else np.asarray(fill, np.float32)
+        if self.fill is not None and self.fill.shape != (self.image.shape[0],):
+            raise ValueError(f"fill has {self.fill.shape} values for {self.image.shape[0]} channels")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(rows, cols)`` of the image."""
+        return self.image.shape[1], self.image.shape[2]
+
+    def read(self, rows: tuple[int, int], cols: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """A window, reflect-padded (NumPy ``reflect`` mode, as a scene's reads), as float32 channels.
+
+        Returns
+        -------
+        channels : ndarray of shape (channel, row, col), float32
+        valid : ndarray of shape (row, col), bool
+        """
+        ridx = reflect_indices(rows[0], rows[1], self.shape[0])
+        cidx = reflect_indices(cols[0], cols[1], self.shape[1])
+        data = self.image[:, ridx][:, :, cidx].astype(np.float32)
+        valid = (np.ones((len(ridx), len(cidx)), bool) if self.valid is None
+                 else self.valid[ridx][:, cidx])
+        if self.fill is not None:
+            fill_channels(data, valid, self.fill)
+        return data, valid
+
+    __call__ = read
