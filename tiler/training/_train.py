@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import logging
@@ -622,6 +623,10 @@ def train(
         offset = np.asarray(start.info.offset, np.float32)
         scale = np.asarray(start.info.scale, np.float32)
         net = start.keras_model
+        # A model that started from a pretrained encoder keeps saying so (its layers, --freeze-epochs).
+        inherited = (start.info.training.get("config") or {}).get("encoder")
+        if config.encoder is None and inherited:
+            config = dataclasses.replace(config, encoder=inherited)
     elif config.encoder is not None:
         from tiler.model._encoders import ENCODERS, build_encoder_unet
 
