@@ -10,6 +10,7 @@ engine never touches a file: sinks (:mod:`tiler.sinks`) consume the blocks.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,6 +28,8 @@ if TYPE_CHECKING:  # the network stage loads Keras; blocks and sinks do not need
 
 __all__ = ["NETWORK_DEPTH", "Block", "PatchStats", "ProgressCallback", "ReadFunction", "stream",
            "reflect_fill"]
+
+log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]
 """``progress(done, total)``, counted in patches."""
@@ -318,152 +321,227 @@ def stream(
         raise ValueError(f"network depth must be an integer >= 1, got {depth!r}")
     col_bands = list(grid.column_bands(band_width))
     strips = list(grid.strips(strip_rows, rows))
-    total = sum(len(s.patch_rows) for s in strips) * sum(len(b.patch_cols) for b in col_bands)
     jobs = [(s, b) for b in col_bands for s in strips]
     if not jobs:
         return
-    p = window.shape[0]
-    done = 0
+    total = sum(len(s.patch_rows) for s in strips) * sum(len(b.patch_cols) for b in col_bands)
+    yield from _Stream(read, grid, predictor, window, jobs, stats, progress, total, prefetch=prefetch,
+                       depth=depth).blocks()
 
-    def tick(n: int) -> None:
-        nonlocal done
-        done += n
-        if progress is not None and n:
-            progress(done, total)
 
-    def timed_read(n: int):
-        strip, band = jobs[n]
+@dataclass
+class _Start:
+    """A job's (strip of a column band's) pixels are read: its accumulator rows can be made ready."""
+
+    job: int
+    valid: np.ndarray  # (rows, cols) bool, the strip's read rectangle
+    skipped: int  # patches with no valid pixel, never predicted
+
+
+@dataclass
+class _Slice:
+    """Patches ``i0:i1`` of a batch, all from one job, at these scene positions (row, col)."""
+
+    job: int
+    batch: _Batch
+    i0: int
+    i1: int
+    positions: list[tuple[int, int]]
+
+
+@dataclass
+class _End:
+    """Every patch of a job is blended: its final rows can be emitted."""
+
+    job: int
+
+
+class _Stream:
+    """One pass of :func:`stream`: the producer of steps (reading, batching) and the consumer (blending).
+
+    The producer, :meth:`_steps`, walks the jobs (strips of column bands) in
+    order, reads each one's pixels and yields a :class:`_Start`, then a
+    :class:`_Slice` for each run of its patches that went into one batch (a
+    batch may span jobs), then an :class:`_End`. The consumer,
+    :meth:`blocks`, pulls steps ahead while fewer than ``depth`` batches are
+    in the network, and applies them in order: so additions into the
+    accumulator happen in batch order whatever the threads do.
+    """
+
+    def __init__(self, read: ReadFunction, grid: PatchGrid, predictor: Predictor, window: np.ndarray,
+                 jobs: list, stats: PatchStats, progress: Optional[ProgressCallback], total: int, *,
+                 prefetch: bool, depth: int) -> None:
+        self.read, self.grid, self.predictor, self.window = read, grid, predictor, window
+        self.jobs, self.stats, self.progress, self.total = jobs, stats, progress, total
+        self.prefetch, self.depth = prefetch, depth
+        self.p = window.shape[0]
+        self.done = 0
+        self.first_batch = True
+        self.reads: dict[int, Future] = {}
+        self.builder = _BatchBuilder(predictor.batch_size, self._run_batch)
+        self.ahead: deque = deque()  # steps pulled from the producer, not yet applied
+        self.consumed = 0  # batches whose predictions are all blended
+        self.consumer_job = 0
+        self.acc: Optional[Accumulator] = None
+        self.valid: Optional[np.ndarray] = None
+        self.reader: Optional[ThreadPoolExecutor] = None
+        self.network: Optional[ThreadPoolExecutor] = None
+
+    # -- the stages -------------------------------------------------------------------------------
+
+    def _tick(self, n: int) -> None:
+        self.done += n
+        if self.progress is not None and n:
+            self.progress(self.done, self.total)
+
+    def _timed_read(self, n: int):
+        strip, band = self.jobs[n]
         t = time.perf_counter()
-        data, valid = read(strip.read_rows, band.read_cols)
+        data, valid = self.read(strip.read_rows, band.read_cols)
         return data, valid, time.perf_counter() - t
 
-    def timed_predict(view: np.ndarray):
+    def _timed_predict(self, view: np.ndarray):
         t = time.perf_counter()
-        out = predictor(view)
-        return out, time.perf_counter() - t
+        out = self.predictor(view)
+        seconds = time.perf_counter() - t
+        if self.first_batch:  # start-up measurements (benchmarks/worker_start.py) look for this record
+            self.first_batch = False
+            log.debug("first batch: %d patches predicted in %.3f s", len(view), seconds)
+        return out, seconds
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiler-read") as reader, \
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiler-network") as network:
-        reads: dict = {}
+    def _submit_read(self, n: int) -> None:
+        if self.prefetch and n < len(self.jobs) and n not in self.reads:
+            self.reads[n] = self.reader.submit(self._timed_read, n)
 
-        def submit_read(n: int) -> None:
-            if prefetch and n < len(jobs) and n not in reads:
-                reads[n] = reader.submit(timed_read, n)
+    def _strip_data(self, n: int):
+        data, valid, seconds = self.reads.pop(n).result() if n in self.reads else self._timed_read(n)
+        self.stats.seconds["read"] += seconds
+        return data, valid
 
-        def strip_data(n: int):
-            data, valid, seconds = reads.pop(n).result() if n in reads else timed_read(n)
-            stats.seconds["read"] += seconds
-            return data, valid
+    def _run_batch(self, batch: _Batch) -> None:
+        if self.prefetch:
+            batch.future = self.network.submit(self._timed_predict, batch.stack())
+        else:
+            batch.future = Future()
+            batch.future.set_result(self._timed_predict(batch.stack()))
 
-        def run_batch(batch: _Batch) -> None:
-            if prefetch:
-                batch.future = network.submit(timed_predict, batch.stack())
-            else:
-                batch.future = Future()
-                batch.future.set_result(timed_predict(batch.stack()))
+    # -- the producer -----------------------------------------------------------------------------
 
-        builder = _BatchBuilder(predictor.batch_size, run_batch)
+    def _steps(self) -> Iterator:
+        """Each job's steps in order: its start (data read), slices of batches, its end."""
+        builder, p = self.builder, self.p
+        for n, (strip, band) in enumerate(self.jobs):
+            data, valid = self._strip_data(n)
+            origin = (strip.read_rows[0], band.read_cols[0])
+            positions = [(self.grid.rows.origin(i), self.grid.cols.origin(j))
+                         for i in strip.patch_rows for j in band.patch_cols]
+            todo = _todo(valid, origin, positions, p)
+            yield _Start(n, valid, len(positions) - len(todo))
+            batch, first, chunk = builder.current, len(builder.current), []
+            for pos in todo:
+                if builder.current is not batch:  # the consumer flushed it while this was suspended
+                    if chunk:
+                        yield _Slice(n, batch, first, first + len(chunk), chunk)
+                    batch, first, chunk = builder.current, len(builder.current), []
+                r, c = pos[0] - origin[0], pos[1] - origin[1]
+                batch.views.append(_filled_view(data, valid, r, c, p))
+                chunk.append(pos)
+                if len(batch) == builder.size:
+                    builder.submit()
+                    yield _Slice(n, batch, first, first + len(chunk), chunk)
+                    batch, first, chunk = builder.current, len(builder.current), []
+            if chunk:
+                yield _Slice(n, batch, first, first + len(chunk), chunk)
+            yield _End(n)
+        builder.submit()  # the last, partial batch (padded by the predictor)
 
-        def steps():
-            """Each job's steps in order: its start (data read), slices of batches, its end."""
-            for n, (strip, band) in enumerate(jobs):
-                data, valid = strip_data(n)
-                origin = (strip.read_rows[0], band.read_cols[0])
-                positions = [(grid.rows.origin(i), grid.cols.origin(j))
-                             for i in strip.patch_rows for j in band.patch_cols]
-                todo = _todo(valid, origin, positions, p)
-                yield "start", n, (valid, len(positions) - len(todo))
-                batch, first, chunk = builder.current, len(builder.current), []
-                for pos in todo:
-                    if builder.current is not batch:  # the consumer flushed it while this was suspended
-                        if chunk:
-                            yield "slice", n, (batch, first, first + len(chunk), chunk)
-                        batch, first, chunk = builder.current, len(builder.current), []
-                    r, c = pos[0] - origin[0], pos[1] - origin[1]
-                    batch.views.append(_filled_view(data, valid, r, c, p))
-                    chunk.append(pos)
-                    if len(batch) == builder.size:
-                        builder.submit()
-                        yield "slice", n, (batch, first, first + len(chunk), chunk)
-                        batch, first, chunk = builder.current, len(builder.current), []
-                if chunk:
-                    yield "slice", n, (batch, first, first + len(chunk), chunk)
-                yield "end", n, None
-            builder.submit()  # the last, partial batch (padded by the predictor)
+    def _pull(self, source: Iterator, limit: int) -> None:
+        """Pull steps while fewer than ``limit`` batches are in the network, never past the next job's end."""
+        ahead = self.ahead
+        while self.builder.submitted - self.consumed < limit and \
+                not (ahead and isinstance(ahead[-1], _End) and ahead[-1].job > self.consumer_job):
+            step = next(source, None)
+            if step is None:
+                return
+            ahead.append(step)
 
-        source = steps()
-        ahead: deque = deque()
-        consumed = 0
-        consumer_job = 0
+    # -- the consumer -----------------------------------------------------------------------------
 
-        def pull(limit: int) -> None:
-            """Pull steps while fewer than ``limit`` batches are in the network, never past the next job's end."""
-            while builder.submitted - consumed < limit and \
-                    not (ahead and ahead[-1][0] == "end" and ahead[-1][1] > consumer_job):
-                step = next(source, None)
-                if step is None:
-                    return
-                ahead.append(step)
+    def _start(self, step: _Start) -> None:
+        strip, band = self.jobs[step.job]
+        self.consumer_job = step.job
+        self._submit_read(step.job + 1)  # read the next strip while this one is predicted
+        self.valid = step.valid
+        t = time.perf_counter()
+        if strip.index == 0:
+            self.acc = None  # free the previous column band's accumulator before allocating the next
+            self.acc = Accumulator(self.predictor.classes, strip.read_rows, band.read_cols, self.window)
+        else:
+            self.acc.roll(strip.read_rows)
+        self.stats.seconds["blend"] += time.perf_counter() - t
+        self.stats.skipped_nodata += step.skipped
+        self._tick(step.skipped)
 
-        submit_read(0)
-        acc: Optional[Accumulator] = None
-        valid = None
-        try:
-            while True:
-                pull(depth if prefetch else 1)
-                if not ahead:
-                    break
-                kind, n, payload = ahead.popleft()
-                strip, band = jobs[n]
-                if kind == "start":
-                    consumer_job = n
-                    submit_read(n + 1)  # read the next strip while this one is predicted
-                    valid, skipped = payload
-                    t = time.perf_counter()
-                    if strip.index == 0:
-                        acc = None  # free the previous column band's accumulator before allocating the next
-                        acc = Accumulator(predictor.classes, strip.read_rows, band.read_cols, window)
+    def _add(self, step: _Slice, source: Iterator) -> None:
+        batch = step.batch
+        if batch.future is None:  # still filling: fill it further if the lookahead may, else send it
+            self._pull(source, self.builder.submitted - self.consumed + 1)
+            if batch.future is None:
+                self.builder.submit()
+        preds, seconds = batch.future.result()
+        if batch.seconds is None:
+            batch.seconds = seconds
+            self.stats.seconds["predict"] += seconds
+        t = time.perf_counter()
+        self.acc.add_batch(preds[step.i0:step.i1], [rc[0] for rc in step.positions],
+                           [rc[1] for rc in step.positions])
+        self.stats.seconds["blend"] += time.perf_counter() - t
+        self.stats.predicted += len(step.positions)
+        if step.i1 == len(batch):
+            self.consumed += 1
+            batch.future = None  # drop the predictions
+        self._tick(len(step.positions))
+
+    def _block(self, step: _End) -> Optional[Block]:
+        strip, band = self.jobs[step.job]
+        (e0, e1), (c0, c1) = strip.emit_rows, band.emit_cols
+        if e1 <= e0:
+            return None
+        r, c = e0 - strip.read_rows[0], c0 - band.read_cols[0]
+        return Block((e0, e1), (c0, c1), self.valid[r:r + e1 - e0, c:c + c1 - c0], accumulator=self.acc,
+                     seconds=self.stats.seconds)
+
+    def blocks(self) -> Iterator[Block]:
+        """Run the pass: yield every finished block once (see :func:`stream`)."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiler-read") as self.reader, \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiler-network") as self.network:
+            source = self._steps()
+            self._submit_read(0)
+            try:
+                while True:
+                    self._pull(source, self.depth if self.prefetch else 1)
+                    if not self.ahead:
+                        break
+                    step = self.ahead.popleft()
+                    if isinstance(step, _Start):
+                        self._start(step)
+                    elif isinstance(step, _Slice):
+                        self._add(step, source)
                     else:
-                        acc.roll(strip.read_rows)
-                    stats.seconds["blend"] += time.perf_counter() - t
-                    stats.skipped_nodata += skipped
-                    tick(skipped)
-                elif kind == "slice":
-                    batch, i0, i1, chunk = payload
-                    if batch.future is None:  # still filling: fill it further if the lookahead may, else send it
-                        pull(builder.submitted - consumed + 1)
-                        if batch.future is None:
-                            builder.submit()
-                    preds, seconds = batch.future.result()
-                    if batch.seconds is None:
-                        batch.seconds = seconds
-                        stats.seconds["predict"] += seconds
-                    t = time.perf_counter()
-                    acc.add_batch(preds[i0:i1], [rc[0] for rc in chunk], [rc[1] for rc in chunk])
-                    stats.seconds["blend"] += time.perf_counter() - t
-                    stats.predicted += len(chunk)
-                    if i1 == len(batch):
-                        consumed += 1
-                        batch.future = None  # drop the predictions
-                    tick(len(chunk))
-                else:
-                    (e0, e1), (c0, c1) = strip.emit_rows, band.emit_cols
-                    if e1 > e0:
-                        r, c = e0 - strip.read_rows[0], c0 - band.read_cols[0]
-                        block = Block((e0, e1), (c0, c1), valid[r:r + e1 - e0, c:c + c1 - c0], accumulator=acc,
-                                      seconds=stats.seconds)
-                        yield block
-                        # The consumer asked for the next block: this one's rows are about to be
-                        # rolled out, and a column band's accumulator must be freeable before
-                        # the next band's is allocated (flat memory).
-                        block.detach()
-        finally:
-            source.close()
-            for kind, _, payload in ahead:
-                if kind == "slice" and payload[0].future is not None:
-                    payload[0].future.cancel()
-            for future in reads.values():
-                future.cancel()
+                        block = self._block(step)
+                        if block is not None:
+                            yield block
+                            # The consumer asked for the next block: this one's rows are about to be
+                            # rolled out, and a column band's accumulator must be freeable before
+                            # the next band's is allocated (flat memory).
+                            block.detach()
+            finally:
+                source.close()
+                for step in self.ahead:
+                    if isinstance(step, _Slice) and step.batch.future is not None:
+                        step.batch.future.cancel()
+                for future in self.reads.values():
+                    future.cancel()
 
 
 class _Batch:

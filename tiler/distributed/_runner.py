@@ -251,144 +251,203 @@ def execute(jobs: list[SceneJob], client=None, *, retries: int = 0, on_error: st
         A scene failed and ``on_error="fail"``.
     """
     runner = _Dask(client, retries) if client is not None else _Inline(retries)
-    extra = {"progress": patch_progress} if client is None and patch_progress is not None else {}
-    results = [SceneResult(j.scene, j.out or j.vector) for j in jobs]
-    state: dict[int, dict] = {}
-    locks: dict[int, list[Destination]] = {}
-    counts = {"parts_done": 0, "parts_total": len(jobs), "scenes_done": 0}
-    futures: dict[Any, tuple[str, int, Any]] = {}
+    return _Execution(jobs, runner, client, on_error=on_error, progress=progress,
+                      patch_progress=patch_progress if client is None else None).run(lock)
 
-    def tick() -> None:
-        if progress is not None:
-            progress(counts["parts_done"], counts["parts_total"], counts["scenes_done"], len(jobs))
 
-    def finish(i: int, status: str, error: Optional[str] = None, error_type: Optional[str] = None) -> None:
+@dataclass
+class _SceneState:
+    """Where one scene of an :func:`execute` stands."""
+
+    t0: float  # perf_counter() when its first task was submitted
+    locks: list = field(default_factory=list)  # its destinations, locked while it runs
+    prepared: Optional[dict] = None  # the start task's result for a scene in parts
+    parts: dict = field(default_factory=dict)  # part index -> its journal entry
+    journal: Optional[Journal] = None
+
+
+@dataclass(frozen=True)
+class _Task:
+    """What a submitted future is: a scene's ``start``, one of its ``part`` tasks, or its ``assemble``."""
+
+    kind: str
+    scene: int
+    part: Optional[int] = None
+
+    def what(self) -> str:
+        """How a failure message names it."""
+        return {"start": "opening the scene", "part": f"part {self.part}", "assemble": "assembling"}[self.kind]
+
+
+class _Execution:
+    """One :func:`execute`: submits each scene's tasks as the previous ones finish, and settles each scene."""
+
+    def __init__(self, jobs: list[SceneJob], runner, client, *, on_error: str,
+                 progress: Optional[PartsProgress], patch_progress) -> None:
+        self.jobs, self.runner, self.client, self.on_error = jobs, runner, client, on_error
+        self.progress = progress
+        self.extra = {"progress": patch_progress} if patch_progress is not None else {}
+        self.results = [SceneResult(j.scene, j.out or j.vector) for j in jobs]
+        self.states: dict[int, _SceneState] = {}
+        self.parts_done, self.parts_total, self.scenes_done = 0, len(jobs), 0
+        self.futures: dict[Any, _Task] = {}
+        self.queue = runner.completed([])
+
+    def run(self, lock: bool) -> list[SceneResult]:
+        """Submit every scene's start, then react to each finished task until all scenes are settled."""
+        try:
+            for i, job in enumerate(self.jobs):
+                self.states[i] = _SceneState(time.perf_counter())
+                if lock and not self._lock(i, job):
+                    continue
+                self._submit(_Task("start", i), start, job)
+            for fut in self.queue:
+                task = self.futures.pop(fut, None)
+                if task is None:
+                    continue  # cancelled with its scene
+                try:
+                    res = fut.result()
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a task that kept failing fails its scene
+                    self._finish(task.scene, "failed", _describe_failure(exc, task.what(), self.client),
+                                 type(exc).__name__)
+                    continue
+                self._note_worker(task.scene, res)
+                if res.get("error"):
+                    self._finish(task.scene, "failed", res["error"], res.get("error_type"))
+                elif task.kind == "start":
+                    self._started(task.scene, res)
+                elif task.kind == "part":
+                    self._part_done(task.scene, res)
+                else:
+                    self._assembled(task.scene, res)
+        except BaseException as exc:
+            self._stop(interrupted=not isinstance(exc, BatchAborted))
+            raise
+        return self.results
+
+    def _lock(self, i: int, job: SceneJob) -> bool:
+        """Take the scene's destination locks; a scene whose output is busy fails here (False)."""
+        try:
+            self.states[i].locks = [Destination(p, overwrite=job.overwrite) for p in (job.out, job.vector) if p]
+            for d in self.states[i].locks:
+                d.lock()
+        except TilerError as exc:
+            self._finish(i, "failed", str(exc), type(exc).__name__)
+            return False
+        return True
+
+    def _tick(self) -> None:
+        if self.progress is not None:
+            self.progress(self.parts_done, self.parts_total, self.scenes_done, len(self.jobs))
+
+    def _submit(self, task: _Task, fn, *args) -> None:
+        fut = self.runner.submit(fn, *args, **(self.extra if fn is not assemble else {}))
+        self.futures[fut] = task
+        self.queue.add(fut)
+
+    def _note_worker(self, i: int, res: dict) -> None:
+        r = self.results[i]
+        w = res.get("worker")
+        if w and w not in r.workers:
+            r.workers.append(w)
+        r.peak_rss_mb = max(r.peak_rss_mb, float(res.get("peak_rss_mb") or 0.0))
+        r.seconds += float(res.get("task_seconds") or 0.0)
+
+    def _started(self, i: int, res: dict) -> None:
+        """The start task ran the scene whole (done), or prepared it in parts: submit those the journal lacks."""
+        job, r, st = self.jobs[i], self.results[i], self.states[i]
+        if res["status"] == "done":
+            r.report = res["report"]
+            r.pixels = r.report["scene"]["width"] * r.report["scene"]["height"]
+            r.registration = r.report["registration"]
+            r.parts.update(total=1, computed=1)
+            self.parts_done += 1
+            self._finish(i, "done")
+            return
+        bands = res["bands"]
+        st.prepared = res
+        r.pixels = res["summary"]["width"] * res["summary"]["height"]
+        r.registration = res["registration"]
+        self.parts_total += len(bands) - 1
+        st.journal = Journal(job.work)
+        done = st.journal.start(_fingerprint_detail(job), [b.emit_rows for b in bands])
+        clean_stale(job.work)
+        r.parts.update(total=len(bands), reused=len(done))
+        for b in bands:
+            if b.index in done:
+                st.parts[b.index] = done[b.index]
+                self.parts_done += 1
+            else:
+                self._submit(_Task("part", i, b.index), run_part, job, res, b)
+        self._tick()
+        if len(done) == len(bands):
+            self._submit(_Task("assemble", i), assemble, job, res, [done[b.index] for b in bands])
+
+    def _part_done(self, i: int, res: dict) -> None:
+        st = self.states[i]
+        st.journal.append(res)
+        st.parts[res["part"]] = res
+        self.results[i].parts["computed"] += 1
+        self.parts_done += 1
+        self._tick()
+        bands = st.prepared["bands"]
+        if len(st.parts) == len(bands):
+            self._submit(_Task("assemble", i), assemble, self.jobs[i], st.prepared,
+                         [st.parts[b.index] for b in bands])
+
+    def _assembled(self, i: int, res: dict) -> None:
+        r, st = self.results[i], self.states[i]
+        prep = st.prepared
+        r.parts["assembly_seconds"] = res["seconds"]
+        r.parts["list"] = [{k: e.get(k) for k in ("part", "rows", "seconds", "worker", "patches")}
+                           for e in (st.parts[b.index] for b in prep["bands"])]
+        r.report = {"scene": prep["summary"], "registration": prep["registration"],
+                    "domain": prep["domain"], "vector": res["vector"]}
+        self._finish(i, "done")
+
+    def _finish(self, i: int, status: str, error: Optional[str] = None, error_type: Optional[str] = None) -> None:
+        """Settle a scene: release its locks; a failure cancels its tasks and keeps or removes its parts."""
         if status == "failed":
             _signals.check()  # a failure caused by SIGTERM (turned into another error) is the signal
-        r = results[i]
+        r, st = self.results[i], self.states[i]
         r.status, r.error, r.error_type = status, error, error_type
-        r.wall_seconds = time.perf_counter() - state[i]["t0"]
-        for d in locks.pop(i, []):
+        r.wall_seconds = time.perf_counter() - st.t0
+        for d in st.locks:
             d.release()
-        counts["scenes_done"] += 1
+        st.locks = []
+        self.scenes_done += 1
         if status == "failed":
-            kept = _settle_work(state[i].get("journal"))
+            kept = _settle_work(st.journal)
             if kept:
                 r.error = error = f"{error}; {kept}"
             log.info("%s failed: %s", r.scene, error)
-            for fut, (_, j, _) in list(futures.items()):
-                if j == i:
+            for fut, task in list(self.futures.items()):
+                if task.scene == i:
                     fut.cancel()
-                    futures.pop(fut, None)
-            if on_error == "fail":
-                for other in results:
+                    self.futures.pop(fut, None)
+            if self.on_error == "fail":
+                for other in self.results:
                     if other.status == "pending":
                         other.status = "not started"
-                raise BatchAborted(f"scene {r.scene!r} failed: {error}; stopped (--on-error fail)", results)
-        tick()
+                raise BatchAborted(f"scene {r.scene!r} failed: {error}; stopped (--on-error fail)", self.results)
+        self._tick()
 
-    def submit(kind: str, i: int, fn, *args, ref: Any = None):
-        fut = runner.submit(fn, *args, **(extra if fn is not assemble else {}))
-        futures[fut] = (kind, i, ref)
-        queue.add(fut)
-
-    def note_worker(i: int, res: dict) -> None:
-        w = res.get("worker")
-        if w and w not in results[i].workers:
-            results[i].workers.append(w)
-        results[i].peak_rss_mb = max(results[i].peak_rss_mb, float(res.get("peak_rss_mb") or 0.0))
-        results[i].seconds += float(res.get("task_seconds") or 0.0)
-
-    queue = runner.completed([])
-    try:
-        for i, job in enumerate(jobs):
-            state[i] = {"t0": time.perf_counter()}
-            if lock:
-                try:
-                    locks[i] = [Destination(p, overwrite=job.overwrite) for p in (job.out, job.vector) if p]
-                    for d in locks[i]:
-                        d.lock()
-                except TilerError as exc:
-                    finish(i, "failed", str(exc), type(exc).__name__)
-                    continue
-            submit("start", i, start, job)
-        for fut in queue:
-            if fut not in futures:
-                continue  # cancelled with its scene
-            kind, i, ref = futures.pop(fut)
-            job, r = jobs[i], results[i]
-            try:
-                res = fut.result()
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as exc:  # noqa: BLE001 - a task that kept failing fails its scene
-                what = {"start": "opening the scene", "part": f"part {ref}", "assemble": "assembling"}[kind]
-                finish(i, "failed", _describe_failure(exc, what, client), type(exc).__name__)
-                continue
-            if res.get("error"):
-                note_worker(i, res)
-                finish(i, "failed", res["error"], res.get("error_type"))
-                continue
-            note_worker(i, res)
-            if kind == "start" and res["status"] == "done":
-                r.report = res["report"]
-                r.pixels = r.report["scene"]["width"] * r.report["scene"]["height"]
-                r.registration = r.report["registration"]
-                r.parts.update(total=1, computed=1)
-                counts["parts_done"] += 1
-                finish(i, "done")
-            elif kind == "start":
-                bands = res["bands"]
-                state[i].update(prepared=res, parts={})
-                r.pixels = res["summary"]["width"] * res["summary"]["height"]
-                r.registration = res["registration"]
-                counts["parts_total"] += len(bands) - 1
-                journal = Journal(job.work)
-                done = journal.start(_fingerprint_detail(job), [b.emit_rows for b in bands])
-                clean_stale(job.work)
-                state[i]["journal"] = journal
-                r.parts.update(total=len(bands), reused=len(done))
-                for b in bands:
-                    if b.index in done:
-                        state[i]["parts"][b.index] = done[b.index]
-                        counts["parts_done"] += 1
-                    else:
-                        submit("part", i, run_part, job, res, b, ref=b.index)
-                tick()
-                if len(done) == len(bands):
-                    submit("assemble", i, assemble, job, res, [done[b.index] for b in bands])
-            elif kind == "part":
-                state[i]["journal"].append(res)
-                state[i]["parts"][res["part"]] = res
-                r.parts["computed"] += 1
-                counts["parts_done"] += 1
-                tick()
-                bands = state[i]["prepared"]["bands"]
-                if len(state[i]["parts"]) == len(bands):
-                    submit("assemble", i, assemble, job, state[i]["prepared"],
-                           [state[i]["parts"][b.index] for b in bands])
-            else:  # assembled
-                prep = state[i]["prepared"]
-                r.parts["assembly_seconds"] = res["seconds"]
-                r.parts["list"] = [{k: e.get(k) for k in ("part", "rows", "seconds", "worker", "patches")}
-                                   for e in (state[i]["parts"][b.index] for b in prep["bands"])]
-                r.report = {"scene": prep["summary"], "registration": prep["registration"],
-                            "domain": prep["domain"], "vector": res["vector"]}
-                finish(i, "done")
-    except BaseException as exc:
-        for fut in list(futures):
+    def _stop(self, interrupted: bool) -> None:
+        """Stopped early: cancel every task, release every lock; interrupted, keep the unfinished parts."""
+        for fut in list(self.futures):
             fut.cancel()
-        for ds in locks.values():
-            for d in ds:
+        for st in self.states.values():
+            for d in st.locks:
                 d.release()
-        if not isinstance(exc, BatchAborted):  # interrupted: the unfinished scenes' work folders
-            for i, st in state.items():
-                if results[i].status not in ("done", "failed"):
-                    kept = _settle_work(st.get("journal"))
+            st.locks = []
+        if interrupted:  # the unfinished scenes' work folders
+            for i, st in self.states.items():
+                if self.results[i].status not in ("done", "failed"):
+                    kept = _settle_work(st.journal)
                     if kept:
                         _signals.keep(kept)
-        raise
-    return results
 
 
 def _settle_work(journal: Optional[Journal]) -> Optional[str]:

@@ -359,6 +359,14 @@ def _register_group(scene: Scene, name: str, anchor: str, match: BandMatch, *, m
         return GroupRegistration(status="failed", reason=f"the windows disagree: no {MIN_WINDOWS} agree on a shift "
                                  f"({len(used)} measured)", rejected=rejected, windows=tuple(estimates),
                                  seconds=time.perf_counter() - t0, **common)
+    return _registered(scene, g_grid, choice, estimates, rejected, t0, common)
+
+
+def _registered(scene: Scene, g_grid, choice, estimates: list, rejected: dict, t0: float,
+                common: dict) -> GroupRegistration:
+    """The registration of a group whose windows agree on ``choice`` (a model and its fit): the correction of
+    its transform, its shift at the scene's centre (reference, group and metre units) and their uncertainty."""
+    fit = choice.fit
     (a0, a1, a2), (b0, b1, b2) = fit.params
     # d(u) = [row, col] = params @ [1, col, row]; the correction maps u -> u - d(u)
     # in (x=col, y=row) order.

@@ -588,11 +588,94 @@ def train(
 
     from tiler.destination import Destination
     from tiler.model._losses import DiceCrossEntropy, JaccardCrossEntropy
-    from tiler.model._unet import build_unet
     from tiler.source import fill_channels
 
     dest = Destination.coerce(out, overwrite=True)
     t0 = time.perf_counter()
+    train_pairs, val_pairs, train_data, val_data, names = _load_data(
+        images, masks, val_images, val_masks, labels, vector_labels, label_field, channels, band_names)
+    keras.utils.set_random_seed(config.seed)
+    net, offset, scale, config, pretrained = _starting_network(init, config, names, labels, train_data)
+    domain = training_domain(train_data, names)
+    optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
+    loss = (DiceCrossEntropy(config.dice_weight) if config.loss == "dice"
+            else JaccardCrossEntropy(config.dice_weight))
+    frozen = _encoder_layers(net) if config.encoder is not None and config.freeze_epochs > 0 else []
+    for layer in frozen:
+        layer.trainable = False
+    net.compile(optimizer=optimizer, loss=loss)
+    for d in train_data + val_data:
+        # Undefined index values are fed as the channel mean, as `tiler run` does.
+        fill_channels(d.image, None, offset)
+    sampler = _make_sampler(train_data, config, offset, scale)
+    info_kwargs = dict(channels=names, classes=labels,
+                       normalization={"offset": offset.tolist(), "scale": scale.tolist()},
+                       patch_size=config.patch_size, depth=config.depth, activation="softmax", domain=domain,
+                       inference=config.recommendation())
+    meta = ModelInfo(channels=tuple(names), classes=labels.names, colours=labels.colours,
+                     offset=tuple(offset.tolist()), scale=tuple(scale.tolist()),
+                     patch_size=config.patch_size, depth=config.depth)
+    checkpoint = _Checkpoint(dest.path, {"config": asdict(config), "init": init, "channels": list(names),
+                                         "classes": list(labels.names),
+                                         "train": [p for p, _ in train_pairs], "val": [p for p, _ in val_pairs]})
+    run = _Epochs(config, dest, checkpoint, t0=t0, on_epoch=on_epoch,
+                  validate=lambda net: evaluate_images(TilerModel(net, meta), val_data, overlap=config.val_overlap,
+                                                       batch_size=config.batch_size),
+                  save=lambda net, record: save_model(net, dest, training=record, **info_kwargs),
+                  record={"command": command, "config": asdict(config), "init": init, "pretrained": pretrained,
+                          "train_images": [p for p, _ in train_pairs], "val_images": [p for p, _ in val_pairs]})
+    done_epochs = 0
+    if resume:
+        state = checkpoint.load(keras)
+        if state is not None:
+            net, saved = state
+            done_epochs = run.resume(saved)
+            sampler.epoch = done_epochs
+            frozen = _encoder_layers(net) if config.encoder is not None and done_epochs < config.freeze_epochs \
+                else []
+            log.info("resuming after epoch %d of %s (best %s at epoch %s)", done_epochs, dest.path,
+                     run.best["mean_iou"], run.best["epoch"])
+
+    class Validate(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if run.end_epoch(self.model, epoch + 1, logs or {}):
+                self.model.stop_training = True
+
+    first = min(config.epochs, config.freeze_epochs) if frozen else config.epochs
+    finished = run.finished(done_epochs)  # a resumed run that had already ended
+    if not finished and done_epochs < first:
+        net.fit(sampler, epochs=first, initial_epoch=done_epochs, callbacks=[Validate()], verbose=0)
+    if frozen and first < config.epochs and not net.stop_training and not finished:
+        # Unfreeze and go on: a new compile (trainable variables changed) with the learning rate reached.
+        for layer in frozen:
+            layer.trainable = True
+        lr = float(keras.ops.convert_to_numpy(net.optimizer.learning_rate)) * config.unfreeze_lr_factor
+        net.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss)
+        net.fit(sampler, epochs=config.epochs, initial_epoch=first, callbacks=[Validate()], verbose=0)
+    report = run.record()
+    report["epochs_run"] = len(run.history)
+    report["history"] = run.history
+    if run.best["epoch"] is not None:  # the saved best model gets the whole run's record
+        save_model(load_model(dest.path).keras_model, dest, training=report, **info_kwargs)
+    checkpoint.remove()
+    return report
+
+
+def _load_data(images, masks, val_images, val_masks, labels, vector_labels, label_field, channels, band_names):
+    """The training and validation pairs and images of :func:`train`, checked to be disjoint.
+
+    Returns
+    -------
+    train_pairs, val_pairs : list of (str, str or None)
+    train_data, val_data : list of LabelledImage
+    names : list of str
+        The channels, as built for the training images.
+
+    Raises
+    ------
+    DatasetError
+        Neither masks nor polygon labels, or validation images that are also training images.
+    """
     vector = None
     if vector_labels is not None:
         from tiler.training._vector_labels import VectorLabels
@@ -610,7 +693,33 @@ def train(
         )
     train_data, names = load_labelled(train_pairs, labels, channels=channels, band_names=band_names, vector=vector)
     val_data, _ = load_labelled(val_pairs, labels, channels=names, band_names=band_names, vector=vector)
-    keras.utils.set_random_seed(config.seed)
+    return train_pairs, val_pairs, train_data, val_data, names
+
+
+def _starting_network(init, config: TrainConfig, names, labels: LabelScheme, train_data):
+    """The network :func:`train` starts from, with its channel normalisation and what it was pretrained on.
+
+    ``init``: that model file's network and normalisation (its encoder inherited
+    into ``config``); a ``config.encoder``: a new U-Net on that pretrained
+    encoder, normalised as the encoder was trained; else a new U-Net,
+    normalised by the training images' per-channel mean and standard deviation.
+
+    Returns
+    -------
+    net : keras.Model
+    offset, scale : ndarray of shape (channels,), float32
+    config : TrainConfig
+        ``config``, with the init model's encoder where it had one.
+    pretrained : dict or None
+        The pretrained weights' record (source, licence), carried on by an init model.
+
+    Raises
+    ------
+    DatasetError
+        An init model of other channels, classes or depth; an encoder on channels other than RGB.
+    """
+    from tiler.model._unet import build_unet
+
     if init is not None:
         start = load_model(init)
         if start.info.channels != tuple(names) or start.info.classes != labels.names:
@@ -645,7 +754,6 @@ def train(
         net = build_unet(len(names), len(labels.names), depth=config.depth,
                          base_filters=config.base_filters, dropout=config.dropout, batch_norm=config.batch_norm,
                          kernel_initializer=config.kernel_initializer)
-    domain = training_domain(train_data, names)
     pretrained = None
     if config.encoder is not None:
         from tiler.model._encoders import ENCODERS
@@ -653,102 +761,98 @@ def train(
         pretrained = ENCODERS[config.encoder].record()
     elif init is not None:
         pretrained = start.info.training.get("pretrained")
-    optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
-    loss = (DiceCrossEntropy(config.dice_weight) if config.loss == "dice"
-            else JaccardCrossEntropy(config.dice_weight))
-    frozen = _encoder_layers(net) if config.encoder is not None and config.freeze_epochs > 0 else []
-    for layer in frozen:
-        layer.trainable = False
-    net.compile(optimizer=optimizer, loss=loss)
-    for d in train_data + val_data:
-        # Undefined index values are fed as the channel mean, as `tiler run` does.
-        fill_channels(d.image, None, offset)
-    sampler = _make_sampler(train_data, config, offset, scale)
-    info_kwargs = dict(channels=names, classes=labels,
-                       normalization={"offset": offset.tolist(), "scale": scale.tolist()},
-                       patch_size=config.patch_size, depth=config.depth, activation="softmax", domain=domain,
-                       inference=config.recommendation())
-    meta = ModelInfo(channels=tuple(names), classes=labels.names, colours=labels.colours,
-                     offset=tuple(offset.tolist()), scale=tuple(scale.tolist()),
-                     patch_size=config.patch_size, depth=config.depth)
-    history = []
-    best = {"mean_iou": -1.0, "epoch": None, "scores": None}
-    stale = 0
-    checkpoint = _Checkpoint(dest.path, {"config": asdict(config), "init": init, "channels": list(names),
-                                         "classes": list(labels.names),
-                                         "train": [p for p, _ in train_pairs], "val": [p for p, _ in val_pairs]})
-    done_epochs = 0
-    if resume:
-        state = checkpoint.load(keras)
-        if state is not None:
-            net, saved = state
-            history, stale, done_epochs = saved["history"], saved["stale"], saved["epoch"]
-            best.update(saved["best"])
-            t0 -= saved["seconds"]
-            sampler.epoch = done_epochs
-            frozen = _encoder_layers(net) if config.encoder is not None and done_epochs < config.freeze_epochs \
-                else []
-            log.info("resuming after epoch %d of %s (best %s at epoch %s)", done_epochs, dest.path,
-                     best["mean_iou"], best["epoch"])
+    return net, offset, scale, config, pretrained
 
-    class Validate(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            nonlocal stale
-            tv = time.perf_counter()
-            sc = evaluate_images(TilerModel(self.model, meta), val_data,
-                                 overlap=config.val_overlap, batch_size=config.batch_size)
-            row = {"epoch": epoch + 1, "loss": float((logs or {}).get("loss", np.nan)),
-                   "val_mean_iou": sc["mean_iou"], "val_iou": sc["iou"],
-                   "val_pixel_accuracy": sc["pixel_accuracy"],
-                   "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
-                   "val_seconds": round(time.perf_counter() - tv, 1),
-                   "elapsed_minutes": round((time.perf_counter() - t0) / 60, 2)}
-            improved = (sc["mean_iou"] or 0.0) > best["mean_iou"]
-            if improved:
-                best.update(mean_iou=sc["mean_iou"], epoch=epoch + 1, scores=sc)
-                stale = 0
-                save_model(self.model, dest, training=_record(), **info_kwargs)
-            else:
-                stale += 1
-                if stale == max(1, config.patience // 2):
-                    lr = self.model.optimizer.learning_rate
-                    lr.assign(lr * 0.5)
-            row["best"] = improved
-            history.append(row)
-            checkpoint.save(self.model, {"epoch": epoch + 1, "history": history, "stale": stale, "best": best,
-                                         "seconds": time.perf_counter() - t0})
-            if on_epoch is not None:
-                on_epoch(row)
-            over_time = config.max_minutes is not None and (time.perf_counter() - t0) / 60 >= config.max_minutes
-            if stale >= config.patience or over_time:
-                self.model.stop_training = True
 
-    def _record() -> dict:
-        return {"command": command, "config": asdict(config), "init": init, "pretrained": pretrained,
-                "train_images": [p for p, _ in train_pairs], "val_images": [p for p, _ in val_pairs],
-                "best_epoch": best["epoch"], "val_scores": best["scores"],
-                "epochs_run": len(history) + 1,
-                "minutes": round((time.perf_counter() - t0) / 60, 2)}
+class _Epochs:
+    """The epochs of one :func:`train`: validation, the best model, early stopping and the checkpoint.
 
-    first = min(config.epochs, config.freeze_epochs) if frozen else config.epochs
-    finished = bool(done_epochs >= config.epochs or (history and (stale >= config.patience or (
-        config.max_minutes is not None and history[-1]["elapsed_minutes"] >= config.max_minutes))))
-    if not finished and done_epochs < first:
-        net.fit(sampler, epochs=first, initial_epoch=done_epochs, callbacks=[Validate()], verbose=0)
-    if frozen and first < config.epochs and not net.stop_training and not finished:
-        # Unfreeze and go on: a new compile (trainable variables changed) with the learning rate reached.
-        for layer in frozen:
-            layer.trainable = True
-        lr = float(keras.ops.convert_to_numpy(net.optimizer.learning_rate)) * config.unfreeze_lr_factor
-        net.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss)
-        net.fit(sampler, epochs=config.epochs, initial_epoch=first, callbacks=[Validate()], verbose=0)
-    report = _record()
-    report["epochs_run"] = len(history)
-    report["history"] = history
-    if best["epoch"] is not None:  # the saved best model gets the whole run's record
-        save_model(load_model(dest.path).keras_model, dest, training=report, **info_kwargs)
-    checkpoint.remove()
-    return report
+    Parameters
+    ----------
+    config : TrainConfig
+    dest : Destination
+        Where the best model is saved.
+    checkpoint : _Checkpoint
+    t0 : float
+        ``time.perf_counter()`` at the start of the run.
+    on_epoch : callable or None
+        Called with each epoch's row.
+    validate : callable
+        ``validate(net) -> scores`` (:func:`tiler.training.evaluate_images`'s dict).
+    save : callable
+        ``save(net, record)``: save ``net`` as the best model with its training record.
+    record : dict
+        What the training record says of the run whatever its epochs (command, config, data).
+    """
+
+    def __init__(self, config: TrainConfig, dest, checkpoint: _Checkpoint, *, t0: float, on_epoch, validate,
+                 save, record: dict) -> None:
+        self.config, self.dest, self.checkpoint, self.t0 = config, dest, checkpoint, t0
+        self.on_epoch, self.validate, self.save, self.static = on_epoch, validate, save, record
+        self.history: list[dict] = []
+        self.best = {"mean_iou": -1.0, "epoch": None, "scores": None}
+        self.stale = 0  # epochs since the validation last improved
+
+    def resume(self, saved: dict) -> int:
+        """Take the state of a checkpoint; return the epochs it had finished."""
+        self.history, self.stale = saved["history"], saved["stale"]
+        self.best.update(saved["best"])
+        self.t0 -= saved["seconds"]
+        return saved["epoch"]
+
+    def _over_time(self, minutes: float) -> bool:
+        return self.config.max_minutes is not None and minutes >= self.config.max_minutes
+
+    def finished(self, done_epochs: int) -> bool:
+        """Whether a resumed run had already ended (all epochs, patience or time spent)."""
+        return bool(done_epochs >= self.config.epochs or (self.history and (
+            self.stale >= self.config.patience or self._over_time(self.history[-1]["elapsed_minutes"]))))
+
+    def record(self) -> dict:
+        """The training record saved in the model file."""
+        return {**self.static, "best_epoch": self.best["epoch"], "val_scores": self.best["scores"],
+                "epochs_run": len(self.history) + 1,
+                "minutes": round((time.perf_counter() - self.t0) / 60, 2)}
+
+    def end_epoch(self, net, epoch: int, logs: dict) -> bool:
+        """Validate epoch ``epoch`` (1-based); save the model if best, halve the rate when stale; checkpoint.
+
+        Returns
+        -------
+        bool
+            True to stop training (patience or time spent).
+        """
+        config = self.config
+        tv = time.perf_counter()
+        sc = self.validate(net)
+        row = {"epoch": epoch, "loss": float(logs.get("loss", np.nan)),
+               "val_mean_iou": sc["mean_iou"], "val_iou": sc["iou"], "val_pixel_accuracy": sc["pixel_accuracy"],
+               "learning_rate": float(_to_numpy(net.optimizer.learning_rate)),
+               "val_seconds": round(time.perf_counter() - tv, 1),
+               "elapsed_minutes": round((time.perf_counter() - self.t0) / 60, 2)}
+        improved = (sc["mean_iou"] or 0.0) > self.best["mean_iou"]
+        if improved:
+            self.best.update(mean_iou=sc["mean_iou"], epoch=epoch, scores=sc)
+            self.stale = 0
+            self.save(net, self.record())
+        else:
+            self.stale += 1
+            if self.stale == max(1, config.patience // 2):
+                lr = net.optimizer.learning_rate
+                lr.assign(lr * 0.5)
+        row["best"] = improved
+        self.history.append(row)
+        self.checkpoint.save(net, {"epoch": epoch, "history": self.history, "stale": self.stale,
+                                   "best": self.best, "seconds": time.perf_counter() - self.t0})
+        if self.on_epoch is not None:
+            self.on_epoch(row)
+        return self.stale >= config.patience or self._over_time((time.perf_counter() - self.t0) / 60)
+
+
+def _to_numpy(x):
+    import keras
+
+    return keras.ops.convert_to_numpy(x)
 
 
 class _Checkpoint:

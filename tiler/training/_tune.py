@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import io
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
+from tiler.destination import Destination
 from tiler.errors import PlanError, UsageError
 from tiler.training._study import PRUNERS, STUDY_FILE, STUDY_NAME, make_pruner, open_storage
 
@@ -114,17 +116,15 @@ def _trial_rows(study) -> list[dict]:
 
 
 def _write_tables(study, out: Path) -> None:
+    """``trials.json`` and ``trials.csv``: every trial's state, value, parameters and reason (atomic writes)."""
     rows = _trial_rows(study)
-    tmp = out / ".trials.json.tmp"
-    tmp.write_text(json.dumps(rows, indent=1, default=str))
-    os.replace(tmp, out / "trials.json")
+    Destination(out / "trials.json", overwrite=True).write_text(json.dumps(rows, indent=1, default=str))
     columns = sorted({k for r in rows for k in r}, key=lambda k: (k.startswith("param_"), k))
-    tmp = out / ".trials.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, out / "trials.csv")
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    Destination(out / "trials.csv", overwrite=True).write_text(table.getvalue())
 
 
 def _plots(study, out: Path) -> list[str]:
@@ -227,7 +227,6 @@ def tune(
     import optuna
 
     from tiler.distributed._api import cluster
-    from tiler.training._trial import run_trial_process
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if init is not None:  # refused before the output folder exists
@@ -236,142 +235,177 @@ def tune(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "trials").mkdir(exist_ok=True)
-    say = progress or (lambda line: None)
-    inputs = {"init": init} if init is not None else {}
-    inputs |= {"images": images, "masks": masks, "val_images": val_images, "val_masks": val_masks,
-              "vector_labels": vector_labels, "classes": os.path.abspath(classes),
-              "channels": list(channels) if channels else None}
+    data = {"images": images, "masks": masks, "val_images": val_images, "val_masks": val_masks,
+            "vector_labels": vector_labels, "label_field": label_field, "classes": os.path.abspath(classes),
+            "channels": list(channels) if channels else None,
+            "band_names": list(band_names) if band_names else None}
     t0 = time.perf_counter()
     with _exclusive(out):
-        storage = open_storage(out / STUDY_FILE)
-        study = optuna.create_study(study_name=STUDY_NAME, storage=storage, load_if_exists=True,
-                                    direction="maximize", pruner=make_pruner(config.pruner, config.base.epochs))
-        # A resumed search must not replay the random start of the first run: seed by the trials so far.
-        study.sampler = optuna.samplers.TPESampler(seed=config.seed + len(study.get_trials(deepcopy=False)))
-        if "inputs" not in study.user_attrs:
-            study.set_user_attr("inputs", inputs)
-        elif study.user_attrs["inputs"] != json.loads(json.dumps(inputs)):
-            raise UsageError(f"the study in {str(out)!r} was run on other data ({study.user_attrs['inputs']}); "
-                             "use another --out-dir")
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            # Only this process may run trials here (the lock): a running trial is a killed one.
-            storage.set_trial_user_attr(t._trial_id, "reason", "killed: the search stopped while it ran")
-            storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-            say(f"trial {t.number}: marked failed (the search stopped while it ran)")
-
-        def counts() -> tuple[int, int]:
-            states = [t.state for t in study.get_trials(deepcopy=False)]
-            done = sum(s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for s in states)
-            return done, sum(s == optuna.trial.TrialState.FAIL for s in states)
-
-        def start(trial) -> Optional[str]:
-            """Suggest the trial's options; write its spec; None (and the trial failed) if they are invalid."""
-            params = {"seed": config.seed + trial.number}
-            params.update({name: p.suggest(trial) for name, p in config.space.items()})
-            try:
-                train_config = dataclasses.replace(config.base, **params)
-            except (PlanError, UsageError, TypeError, ValueError) as exc:
-                finish(trial, {"state": "failed", "reason": f"invalid combination: {exc}"})
-                return None
-            spec = {"storage": str(out / STUDY_FILE), "study": STUDY_NAME, "trial_id": trial._trial_id,
-                    "number": trial.number, "pruner": config.pruner, "images": images, "masks": masks,
-                    "val_images": val_images, "val_masks": val_masks, "vector_labels": vector_labels,
-                    "label_field": label_field, "classes": os.path.abspath(classes),
-                    "channels": list(channels) if channels else None,
-                    "band_names": list(band_names) if band_names else None,
-                    "config": dataclasses.asdict(train_config),
-                    "init": init, "out": str(out / "trials" / f"{trial.number:04d}.keras"),
-                    "result": str(out / "trials" / f"{trial.number:04d}.json"),
-                    "command": f"{command or 'tiler tune'} (trial {trial.number})"}
-            path = out / "trials" / f"{trial.number:04d}.spec.json"
-            path.write_text(json.dumps(spec, indent=1))
-            return str(path)
-
-        def finish(trial, result: dict) -> None:
-            for key in ("reason", "seconds", "epochs_run"):
-                if result.get(key) is not None:
-                    storage.set_trial_user_attr(trial._trial_id, key, result[key])
-            state = result["state"]
-            if state == "complete":
-                study.tell(trial, float(result["value"]))
-            elif state == "pruned":
-                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            else:
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            model = out / "trials" / f"{trial.number:04d}.keras"
-            if state != "complete":
-                model.unlink(missing_ok=True)
-            best = _best(study)
-            if state == "complete" and best is not None and best.number == trial.number:
-                tmp = out / ".best.keras.tmp"
-                shutil.copyfile(model, tmp)
-                os.replace(tmp, out / "best.keras")
-            _write_tables(study, out)
-            value = f" mean IoU {result['value']:.4f}" if state == "complete" else ""
-            why = f" ({result['reason']})" if result.get("reason") else ""
-            best_text = f"best {best.value:.4f} (trial {best.number})" if best is not None else "no best yet"
-            say(f"trial {trial.number}: {state}{value}{why}; {best_text}")
-
-        def more() -> bool:
-            done, failed = counts()
-            over = config.timeout_minutes is not None and (time.perf_counter() - t0) / 60 >= config.timeout_minutes
-            return done < config.trials and failed < config.trials and not over
-
+        search = _Search(out, config, data, init=init, command=command, say=progress or (lambda line: None),
+                         t0=t0)
         with cluster(workers, scheduler) as client:
             if client is None:
-                while more():
-                    trial = study.ask()
-                    spec = start(trial)
-                    if spec is None:
-                        continue
-                    try:
-                        result = run_trial_process(spec)
-                    except BaseException:  # Ctrl-C, SIGTERM: the trial is failed, not left running
-                        finish(trial, {"state": "failed", "reason": "interrupted: the search was stopped"})
-                        raise
-                    finish(trial, result)
+                search.run_here()
             else:
-                from distributed import as_completed
-
-                slots = workers or max(1, len(client.scheduler_info().get("workers", {})))
-                running: dict = {}
-                pool = as_completed()
-
-                def launch() -> None:
-                    while len(running) < slots and more() and counts()[0] + len(running) < config.trials:
-                        trial = study.ask()
-                        spec = start(trial)
-                        if spec is not None:
-                            future = client.submit(run_trial_process, spec, pure=False)
-                            running[future.key] = trial
-                            pool.add(future)
-
-                try:
-                    launch()
-                    for future in pool:
-                        trial = running.pop(future.key)
-                        try:
-                            result = future.result()
-                        except Exception as exc:  # noqa: BLE001 - a lost worker fails its trial, not the search
-                            result = {"state": "failed", "reason": f"{type(exc).__name__}: {exc}"}
-                        finish(trial, result)
-                        launch()
-                except BaseException:  # Ctrl-C, SIGTERM: the running trials are failed, not left running
-                    for trial in running.values():
-                        finish(trial, {"state": "failed", "reason": "interrupted: the search was stopped"})
-                    raise
-        files = ["study.journal", "trials.json", "trials.csv"] + _plots(study, out)
-        _write_tables(study, out)
-        best = _best(study)
+                search.run_on(client, workers or max(1, len(client.scheduler_info().get("workers", {}))))
+        files = ["study.journal", "trials.json", "trials.csv"] + _plots(search.study, out)
+        _write_tables(search.study, out)
+        best = _best(search.study)
         if best is not None:
             files.append("best.keras")
         tally: dict = {}
-        for t in study.get_trials(deepcopy=False):
+        for t in search.study.get_trials(deepcopy=False):
             tally[t.state.name.lower()] = tally.get(t.state.name.lower(), 0) + 1
     return {"trials": tally, "out_dir": str(out), "files": files,
             "best": None if best is None else {"number": best.number, "value": best.value, "params": best.params,
                                                "model": str(out / "best.keras")},
             "minutes": round((time.perf_counter() - t0) / 60, 2)}
+
+
+class _Search:
+    """The study of one :func:`tune` in ``out``: asks optuna for trials, runs them, tells it their results.
+
+    Opening it resumes the study in ``out`` (refused if it was run on other
+    data) and marks the trials a killed search left running as failed.
+    """
+
+    def __init__(self, out: Path, config: TuneConfig, data: dict, *, init: Optional[str], command: Optional[str],
+                 say: Callable[[str], None], t0: float) -> None:
+        import optuna
+
+        self.out, self.config, self.data, self.init, self.command, self.say, self.t0 = \
+            out, config, data, init, command, say, t0
+        self.storage = open_storage(out / STUDY_FILE)
+        self.study = optuna.create_study(study_name=STUDY_NAME, storage=self.storage, load_if_exists=True,
+                                         direction="maximize",
+                                         pruner=make_pruner(config.pruner, config.base.epochs))
+        # A resumed search must not replay the random start of the first run: seed by the trials so far.
+        self.study.sampler = optuna.samplers.TPESampler(
+            seed=config.seed + len(self.study.get_trials(deepcopy=False)))
+        inputs = {"init": init} if init is not None else {}
+        inputs |= {k: data[k] for k in ("images", "masks", "val_images", "val_masks", "vector_labels", "classes",
+                                        "channels")}
+        if "inputs" not in self.study.user_attrs:
+            self.study.set_user_attr("inputs", inputs)
+        elif self.study.user_attrs["inputs"] != json.loads(json.dumps(inputs)):
+            raise UsageError(f"the study in {str(out)!r} was run on other data ({self.study.user_attrs['inputs']}); "
+                             "use another --out-dir")
+        for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            # Only this process may run trials here (the lock): a running trial is a killed one.
+            self.storage.set_trial_user_attr(t._trial_id, "reason", "killed: the search stopped while it ran")
+            self.storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            say(f"trial {t.number}: marked failed (the search stopped while it ran)")
+
+    def counts(self) -> tuple[int, int]:
+        """Trials finished (complete or pruned), trials failed."""
+        import optuna
+
+        states = [t.state for t in self.study.get_trials(deepcopy=False)]
+        done = sum(s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for s in states)
+        return done, sum(s == optuna.trial.TrialState.FAIL for s in states)
+
+    def more(self) -> bool:
+        """Whether to start another trial: too few finished, not all failed, time left."""
+        done, failed = self.counts()
+        config = self.config
+        over = config.timeout_minutes is not None and (time.perf_counter() - self.t0) / 60 >= config.timeout_minutes
+        return done < config.trials and failed < config.trials and not over
+
+    def start(self, trial) -> Optional[str]:
+        """Suggest the trial's options; write its spec; None (and the trial failed) if they are invalid."""
+        params = {"seed": self.config.seed + trial.number}
+        params.update({name: p.suggest(trial) for name, p in self.config.space.items()})
+        try:
+            train_config = dataclasses.replace(self.config.base, **params)
+        except (PlanError, UsageError, TypeError, ValueError) as exc:
+            self.finish(trial, {"state": "failed", "reason": f"invalid combination: {exc}"})
+            return None
+        trials = self.out / "trials"
+        spec = {"storage": str(self.out / STUDY_FILE), "study": STUDY_NAME, "trial_id": trial._trial_id,
+                "number": trial.number, "pruner": self.config.pruner, **self.data,
+                "config": dataclasses.asdict(train_config),
+                "init": self.init, "out": str(trials / f"{trial.number:04d}.keras"),
+                "result": str(trials / f"{trial.number:04d}.json"),
+                "command": f"{self.command or 'tiler tune'} (trial {trial.number})"}
+        path = trials / f"{trial.number:04d}.spec.json"
+        path.write_text(json.dumps(spec, indent=1))
+        return str(path)
+
+    def finish(self, trial, result: dict) -> None:
+        """Tell the study a trial's result; keep its model if complete, copy it to best.keras if best."""
+        import optuna
+
+        for key in ("reason", "seconds", "epochs_run"):
+            if result.get(key) is not None:
+                self.storage.set_trial_user_attr(trial._trial_id, key, result[key])
+        state = result["state"]
+        if state == "complete":
+            self.study.tell(trial, float(result["value"]))
+        elif state == "pruned":
+            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        model = self.out / "trials" / f"{trial.number:04d}.keras"
+        if state != "complete":
+            model.unlink(missing_ok=True)
+        best = _best(self.study)
+        if state == "complete" and best is not None and best.number == trial.number:
+            with Destination(self.out / "best.keras", overwrite=True).writing() as tmp:
+                shutil.copyfile(model, tmp)
+        _write_tables(self.study, self.out)
+        value = f" mean IoU {result['value']:.4f}" if state == "complete" else ""
+        why = f" ({result['reason']})" if result.get("reason") else ""
+        best_text = f"best {best.value:.4f} (trial {best.number})" if best is not None else "no best yet"
+        self.say(f"trial {trial.number}: {state}{value}{why}; {best_text}")
+
+    def run_here(self) -> None:
+        """Trials one after the other, each in a fresh process started from this one."""
+        from tiler.training._trial import run_trial_process
+
+        while self.more():
+            trial = self.study.ask()
+            spec = self.start(trial)
+            if spec is None:
+                continue
+            try:
+                result = run_trial_process(spec)
+            except BaseException:  # Ctrl-C, SIGTERM: the trial is failed, not left running
+                self.finish(trial, {"state": "failed", "reason": "interrupted: the search was stopped"})
+                raise
+            self.finish(trial, result)
+
+    def run_on(self, client, slots: int) -> None:
+        """Up to ``slots`` trials at once on a dask cluster, each a fresh process started by a worker."""
+        from distributed import as_completed
+
+        from tiler.training._trial import run_trial_process
+
+        running: dict = {}
+        pool = as_completed()
+
+        def launch() -> None:
+            while len(running) < slots and self.more() and self.counts()[0] + len(running) < self.config.trials:
+                trial = self.study.ask()
+                spec = self.start(trial)
+                if spec is not None:
+                    future = client.submit(run_trial_process, spec, pure=False)
+                    running[future.key] = trial
+                    pool.add(future)
+
+        try:
+            launch()
+            for future in pool:
+                trial = running.pop(future.key)
+                try:
+                    result = future.result()
+                except Exception as exc:  # noqa: BLE001 - a lost worker fails its trial, not the search
+                    result = {"state": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+                self.finish(trial, result)
+                launch()
+        except BaseException:  # Ctrl-C, SIGTERM: the running trials are failed, not left running
+            for trial in running.values():
+                self.finish(trial, {"state": "failed", "reason": "interrupted: the search was stopped"})
+            raise
 
 
 def _fine_tuning(config: TuneConfig, init: str, classes: str) -> TuneConfig:
