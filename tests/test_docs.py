@@ -135,3 +135,23 @@ def test_readme_links_resolve():
     missing = [t for t in targets if not (ROOT / t).exists()]
     assert not missing, missing
 
+
+
+@pytest.mark.parametrize("package", ["tiler.model", "tiler.scene", "tiler.training"])
+def test_lazy_packages_list_their_names_for_readers_and_for_the_api_reference(package):
+    """A package whose names load on first use (PEP 562) still says them statically: ``__all__`` is the
+    lazy table's keys, each name resolves, and each is imported under ``TYPE_CHECKING`` (what mkdocstrings
+    reads: without it the API reference page of the package was empty)."""
+    import ast
+    import importlib
+
+    mod = importlib.import_module(package)
+    assert sorted(mod.__all__) == sorted(mod._EXPORTS)
+    for name in mod.__all__:
+        assert getattr(mod, name) is getattr(importlib.import_module(f"{package}.{mod._EXPORTS[name]}"), name)
+    tree = ast.parse(Path(mod.__file__).read_text())
+    checked = [node for node in tree.body if isinstance(node, ast.If) and getattr(node.test, "id", "") ==
+               "TYPE_CHECKING"]
+    static = {a.asname or a.name for node in checked for imp in node.body if isinstance(imp, ast.ImportFrom)
+              for a in imp.names}
+    assert static == set(mod.__all__)

@@ -12,10 +12,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Union
 
-from tiler.domain import InputScale
 from tiler.errors import PlanError, UsageError
+
+if TYPE_CHECKING:  # NumPy loads with it: the command line builds its options from this module
+    from tiler.domain import InputScale
 
 __all__ = ["InferenceConfig", "StreamConfig", "OutputConfig", "VectorConfig", "split_options", "run_configs",
            "choices", "option_default",
@@ -119,7 +121,7 @@ class _Config:
         out = {}
         for f in fields(self):  # type: ignore[arg-type]
             v = getattr(self, f.name)
-            if isinstance(v, InputScale):
+            if hasattr(v, "to_dict"):  # an InputScale
                 v = v.to_dict()
             elif callable(v):
                 v = getattr(v, "__name__", "callable")
@@ -144,6 +146,8 @@ class _Config:
                              f"known: {', '.join(sorted(names))}")
         kwargs = dict(data)
         if isinstance(kwargs.get("input_scale"), Mapping):
+            from tiler.domain import InputScale
+
             kwargs["input_scale"] = InputScale(tuple(kwargs["input_scale"]["scale"]),
                                                tuple(kwargs["input_scale"]["offset"]))
         return cls(**kwargs)
@@ -242,8 +246,11 @@ class InferenceConfig(_Config):
                             f"--registration-window), got {self.registration_window!r}")
         if self.bands is not None:
             object.__setattr__(self, "bands", tuple(int(b) for b in self.bands))
-        if not isinstance(self.input_scale, (InputScale, type(None))):
-            object.__setattr__(self, "input_scale", InputScale.parse(self.input_scale))
+        if self.input_scale is not None:
+            from tiler.domain import InputScale
+
+            if not isinstance(self.input_scale, InputScale):
+                object.__setattr__(self, "input_scale", InputScale.parse(self.input_scale))
 
     def network_options(self) -> dict[str, Any]:
         """The options a :class:`tiler.model.Predictor` is built from (batch size, TTA, runtime, precision):

@@ -202,6 +202,22 @@ class RegistryChoice(click.Choice):
         return next((c for c in choices(*self._key) if str(c) == str(text)), text)
 
 
+class LazyChoice(click.Choice):
+    """click's ``Choice`` whose values are the keys of ``module.attribute``, imported only when an option is
+    parsed or its help shown (``tiler train --encoder``: the encoders' module loads NumPy)."""
+
+    def __init__(self, module: str, attribute: str) -> None:
+        self._where = (module, attribute)
+        self.case_sensitive = True
+
+    @property
+    def choices(self) -> tuple:  # type: ignore[override]
+        import importlib
+
+        module, attribute = self._where
+        return tuple(str(c) for c in getattr(importlib.import_module(module), attribute))
+
+
 def config_option(config: str, field: str, *decls: str, **kwargs):
     """The option of a config field: its choices from the field's registry, its default from the field.
 

@@ -5,13 +5,24 @@ resampling onto the reference grid; :mod:`tiler.registration` estimates their
 misalignment.
 """
 
-from tiler.scene._bands import RESAMPLING_DOWN, RESAMPLING_UP, SPECTRAL_RANGES, Band, BandGroup
-from tiler.scene._cloudmask import CLOUD_MASK_KINDS, CloudMask
-from tiler.scene._layouts import LANDSAT_BANDS, SENTINEL2_BANDS, WORLDVIEW3_BANDS, Layout, detect_layout
-from tiler.scene._manifest import read_manifest
-from tiler.scene._paths import scene_inputs
-from tiler.scene._scene import BandMapping, GroupGrid, Scene, open_scene
-from tiler.scene._stac import read_stac_item, split_scene, stac_items
+from typing import TYPE_CHECKING
+
+from tiler._lazy import lazy_exports
+
+# Loaded on first use (rasterio with them): the command line checks scene paths with
+# scene_inputs/split_scene before anything reads a raster.
+_EXPORTS = {
+    "scene_inputs": "_paths",
+    "split_scene": "_stac", "read_stac_item": "_stac", "stac_items": "_stac",
+    "Scene": "_scene", "open_scene": "_scene", "BandMapping": "_scene", "GroupGrid": "_scene",
+    "Band": "_bands", "BandGroup": "_bands", "SPECTRAL_RANGES": "_bands", "RESAMPLING_UP": "_bands",
+    "RESAMPLING_DOWN": "_bands",
+    "Layout": "_layouts", "detect_layout": "_layouts", "SENTINEL2_BANDS": "_layouts", "LANDSAT_BANDS": "_layouts",
+    "WORLDVIEW3_BANDS": "_layouts",
+    "read_manifest": "_manifest",
+    "CloudMask": "_cloudmask", "CLOUD_MASK_KINDS": "_cloudmask",
+}
+_, __getattr__, __dir__ = lazy_exports("tiler.scene", _EXPORTS)
 
 __all__ = [
     "scene_inputs",
@@ -21,3 +32,12 @@ __all__ = [
     "RESAMPLING_DOWN",
     "SENTINEL2_BANDS", "LANDSAT_BANDS", "WORLDVIEW3_BANDS", "CloudMask", "CLOUD_MASK_KINDS",
 ]
+
+if TYPE_CHECKING:  # the names as static analysers and the API reference see them
+    from tiler.scene._bands import RESAMPLING_DOWN, RESAMPLING_UP, SPECTRAL_RANGES, Band, BandGroup
+    from tiler.scene._cloudmask import CLOUD_MASK_KINDS, CloudMask
+    from tiler.scene._layouts import LANDSAT_BANDS, SENTINEL2_BANDS, WORLDVIEW3_BANDS, Layout, detect_layout
+    from tiler.scene._manifest import read_manifest
+    from tiler.scene._paths import scene_inputs
+    from tiler.scene._scene import BandMapping, GroupGrid, Scene, open_scene
+    from tiler.scene._stac import read_stac_item, split_scene, stac_items

@@ -9,6 +9,8 @@ per trial) with a :class:`TuneConfig` and a search space (:data:`DEFAULT_SPACE`,
 package costs nothing until one is used.
 """
 
+from typing import TYPE_CHECKING
+
 from tiler._lazy import lazy_exports
 
 _EXPORTS = {
@@ -34,4 +36,29 @@ _EXPORTS = {
     "PRUNERS": "_tune",
 }
 
-__all__, __getattr__, __dir__ = lazy_exports("tiler.training", _EXPORTS)
+_, __getattr__, __dir__ = lazy_exports("tiler.training", _EXPORTS)
+
+__all__ = ["DEFAULT_SPACE", "LOSSES", "LabelledImage", "PRUNERS", "Param", "RECOMMENDED_OVERLAP",
+           "RECOMMENDED_PATCH_FACTOR", "RECOMMENDED_WINDOW", "TrainConfig", "TuneConfig", "VectorLabels",
+           "checkpoint_folder", "evaluate_images", "find_images", "find_pairs", "load_labelled", "load_space",
+           "train", "training_domain", "tune"]
+
+if TYPE_CHECKING:  # the names as static analysers and the API reference see them
+    from tiler.training._space import DEFAULT_SPACE, Param, load_space
+    from tiler.training._train import (
+        LOSSES,
+        RECOMMENDED_OVERLAP,
+        RECOMMENDED_PATCH_FACTOR,
+        RECOMMENDED_WINDOW,
+        LabelledImage,
+        TrainConfig,
+        checkpoint_folder,
+        evaluate_images,
+        find_images,
+        find_pairs,
+        load_labelled,
+        train,
+        training_domain,
+    )
+    from tiler.training._tune import PRUNERS, TuneConfig, tune
+    from tiler.training._vector_labels import VectorLabels
