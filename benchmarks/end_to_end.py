@@ -18,7 +18,8 @@ the seconds in the network stage and the fraction of the run it was busy
 
 Usage::
 
-    python benchmarks/end_to_end.py [--skip-mosaic] [--size 8192] [--runtimes auto,keras]
+    python benchmarks/end_to_end.py [--skip-mosaic] [--skip-free] [--size 8192] [--runtimes auto,keras]
+                                    [--models A.keras B.keras]
 
 The ``auto`` runtime is OpenVINO where it is installed; its converted network
 is cached (``~/.cache/tiler``), so the first run on a machine converts (1-2 s
@@ -147,6 +148,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=8192)
     ap.add_argument("--skip-mosaic", action="store_true")
+    ap.add_argument("--models", nargs="+", default=["-"], metavar="MODEL",
+                    help="model files for the sample and mosaic rows, side by side (default: the bundled one)")
+    ap.add_argument("--skip-free", action="store_true", help="leave out the near-free model's rows")
     ap.add_argument("--runtimes", default="auto,keras",
                     help="comma-separated --runtime values, each row run under each (default auto,keras)")
     args = ap.parse_args(argv)
@@ -156,14 +160,19 @@ def main(argv=None) -> int:
     print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        for runtime in runtimes:
-            r = child(RUN, ROOT / "examples" / "dubai_sample.tif", tmp / "sample.tif", "-", runtime, "-")
-            print(row("bundled model, sample scene", r), flush=True)
+        names = {m: "bundled model" if m == "-" else Path(m).name for m in args.models}
+        for model in args.models:
+            for runtime in runtimes:
+                r = child(RUN, ROOT / "examples" / "dubai_sample.tif", tmp / "sample.tif", model, runtime, "-")
+                print(row(f"{names[model]}, sample scene", r), flush=True)
         if not args.skip_mosaic and DUBAI.exists():
             vrt = mosaic(tmp / "mosaic.vrt", args.size)
-            for runtime in runtimes:
-                r = child(RUN, vrt, tmp / "mosaic.tif", "-", runtime, "-")
-                print(row(f"bundled model, {args.size}² mosaic of Dubai tiles", r), flush=True)
+            for model in args.models:
+                for runtime in runtimes:
+                    r = child(RUN, vrt, tmp / "mosaic.tif", model, runtime, "-")
+                    print(row(f"{names[model]}, {args.size}² mosaic of Dubai tiles", r), flush=True)
+        if args.skip_free:
+            return 0
         scene = synthetic(tmp / "scene.tif", args.size)
         model = near_free_model(tmp / "free.keras")
         free = []
