@@ -24,22 +24,26 @@ def warm_up() -> None:
     starts, so that the loading overlaps with opening the scene and the model
     (reads and the network's compilation release the GIL). The kernels are
     exercised on a few pixels of the types a run passes, so the signatures
-    loaded are the run's. Every :class:`Accumulator` kernel call waits for the
-    warm-up to end first: numba's ``workqueue`` threading layer must never
-    launch two parallel kernels at once.
+    loaded are the run's. Creating an :class:`Accumulator` waits for the
+    warm-up to end (numba's ``workqueue`` threading layer must never launch
+    two parallel kernels at once), and so does the interpreter's exit (a
+    thread must not be stopped inside LLVM).
     """
     global _warming
     if _warming is None:
-        _warming = threading.Thread(target=_exercise, name="tiler-kernels", daemon=True)
+        _warming = threading.Thread(target=_exercise, name="tiler-kernels")
         _warming.start()
 
 
 def _exercise() -> None:
-    acc = Accumulator(1, (0, 2), (0, 2), np.ones((2, 2), np.float32))
-    acc.add_batch(np.zeros((1, 1, 2, 2), np.float32), [0], [0])
-    valid = np.ones((2, 2), bool)
-    acc.emit_class((0, 2), (0, 2), valid)
-    acc.emit_probability((0, 2), (0, 2), valid)
+    try:
+        acc = Accumulator(1, (0, 2), (0, 2), np.ones((2, 2), np.float32))
+        acc.add_batch(np.zeros((1, 1, 2, 2), np.float32), [0], [0])
+        valid = np.ones((2, 2), bool)
+        acc.emit_class((0, 2), (0, 2), valid)
+        acc.emit_probability((0, 2), (0, 2), valid)
+    except Exception:  # noqa: BLE001 - the run's own first call loads them again and raises the error
+        pass
 
 
 def _ready() -> None:
