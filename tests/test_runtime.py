@@ -185,21 +185,3 @@ def test_openvino_sends_no_telemetry():
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["openvino.tools.ovc.telemetry_stub", "False"]
 
-
-def test_the_network_built_ahead_is_the_one_the_first_batch_uses(tmp_path, monkeypatch):
-    """Predictor.warm_up builds the run's network in a background thread (issue 23); the first batch waits for
-    it and uses it: one build, and the same probabilities as a predictor that built it on its first batch."""
-    from tiler.model import Predictor, _runtime, load_model
-
-    monkeypatch.setenv("TILER_CACHE_DIR", str(tmp_path / "cache"))
-    tm = load_model(None)
-    x = _crop(SAMPLE, (0, 192), (0, 384)).reshape(3, 192, 2, 192).transpose(2, 0, 1, 3).copy()
-    cold = Predictor(tm, batch_size=2, runtime="openvino")(x)
-    builds = []
-    real = _runtime.make_runtime
-    monkeypatch.setattr(_runtime, "make_runtime", lambda *a, **k: builds.append(a[1]) or real(*a, **k))
-    warm = Predictor(tm, batch_size=2, runtime="openvino")
-    warm.warm_up(192)
-    np.testing.assert_array_equal(warm(x), cold)
-    warm._warming.join()
-    assert builds == [(2, 192, 192, 3)]

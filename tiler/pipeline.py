@@ -18,7 +18,7 @@ import rasterio
 
 from tiler._logging import notice
 from tiler._version import __version__
-from tiler.blend import get_window, warm_up
+from tiler.blend import get_window
 from tiler.config import (
     DEFAULT_BAND_WIDTH,
     DEFAULT_STRIP_ROWS,
@@ -520,7 +520,6 @@ def run_spec(spec: RunSpec, scene: Union[str, os.PathLike], out=None, vector=Non
         As :func:`run_scene`.
     """
     t_start = time.perf_counter()
-    warm_up()  # the blender's kernels load while the scene and the model open
     stats = PatchStats()
     inference, streaming = spec.inference, spec.streaming
     with _destinations({"out": (out, GEOTIFF_SUFFIXES), "vector": (vector, tuple(VECTOR_FORMATS))}, scene,
@@ -594,7 +593,6 @@ def stream_region(spec: RunSpec, sc, plan: ChannelPlan, predictor: Predictor, si
         The rows to emit; default the whole scene.
     """
     inference, streaming = spec.inference, spec.streaming
-    predictor.warm_up(spec.patch_size)  # the network builds while the first strip is read
     source = ChannelSource(sc, plan, fill=spec.info.offset, input_scale=inference.input_scale)
     blocks = stream(source, spec.grid(sc.height, sc.width), predictor, get_window(inference.window, spec.patch_size),
                     strip_rows=streaming.strip_rows, band_width=streaming.band_width, stats=stats, progress=progress,

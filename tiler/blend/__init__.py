@@ -5,7 +5,7 @@ accumulator (numba kernels, deterministic in parallel), and dihedral (D4)
 test-time augmentation.
 """
 
-from tiler.blend._accumulate import Accumulator, warm_up
+from tiler.blend._accumulate import Accumulator
 from tiler.blend._d4 import TTA_MEANS, TTA_TRANSFORMS, d4_expand, d4_inverse, d4_merge, d4_transform
 from tiler.blend._windows import (
     DEFAULT_OVERLAP,
@@ -38,5 +38,4 @@ __all__ = [
     "hann_window",
     "spline_window",
     "triangle_window",
-    "warm_up",
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Optional, Sequence
 
 import numpy as np
@@ -10,47 +9,7 @@ import numpy as np
 from tiler.blend import _kernels
 from tiler.errors import PlanError
 
-__all__ = ["Accumulator", "warm_up"]
-
-_warming: Optional[threading.Thread] = None
-
-
-def warm_up() -> None:
-    """Load the accumulator's numba kernels in a background thread, once per process.
-
-    A fresh process spends ~0.3 s loading the kernels from numba's on-disk
-    cache and starting its thread pool on the first :meth:`Accumulator.add_batch`
-    and ``emit_*`` calls (``benchmarks/end_to_end.py``). A run calls this where it
-    starts, so that the loading overlaps with opening the scene and the model
-    (reads and the network's compilation release the GIL). The kernels are
-    exercised on a few pixels of the types a run passes, so the signatures
-    loaded are the run's. Creating an :class:`Accumulator` waits for the
-    warm-up to end (numba's ``workqueue`` threading layer must never launch
-    two parallel kernels at once), and so does the interpreter's exit (a
-    thread must not be stopped inside LLVM).
-    """
-    global _warming
-    if _warming is None:
-        _warming = threading.Thread(target=_exercise, name="tiler-kernels")
-        _warming.start()
-
-
-def _exercise() -> None:
-    try:
-        acc = Accumulator(1, (0, 2), (0, 2), np.ones((2, 2), np.float32))
-        acc.add_batch(np.zeros((1, 1, 2, 2), np.float32), [0], [0])
-        valid = np.ones((2, 2), bool)
-        acc.emit_class((0, 2), (0, 2), valid)
-        acc.emit_probability((0, 2), (0, 2), valid)
-    except Exception:  # noqa: BLE001 - the run's own first call loads them again and raises the error
-        pass
-
-
-def _ready() -> None:
-    """Wait for :func:`warm_up`'s thread where it runs (unless this is that thread)."""
-    w = _warming
-    if w is not None and w is not threading.current_thread() and w.is_alive():
-        w.join()
+__all__ = ["Accumulator"]
 
 
 class Accumulator:
@@ -97,7 +56,6 @@ class Accumulator:
 
     def __init__(self, classes: int, rows: tuple[int, int], cols: tuple[int, int],
                  window: np.ndarray) -> None:
-        _ready()
         if classes < 1:
             raise PlanError(f"classes must be >= 1, got {classes}")
         self.classes = classes

@@ -32,7 +32,6 @@ from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
-from tiler.blend import warm_up
 from tiler.config import InferenceConfig, OutputConfig, StreamConfig, VectorConfig
 from tiler.destination import Destination, clean_stale
 from tiler.engine import Block
@@ -192,7 +191,6 @@ def start(job: SceneJob, progress=None) -> dict:
     spec = job.spec
     inference, streaming = spec.inference, spec.streaming
     t = time.perf_counter()
-    warm_up()  # the blender's kernels load while the scene opens
     try:
         with rasterio.Env(GDAL_CACHEMAX=streaming.gdal_cache_mb), \
                 open_scene(job.scene, reference=inference.reference) as sc:
@@ -262,7 +260,6 @@ def run_part(job: SceneJob, prepared: dict, band: RowBand, progress=None) -> dic
     spec = job.spec
     inference, streaming = spec.inference, spec.streaming
     t = time.perf_counter()
-    warm_up()  # the blender's kernels load while the scene opens
     files = part_files(job, band.index)
     stats = PatchStats()
     try:

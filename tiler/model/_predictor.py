@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Callable, Optional
 
@@ -203,52 +202,20 @@ class Predictor:
         return self._keras
 
     def _runtime_for(self, shape: tuple[int, ...]):
-        with self._build_lock:  # the network thread and a warm-up thread may ask at once
-            if shape not in self._runtimes and self.model.info.is_onnx:
-                from tiler.model._onnx import OnnxRuntime
-                from tiler.model._runtime import onnx_engine
+        if shape not in self._runtimes and self.model.info.is_onnx:
+            from tiler.model._onnx import OnnxRuntime
+            from tiler.model._runtime import onnx_engine
 
-                self._runtimes[shape] = OnnxRuntime(self.model.path, self.model.info, shape,
-                                                    engine=onnx_engine(self._runtime_name),
-                                                    precision=self._precision)
-            if shape not in self._runtimes:
-                from tiler.model._runtime import make_runtime
+            self._runtimes[shape] = OnnxRuntime(self.model.path, self.model.info, shape,
+                                                engine=onnx_engine(self._runtime_name), precision=self._precision)
+        if shape not in self._runtimes:
+            from tiler.model._runtime import make_runtime
 
-                self._runtimes[shape] = make_runtime(
-                    self._network, shape, runtime=self._runtime_name, precision=self._precision,
-                    key=lambda: self._network_key(shape))
-            self.runtime = self._runtimes[shape]
-            return self.runtime
-
-    def warm_up(self, patch_size: int) -> None:
-        """Build the network for the run's batch shape in a background thread.
-
-        The first batch of a fresh process otherwise waits for it: OpenVINO
-        reading and compiling its cached network, ONNX Runtime's session, or
-        Keras loading (~0.2-0.5 s on a 2-core CPU for the bundled model, more on
-        a conversion; ``benchmarks/end_to_end.py``). A run calls this once the
-        scene is accepted, so that the build overlaps with opening the outputs
-        and reading the first strip; the first batch then takes the network
-        built (or, if the build failed, builds it again and raises its error).
-
-        Parameters
-        ----------
-        patch_size : int
-            Pixels per side of the run's patches.
-        """
-        if self.model is None or self._warming is not None:
-            return
-        copies = len(TTA_TRANSFORMS[self.tta]) if self.tta != "none" and self.tta_device == "host" else 1
-        shape = (self.batch_size * copies, patch_size, patch_size, len(self.model.info.channels))
-
-        def build() -> None:
-            try:
-                self._runtime_for(shape)
-            except Exception:  # noqa: BLE001 - the first batch builds it again and raises the error
-                pass
-
-        self._warming = threading.Thread(target=build, name="tiler-network-build")
-        self._warming.start()
+            self._runtimes[shape] = make_runtime(
+                self._network, shape, runtime=self._runtime_name, precision=self._precision,
+                key=lambda: self._network_key(shape))
+        self.runtime = self._runtimes[shape]
+        return self.runtime
 
     @classmethod
     def from_network(cls, network: Network, classes: int, *, batch_size: int = 8, tta: str = "none",
@@ -279,8 +246,6 @@ class Predictor:
         self._softmax = softmax
         self.network_seconds = 0.0
         self._runtimes: dict = {}
-        self._build_lock = threading.Lock()
-        self._warming: Optional[threading.Thread] = None
         self.runtime = None
 
     def _run_network(self, batch: np.ndarray) -> np.ndarray:
