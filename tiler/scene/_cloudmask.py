@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-import numpy as np
+if TYPE_CHECKING:  # NumPy loads where a mask is read: scene paths are checked without it
+    import numpy as np
 
 __all__ = ["CloudMask", "CLOUD_MASK_KINDS", "find_landsat_mask", "find_sentinel2_mask"]
 
@@ -18,6 +19,8 @@ CLDPRB_CLOUD_PERCENT = 50
 
 
 def _bits(raw: np.ndarray, first: int, count: int = 1) -> np.ndarray:
+    import numpy as np
+
     return (raw.astype(np.uint32) >> first) & ((1 << count) - 1)
 
 
@@ -44,6 +47,8 @@ def _landsat_bqa_pre(raw):
 def _s2_scl(raw):
     # Sen2Cor scene classification: 8 cloud medium probability, 9 cloud high
     # probability, 10 thin cirrus (ESA, Sentinel-2 L2A Product Specification, table "SCL").
+    import numpy as np
+
     return np.isin(raw, (8, 9, 10))
 
 
@@ -88,6 +93,8 @@ class CloudMask:
 
     def cloudy(self, raw: np.ndarray) -> np.ndarray:
         """Cloud pixels of raw mask values; same shape, bool."""
+        import numpy as np
+
         return CLOUD_MASK_KINDS[self.kind](np.asarray(raw))
 
 

@@ -26,8 +26,6 @@ import os
 import sys
 from typing import Any
 
-import rasterio
-
 from tiler.errors import SceneReadError
 from tiler.scene._bands import Band, BandGroup
 from tiler.scene._cloudmask import CLOUD_MASK_KINDS, CloudMask
@@ -75,6 +73,8 @@ def _group(name: str, table: dict, folder: str, where: str) -> BandGroup:
                                  f"list of integers, got files={files!r}, indexes={indexes!r}")
         slots = [(paths[0], i) for i in indexes]
     else:
+        import rasterio  # here, not at import: the command line checks scene paths without it
+
         for p in paths:
             try:
                 with rasterio.open(p) as ds:

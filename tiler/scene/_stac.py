@@ -24,8 +24,6 @@ from collections import OrderedDict
 from typing import Any, Optional, Union
 from urllib.parse import urlparse
 
-import rasterio
-
 from tiler.errors import SceneReadError
 from tiler.scene._bands import Band, BandGroup
 from tiler.scene._layouts import Layout
@@ -202,6 +200,8 @@ def read_stac_item(scene: str) -> Layout:
         Not STAC, no such Item, a remote or missing asset, an asset that is
         not a raster, or one group's assets disagreeing on nodata.
     """
+    import rasterio  # here, not at import: the command line splits scene paths without it
+
     item = _item(scene)
     grids: "OrderedDict[tuple, list[tuple[str, str, dict]]]" = OrderedDict()
     info: dict[tuple, tuple[float, bool]] = {}
