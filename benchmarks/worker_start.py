@@ -8,7 +8,7 @@ limits), then runs :func:`tiler.distributed.batch` on real Dubai tile-7 images
 bundled model, its OpenVINO network already converted and cached. A worker
 plugin (added before any task, importing nothing of tiler) records when the
 engine logs its first predicted batch (``tiler.engine``'s debug record
-"first batch"), and when the worker process was created and became ready.
+"first batch"), and when the worker process was created.
 
 Columns, per worker, seconds:
 
@@ -48,10 +48,8 @@ class FirstBatch(WorkerPlugin):
 
     def setup(self, worker) -> None:
         import logging
-        import time as _time
 
         worker.tiler_first = []
-        worker.tiler_setup = _time.time()
 
         class Handler(logging.Handler):
             def emit(self, record: logging.LogRecord) -> None:
@@ -66,8 +64,7 @@ class FirstBatch(WorkerPlugin):
 def _worker_times(dask_worker) -> dict:
     import psutil
 
-    return {"created": psutil.Process().create_time(), "first": list(dask_worker.tiler_first),
-            "setup": dask_worker.tiler_setup}
+    return {"created": psutil.Process().create_time(), "first": list(dask_worker.tiler_first)}
 
 
 def scenes(folder: Path, n: int) -> list[str]:

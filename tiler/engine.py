@@ -324,8 +324,7 @@ def stream(
     jobs = [(s, b) for b in col_bands for s in strips]
     if not jobs:
         return
-    total = sum(len(s.patch_rows) for s in strips) * sum(len(b.patch_cols) for b in col_bands)
-    yield from _Stream(read, grid, predictor, window, jobs, stats, progress, total, prefetch=prefetch,
+    yield from _Stream(read, grid, predictor, window, jobs, stats, progress, prefetch=prefetch,
                        depth=depth).blocks()
 
 
@@ -342,7 +341,6 @@ class _Start:
 class _Slice:
     """Patches ``i0:i1`` of a batch, all from one job, at these scene positions (row, col)."""
 
-    job: int
     batch: _Batch
     i0: int
     i1: int
@@ -369,10 +367,11 @@ class _Stream:
     """
 
     def __init__(self, read: ReadFunction, grid: PatchGrid, predictor: Predictor, window: np.ndarray,
-                 jobs: list, stats: PatchStats, progress: Optional[ProgressCallback], total: int, *,
+                 jobs: list, stats: PatchStats, progress: Optional[ProgressCallback], *,
                  prefetch: bool, depth: int) -> None:
         self.read, self.grid, self.predictor, self.window = read, grid, predictor, window
-        self.jobs, self.stats, self.progress, self.total = jobs, stats, progress, total
+        self.jobs, self.stats, self.progress = jobs, stats, progress
+        self.total = sum(len(strip.patch_rows) * len(band.patch_cols) for strip, band in jobs)
         self.prefetch, self.depth = prefetch, depth
         self.p = window.shape[0]
         self.done = 0
@@ -441,17 +440,17 @@ class _Stream:
             for pos in todo:
                 if builder.current is not batch:  # the consumer flushed it while this was suspended
                     if chunk:
-                        yield _Slice(n, batch, first, first + len(chunk), chunk)
+                        yield _Slice(batch, first, first + len(chunk), chunk)
                     batch, first, chunk = builder.current, len(builder.current), []
                 r, c = pos[0] - origin[0], pos[1] - origin[1]
                 batch.views.append(_filled_view(data, valid, r, c, p))
                 chunk.append(pos)
                 if len(batch) == builder.size:
                     builder.submit()
-                    yield _Slice(n, batch, first, first + len(chunk), chunk)
+                    yield _Slice(batch, first, first + len(chunk), chunk)
                     batch, first, chunk = builder.current, len(builder.current), []
             if chunk:
-                yield _Slice(n, batch, first, first + len(chunk), chunk)
+                yield _Slice(batch, first, first + len(chunk), chunk)
             yield _End(n)
         builder.submit()  # the last, partial batch (padded by the predictor)
 

@@ -175,47 +175,34 @@ class _Progress:
 
 
 class RegistryChoice(click.Choice):
-    """click's ``Choice`` whose values are a config field's registry (:func:`tiler.config.choices`), read on use.
+    """click's ``Choice`` whose values are a registry's keys (``module.attribute``), read on use.
 
     The registries live with the parts that own them (windows and TTA in :mod:`tiler.blend`, runtimes in
-    :mod:`tiler.model`); reading them only when an option is parsed or its help shown keeps ``tiler --help``
-    from importing them. The converted value is the registry's own (an ``int`` for ``--connectivity``).
+    :mod:`tiler.model`, a config field's in :data:`tiler.config._REGISTRIES`); reading them only when an
+    option is parsed or its help shown keeps ``tiler --help`` from importing them. The converted value is
+    the registry's own (an ``int`` for ``--connectivity``).
     """
 
-    def __init__(self, config: str, field: str, default=None) -> None:
-        self._key = (config, field)
+    def __init__(self, module: str, attribute: str, default=None) -> None:
+        self._where = (module, attribute)
         self._default = default
         self.case_sensitive = True
 
+    def _registry(self) -> tuple:
+        import importlib
+
+        module, attribute = self._where
+        return tuple(getattr(importlib.import_module(module), attribute))
+
     @property
     def choices(self) -> tuple:  # type: ignore[override]
-        from tiler.config import choices
-
-        return tuple(str(c) for c in choices(*self._key))
+        return tuple(str(c) for c in self._registry())
 
     def convert(self, value, param, ctx):
         if value is not None and value == self._default:
             return value  # the field's own default: valid by construction, no registry imported
-        from tiler.config import choices
-
         text = super().convert(value, param, ctx)
-        return next((c for c in choices(*self._key) if str(c) == str(text)), text)
-
-
-class LazyChoice(click.Choice):
-    """click's ``Choice`` whose values are the keys of ``module.attribute``, imported only when an option is
-    parsed or its help shown (``tiler train --encoder``: the encoders' module loads NumPy)."""
-
-    def __init__(self, module: str, attribute: str) -> None:
-        self._where = (module, attribute)
-        self.case_sensitive = True
-
-    @property
-    def choices(self) -> tuple:  # type: ignore[override]
-        import importlib
-
-        module, attribute = self._where
-        return tuple(str(c) for c in getattr(importlib.import_module(module), attribute))
+        return next((c for c in self._registry() if str(c) == str(text)), text)
 
 
 def config_option(config: str, field: str, *decls: str, **kwargs):
@@ -238,7 +225,7 @@ def config_option(config: str, field: str, *decls: str, **kwargs):
     cls = getattr(cfg, config)
     kwargs.setdefault("default", cfg.option_default(cls, field))
     if (config, field) in cfg._REGISTRIES:
-        kwargs.setdefault("type", RegistryChoice(config, field, kwargs["default"]))
+        kwargs.setdefault("type", RegistryChoice(*cfg._REGISTRIES[(config, field)], kwargs["default"]))
     if kwargs["default"] is not None:
         kwargs.setdefault("show_default", True)
     if not any(d.isidentifier() for d in decls):

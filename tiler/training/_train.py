@@ -618,7 +618,7 @@ def train(
     checkpoint = _Checkpoint(dest.path, {"config": asdict(config), "init": init, "channels": list(names),
                                          "classes": list(labels.names),
                                          "train": [p for p, _ in train_pairs], "val": [p for p, _ in val_pairs]})
-    run = _Epochs(config, dest, checkpoint, t0=t0, on_epoch=on_epoch,
+    run = _Epochs(config, checkpoint, t0=t0, on_epoch=on_epoch,
                   validate=lambda net: evaluate_images(TilerModel(net, meta), val_data, overlap=config.val_overlap,
                                                        batch_size=config.batch_size),
                   save=lambda net, record: save_model(net, dest, training=record, **info_kwargs),
@@ -770,8 +770,6 @@ class _Epochs:
     Parameters
     ----------
     config : TrainConfig
-    dest : Destination
-        Where the best model is saved.
     checkpoint : _Checkpoint
     t0 : float
         ``time.perf_counter()`` at the start of the run.
@@ -785,9 +783,9 @@ class _Epochs:
         What the training record says of the run whatever its epochs (command, config, data).
     """
 
-    def __init__(self, config: TrainConfig, dest, checkpoint: _Checkpoint, *, t0: float, on_epoch, validate,
+    def __init__(self, config: TrainConfig, checkpoint: _Checkpoint, *, t0: float, on_epoch, validate,
                  save, record: dict) -> None:
-        self.config, self.dest, self.checkpoint, self.t0 = config, dest, checkpoint, t0
+        self.config, self.checkpoint, self.t0 = config, checkpoint, t0
         self.on_epoch, self.validate, self.save, self.static = on_epoch, validate, save, record
         self.history: list[dict] = []
         self.best = {"mean_iou": -1.0, "epoch": None, "scores": None}
