@@ -246,3 +246,26 @@ def test_a_model_without_a_pixel_size_says_the_scene_cannot_be_checked():
     v = check_domain(unknown, _samples(np.linspace(0, 255, 500)), ["uint8"] * 3, pixel_size=10.0)
     assert v.ok and len(v.warnings) == 1 and "cannot be checked" in v.warnings[0] and "10 m" in v.warnings[0]
     assert not check_domain(unknown, _samples(np.linspace(0, 255, 500)), ["uint8"] * 3).warnings
+
+
+def test_a_class_map_given_as_the_scene_is_refused_and_noisy_uniform_imagery_is_not():
+    """A colour-coded mask passed instead of its image ran at exit 0 with 'domain ok' (found trying a Dubai
+    tile-6 mask as a new user). Oracle: six colours in 600 pixels is a palette; a uniform scene whose channels
+    carry independent sensor noise of +-2 counts is imagery, and one colour is a uniform scene."""
+    rng = np.random.default_rng(0)
+    palette = np.array([[60, 16, 152], [132, 41, 246], [110, 193, 228], [254, 221, 58], [226, 169, 41],
+                        [155, 155, 155]], np.float64)
+    mask = palette[rng.integers(0, 6, 600)]
+    v = check_domain(MODEL, [mask[:, k] for k in range(3)], ["uint8"] * 3)
+    assert not v.ok and "6 distinct colours" in v.problems[0] and "class map" in v.problems[0]
+    sea = 40 + rng.integers(-2, 3, (3, 600))
+    assert check_domain(MODEL, list(sea.astype(np.float64)), ["uint8"] * 3).ok
+    assert check_domain(MODEL, _samples(np.full(600, 40.0)), ["uint8"] * 3).ok
+
+
+@needs_shared(DUBAI)
+def test_a_dubai_mask_given_as_the_scene_is_exit_2_and_writes_nothing(runner, tmp_path):
+    mask = DUBAI / "tile_6" / "masks" / "image_part_003.png"
+    r = runner.invoke(main, ["run", str(mask), "-o", str(tmp_path / "m.tif")])
+    assert r.exit_code == 2, r.output
+    assert "class map" in r.output and not os.listdir(tmp_path)

@@ -25,6 +25,12 @@ after ``--input-scale``), with ``[lo, hi]`` the 1st and 99th percentiles and
   values exceed that type's range by more than :data:`_ROUNDING_MARGIN` of the
   model's span (a dtype the model never saw; the margin admits scaled values
   such as 257.1 against 255 that round into the model's range);
+* **refused** when the sampled pixels of a scene of two or more channels take
+  between 2 and :data:`MAX_PALETTE_COLOURS` distinct values (colours) in all,
+  among at least :data:`MIN_PALETTE_SAMPLES` pixels: a class map or a palette
+  image (a colour-coded mask given as the scene), not imagery, whose sensor
+  noise alone makes hundreds of combinations. One colour is a uniform scene
+  and runs;
 * a **warning** when the scene's dtype differs but the values fit (not after
   ``--input-scale``, which states the mapping on purpose), when the pixel
   size differs from the model's by more than a factor 2, and when the scene's
@@ -62,6 +68,12 @@ _MIN_SPAN_RATIO = 0.01
 #: Values past an integer type's maximum admitted, as a fraction of the model's span
 #: (2 %: five counts of an 8-bit range), for scaled values that round into the model's range.
 _ROUNDING_MARGIN = 0.02
+#: At most this many distinct colours in a multi-channel scene's samples is a class map, not imagery:
+#: land-cover legends have 6 (the Dubai masks) to 20 (NLCD) classes; sensor noise of even a uniform
+#: scene spreads a few hundred sampled pixels over far more combinations of its channels.
+MAX_PALETTE_COLOURS = 32
+#: The palette rule needs at least this many sampled pixels (a tiny scene has few colours anyway).
+MIN_PALETTE_SAMPLES = 256
 #: A pixel size more than this factor off the model's gives a warning.
 PIXEL_SIZE_FACTOR = 2.0
 #: Windows per side of the sampling grid, and their side in pixels.
@@ -375,6 +387,10 @@ def check_domain(domain: InputDomain, samples: Sequence[np.ndarray], dtypes: Seq
                             "of it: another unit)")
         elif dtype != ch.dtype and not scaled:
             warns.append(f"{what}: another dtype, but the values fit the model's range")
+    palette = _palette_colours(samples)
+    if palette is not None:
+        problems.append(f"its {len(samples[0])} sampled pixels take only {palette} distinct colours: it looks like a "
+                        "class map or a palette image (a colour-coded mask?), not imagery; give the image itself")
     if pixel_size is not None and domain.pixel_size is None:
         warns.append(f"the model file does not record the pixel size of its training imagery (not georeferenced, "
                      f"and not documented by its source): the scene's {_fmt(pixel_size)} m cannot be checked "
@@ -385,6 +401,14 @@ def check_domain(domain: InputDomain, samples: Sequence[np.ndarray], dtypes: Seq
             warns.append(f"pixel size {_fmt(pixel_size)} m is {ratio:.2g}x the model's {_fmt(domain.pixel_size)} m; "
                          "objects will look smaller or larger than in training (resample the scene to improve)")
     return DomainVerdict(not problems, tuple(problems), tuple(warns), tuple(rows))
+
+
+def _palette_colours(samples: Sequence[np.ndarray]) -> Optional[int]:
+    """The number of distinct colours of a multi-channel scene's samples when it is a palette's, else None."""
+    if len(samples) < 2 or len({len(s) for s in samples}) != 1 or len(samples[0]) < MIN_PALETTE_SAMPLES:
+        return None
+    colours = len(np.unique(np.stack([np.asarray(s, np.float64) for s in samples], axis=1), axis=0))
+    return colours if 2 <= colours <= MAX_PALETTE_COLOURS else None
 
 
 def _fmt(v: float) -> str:

@@ -229,9 +229,9 @@ def _destinations(outputs: dict, scene: Union[str, os.PathLike], other_inputs: S
 
 
 #: What ``--force``-less refusals tell the user to do.
-_DOMAIN_FIXES = ("Fix it with --input-scale SCALE[,OFFSET] (value * SCALE + OFFSET, e.g. --input-scale 0.0625 for "
-                 "12-bit data and an 8-bit model), a manifest's scale/offset, or a model trained on such data; "
-                 "--force runs anyway")
+_DOMAIN_FIXES = ("Values of another unit or bit depth: fix them with --input-scale SCALE[,OFFSET] "
+                 "(value * SCALE + OFFSET, e.g. --input-scale 0.0625 for 12-bit data and an 8-bit model), "
+                 "a manifest's scale/offset, or a model trained on such data; --force runs anyway")
 
 
 def domain_verdict(sc, plan: ChannelPlan, info: ModelInfo, input_scale: Optional[InputScale]):
