@@ -407,7 +407,12 @@ def _palette_colours(samples: Sequence[np.ndarray]) -> Optional[int]:
     """The number of distinct colours of a multi-channel scene's samples when it is a palette's, else None."""
     if len(samples) < 2 or len({len(s) for s in samples}) != 1 or len(samples[0]) < MIN_PALETTE_SAMPLES:
         return None
-    colours = len(np.unique(np.stack([np.asarray(s, np.float64) for s in samples], axis=1), axis=0))
+    # Imagery shows more colours than a palette in any few thousand of its pixels: decide on those first
+    # (a run's domain check samples ~150,000 pixels; all of them are counted only for a palette-like few).
+    step = max(1, len(samples[0]) // 4096)
+    if len(np.unique(np.stack([np.asarray(s[::step]) for s in samples], axis=1), axis=0)) > MAX_PALETTE_COLOURS:
+        return None
+    colours = len(np.unique(np.stack([np.asarray(s) for s in samples], axis=1), axis=0))
     return colours if 2 <= colours <= MAX_PALETTE_COLOURS else None
 
 
