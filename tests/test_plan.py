@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from tests.reference import covering_patches, reflect_pad_oracle
 from tiler.errors import PlanError
-from tiler.plan import Axis, PatchGrid, reflect_indices, stride_from_overlap
+from tiler.plan import Axis, PatchGrid, reflect_indices, stride_from_overlap, take_runs
 
 
 @pytest.mark.parametrize("patch,overlap,stride", [(256, 0.5, 128), (256, 0.0, 256), (256, 0.25, 192),
@@ -20,6 +20,21 @@ def test_stride_from_overlap(patch, overlap, stride):
 def test_overlap_outside_unit_interval_is_refused(overlap):
     with pytest.raises(PlanError, match=r"overlap must be a fraction in \[0, 1\)"):
         stride_from_overlap(256, overlap)
+
+
+@settings(max_examples=300, deadline=None)
+@given(h=st.integers(1, 30), w=st.integers(1, 30), r0=st.integers(-70, 30), rn=st.integers(0, 90),
+       c0=st.integers(-70, 30), cn=st.integers(0, 90), seed=st.integers(0, 2**16))
+def test_take_runs_equals_numpy_fancy_indexing(h, w, r0, rn, c0, cn, seed):
+    """A reflect-padded window (and any index lists) taken run by run equals NumPy's gather."""
+    rng = np.random.default_rng(seed)
+    a = rng.random((2, h, w)).astype(np.float32)
+    rows, cols = reflect_indices(r0, r0 + rn, h), reflect_indices(c0, c0 + cn, w)
+    np.testing.assert_array_equal(take_runs(a, rows, cols), a[:, rows][:, :, cols])
+    mask = a[0] > 0.5
+    np.testing.assert_array_equal(take_runs(mask, rows, cols), mask[rows][:, cols])
+    anywhere_r, anywhere_c = rng.integers(0, h, rn % 17), rng.integers(0, w, cn % 13)
+    np.testing.assert_array_equal(take_runs(a, anywhere_r, anywhere_c), a[:, anywhere_r][:, :, anywhere_c])
 
 
 @settings(max_examples=200, deadline=None)

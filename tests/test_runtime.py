@@ -94,6 +94,24 @@ def test_converted_network_is_cached_and_a_damaged_cache_is_converted_again(tmp_
     assert cached[0].stat().st_size > 1000
 
 
+def test_openvino_takes_and_gives_nchw_bit_for_bit_as_the_converted_network(tmp_path, monkeypatch):
+    """The runtime's NCHW network (layouts set with OpenVINO's PrePostProcessor, the engine's batches as they
+    are) gives the very bits of the network as converted from Keras fed NHWC: outputs stay byte-identical."""
+    from tiler.model import Predictor, load_model
+
+    monkeypatch.setenv("TILER_CACHE_DIR", str(tmp_path / "cache"))
+    x = _crop(SAMPLE, (100, 356), (0, 512)).reshape(3, 256, 2, 256).transpose(2, 0, 1, 3).copy()
+    predictor = Predictor(load_model(None), batch_size=2, runtime="openvino")
+    got = predictor(x)
+    assert predictor.runtime.layout == "NCHW" and got.shape == (2, predictor.classes, 256, 256)
+    core = openvino.Core()
+    xml = next((tmp_path / "cache" / "openvino").glob("*.xml"))
+    compiled = core.compile_model(core.read_model(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    request = compiled.create_infer_request()
+    request.infer({0: np.ascontiguousarray(x.transpose(0, 2, 3, 1))})
+    np.testing.assert_array_equal(got, np.asarray(request.get_output_tensor(0).data).transpose(0, 3, 1, 2))
+
+
 def test_auto_falls_back_to_keras_saying_why_and_an_explicit_runtime_does_not(monkeypatch, caplog, tiny_model,
                                                                             tmp_path):
     from tiler.model import Predictor, _runtime, load_model

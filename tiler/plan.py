@@ -112,6 +112,60 @@ def reflect_indices(start: int, stop: int, size: int) -> np.ndarray:
     return np.where(idx >= size, period - idx, idx)
 
 
+def _runs(idx: np.ndarray) -> list[tuple[slice, slice, bool]]:
+    """``idx`` as runs stepping by +1 or -1: ``(output slice, input slice, reversed)`` each."""
+    n = len(idx)
+    steps = np.diff(idx)
+    changes = np.flatnonzero(steps[1:] != steps[:-1]) + 1  # where the step differs from the one before
+    runs = []
+    start = 0
+    while start < n:
+        step = int(steps[start]) if start < n - 1 else 1
+        stop = start + 1
+        if step in (1, -1):
+            k = np.searchsorted(changes, start, side="right")
+            stop = int(changes[k]) + 1 if k < len(changes) else n  # the run ends where its step changes
+        else:
+            step = 1
+        lo, hi = sorted((int(idx[start]), int(idx[stop - 1])))
+        runs.append((slice(start, stop), slice(lo, hi + 1), step == -1))
+        start = stop
+    return runs
+
+
+def take_runs(a: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``a[..., rows, :][..., cols]`` in one copy, each stretch of indices stepping by +-1 as one slice.
+
+    A reflect-padded read (:func:`reflect_indices`) is a few such runs per
+    axis: the interior in order and a mirrored margin at either end. Copying
+    rectangle by rectangle moves spans of rows instead of gathering pixel by
+    pixel; for a strip padded at its left and right edges, NumPy's gather
+    along the columns was most of a read's time (issue 23).
+
+    Parameters
+    ----------
+    a : ndarray of shape (..., row, col)
+        Any array.
+    rows, cols : ndarray of shape (n,) and (m,), integer
+        Indices into the last two axes (in range).
+
+    Returns
+    -------
+    ndarray of shape (..., n, m)
+        A new array, equal to ``a[..., rows, :][..., cols]``.
+    """
+    rows, cols = np.asarray(rows), np.asarray(cols)
+    out = np.empty(a.shape[:-2] + (len(rows), len(cols)), a.dtype)
+    for out_r, in_r, flip_r in _runs(rows):
+        part = a[..., in_r, :]
+        if flip_r:
+            part = part[..., ::-1, :]
+        for out_c, in_c, flip_c in _runs(cols):
+            block = part[..., in_c]
+            out[..., out_r, out_c] = block[..., ::-1] if flip_c else block
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Axis:
     """Patch positions along one axis of the global grid.

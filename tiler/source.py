@@ -13,7 +13,7 @@ import numpy as np
 
 from tiler.domain import InputScale
 from tiler.indices import ChannelPlan
-from tiler.plan import reflect_indices
+from tiler.plan import reflect_indices, take_runs
 
 __all__ = ["ArraySource", "ChannelSource", "fill_channels"]
 
@@ -172,9 +172,9 @@ class ArraySource:
         """
         ridx = reflect_indices(rows[0], rows[1], self.shape[0])
         cidx = reflect_indices(cols[0], cols[1], self.shape[1])
-        data = self.image[:, ridx][:, :, cidx].astype(np.float32)
+        data = take_runs(self.image, ridx, cidx).astype(np.float32, copy=False)
         valid = (np.ones((len(ridx), len(cidx)), bool) if self.valid is None
-                 else self.valid[ridx][:, cidx])
+                 else take_runs(self.valid, ridx, cidx))
         if self.fill is not None:
             fill_channels(data, valid, self.fill)
         return data, valid

@@ -217,17 +217,20 @@ class OnnxRuntime:
 
     Notes
     -----
-    The input is normalised on the host (``(x - offset) / scale``) in the
-    graph's input type (float16 graphs included), transposed to the graph's
-    layout, and the output transposed back to ``(patch, row, col, class)``;
-    logits get their softmax (or sigmoid for a sigmoid model).
+    Takes and gives NCHW, the engine's layout (:attr:`layout`): ``(patch,
+    channel, row, col)`` in, ``(patch, class, row, col)`` out. The input is
+    normalised on the host (``(x - offset) / scale``) in the graph's input type
+    (float16 graphs included) and transposed only for an NHWC graph (its output
+    transposed back); logits get their softmax (or sigmoid for a sigmoid model).
     """
+
+    layout = "NCHW"
 
     def __init__(self, path: str, info, shape: tuple[int, ...], *, engine: str, precision: str = "float32") -> None:
         self.shape, self.precision, self.name = tuple(int(s) for s in shape), precision, engine
         self.network = dict(info.network)
-        self._offset = np.asarray(info.offset, np.float32)
-        self._inv = (1.0 / np.asarray(info.scale, np.float64)).astype(np.float32)
+        self._offset = np.asarray(info.offset, np.float32).reshape(1, -1, 1, 1)
+        self._inv = (1.0 / np.asarray(info.scale, np.float64)).astype(np.float32).reshape(1, -1, 1, 1)
         self._softmax = info.activation == "softmax"
         n, h, w, c = self.shape
         nchw = self.network["layout"] == "NCHW"
@@ -258,7 +261,7 @@ class OnnxRuntime:
 
             def run(x):
                 request.infer({0: x})
-                return np.asarray(request.get_output_tensor(0).data, np.float32)
+                return np.array(request.get_output_tensor(0).data, np.float32)  # a copy: the buffer is reused
 
         else:
             import onnxruntime as ort
@@ -276,16 +279,16 @@ class OnnxRuntime:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         x = ((batch - self._offset) * self._inv).astype(self._dtype, copy=False)
-        if self._nchw:
-            x = np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2)))
+        if not self._nchw:
+            x = np.ascontiguousarray(np.transpose(x, (0, 2, 3, 1)))
         y = self._run(x)
-        if self._nchw:
-            y = np.transpose(y, (0, 2, 3, 1))
+        if not self._nchw:
+            y = np.transpose(y, (0, 3, 1, 2))
         if self.network["output"] == "logits":
             if self._softmax:
-                y = y - y.max(axis=-1, keepdims=True)
+                y = y - y.max(axis=1, keepdims=True)
                 np.exp(y, out=y)
-                y /= y.sum(axis=-1, keepdims=True)
+                y /= y.sum(axis=1, keepdims=True)
             else:
                 y = 1.0 / (1.0 + np.exp(-y))
         return np.ascontiguousarray(y, np.float32)

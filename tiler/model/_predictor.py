@@ -253,8 +253,13 @@ class Predictor:
         if self.model is None:
             out = np.asarray(self._plain(batch), np.float32)
         else:
-            nhwc = np.ascontiguousarray(np.transpose(batch, (0, 2, 3, 1)), dtype=np.float32)
-            out = np.transpose(self._runtime_for(nhwc.shape)(nhwc), (0, 3, 1, 2))
+            n, c, h, w = batch.shape
+            runtime = self._runtime_for((n, h, w, c))
+            if runtime.layout == "NCHW":
+                out = runtime(np.ascontiguousarray(batch, dtype=np.float32))
+            else:
+                nhwc = np.ascontiguousarray(np.transpose(batch, (0, 2, 3, 1)), dtype=np.float32)
+                out = np.transpose(runtime(nhwc), (0, 3, 1, 2))
         self.network_seconds += time.perf_counter() - t
         return out
 

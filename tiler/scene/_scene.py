@@ -29,7 +29,7 @@ from rasterio.windows import Window
 
 from tiler._logging import notice
 from tiler.errors import BandMismatchError, SceneReadError
-from tiler.plan import reflect_indices
+from tiler.plan import reflect_indices, take_runs
 from tiler.scene._bands import Band, BandGroup
 from tiler.scene._layouts import Layout, detect_layout
 from tiler.scene._manifest import read_manifest
@@ -365,8 +365,13 @@ class Scene:
                 raise SceneReadError(
                     f"cannot read {window!r} of {path!r}: {exc}; the file may be truncated or corrupt"
                 ) from None
-            out[ks] = data
-        valid &= np.isfinite(out).all(axis=0)
+            if len(by_path) == 1 and ks == list(range(len(positions))):
+                out = data  # one file gives every band, in order: no copy
+            else:
+                out[ks] = data
+        if any(np.dtype(self._datasets[path].dtypes[g.bands[positions[k]].index - 1]).kind in "fc"
+               for path, ks in by_path.items() for k in ks):
+            valid &= np.isfinite(out).all(axis=0)  # integer samples are always finite
         return out, valid
 
     def nodata(self, name: str) -> Union[None, float, str]:
@@ -609,12 +614,15 @@ class Scene:
             else:
                 part, v = self.warp(name, self.transform @ Affine.translation(c0, r0), (r1 - r0, c1 - c0),
                                     positions=positions)
-            data[ks] = part
-            valid &= v
+            if len(by_group) == 1:  # one group gives every band, in order: its read is the result
+                data, valid = part, v
+            else:
+                data[ks] = part
+                valid &= v
         contiguous = (r0 == rows[0] and r1 == rows[1] and c0 == cols[0] and c1 == cols[1])
-        if not contiguous:
-            data = data[:, ridx - r0][:, :, cidx - c0]
-            valid = valid[ridx - r0][:, cidx - c0]
+        if not contiguous:  # the mirrored margins: copied run by run, not gathered pixel by pixel
+            data = take_runs(data, ridx - r0, cidx - c0)
+            valid = take_runs(valid, ridx - r0, cidx - c0)
         return data, valid
 
     # --- names -------------------------------------------------------------------
