@@ -27,6 +27,7 @@ __all__ = [
     "RowBand",
     "reflect_indices",
     "stride_from_overlap",
+    "take_runs",
 ]
 
 
