@@ -248,32 +248,23 @@ class OnnxRuntime:
     def _load(self, path: str, engine: str, feed: list, precision: str):
         """The function that runs one batch (in the graph's layout and type) with ``engine``."""
         if engine == "openvino":
-            from tiler.model._runtime import _OV_PRECISION, import_openvino
+            from tiler.model._runtime import cpu_infer, import_openvino
 
-            ov = import_openvino()
-            core = ov.Core()
+            core = import_openvino().Core()
             model = core.read_model(path)
             model.reshape({model.inputs[0].any_name: feed})
             self._dtype = np.dtype(model.inputs[0].element_type.to_dtype())
-            compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": _OV_PRECISION[precision],
-                                                         "PERFORMANCE_HINT": "LATENCY"})
-            request = compiled.create_infer_request()
+            return cpu_infer(core, model, precision)
+        import onnxruntime as ort
 
-            def run(x):
-                request.infer({0: x})
-                return np.array(request.get_output_tensor(0).data, np.float32)  # a copy: the buffer is reused
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                     if p in ort.get_available_providers()]
+        session = ort.InferenceSession(path, providers=providers)
+        inp = session.get_inputs()[0]
+        self._dtype = np.dtype(np.float16) if "float16" in inp.type else np.dtype(np.float32)
 
-        else:
-            import onnxruntime as ort
-
-            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-                         if p in ort.get_available_providers()]
-            session = ort.InferenceSession(path, providers=providers)
-            inp = session.get_inputs()[0]
-            self._dtype = np.dtype(np.float16) if "float16" in inp.type else np.dtype(np.float32)
-
-            def run(x):
-                return np.asarray(session.run(None, {inp.name: x})[0], np.float32)
+        def run(x):
+            return np.asarray(session.run(None, {inp.name: x})[0], np.float32)
 
         return run
 

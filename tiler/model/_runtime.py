@@ -28,7 +28,8 @@ import numpy as np
 from tiler.errors import PlanError
 
 __all__ = ["PRECISIONS", "RUNTIMES", "KerasRuntime", "OpenVINORuntime", "Runtime", "cache_dir", "check_runtime",
-           "import_openvino", "keras_backend", "make_runtime", "onnx_engine", "openvino_available", "with_precision"]
+           "cpu_infer", "import_openvino", "keras_backend", "make_runtime", "onnx_engine", "openvino_available",
+           "with_precision"]
 
 log = logging.getLogger(__name__)
 
@@ -261,16 +262,42 @@ class OpenVINORuntime(Runtime):
                     net = net()
                 model = ov.convert_model(net, example_input=np.zeros(self.shape, np.float32))
                 _write_cached(ov, model, cache)
-            compiled = core.compile_model(_nchw(ov, model), "CPU", {
-                "INFERENCE_PRECISION_HINT": _OV_PRECISION[precision], "PERFORMANCE_HINT": "LATENCY"})
+            self._run = cpu_infer(core, _nchw(ov, model), precision)
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises its own types; the message names the fix
             raise PlanError(f"OpenVINO could not convert or compile the model ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); use --runtime keras") from exc
-        self._request = compiled.create_infer_request()
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        self._request.infer({0: batch})
-        return np.array(self._request.get_output_tensor(0).data, np.float32)  # a copy: the buffer is reused
+        return self._run(batch)
+
+
+def cpu_infer(core, model, precision: str) -> Callable[[np.ndarray], np.ndarray]:
+    """An OpenVINO model compiled for the CPU, as a function of one batch (Keras-converted and ONNX models alike).
+
+    Parameters
+    ----------
+    core : openvino.Core
+    model : openvino.Model
+        With static input shape.
+    precision : str
+        One of :data:`PRECISIONS` (OpenVINO's ``INFERENCE_PRECISION_HINT``).
+
+    Returns
+    -------
+    callable
+        ``run(batch) -> ndarray`` of the first output, float32: a copy the caller owns. The infer
+        request reuses its output buffer at the next call, and the engine blends a batch while the
+        network computes the next.
+    """
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": _OV_PRECISION[precision],
+                                                 "PERFORMANCE_HINT": "LATENCY"})
+    request = compiled.create_infer_request()
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        request.infer({0: batch})
+        return np.array(request.get_output_tensor(0).data, np.float32)
+
+    return run
 
 
 def _nchw(ov, model):

@@ -350,9 +350,11 @@ class Scene:
         by_path: dict[str, list[int]] = {}
         for k, j in enumerate(positions):
             by_path.setdefault(g.bands[j].path, []).append(k)
+        floating = False  # integer samples are always finite
         for path, ks in by_path.items():
             ds = self._datasets[path]
             idx = [g.bands[positions[k]].index for k in ks]
+            floating |= any(np.dtype(ds.dtypes[i - 1]).kind in "fc" for i in idx)
             try:
                 data = ds.read(idx, window=window, out_dtype=np.float32)
                 if g.nodata is None:
@@ -365,13 +367,12 @@ class Scene:
                 raise SceneReadError(
                     f"cannot read {window!r} of {path!r}: {exc}; the file may be truncated or corrupt"
                 ) from None
-            if len(by_path) == 1 and ks == list(range(len(positions))):
+            if len(by_path) == 1:
                 out = data  # one file gives every band, in order: no copy
             else:
                 out[ks] = data
-        if any(np.dtype(self._datasets[path].dtypes[g.bands[positions[k]].index - 1]).kind in "fc"
-               for path, ks in by_path.items() for k in ks):
-            valid &= np.isfinite(out).all(axis=0)  # integer samples are always finite
+        if floating:
+            valid &= np.isfinite(out).all(axis=0)
         return out, valid
 
     def nodata(self, name: str) -> Union[None, float, str]:
@@ -599,14 +600,15 @@ class Scene:
         bad = [i for i in indexes if not 1 <= i <= self.count]
         if bad:
             raise BandMismatchError(f"band index(es) {bad} out of range: {self.path!r} has bands 1..{self.count}")
-        data = np.empty((len(indexes), r1 - r0, c1 - c0), np.float32)
-        valid = np.ones((r1 - r0, c1 - c0), bool)
         by_group: dict[str, tuple[BandGroup, list[int], list[int]]] = {}
         for k, i in enumerate(indexes):
             g, j, _ = self._bands[i - 1]
             entry = by_group.setdefault(g.name, (g, [], []))
             entry[1].append(k)
             entry[2].append(j)
+        if len(by_group) > 1:  # the groups' reads are merged; one group's read is the result itself
+            data = np.empty((len(indexes), r1 - r0, c1 - c0), np.float32)
+            valid = np.ones((r1 - r0, c1 - c0), bool)
         for name, (g, ks, positions) in by_group.items():
             if name == self.reference:
                 part, v = self._read_file_bands(g, positions, Window(c0, r0, c1 - c0, r1 - r0))
@@ -614,7 +616,7 @@ class Scene:
             else:
                 part, v = self.warp(name, self.transform @ Affine.translation(c0, r0), (r1 - r0, c1 - c0),
                                     positions=positions)
-            if len(by_group) == 1:  # one group gives every band, in order: its read is the result
+            if len(by_group) == 1:
                 data, valid = part, v
             else:
                 data[ks] = part
