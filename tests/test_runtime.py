@@ -112,6 +112,48 @@ def test_openvino_takes_and_gives_nchw_bit_for_bit_as_the_converted_network(tmp_
     np.testing.assert_array_equal(got, np.asarray(request.get_output_tensor(0).data).transpose(0, 3, 1, 2))
 
 
+@pytest.mark.parametrize("tta, device", [("none", "graph"), ("flip", "graph"), ("flip", "host")])
+def test_a_network_built_ahead_is_the_one_every_batch_runs(monkeypatch, tiny_model, tmp_path, tta, device):
+    """``Predictor.prepare`` (called by the engine as a stream starts) builds the runtime of the batch shape the
+    batches then use, full or short, with TTA in the graph or on the host: nothing is built again, and the
+    predictions are those of a predictor that built its network at the first batch."""
+    from tiler.model import Predictor, _runtime, load_model
+
+    monkeypatch.setenv("TILER_CACHE_DIR", str(tmp_path / "cache"))
+    tm = load_model(tiny_model)
+    x = np.random.default_rng(0).uniform(0, 255, (5, 3, 32, 32)).astype(np.float32)
+    options = dict(batch_size=3, tta=tta, tta_device=device, runtime="openvino")
+    expected = Predictor(tm, **options)(x)
+    ahead = Predictor(tm, **options)
+    ahead.prepare(32)
+    assert ahead.runtime is not None and ahead.network_seconds > 0
+
+    def build_again(*args, **kwargs):
+        raise AssertionError("the network was built again at a batch")
+
+    monkeypatch.setattr(_runtime, "make_runtime", build_again)
+    np.testing.assert_array_equal(ahead(x), expected)  # a full batch of 3, then a short one of 2
+
+
+def test_a_network_that_cannot_be_built_fails_the_run_once_and_writes_nothing(monkeypatch, tiny_model, tmp_path):
+    """Built on the engine's network thread as the stream starts, a network that fails to build stops the run
+    with its own error (built once, not again at the first batch) and leaves no output."""
+    from tiler import run_scene
+    from tiler.model import _runtime
+
+    calls = []
+
+    def refuse(*args, **kwargs):
+        calls.append(1)
+        raise PlanError("OpenVINO could not compile the model (test); use --runtime keras")
+
+    monkeypatch.setattr(_runtime, "make_runtime", refuse)
+    with pytest.raises(PlanError, match="could not compile the model"):
+        run_scene(SAMPLE, tmp_path / "never.tif", model=tiny_model, force=True)
+    assert calls == [1]
+    assert not list(tmp_path.iterdir())
+
+
 def test_auto_falls_back_to_keras_saying_why_and_an_explicit_runtime_does_not(monkeypatch, caplog, tiny_model,
                                                                             tmp_path):
     from tiler.model import Predictor, _runtime, load_model

@@ -146,7 +146,7 @@ class Predictor:
     network_seconds : float
         Time spent inside network calls (TTA on the host excluded).
     runtime : Runtime or None
-        The runtime of the last batch shape (None before the first batch).
+        The runtime of the last batch shape (None before the first batch or :meth:`prepare`).
 
     Notes
     -----
@@ -247,6 +247,36 @@ class Predictor:
         self.network_seconds = 0.0
         self._runtimes: dict = {}
         self.runtime = None
+
+    def prepare(self, patch: int) -> None:
+        """Build the runtime of a full batch of ``patch`` x ``patch`` patches now.
+
+        Loading and compiling the network (and converting it on a cache miss)
+        otherwise happens at the first batch. The streaming engine calls this
+        on its network thread as the stream starts, so that it overlaps the
+        reading and batching of the first strip (a stream of an all-nodata
+        scene, which predicts nothing, builds it too). Idempotent; a
+        plain-function predictor (:meth:`from_network`) has nothing to build.
+
+        Parameters
+        ----------
+        patch : int
+            Patch side, pixels.
+
+        Raises
+        ------
+        TilerError
+            As the first batch would: a network that cannot be converted or
+            compiled (the engine raises it where the first batch would).
+        """
+        if self.model is None:
+            return
+        n = self.batch_size
+        if self.tta != "none" and self.tta_device == "host":
+            n *= len(TTA_TRANSFORMS[self.tta])  # the variants go through the network as one batch
+        t = time.perf_counter()
+        self._runtime_for((n, patch, patch, len(self.model.info.channels)))
+        self.network_seconds += time.perf_counter() - t
 
     def _run_network(self, batch: np.ndarray) -> np.ndarray:
         t = time.perf_counter()
