@@ -157,11 +157,12 @@ def take_runs(a: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """
     rows, cols = np.asarray(rows), np.asarray(cols)
     out = np.empty(a.shape[:-2] + (len(rows), len(cols)), a.dtype)
+    col_runs = _runs(cols)
     for out_r, in_r, flip_r in _runs(rows):
         part = a[..., in_r, :]
         if flip_r:
             part = part[..., ::-1, :]
-        for out_c, in_c, flip_c in _runs(cols):
+        for out_c, in_c, flip_c in col_runs:
             block = part[..., in_c]
             out[..., out_r, out_c] = block[..., ::-1] if flip_c else block
     return out

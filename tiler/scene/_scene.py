@@ -345,11 +345,13 @@ class Scene:
     def _read_file_bands(self, g: BandGroup, positions: Sequence[int], window: Window,
                          ) -> tuple[np.ndarray, np.ndarray]:
         """Raw bands ``positions`` of group ``g`` in ``window`` of its own grid; NaN where invalid."""
-        out = np.empty((len(positions), int(window.height), int(window.width)), np.float32)
-        valid = np.ones(out.shape[1:], bool)
+        shape = (int(window.height), int(window.width))
+        valid = np.ones(shape, bool)
         by_path: dict[str, list[int]] = {}
         for k, j in enumerate(positions):
             by_path.setdefault(g.bands[j].path, []).append(k)
+        if len(by_path) != 1:  # the files' bands are merged; one file's read is the result itself
+            out = np.empty((len(positions),) + shape, np.float32)
         floating = False  # integer samples are always finite
         for path, ks in by_path.items():
             ds = self._datasets[path]
