@@ -153,14 +153,14 @@ def test_good_creation_options_are_applied(runner, tmp_path, scene, tiny_model):
 # ------------------------------------------------------------ atomic commit, locks, stale files
 
 def test_a_file_created_at_the_destination_during_a_run_is_not_replaced(tmp_path):
-    with guard_outputs({"--out": tmp_path / "r.json"}) as guard:
-        dest = guard["--out"]
-        tmp = dest.temporary()
-        with open(tmp, "w") as f:
-            f.write("ours")
-        (tmp_path / "r.json").write_text("someone else's")
-        with pytest.raises(OutputExistsError, match="created by someone else"):
-            dest.commit()
+    with pytest.raises(OutputExistsError, match="created by someone else"):
+        with guard_outputs({"--out": tmp_path / "r.json"}) as guard:
+            dest = guard["--out"]
+            tmp = dest.temporary()
+            with open(tmp, "w") as f:
+                f.write("ours")
+            (tmp_path / "r.json").write_text("someone else's")
+            dest.commit()  # staged: the guard renames every output together when its block ends
     assert (tmp_path / "r.json").read_text() == "someone else's"
     assert _leftovers(tmp_path) == ["r.json"]
 
@@ -208,6 +208,9 @@ def test_clean_stale_leaves_a_held_lock_alone(tmp_path):
         assert ".x.tif.tiler.lock" in os.listdir(tmp_path)
     assert _leftovers(tmp_path) == []
 
+
+#: The last line of a command interrupted before its commit step (nothing was renamed into place).
+_NOTHING_WRITTEN = "Terminated (SIGTERM); no output was written; files already at the output paths are as they were."
 
 _HOLD = """
 import sys, time
@@ -274,7 +277,7 @@ def test_sigterm_mid_run_exits_143_and_leaves_nothing(tmp_path, tiny_model):
     assert proc.returncode == 143, err
     lines = [ln for ln in err.strip().splitlines() if ln]
     # The last line is tiler's; a library interrupted mid-import may print its own traceback above it.
-    assert lines[-1] == "Terminated (SIGTERM); no output was left behind.", err
+    assert lines[-1] == _NOTHING_WRITTEN, err
     assert not any(ln.startswith("Error") for ln in lines), err
     assert os.listdir(out_dir) == []
 
@@ -309,7 +312,7 @@ def test_sigterm_turned_into_another_error_by_a_library_still_exits_143(tmp_path
     before = signal.getsignal(signal.SIGTERM)
     result = CliRunner().invoke(swallowing, [])
     assert result.exit_code == 143, result.output
-    assert result.output.strip() == "Terminated (SIGTERM); no output was left behind."
+    assert result.output.strip() == _NOTHING_WRITTEN
     assert signal.getsignal(signal.SIGTERM) == before
     # The flag does not outlive its command: a later real failure is reported as one.
     result = CliRunner().invoke(failing, [])

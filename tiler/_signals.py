@@ -27,6 +27,17 @@ def _on_sigterm(signum, frame) -> None:
 
 
 _kept: list[str] = []
+_written: list[str] = []
+
+
+def written(path: str) -> None:
+    """Record an output renamed into place, complete (for the last line of an interrupted command)."""
+    _written.append(path)
+
+
+def outputs_written() -> list[str]:
+    """The outputs :func:`written` recorded since :func:`install`."""
+    return list(_written)
 
 
 def keep(note: str) -> None:
@@ -49,6 +60,7 @@ def install():
     """
     _requested.clear()
     _kept.clear()
+    _written.clear()
     return signal.signal(signal.SIGTERM, _on_sigterm)
 
 

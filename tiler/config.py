@@ -28,9 +28,11 @@ OUTPUT_KINDS = ("class", "probability")
 #: Probability encodings: float32 (nodata NaN), or uint8 scaled 0-255 (value / 255,
 #: nodata in the internal mask): a quarter of the disk.
 PROBABILITY_DTYPES = ("float32", "uint8")
-#: Registration modes: estimate and apply (``auto``), or place band groups by their
+#: Registration modes: estimate and apply (``auto``: on a product its producer co-registered,
+#: Sentinel-2 or Landsat, a group with too few usable windows keeps its georeferenced place, with a
+#: warning); refuse any group that cannot be registered (``strict``); or place band groups by their
 #: georeferencing only (``off``).
-REGISTRATION = ("auto", "off")
+REGISTRATION = ("auto", "strict", "off")
 #: Pixel connectivity of polygon regions: edge neighbours (4) or edge and corner (8).
 CONNECTIVITY = (4, 8)
 #: Default scene rows per strip (rounded to whole strides).
@@ -193,7 +195,8 @@ class InferenceConfig(_Config):
         Predict although the scene is outside the model's training domain.
     reference : str, optional
         Band group whose grid is the output grid.
-    registration : {"auto", "off"}
+    registration : {"auto", "strict", "off"}
+        See :data:`REGISTRATION`.
     registration_model : {"auto", "translation", "affine"}
     registration_grid : int, default 8
         Most registration windows per side (:func:`tiler.registration.register_scene`).

@@ -21,6 +21,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from tiler.blend import Accumulator
+from tiler.errors import in_stage
 from tiler.plan import PatchGrid, RowBand
 
 if TYPE_CHECKING:  # the network stage loads Keras; blocks and sinks do not need it
@@ -399,12 +400,14 @@ class _Stream:
     def _timed_read(self, n: int):
         strip, band = self.jobs[n]
         t = time.perf_counter()
-        data, valid = self.read(strip.read_rows, band.read_cols)
+        with in_stage("reading the scene"):
+            data, valid = self.read(strip.read_rows, band.read_cols)
         return data, valid, time.perf_counter() - t
 
     def _timed_prepare(self) -> float:
         t = time.perf_counter()
-        self.predictor.prepare(self.p)
+        with in_stage("building the network"):
+            self.predictor.prepare(self.p)
         return time.perf_counter() - t
 
     def _timed_predict(self, view: np.ndarray):
@@ -412,7 +415,8 @@ class _Stream:
         if self.prepared is not None:  # done: it ran before this on the same thread
             prepared, self.prepared = self.prepared.result(), None  # its error, if any, raised once, here
         t = time.perf_counter()
-        out = self.predictor(view)
+        with in_stage("predicting"):
+            out = self.predictor(view)
         seconds = time.perf_counter() - t
         if self.first_batch:  # start-up measurements (benchmarks/worker_start.py) look for this record
             self.first_batch = False

@@ -11,7 +11,13 @@ Messages say what was wrong, show the offending value and name the fix.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
 __all__ = [
+    "in_stage",
+    "stage_of",
+    "describe_failure",
     "TilerError",
     "UsageError",
     "SceneReadError",
@@ -83,3 +89,56 @@ class DomainError(UsageError, ValueError):
 
 class DiskFullError(TilerError, OSError):
     """The disk (or the file-size limit) filled while writing an output (exit code 1)."""
+
+
+@contextmanager
+def in_stage(name: str) -> Iterator[None]:
+    """Record, on an unexpected error raised inside the block, the stage of the run that failed.
+
+    The innermost stage wins (a failure while writing an output inside the
+    run's stream is "writing OUT", not "predicting"). The stage travels with
+    the exception, across a dask worker too (an exception's attributes are
+    pickled with it), and :func:`describe_failure` names it.
+
+    Parameters
+    ----------
+    name : str
+        What was being done, as a message says it: ``"reading the scene"``,
+        ``"predicting"``, ``"writing /out/mask.tif"``, ``"writing the polygons
+        /out/m.gpkg"``.
+    """
+    try:
+        yield
+    except Exception as exc:
+        if getattr(exc, "tiler_stage", None) is None:
+            try:
+                exc.tiler_stage = name
+            except AttributeError:  # an exception type with slots: no stage recorded
+                pass
+        raise
+
+
+def stage_of(exc: BaseException) -> Optional[str]:
+    """The stage :func:`in_stage` recorded on ``exc``, or None."""
+    return getattr(exc, "tiler_stage", None)
+
+
+def describe_failure(exc: BaseException, default: Optional[str] = None) -> str:
+    """One line for a failure: tiler's own message as it is; another error with the stage that failed.
+
+    Parameters
+    ----------
+    exc : BaseException
+    default : str, optional
+        The stage to name where none was recorded.
+
+    Returns
+    -------
+    str
+        ``"writing /out/m.geojson failed: ModuleNotFoundError: No module named 'pyproj'"``.
+    """
+    if isinstance(exc, TilerError):
+        return str(exc)
+    where = stage_of(exc) or default
+    what = f"{type(exc).__name__}: {exc}"
+    return f"{where} failed: {what}" if where else what

@@ -11,6 +11,7 @@ import numpy as np
 import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
+from tiler._logging import notice
 from tiler.errors import DatasetError, SceneReadError
 from tiler.labels import IGNORE, LabelScheme, read_mask
 from tiler.metrics import confusion_matrix, scores
@@ -205,9 +206,15 @@ def evaluate_masks(pred: Union[str, os.PathLike], truth: Union[str, os.PathLike]
                 "prediction_no_class_values": sorted(int(v) for v in outside_values)}
     log.info("excluded: %d of %d truth pixels ignored, %d prediction nodata, %d prediction values no class",
              ignored, total, nodata, outside)
+    # Colours or values the class file declares as ignored are ignored on purpose: reported, never refused.
+    declared = bool(scheme.ignore_colours) or tuple(scheme.ignore_values) != (IGNORE,)
+    excluded["truth_ignored_declared"] = declared
+    if declared and ignored:
+        notice(log, "%.2f %% of the truth pixels are ignored, as the class file declares (colours %s, values %s)",
+               100 * excluded["truth_ignored_fraction"], list(scheme.ignore_colours), list(scheme.ignore_values))
     if not allow_ignored:
         problems = []
-        if excluded["truth_ignored_fraction"] > MAX_IGNORED_FRACTION:
+        if excluded["truth_ignored_fraction"] > MAX_IGNORED_FRACTION and not declared:
             problems.append(f"{excluded['truth_ignored_fraction']:.1%} of the truth pixels are ignored (values "
                             f"{list(scheme.ignore_values)} or colours {list(scheme.ignore_colours)}); if they are a "
                             "class, map them with --truth-values or the class file")

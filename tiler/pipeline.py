@@ -32,7 +32,7 @@ from tiler.config import (
 from tiler.destination import GEOTIFF_SUFFIXES, Destination, guard_outputs
 from tiler.domain import InputScale, check_domain, sample_channels
 from tiler.engine import Block, PatchStats, ProgressCallback, stream
-from tiler.errors import BandMismatchError, PlanError, UsageError
+from tiler.errors import BandMismatchError, PlanError, UsageError, in_stage
 from tiler.indices import ChannelPlan
 from tiler.model._file import DEFAULT_MODEL_PATH, ModelInfo, TilerModel, load_model, read_info
 from tiler.model._predictor import Predictor
@@ -94,14 +94,19 @@ def predictor_for(tm: TilerModel, inference: InferenceConfig) -> Predictor:
 
 
 def _check_patch_size(info: ModelInfo, patch_size: Optional[int]) -> int:
+    recommended = int((info.inference or {}).get("patch_size") or info.patch_size)
+    sides = (info.network or {}).get("sides")
     if patch_size is None:
         return info.patch_size
     multiple = 2 ** info.depth
     if not isinstance(patch_size, (int, np.integer)) or patch_size < multiple or patch_size % multiple:
         raise PlanError(
             f"patch size {patch_size} is not a positive multiple of 2**depth = {multiple} "
-            f"for this model (depth {info.depth}); use e.g. {max(multiple, info.patch_size)}"
+            f"for this model (depth {info.depth}); use e.g. {max(multiple, recommended)}"
         )
+    if sides and (sides[0] != sides[1] or int(patch_size) != sides[0]):
+        raise PlanError(f"patch size {patch_size}: the ONNX graph takes patches of exactly {sides[0]} x {sides[1]} "
+                        f"px (its input's sides are fixed); use --patch-size {sides[0]} or leave it out")
     return int(patch_size)
 
 
@@ -189,8 +194,17 @@ def _register(sc, plan: ChannelPlan, inference: InferenceConfig, seconds: dict) 
     t = time.perf_counter()
     reg = register_scene(sc, groups=used, model=inference.registration_model, grid=inference.registration_grid,
                          window=inference.registration_window)
-    reg.apply(sc)
+    # A product whose bands its producer co-registered: too few usable windows (snow, cloud, water) is a
+    # normal scene, not a broken one; its groups stay where their georeferencing puts them.
+    fallback = bool(reg.failures) and inference.registration == "auto" and sc.kind in CO_REGISTERED
+    reg.apply(sc, strict=not fallback)
     report = reg.to_dict()
+    if fallback:
+        reason = reg.failure_message(f"the groups stay where the {sc.kind} product's georeferencing puts them "
+                                     "(its producer co-registers its bands); --registration strict refuses "
+                                     "instead")
+        log.warning("%s", reason)
+        report["fallback"] = reason
     for g in report["groups"].values():
         g.pop("windows")
         if g["status"] != "reference":
@@ -202,6 +216,11 @@ def _register(sc, plan: ChannelPlan, inference: InferenceConfig, seconds: dict) 
                 log.info("registration of group %s: %s", g["group"], note)
     seconds["register"] = time.perf_counter() - t
     return report
+
+
+#: Scene kinds (:attr:`tiler.scene.Scene.kind`) whose band groups their producer co-registers: where image-based
+#: registration finds too few usable windows, ``--registration auto`` keeps their georeferenced places.
+CO_REGISTERED = ("sentinel2", "landsat")
 
 
 def peak_rss_mb() -> float:
@@ -228,10 +247,17 @@ def _destinations(outputs: dict, scene: Union[str, os.PathLike], other_inputs: S
         yield {k: given.get(k) or (guard[k] if k in paths else None) for k in outputs}
 
 
-#: What ``--force``-less refusals tell the user to do.
-_DOMAIN_FIXES = ("Values of another unit or bit depth: fix them with --input-scale SCALE[,OFFSET] "
-                 "(value * SCALE + OFFSET, e.g. --input-scale 0.0625 for 12-bit data and an 8-bit model), "
-                 "a manifest's scale/offset, or a model trained on such data; --force runs anyway")
+def _domain_fixes(verdict) -> str:
+    """What a refusal tells the user to do, with a scale computed from the scene's and the model's ranges."""
+    example = ""
+    for row in verdict.channels:
+        scene, model = row.get("scene_range"), row.get("model_range")
+        if scene and model and scene[1] > 0 and model[1] > 0 and scene[1] != model[1]:
+            example = (f", e.g. --input-scale {model[1] / scene[1]:.3g} maps this scene's "
+                       f"{row['scene_dtype']} 99th percentile {scene[1]:.4g} onto the model's {model[1]:.4g}")
+            break
+    return ("Values of another unit or bit depth: fix them with --input-scale SCALE[,OFFSET] (value * SCALE + "
+            f"OFFSET{example}), a manifest's scale/offset, or a model trained on such data; --force runs anyway")
 
 
 def domain_verdict(sc, plan: ChannelPlan, info: ModelInfo, input_scale: Optional[InputScale]):
@@ -275,7 +301,7 @@ def _check_domain(sc, plan: ChannelPlan, info: ModelInfo, scale: Optional[InputS
         if force:
             log.warning("--force: predicting although " + "; ".join(verdict.problems))
         else:
-            verdict.raise_if_refused(fixes=_DOMAIN_FIXES)
+            verdict.raise_if_refused(fixes=_domain_fixes(verdict))
     return verdict
 
 
@@ -532,8 +558,10 @@ def run_spec(spec: RunSpec, scene: Union[str, os.PathLike], out=None, vector=Non
         vector_sink = PolygonSink(dests["vector"], spec.polygons) if dests["vector"] is not None else None
         if vector_sink is not None:
             sinks.append(vector_sink)
-        plan, verdict, reg_report = prepare_scene(sc, spec.info, inference, stats.seconds)
-        tm = resolve_model(model if model is not None else spec.model)
+        with in_stage("reading the scene"):
+            plan, verdict, reg_report = prepare_scene(sc, spec.info, inference, stats.seconds)
+        with in_stage("loading the model"):
+            tm = resolve_model(model if model is not None else spec.model)
         predictor = predictor_for(tm, inference)
         grid = spec.grid(sc.height, sc.width)
         log.info("patch grid: patch %d px, stride %d px (overlap %d px), %d x %d patches, strips of %d rows, "

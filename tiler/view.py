@@ -31,10 +31,12 @@ from typing import Optional, Union
 
 import numpy as np
 import rasterio
+import rasterio.coords
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
 from tiler.errors import SceneReadError, UsageError
+from tiler.labels import BACKGROUND_NAMES
 
 __all__ = ["build_page", "page_scene", "write_page", "MAX_SIDE", "MAX_POLYGONS"]
 
@@ -198,7 +200,9 @@ def _class_layers(ds, names: list[str], colours: list[str], shape: tuple[int, in
             continue
         rgba = np.zeros(shape + (4,), np.uint8)
         rgba[on] = [int(colour[i:i + 2], 16) for i in (1, 3, 5)] + [255]
-        layers.append({"class": name, "index": k, "colour": colour, "image": _png(rgba)})
+        # A background class (clear, background, ... ) starts hidden: it would cover the scene in one colour.
+        layers.append({"class": name, "index": k, "colour": colour, "image": _png(rgba),
+                       "shown": name.lower() not in BACKGROUND_NAMES})
     return layers
 
 
@@ -217,15 +221,76 @@ def _legend(ds, names: list[str], colours: list[str]) -> list[dict]:
             for k, (n, c) in enumerate(zip(names, colours)) if k != nodata]
 
 
+def _largest(path: str, count: int) -> Optional[np.ndarray]:
+    """The feature ids of the :data:`MAX_POLYGONS` largest polygons of a file with an ``area`` field, read with
+    bounded memory (the ``area`` column alone, then those features); None where there is no such field."""
+    import pyogrio
+
+    if count <= MAX_POLYGONS:
+        return None
+    _, fids, _, fields = pyogrio.raw.read(path, columns=["area"], read_geometry=False, return_fids=True)
+    area = np.nan_to_num(np.asarray(fields[0], np.float64), nan=-np.inf)
+    keep = np.argpartition(-area, MAX_POLYGONS - 1)[:MAX_POLYGONS]
+    return np.sort(np.asarray(fids)[keep])
+
+
+def _check_place(path: str, crs, bounds, ds) -> None:
+    """Refuse polygons that cannot be of the mask: no CRS on a georeferenced mask (or one on a mask that has
+    none), or an extent that does not meet the mask's."""
+    georef = ds.crs is not None and not ds.transform.is_identity
+    if crs and not georef:
+        raise UsageError(f"--vector {path!r} is in a CRS but the mask is not georeferenced by a transform (GCPs, "
+                         "RPCs or none): its polygons cannot be placed on the mask's grid; write them to .gpkg "
+                         "from the same run")
+    if georef and not crs:
+        raise UsageError(f"--vector {path!r} has no CRS (pixel coordinates?) but the mask is georeferenced in "
+                         f"{ds.crs.to_string()}: its polygons cannot be placed on the mask; give the polygons of "
+                         "this mask (tiler run --vector, or tiler vectorize MASK)")
+    if bounds is None or not np.all(np.isfinite(bounds)):
+        return
+    left, bottom, right, top = bounds
+    if georef:
+        from rasterio.crs import CRS
+        from rasterio.warp import transform_bounds
+
+        vector_crs = CRS.from_user_input(crs)
+        if vector_crs != ds.crs:
+            left, bottom, right, top = transform_bounds(vector_crs, ds.crs, left, bottom, right, top)
+        mask = ds.bounds
+        where = f"{ds.crs.to_string()} ({mask.left:.6g}, {mask.bottom:.6g}, {mask.right:.6g}, {mask.top:.6g})"
+    else:  # pixel coordinates: x = column, y = row
+        mask = rasterio.coords.BoundingBox(0.0, 0.0, float(ds.width), float(ds.height))
+        where = f"pixels (0, 0, {ds.width}, {ds.height})"
+    if right < mask.left or left > mask.right or top < mask.bottom or bottom > mask.top:
+        raise UsageError(f"--vector {path!r} lies at ({left:.6g}, {bottom:.6g}, {right:.6g}, {top:.6g}), which does "
+                         f"not meet the mask's extent in {where}: these are polygons of another place; give "
+                         "the polygons of this mask")
+
+
 def _polygons(path: str, ds, scale: float) -> tuple[dict, int]:
-    """The polygons as GeoJSON in display coordinates (x = column, y = -row), simplified, the largest first."""
+    """The polygons as GeoJSON in display coordinates (x = column, y = -row), simplified, the largest first.
+
+    At most :data:`MAX_POLYGONS` are read into memory (by their ``area`` field); the number left out is returned.
+
+    Raises
+    ------
+    UsageError
+        The polygons cannot be of the mask (:func:`_check_place`).
+    """
     import pyogrio
     import shapely
 
-    meta, _, geoms, fields = pyogrio.raw.read(path)
+    try:
+        info = pyogrio.read_info(path, force_total_bounds=True)
+    except pyogrio.errors.DataSourceError as exc:
+        raise SceneReadError(f"cannot read --vector {path!r}: {exc}") from None
+    crs = info.get("crs")
+    _check_place(path, crs, info.get("total_bounds"), ds)
+    count = int(info.get("features") or 0)
+    fids = _largest(path, count) if "area" in list(info.get("fields", [])) else None
+    meta, _, geoms, fields = pyogrio.raw.read(path, fids=fids) if fids is not None else pyogrio.raw.read(path)
     names = dict(zip(meta["fields"], fields))
     geoms = shapely.from_wkb(geoms)
-    crs = meta.get("crs")
     georef = ds.crs is not None and not ds.transform.is_identity
     if crs and georef:
         from rasterio.crs import CRS
@@ -240,13 +305,9 @@ def _polygons(path: str, ds, scale: float) -> tuple[dict, int]:
         inv = ~ds.transform
         geoms = shapely.transform(geoms, lambda xy: np.column_stack([inv.a * xy[:, 0] + inv.b * xy[:, 1] + inv.c,
                                                                      inv.d * xy[:, 0] + inv.e * xy[:, 1] + inv.f]))
-    elif crs:
-        raise UsageError(f"--vector {path!r} is in a CRS but the mask is not georeferenced by a transform (GCPs, "
-                         "RPCs or none): its polygons cannot be placed on the mask's grid; write them to .gpkg "
-                         "from the same run")
     area = np.asarray(names.get("area", shapely.area(geoms)), np.float64)
-    order = np.argsort(-area)[:MAX_POLYGONS]
-    dropped = max(0, len(geoms) - len(order))
+    order = np.argsort(-np.nan_to_num(area, nan=-np.inf), kind="stable")[:MAX_POLYGONS]
+    dropped = max(0, max(count, len(geoms)) - len(order))
     shown = shapely.simplify(geoms[order], scale, preserve_topology=True)  # one display pixel
     shown = shapely.transform(shown, lambda xy: np.round(np.column_stack([xy[:, 0], -xy[:, 1]]), 1))
     keep = [k for k in ("class", "area", "mean_probability", "pixels") if k in names]
@@ -278,8 +339,14 @@ def _report_sections(report: dict) -> list[dict]:
     scene = report.get("scene") or {}
     if scene:
         rows = [(k, _g(scene[k])) for k in ("path", "width", "height", "crs", "pixel_size_m") if k in scene]
-        if scene.get("band_mapping"):
-            rows.append(("band mapping", scene["band_mapping"]))
+        mapping = scene.get("band_mapping")
+        if isinstance(mapping, dict):  # readable words, not the report's JSON
+            text = f"bands {', '.join(map(str, mapping.get('indexes', [])))} ({mapping.get('method')})"
+            if mapping.get("index_channels"):
+                text += f"; index channels {', '.join(mapping['index_channels'])}"
+            rows.append(("band mapping", text))
+        elif mapping:
+            rows.append(("band mapping", str(mapping)))
         sections.append({"title": "Scene", "rows": rows})
     reg = report.get("registration")
     if reg and reg.get("groups"):
@@ -424,7 +491,8 @@ if (DATA.scene) L.imageOverlay(DATA.scene, bounds, {{className: "tiler-scene"}})
 const classLayers = {{}};
 let opacity = 0.6;
 for (const l of DATA.layers) {{
-  classLayers[l.index] = L.imageOverlay(l.image, bounds, {{opacity: opacity, className: "tiler-class"}}).addTo(map);
+  classLayers[l.index] = L.imageOverlay(l.image, bounds, {{opacity: opacity, className: "tiler-class"}});
+  if (l.shown) classLayers[l.index].addTo(map);
 }}
 document.getElementById("opacity").addEventListener("input", e => {{
   opacity = Number(e.target.value);
@@ -436,7 +504,8 @@ const legend = document.getElementById("legend");
 for (const c of DATA.legend) {{
   const row = legend.insertRow();
   const has = c.pixels > 0 && DATA.layers.some(l => l.class === c.class);
-  row.innerHTML = `<td><input type="checkbox" ${{has ? "checked" : "disabled"}}></td>` +
+  const shown = DATA.layers.some(l => l.class === c.class && l.shown);
+  row.innerHTML = `<td><input type="checkbox" ${{has ? (shown ? "checked" : "") : "disabled"}}></td>` +
     `<td><span class="swatch" style="background:${{c.colour}}"></span> ${{c.class}}</td>` +
     `<td class="n">${{fmt(c.area, c.unit)}}</td><td class="n">${{(100 * c.share).toFixed(1)}} %</td>`;
   const layer = DATA.layers.find(l => l.class === c.class);

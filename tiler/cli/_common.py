@@ -12,13 +12,21 @@ import logging
 import os
 import signal
 import sys
-from typing import Callable, Optional
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional
 
 import click
 
 from tiler import _signals
 from tiler._logging import NOTICE
-from tiler.errors import OutputVerificationError, SceneReadError, TilerError, UsageError
+from tiler.errors import (
+    OutputVerificationError,
+    SceneReadError,
+    TilerError,
+    UsageError,
+    describe_failure,
+    in_stage,
+)
 
 log = logging.getLogger("tiler")
 
@@ -84,6 +92,8 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     libs.handlers[:] = [handler] if verbose else [logging.NullHandler()]
     libs.setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
     libs.propagate = False
+    # TensorFlow's Python warnings (tf.function "retracing" while training) are its own business: -vv shows them.
+    logging.getLogger("tensorflow").setLevel(logging.DEBUG if verbose >= 2 else logging.ERROR)
 
 
 def _handle_errors(func: Callable) -> Callable:
@@ -111,11 +121,23 @@ def _handle_errors(func: Callable) -> Callable:
 
 
 def _left_behind() -> str:
-    """The last line's account of what an interrupted command left on disk."""
-    kept = _signals.kept()
-    if not kept:
-        return "no output was left behind."
-    return "no output was written; " + "; ".join(kept) + "."
+    """The last line's account of what an interrupted command left on disk.
+
+    Outputs are committed together (:class:`tiler.destination.OutputGuard`), so what is on disk is what
+    was renamed into place before the signal (each complete), and what was kept on purpose to resume
+    (:func:`tiler._signals.keep`); every other earlier file at the output paths is as it was.
+    """
+    written, kept = _signals.outputs_written(), _signals.kept()
+    if not written:
+        said = "no output was written" if kept else \
+            "no output was written; files already at the output paths are as they were"
+    elif len(written) <= 4:
+        said = f"complete before the signal and kept: {', '.join(written)}"
+    else:
+        folders = sorted({os.path.dirname(p) for p in written})
+        said = (f"{len(written)} outputs were complete before the signal and are kept (in "
+                f"{', '.join(folders[:3])}{' ...' if len(folders) > 3 else ''})")
+    return "; ".join([said, *kept]) + "."
 
 
 def _exit_for(exc: BaseException, verbose: int) -> None:
@@ -137,9 +159,16 @@ def _exit_for(exc: BaseException, verbose: int) -> None:
 def _fail(exc: BaseException, code: int, verbose: int, *, unexpected: bool = False) -> None:
     if verbose:
         log.exception("failed")
-    prefix = f"Error ({type(exc).__name__}): " if unexpected else "Error: "
-    click.echo(prefix + str(exc), err=True)
+    click.echo("Error: " + (describe_failure(exc) if unexpected else str(exc)), err=True)
     sys.exit(code)
+
+
+@contextmanager
+def stage(name: str) -> Iterator[None]:
+    """A stage of a command (``writing the report r.json``): an unexpected error inside it names it
+    (:func:`tiler.errors.in_stage`)."""
+    with in_stage(name):
+        yield
 
 
 class _Progress:
@@ -257,8 +286,10 @@ def _registration_options(switch: bool = True, aliases: tuple = ((), ())):
                               "scene, or auto (affine only where an F-test and its size say it is needed).")(f)
         if switch:
             f = config_option("InferenceConfig", "registration", "--registration",
-                              help="Register the band groups that are read against the reference (auto), or place "
-                                  "them by georeferencing only (off).")(f)
+                              help="Register the band groups that are read against the reference (auto: on a "
+                                  "Sentinel-2 or Landsat product, a group with too few usable windows, e.g. under "
+                                  "snow or cloud, keeps its georeferenced place with a warning), refuse a group "
+                                  "that cannot be registered (strict), or place them by georeferencing only (off).")(f)
         return f
     return decorate
 

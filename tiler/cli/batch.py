@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from tiler import _signals
 from tiler.cli._common import (
     EXIT_PARTIAL,
     _guard,
@@ -59,6 +60,12 @@ def batch(inputs, out_dir, name, workers, scheduler, parts, retries, on_error, r
         except BatchAborted as exc:  # --on-error fail: the report of what was done, failed and not started
             if exc.report is not None:
                 _write_json(guard["--report"], exc.report.to_dict())
+                guard.commit()
+            raise
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the finished scenes' masks stay, for the resume
+            if _signals.outputs_written():
+                _signals.keep("run the same command again to finish the batch: the scenes already done are "
+                              "skipped")
             raise
         finally:
             bar.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tiler.cli._common import _guard, _handle_errors, _overwrite, _require, _verbosity
+from tiler.cli._common import _guard, _handle_errors, _overwrite, _verbosity
 
 
 @click.command()
@@ -14,9 +14,12 @@ from tiler.cli._common import _guard, _handle_errors, _overwrite, _require, _ver
 @_verbosity
 @_handle_errors
 def export(model, out, overwrite, quiet, verbose):
-    """Write MODEL (a .keras tiler model) as an ONNX file: NCHW input of raw channel values' normalised form,
-    per-class probabilities, with tiler's metadata and the Deepness QGIS plugin's keys."""
-    _require(model, "model file")
+    """Write MODEL (a .keras tiler model, or a model name such as default) as an ONNX file: NCHW input of raw
+    channel values' normalised form, per-class probabilities, with tiler's metadata and the Deepness QGIS plugin's
+    keys."""
+    from tiler.model._registry import resolve_model_path
+
+    model = resolve_model_path(model, option="MODEL")  # a file, or a model name (tiler models)
     with _guard({"--out": (out, (".onnx",))}, [model], overwrite) as guard:
         from tiler.model._export import export_onnx
 

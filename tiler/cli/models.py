@@ -30,6 +30,9 @@ def models(as_json, quiet, verbose):
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
+    if not any(r["name"].startswith("clouds-") for r in rows) and not quiet:
+        click.echo("note: cloud and cloud-shadow masks for Sentinel-2 and Landsat (clouds-*) are available with "
+                   "pip install \"satellite-tiler[clouds]\"", err=True)
     for r in rows:
         size = f"{r['pixel_size_m']:g} m" if r["pixel_size_m"] else "pixel size unknown"
         click.echo(f"{r['name']}: {r['description']}\n"

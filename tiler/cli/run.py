@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from tiler.cli._common import (
@@ -18,6 +20,7 @@ from tiler.cli._common import (
     _vector_config,
     _verbosity,
     _write_json,
+    stage,
 )
 from tiler.cli._runopts import run_configs, run_options, scale_options
 from tiler.errors import UsageError
@@ -64,32 +67,37 @@ def run(scene, out, vector, report, html, classes, connectivity, min_area, min_p
     # The run resolved once (the model's metadata, the options checked against it); everything below uses it.
     spec = resolve_run(model=_model_path(model), inference=inference, streaming=streaming, output=out_cfg,
                        polygons=polygons, raster=out is not None, vector=vector is not None)
-    with _guard({"--out": _geotiff(out) if out else None, "--vector": _vector(vector), "--report": _json(report),
-                 "--html": (html, (".html", ".htm")) if html else None},
+    with _guard({"--out": _geotiff(out) if out else None, "--vector": _vector(vector),
+                 "--html": (html, (".html", ".htm")) if html else None, "--report": _json(report)},
                 [*_scene_inputs(scene), spec.model], overwrite) as guard:
         from tiler.distributed import run as run_parts
 
         bar = _Progress(quiet, "patch", "predict")
         parts_bar = _Progress(quiet or (workers is None and scheduler is None), "part", "parts")
         try:
-            result = run_parts(scene, guard["--out"], vector=guard["--vector"], spec=spec, overwrite=overwrite,
-                               parts=parts, workers=workers, scheduler=scheduler, progress=bar,
-                               parts_progress=parts_bar)
+            with stage("predicting and writing the products"):
+                result = run_parts(scene, guard["--out"], vector=guard["--vector"], spec=spec, overwrite=overwrite,
+                                   parts=parts, workers=workers, scheduler=scheduler, progress=bar,
+                                   parts_progress=parts_bar)
         finally:
             bar.close()
             parts_bar.close()
-        _write_json(guard["--report"], result.to_dict())
         if guard["--html"] is not None:
             from tiler.view import build_page, page_scene, write_page
 
-            write_page(guard["--html"], build_page(result.out, scene=page_scene(scene, result.out),
-                                                   vector=result.vector and result.vector["path"],
-                                                   report=result.to_dict()), overwrite=overwrite)
+            with stage(f"writing the page {guard['--html'].path}"):
+                mask = guard["--out"].current  # the staged class map: every output is renamed into place at the end
+                write_page(guard["--html"], build_page(mask, scene=page_scene(scene, mask),
+                                                       vector=guard["--vector"] and guard["--vector"].current,
+                                                       report=result.to_dict(),
+                                                       title=os.path.basename(guard["--out"].path)),
+                           overwrite=overwrite)
+        with stage(f"writing the report {guard['--report'] and guard['--report'].path}"):
+            _write_json(guard["--report"], result.to_dict())
     if not quiet:
-        wrote = [p for p in (result.out, result.vector and result.vector["path"]) if p]
         extra = (f", {sum(result.vector['features'].values())} polygons" if result.vector else "")
         if result.parts:
             extra += (f", {result.parts['total']} parts ({result.parts['reused']} from an interrupted run) on "
                       f"{len(result.parts['workers'])} worker(s)")
-        click.echo(f"wrote {' and '.join(wrote)} ({result.scene['width']}x{result.scene['height']}, "
+        click.echo(f"wrote {', '.join(guard.committed)} ({result.scene['width']}x{result.scene['height']}, "
                    f"{result.patches['predicted']} patches{extra}, {result.seconds['total']:.1f} s)", err=True)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+from contextlib import contextmanager
+from typing import Iterator
 
 import click
 
+from tiler import _signals
 from tiler.cli._common import RegistryChoice, _guard, _handle_errors, _out, _overwrite, _require, _verbosity
 from tiler.errors import UsageError
 
@@ -53,7 +56,8 @@ from tiler.errors import UsageError
 @click.option("--max-minutes", type=float, default=None, help="Stop after this many minutes of training.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--init", type=click.Path(dir_okay=False), default=None,
-              help="Start from this tiler model's weights and normalisation (fine-tuning).")
+              help="Start from this tiler model's weights and normalisation (fine-tuning): a .keras file or a "
+                   "model name (default: the bundled model).")
 @click.option("--encoder", type=RegistryChoice("tiler.model._encoders", "ENCODERS"), default=None,
               help="A pretrained encoder under a U-Net decoder instead of the U-Net from scratch (RGB images; "
                    "depth 5, patches multiples of 32; the weights come from an installed package: "
@@ -90,6 +94,10 @@ def train(images, masks, out, classes_file, val_images, val_masks, vector_labels
         raise UsageError("give MASKS and --val-masks (label mask folders), or --labels POLYGONS")
     else:
         pairs = find_pairs(images, masks) + find_pairs(val_images, val_masks)
+    if init is not None:
+        from tiler.model._registry import resolve_model_path
+
+        init = resolve_model_path(init, option="--init")  # a file, or a model name (tiler models)
     inputs = [f for pair in pairs for f in pair if f] + [classes_file] + ([init] if init else []) \
         + ([vector_labels] if vector_labels else [])
     from tiler.training import checkpoint_folder
@@ -97,9 +105,6 @@ def train(images, masks, out, classes_file, val_images, val_masks, vector_labels
     if freeze_epochs and encoder is None:
         raise UsageError("--freeze-epochs freezes a pretrained encoder: give --encoder NAME too")
 
-    # A resumed run replaces the best model its first part saved.
-    resuming = resume and os.path.isfile(os.path.join(checkpoint_folder(out), "state.json"))
-    guard = _guard({"--out": (out, (".keras",))}, inputs, overwrite or resuming)
     config = TrainConfig(patch_size=patch_size, batch_size=batch_size, epochs=epochs,
                          steps_per_epoch=steps_per_epoch, learning_rate=learning_rate, patience=patience,
                          depth=depth, base_filters=base_filters, val_overlap=val_overlap,
@@ -115,7 +120,8 @@ def train(images, masks, out, classes_file, val_images, val_masks, vector_labels
                        err=True)
 
     command = "tiler train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    with guard:
+    folder = checkpoint_folder(out)
+    with _guard({"--out": (out, (".keras",))}, inputs, overwrite) as guard, _checkpoint_kept(folder):
         report = train_model(images, masks, guard["--out"], labels=LabelScheme.from_file(classes_file),
                              val_images=val_images, val_masks=val_masks, vector_labels=vector_labels,
                              label_field=label_field, channels=channels.split(",") if channels else None,
@@ -124,3 +130,15 @@ def train(images, masks, out, classes_file, val_images, val_masks, vector_labels
     if not quiet:
         click.echo(f"best epoch {report['best_epoch']}: val mean IoU "
                    f"{report['val_scores']['mean_iou']:.4f}; saved {out}", err=True)
+
+
+@contextmanager
+def _checkpoint_kept(folder: str) -> Iterator[None]:
+    """On an interruption, say that the checkpoint of the last finished epoch is kept and how to resume."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if os.path.isfile(os.path.join(folder, "state.json")):
+            _signals.keep(f"the checkpoint of the last finished epoch is kept in {folder}: run the same command "
+                          "with --resume to go on from it")
+        raise

@@ -22,9 +22,11 @@ def view(mask, scene, vector, report, out, overwrite, quiet, verbose):
     """Write one HTML page of MASK that opens offline from disk: the scene, the class map with an opacity slider
     and per-class toggles, the polygons with their class, area and mean probability, a legend with class areas
     and shares, and the run report. Pan and zoom; no network request."""
-    inputs = [p for p in (mask, scene, vector, report) if p]
-    for p in inputs:
-        _require(p)
+    named = [(mask, "mask"), (scene, "scene"), (vector, "--vector file"), (report, "--report file")]
+    for p, what in named:
+        if p:
+            _require(p, what)
+    inputs = [p for p, _ in named if p]
     with _guard({"--out": (out, (".html", ".htm"))}, inputs, overwrite) as guard:
         from tiler.view import build_page, write_page
 

@@ -302,7 +302,7 @@ def run(
         dests = {k: given.get(k) or guard[k] for k in ("out", "vector")}
         job = make_job(os.fspath(scene), dests["out"] and dests["out"].path, dests["vector"] and dests["vector"].path,
                        spec, overwrite=overwrite, parts=parts)
-        result = execute([job], client if client is not None else own, retries=retries, lock=False,
+        result = execute([job], client if client is not None else own, retries=retries, destinations=[dests],
                          progress=parts_progress, patch_progress=_cumulative(progress))[0]
     if result.status == "failed":
         _raise_failure(result, result.error_type)
@@ -468,6 +468,14 @@ def _batch_in(out_dir: str, scenes: list, name: str, spec, *, overwrite, parts, 
             raise OutputPathError(f"scenes {outputs[path]!r} and {s!r} would both write {path!r}; give --name a "
                                   "template that tells them apart, e.g. '{stem}_{model}.tif', or rename one")
         outputs[path] = s
+    inputs = {os.path.realpath(f) for s in scenes for f in scene_inputs(s)}
+    clashes = [(path, s) for path, s in outputs.items() if os.path.realpath(path) in inputs]
+    if clashes:  # said at once: --overwrite would not help
+        path, s = clashes[0]
+        raise OutputPathError(
+            f"--out-dir {out_dir!r}: {len(clashes)} output(s) would overwrite input(s), e.g. {path!r} is an input "
+            f"(of {s!r}); tiler never replaces its input: choose another --out-dir, or a --name template such as "
+            "'{stem}_mask.tif'")
     # Checks every output (suffix, folder, not an input, not existing without --overwrite) before any work;
     # existing outputs with this run's fingerprint are skipped instead.
     opts = spec.option_dicts()

@@ -22,7 +22,7 @@ from tiler import _signals
 from tiler.destination import Destination, clean_stale
 from tiler.distributed._journal import Journal
 from tiler.distributed._tasks import SceneJob, assemble, run_part, start
-from tiler.errors import TilerError
+from tiler.errors import TilerError, describe_failure
 
 __all__ = ["SceneResult", "execute", "BatchAborted"]
 
@@ -212,11 +212,11 @@ def _describe_failure(exc: BaseException, what: str, client=None) -> str:
         return (f"the worker running {what} died each time it was tried: out of memory ({guard}) or killed; "
                 "lower --batch-size or --strip-rows, use fewer --workers (each then gets more memory), or "
                 "give the workers more memory")
-    return f"{what} failed: {name}: {exc}"
+    return describe_failure(exc, what)
 
 
 def execute(jobs: list[SceneJob], client=None, *, retries: int = 0, on_error: str = "skip",
-            lock: bool = True, progress: Optional[PartsProgress] = None,
+            destinations: Optional[list[dict]] = None, progress: Optional[PartsProgress] = None,
             patch_progress=None) -> list[SceneResult]:
     """Run scenes as tasks: whole or in parts, resumable from their journals.
 
@@ -231,9 +231,13 @@ def execute(jobs: list[SceneJob], client=None, *, retries: int = 0, on_error: st
     on_error : {"skip", "fail"}
         ``skip``: a failed scene is reported and the others go on; ``fail``:
         stop everything at the first failure (:class:`BatchAborted`).
-    lock : bool, default True
-        Take each scene's destination lock while it runs (False: the caller
-        holds them).
+    destinations : list of dict, optional
+        Per job, ``{"out": Destination or None, "vector": Destination or None}``
+        that the caller guarded and locked (:func:`tiler.distributed.run`: the
+        command's transaction, committed by the caller). Default: each scene
+        takes its destinations' locks while it runs and commits its outputs as
+        soon as they are complete (a batch: a finished scene is kept whatever
+        happens to the others).
     progress : callable, optional
         ``progress(parts done, parts total, scenes done, scenes total)``.
     patch_progress : callable, optional
@@ -252,7 +256,7 @@ def execute(jobs: list[SceneJob], client=None, *, retries: int = 0, on_error: st
     """
     runner = _Dask(client, retries) if client is not None else _Inline(retries)
     return _Execution(jobs, runner, client, on_error=on_error, progress=progress,
-                      patch_progress=patch_progress if client is None else None).run(lock)
+                      patch_progress=patch_progress if client is None else None).run(destinations)
 
 
 @dataclass
@@ -261,6 +265,7 @@ class _SceneState:
 
     t0: float  # perf_counter() when its first task was submitted
     locks: list = field(default_factory=list)  # its destinations, locked while it runs
+    dests: dict = field(default_factory=dict)  # "out"/"vector" -> its Destination (None where not written)
     prepared: Optional[dict] = None  # the start task's result for a scene in parts
     parts: dict = field(default_factory=dict)  # part index -> its journal entry
     journal: Optional[Journal] = None
@@ -276,7 +281,8 @@ class _Task:
 
     def what(self) -> str:
         """How a failure message names it."""
-        return {"start": "opening the scene", "part": f"part {self.part}", "assemble": "assembling"}[self.kind]
+        return {"start": "running the scene", "part": f"part {self.part}", "assemble": "assembling the parts"}[
+            self.kind]
 
 
 class _Execution:
@@ -293,12 +299,14 @@ class _Execution:
         self.futures: dict[Any, _Task] = {}
         self.queue = runner.completed([])
 
-    def run(self, lock: bool) -> list[SceneResult]:
+    def run(self, destinations: Optional[list[dict]]) -> list[SceneResult]:
         """Submit every scene's start, then react to each finished task until all scenes are settled."""
         try:
             for i, job in enumerate(self.jobs):
                 self.states[i] = _SceneState(time.perf_counter())
-                if lock and not self._lock(i, job):
+                if destinations is not None:
+                    self.states[i].dests = dict(destinations[i])
+                elif not self._lock(i, job):
                     continue
                 self._submit(_Task("start", i), start, job)
             for fut in self.queue:
@@ -329,9 +337,12 @@ class _Execution:
 
     def _lock(self, i: int, job: SceneJob) -> bool:
         """Take the scene's destination locks; a scene whose output is busy fails here (False)."""
+        st = self.states[i]
         try:
-            self.states[i].locks = [Destination(p, overwrite=job.overwrite) for p in (job.out, job.vector) if p]
-            for d in self.states[i].locks:
+            st.dests = {k: Destination(p, overwrite=job.overwrite) if p else None
+                        for k, p in (("out", job.out), ("vector", job.vector))}
+            st.locks = [d for d in st.dests.values() if d is not None]
+            for d in st.locks:
                 d.lock()
         except TilerError as exc:
             self._finish(i, "failed", str(exc), type(exc).__name__)
@@ -359,6 +370,8 @@ class _Execution:
         """The start task ran the scene whole (done), or prepared it in parts: submit those the journal lacks."""
         job, r, st = self.jobs[i], self.results[i], self.states[i]
         if res["status"] == "done":
+            if not self._commit(i, res):
+                return
             r.report = res["report"]
             r.pixels = r.report["scene"]["width"] * r.report["scene"]["height"]
             r.registration = r.report["registration"]
@@ -397,8 +410,31 @@ class _Execution:
             self._submit(_Task("assemble", i), assemble, self.jobs[i], st.prepared,
                          [st.parts[b.index] for b in bands])
 
+    def _commit(self, i: int, res: dict) -> bool:
+        """Take over the products a task staged; commit them (or stage them in the caller's transaction).
+        False (the scene failed) where that is refused."""
+        st = self.states[i]
+        try:
+            for key, path in (res.get("staged") or {}).items():
+                if path is not None:
+                    st.dests[key].take(path)
+            for d in st.dests.values():
+                if d is not None and d.tmp is not None:
+                    d.commit()
+        except TilerError as exc:
+            for d in st.dests.values():
+                if d is not None:
+                    d.discard()
+            self._finish(i, "failed", str(exc), type(exc).__name__)
+            return False
+        return True
+
     def _assembled(self, i: int, res: dict) -> None:
         r, st = self.results[i], self.states[i]
+        if not self._commit(i, res):
+            return
+        st.journal.remove()
+        clean_stale(os.path.dirname(st.journal.folder))
         prep = st.prepared
         r.parts["assembly_seconds"] = res["seconds"]
         r.parts["list"] = [{k: e.get(k) for k in ("part", "rows", "seconds", "worker", "patches")}

@@ -5,8 +5,12 @@
   groups once, and returns the row bands and corrections every part uses.
 - :func:`run_part` streams one row band into part files in the work folder.
 - :func:`assemble` copies the part files' decoded blocks into the final
-  products through the same sinks, verifies them, renames them into place and
-  removes the work folder.
+  products through the same sinks and verifies them.
+
+A task never renames a product into place: it stages it (complete, verified,
+under a temporary name beside the destination) and returns its path; the
+process that started the run takes it over and commits it with the run's other
+outputs, then removes the work folder.
 
 A worker keeps each model it loaded (by the model file's sha256) for every
 later task, and caps GDAL's block cache by the run's ``gdal_cache_mb``.
@@ -33,7 +37,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from tiler.config import InferenceConfig, OutputConfig, StreamConfig, VectorConfig
-from tiler.destination import Destination, clean_stale
+from tiler.destination import Destination
 from tiler.engine import Block
 from tiler.errors import TilerError
 from tiler.output import CLASS_NODATA
@@ -206,15 +210,35 @@ def start(job: SceneJob, progress=None) -> dict:
                         "summary": scene_summary(sc, plan, job.scene), "registration": reg,
                         "domain": verdict.to_dict() if verdict is not None else None,
                         "task_seconds": time.perf_counter() - t, "worker": _worker_name()}
-            out = Destination(job.out, overwrite=job.overwrite) if job.out else None
-            vector = Destination(job.vector, overwrite=job.overwrite) if job.vector else None
-            report = run_spec(spec, job.scene, out, vector, model=_WorkerModel(job, spec.info),
-                              overwrite=job.overwrite, progress=progress, tags={FINGERPRINT_TAG: job.fingerprint},
-                              opened=sc)
+            dests = _staging(job)
+            try:
+                report = run_spec(spec, job.scene, dests["out"], dests["vector"], model=_WorkerModel(job, spec.info),
+                                  overwrite=job.overwrite, progress=progress,
+                                  tags={FINGERPRINT_TAG: job.fingerprint}, opened=sc)
+            except BaseException:
+                _discard(dests)
+                raise
     except TilerError as exc:
         return _error(exc)
-    return {"status": "done", "report": report.to_dict(), "worker": _worker_name(), "peak_rss_mb": peak_rss_mb(),
-            "task_seconds": time.perf_counter() - t}
+    return {"status": "done", "report": report.to_dict(), "staged": _staged(dests), "worker": _worker_name(),
+            "peak_rss_mb": peak_rss_mb(), "task_seconds": time.perf_counter() - t}
+
+
+def _staging(job: SceneJob) -> dict[str, Optional[Destination]]:
+    """The job's products as deferred destinations: a task stages them (complete and verified, under
+    temporary names) and the process that started the run renames them into place with its other outputs."""
+    return {k: Destination(p, overwrite=job.overwrite, deferred=True) if p else None
+            for k, p in (("out", job.out), ("vector", job.vector))}
+
+
+def _staged(dests: dict) -> dict[str, Optional[str]]:
+    return {k: d.staged if d is not None else None for k, d in dests.items()}
+
+
+def _discard(dests: dict) -> None:
+    for d in dests.values():
+        if d is not None:
+            d.discard()
 
 
 def part_files(job: SceneJob, index: int) -> dict[str, str]:
@@ -271,7 +295,7 @@ def run_part(job: SceneJob, prepared: dict, band: RowBand, progress=None) -> dic
             plan = ChannelPlan.for_scene(sc, spec.info.channels, bands=inference.bands)
             sinks = []
             for kind, name in files.items():
-                dest = Destination(os.path.join(job.work, name), overwrite=True)
+                dest = Destination(os.path.join(job.work, name), overwrite=True, intermediate=True)
                 if kind == "raster":
                     sinks.append(raster_sink(dest, spec.output, part=True))
                 elif kind == "probs":
@@ -339,7 +363,7 @@ def _read_blocks(job: SceneJob, parts: list[dict], width: int, band_width: int, 
 
 
 def assemble(job: SceneJob, prepared: dict, parts: list[dict]) -> dict:
-    """Copy the parts into the final products, verify, rename into place, remove the work folder.
+    """Copy the parts into the final products and verify them (staged: the caller commits them).
 
     Parameters
     ----------
@@ -352,9 +376,9 @@ def assemble(job: SceneJob, prepared: dict, parts: list[dict]) -> dict:
     Returns
     -------
     dict
-        ``seconds``, ``vector`` (the polygons' summary), ``worker``; or ``error``.
+        ``seconds``, ``vector`` (the polygons' summary), ``staged`` (product -> staged file), ``worker``;
+        or ``error``.
     """
-    from tiler.distributed._journal import Journal
     from tiler.pipeline import raster_sink
     from tiler.reports import vector_summary
     from tiler.sinks import PolygonSink, feed
@@ -363,18 +387,21 @@ def assemble(job: SceneJob, prepared: dict, parts: list[dict]) -> dict:
     _, streaming, output, polygons = job.configs()
     context = prepared["context"]
     sinks, vector_sink = [], None
+    dests = _staging(job)
     try:
         with rasterio.Env(GDAL_CACHEMAX=streaming.gdal_cache_mb):
-            if job.out is not None:
-                sinks.append(raster_sink(Destination(job.out, overwrite=job.overwrite), output))
-            if job.vector is not None:
-                vector_sink = PolygonSink(Destination(job.vector, overwrite=job.overwrite), polygons)
+            if dests["out"] is not None:
+                sinks.append(raster_sink(dests["out"], output))
+            if dests["vector"] is not None:
+                vector_sink = PolygonSink(dests["vector"], polygons)
                 sinks.append(vector_sink)
             kind = output.kind if job.out is not None else "class"
             feed(_read_blocks(job, parts, context.width, streaming.band_width, kind), sinks, context)
     except TilerError as exc:
+        _discard(dests)
         return _error(exc)
-    Journal(job.work).remove()
-    clean_stale(os.path.dirname(job.work))
+    except BaseException:
+        _discard(dests)
+        raise
     return {"seconds": round(time.perf_counter() - t, 4), "task_seconds": time.perf_counter() - t,
-            "vector": vector_summary(vector_sink), "worker": _worker_name()}
+            "vector": vector_summary(vector_sink), "staged": _staged(dests), "worker": _worker_name()}

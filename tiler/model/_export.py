@@ -33,6 +33,18 @@ from tiler.errors import ModelFileError, UsageError
 __all__ = ["export_onnx", "deepness_metadata"]
 
 
+def _overlap_percent(patch: int, overlap: float) -> float:
+    """The overlap in percent of the patch that gives back the same overlap in pixels.
+
+    tiler overlaps ``round(overlap * patch)`` pixels; an integer percent can lose one (12 % of 192 px is 23 px,
+    not the 24 of 0.125), so the exact percentage of those pixels is written (``12.5``), an integer where
+    it is one.
+    """
+    pixels = int(round(overlap * patch))
+    percent = round(100.0 * pixels / patch, 6)
+    return int(percent) if percent == int(percent) else percent
+
+
 def deepness_metadata(info) -> dict[str, str]:
     """Deepness's metadata keys for a model, values JSON-encoded (see the module docstring)."""
     patch, overlap, _ = info.recommended()
@@ -41,7 +53,7 @@ def deepness_metadata(info) -> dict[str, str]:
         "class_names": json.dumps({str(i): n for i, n in enumerate(info.classes)}),
         "tiles_size": json.dumps(int(patch)),
         "tile_size": json.dumps(int(patch)),
-        "tiles_overlap": json.dumps(int(round(100 * overlap))),
+        "tiles_overlap": json.dumps(_overlap_percent(int(patch), overlap)),
         "standardization_mean": json.dumps([float(v) / 255.0 for v in info.offset]),
         "standardization_std": json.dumps([float(v) / 255.0 for v in info.scale]),
     }
@@ -116,6 +128,10 @@ def export_onnx(model: Union[str, os.PathLike], out, *, overwrite: bool = False)
         entry = graph.metadata_props.add()
         entry.key, entry.value = key, value
     graph.producer_name = "tiler"
+    for value in (graph.graph.input[0], graph.graph.output[0]):  # tf2onnx names dynamic axes unk__1494: say what
+        for dim, name in zip(value.type.tensor_type.shape.dim, ("batch", None, "height", "width")):
+            if name and not dim.HasField("dim_value"):
+                dim.dim_param = name
     with dest.writing() as tmp_path:
         onnx.save(graph, tmp_path)
     shape = [[d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim] for v in (graph.graph.input[0],

@@ -44,6 +44,9 @@ TILER_KEY = "tiler"
 #: Deepness's keys (see the module docstring for the source).
 DEEPNESS_KEYS = ("model_type", "class_names", "resolution", "tile_size", "tiles_size", "tiles_overlap",
                  "standardization_mean", "standardization_std")
+#: The largest input value of a Deepness model: 8-bit RGB(A), which Deepness scales by 1/255 (its docs,
+#: ``creators_add_metadata_to_model.rst``, "standardization_mean"/"standardization_std").
+DEEPNESS_MAX = 255.0
 #: Class colours where a model names none: a qualitative, colour-blind-safe set (Okabe & Ito 2008,
 #: "Color Universal Design", https://jfly.uni-koeln.de/color/), then greys.
 DEFAULT_COLOURS = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000")
@@ -104,15 +107,56 @@ def _from_deepness(props: dict, dims: list, source: str) -> Optional[dict]:
     scale = [255.0 * s for s in (std or [1.0] * 3)]
     size = props.get("tile_size", props.get("tiles_size"))
     patch = int(loads(size)) if size is not None else (dims[2] or 256)
-    overlap = int(loads(props["tiles_overlap"])) / 100.0 if "tiles_overlap" in props else 0.125
+    overlap = float(loads(props["tiles_overlap"])) / 100.0 if "tiles_overlap" in props else 0.125
     doc = {"channels": ["red", "green", "blue"], "classes": classes,
            "colours": [DEFAULT_COLOURS[k % len(DEFAULT_COLOURS)] for k in range(len(classes))],
            "offset": offset, "scale": scale, "activation": "softmax", "patch_size": patch, "depth": 0,
            "network": {"format": "onnx", "layout": "NCHW", "output": "probabilities", "from": "deepness"},
            "inference": {"patch_size": patch, "overlap": min(overlap, 0.9), "window": "spline"}}
-    if "resolution" in props:  # centimetres per pixel
-        doc["training"] = {"pixel_size_m": float(loads(props["resolution"])) / 100.0}
+    pixel_size = float(loads(props["resolution"])) / 100.0 if "resolution" in props else None  # cm per pixel
+    if pixel_size is not None:
+        doc["training"] = {"pixel_size_m": pixel_size}
+    # Deepness feeds a raster's first bands as 8-bit values scaled by 1/255: that is the training domain its
+    # models are made for, so a 16-bit or reflectance scene is refused as for tiler's own files.
+    doc["domain"] = {"channels": [{"name": c, "dtype": "uint8", "low": 0.0, "high": DEEPNESS_MAX}
+                                  for c in doc["channels"]], "pixel_size": pixel_size}
     return doc
+
+
+def _graph_output(model) -> list:
+    """The dims of the graph's first output (int, or None where dynamic)."""
+    if not model.graph.output:
+        raise ModelFileError("the ONNX graph has no output")
+    return [d.dim_value if d.HasField("dim_value") else None
+            for d in model.graph.output[0].type.tensor_type.shape.dim]
+
+
+def _check_graph(model, dims: list, layout: str, doc: dict, source: str) -> None:
+    """Check the metadata's layout, channels and classes against the graph's input and output shapes.
+
+    Raises
+    ------
+    ModelFileError
+        Naming the graph's shape, what the metadata says and which key to fix.
+    """
+    channels, classes = len(doc.get("channels", [])), len(doc.get("classes", []))
+    axis, other = (1, 3) if layout == "NCHW" else (3, 1)
+    shown = "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
+    if dims[axis] != channels and dims[other] == channels:
+        real = "NHWC" if layout == "NCHW" else "NCHW"
+        raise ModelFileError(f"{source}: the graph's input is {shown}, {real} with {channels} channels, but the "
+                             f"metadata says layout {layout}; set network.layout to {real!r}")
+    if dims[axis] and dims[axis] != channels:
+        raise ModelFileError(f"{source}: the graph takes {dims[axis]} channels but the metadata names "
+                             f"{channels}")
+    out = _graph_output(model)
+    if len(out) == 4:
+        n = out[1] if layout == "NCHW" else out[3]
+        if n and n != classes:
+            raise ModelFileError(f"{source}: the graph's output has {n} classes (shape "
+                                 f"({', '.join('?' if d is None else str(d) for d in out)})) but the metadata "
+                                 f"names {classes} ({', '.join(doc.get('classes', []))}); name one class per "
+                                 "output channel")
 
 
 def read_onnx_info(path) -> "Any":
@@ -142,10 +186,15 @@ def read_onnx_info(path) -> "Any":
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ModelFileError(f"model file {path!r} does not exist; check --model")
+    if os.path.getsize(path) == 0:
+        raise ModelFileError(f"{path!r} is empty (0 bytes): not an ONNX model; export or copy it again")
     try:
         model = onnx.load(path, load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError and others for a file that is not ONNX
         raise ModelFileError(f"{path!r} is not an ONNX model ({type(exc).__name__}: {exc})") from None
+    if not model.graph.node and not model.graph.input:
+        raise ModelFileError(f"{path!r} holds an empty ONNX graph (no inputs, no operators): a truncated or "
+                             "unfinished file; export or copy it again")
     name, dims = _graph_input(model)
     props = {p.key: p.value for p in model.metadata_props}
     sidecar = path + ".json"
@@ -186,13 +235,13 @@ def read_onnx_info(path) -> "Any":
     doc.setdefault("depth", 0)
     doc.setdefault("activation", "softmax")
     doc.setdefault("colours", [DEFAULT_COLOURS[k % len(DEFAULT_COLOURS)] for k in range(len(doc.get("classes", [])))])
-    channel_axis = 1 if network["layout"] == "NCHW" else 3
     if len(dims) != 4:
         raise ModelFileError(f"{source}: the input has {len(dims)} dimensions; tiler feeds (batch, channel, row, "
                              "col) or (batch, row, col, channel)")
-    if dims[channel_axis] and dims[channel_axis] != len(doc.get("channels", [])):
-        raise ModelFileError(f"{source}: the graph takes {dims[channel_axis]} channels but the metadata names "
-                             f"{len(doc.get('channels', []))}")
+    _check_graph(model, dims, network["layout"], doc, source)
+    sides = dims[2:] if network["layout"] == "NCHW" else dims[1:3]
+    if all(sides):  # a graph with fixed sides takes patches of that size only
+        network["sides"] = [int(v) for v in sides]
     doc.pop("format", None)
     return ModelInfo.from_json(json.dumps(doc), source=source)
 

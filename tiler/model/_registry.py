@@ -85,8 +85,16 @@ def available_models() -> dict[str, NamedModel]:
     return models
 
 
-def resolve_model_path(model) -> str:
-    """The file of ``--model``: an existing path as it is, else a registered name's file.
+def resolve_model_path(model, *, option: str = "--model") -> str:
+    """The file of ``--model`` (or another option that reads a model): an existing path as it is, else a
+    registered name's file.
+
+    Parameters
+    ----------
+    model : path-like or str
+        A path or a model name (``default``, ``tiler models``).
+    option : str, default "--model"
+        How the message names the option (``--init``, ``MODEL``).
 
     Raises
     ------
@@ -99,8 +107,8 @@ def resolve_model_path(model) -> str:
     models = available_models()
     if text in models:
         return models[text].path
-    raise ModelFileError(f"--model {text!r} is neither a model file nor a model name; names: "
-                         f"{', '.join(models)} (`tiler models` lists them)")
+    raise ModelFileError(f"{option} {text!r} is neither a model file nor a model name; names: "
+                         f"{', '.join(models)} (`tiler models` lists them); check {option}")
 
 
 def registered_info(path) -> Optional[Any]:

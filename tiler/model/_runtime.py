@@ -467,7 +467,7 @@ def onnx_engine(runtime: str) -> str:
         raise PlanError("--runtime openvino: the openvino package is not installed (pip install openvino)")
     if runtime == "onnxruntime" and not has_ort():
         raise PlanError("--runtime onnxruntime: the onnxruntime package is not installed (pip install "
-                        "onnxruntime, or onnxruntime-gpu)")
+                        "\"satellite-tiler[onnxruntime]\", or onnxruntime-gpu for CUDA)")
     return runtime
 
 

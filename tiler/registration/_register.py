@@ -211,15 +211,21 @@ class Registration:
         details = "; ".join(f"group {g.group!r} against {g.anchor!r}: {g.reason}" for g in self.failures)
         return f"registration failed: {details}. {fix}"
 
-    def apply(self, scene: Scene) -> None:
+    def apply(self, scene: Scene, *, strict: bool = True) -> None:
         """Set every successful group's correction on ``scene``.
+
+        Parameters
+        ----------
+        scene : Scene
+        strict : bool, default True
+            Refuse when a group failed; False: a failed group keeps the place its georeferencing gives it.
 
         Raises
         ------
         RegistrationError
-            If a group failed; the message gives each reason and the fix.
+            If a group failed and ``strict``; the message gives each reason and the fix.
         """
-        if self.failures:
+        if self.failures and strict:
             raise RegistrationError(self.failure_message(
                 "Check the scene (clouds, nodata, wrong band names), or pass --registration off to proceed with "
                 "the groups placed by their georeferencing only"))

@@ -20,6 +20,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 import rasterio
+import rasterio.warp
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
@@ -106,6 +107,58 @@ class GroupGrid:
     pixel_size: float
 
 
+#: Slack on the limits of longitude and latitude, degrees: a grid whose pixel centres are inside may have
+#: its outer edge half a pixel beyond (global products on -180.05 ... 180.05).
+_DEGREE_SLACK = 1.0
+
+
+def check_bounds(path: str, crs: CRS, transform: Affine, width: int, height: int) -> None:
+    """Refuse a grid whose bounds cannot be in its declared CRS (the CRS is wrong).
+
+    A geographic CRS holds longitudes in [-180, 360] (0-360 products included) and latitudes in
+    [-90, 90] degrees; a projected CRS holds coordinates that map back to longitude and latitude
+    (GDAL's inverse projection of the four corners is finite).
+
+    Parameters
+    ----------
+    path : str
+        The scene (named in the message).
+    crs : rasterio.crs.CRS
+    transform : affine.Affine
+    width, height : int
+        The grid, pixels.
+
+    Raises
+    ------
+    SceneReadError
+        With the CRS, the bounds and ``rio edit-info --crs`` as the fix (exit code 2). EPSG:4326 declared on
+        UTM coordinates (longitudes of 300000) is the case this catches; polygons' geodesic areas would be
+        NaN there.
+    """
+    t = transform
+    corners = [(c, r) for c in (0, width) for r in (0, height)]
+    xs = [t.a * c + t.b * r + t.c for c, r in corners]
+    ys = [t.d * c + t.e * r + t.f for c, r in corners]
+    left, right, bottom, top = min(xs), max(xs), min(ys), max(ys)
+    fix = (f"the CRS is wrong: set the right one with `rio edit-info --crs EPSG:CODE {path}` (for example the "
+           "UTM zone the coordinates are in), or give the scene its correct georeferencing")
+    where = f"scene {path!r} declares {crs.to_string() or 'a CRS'} but its bounds ({left:.6g}, {bottom:.6g}, " \
+            f"{right:.6g}, {top:.6g})"
+    if crs.is_geographic:
+        if not (-180 - _DEGREE_SLACK <= left and right <= 360 + _DEGREE_SLACK
+                and -90 - _DEGREE_SLACK <= bottom and top <= 90 + _DEGREE_SLACK):
+            raise SceneReadError(f"{where} are not longitudes and latitudes in degrees; {fix}")
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lon, lat = rasterio.warp.transform(crs, CRS.from_epsg(4326), xs, ys)
+    except (rasterio.errors.CRSError, ValueError):
+        return  # a CRS GDAL cannot invert: nothing to judge
+    if not (np.all(np.isfinite(lon)) and np.all(np.isfinite(lat))):
+        raise SceneReadError(f"{where} do not map to longitudes and latitudes in that CRS; {fix}")
+
+
 def _affine_scale(t: Affine) -> float:
     return math.sqrt(abs(t.determinant))
 
@@ -179,6 +232,8 @@ class Scene:
             self.height, self.width, self.crs = h, w, crs
             self.georeferenced = geo
             self.transform = t
+            if geo and crs is not None:
+                check_bounds(path, crs, t, w, h)
             self.gcps, self.rpcs = None, None
             if not geo:  # placed on the Earth by GCPs or RPCs alone: kept for every output
                 ref = self._datasets[next(g for g in self.groups if g.name == self.reference).paths[0]]

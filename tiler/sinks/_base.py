@@ -12,6 +12,7 @@ from rasterio.crs import CRS
 
 from tiler.destination import disk_failure
 from tiler.engine import Block
+from tiler.errors import in_stage
 from tiler.labels import LabelScheme
 
 __all__ = ["OutputContext", "Sink", "feed", "not_georeferenced_note"]
@@ -194,31 +195,49 @@ def feed(blocks: Iterable[Block], sinks: Sequence[Sink], context: OutputContext,
     seconds.setdefault("write", 0.0)
     opened: list[Sink] = []
     committed = 0
+    stages = [f"writing {_product_name(s)}" for s in sinks]
+    current: Optional[Sink] = None  # the sink being called: the first suspect of a full disk
     try:
-        for s in sinks:
+        for s, where in zip(sinks, stages):
             opened.append(s)
-            s.open(context)
+            current = s
+            with in_stage(where):
+                s.open(context)
+        current = None
         for block in blocks:
             t, blend = time.perf_counter(), seconds.get("blend", 0.0)
-            for s in sinks:
-                s.write(block)
+            for s, where in zip(sinks, stages):
+                current = s
+                with in_stage(where):
+                    s.write(block)
+            current = None
             # A block's class map or values are computed on first use and counted as blending.
             seconds["write"] += time.perf_counter() - t - (seconds.get("blend", 0.0) - blend)
         t = time.perf_counter()
-        for s in sinks:
-            s.commit()
+        for s, where in zip(sinks, stages):
+            current = s
+            with in_stage(where):
+                s.commit()
             committed += 1
         seconds["write"] += time.perf_counter() - t
     except BaseException as exc:
         # Classify while the temporaries still fill the disk: a full disk shows up as a failed *read*
         # (GDAL flushing the output's dirty blocks from its cache) or a database error as often as a
         # failed write; every product's failure is named once here.
-        failure = disk_failure(exc, [getattr(s, "destination", None) for s in opened[committed:]])
+        suspects = ([current] if current is not None else []) + [s for s in opened[committed:] if s is not current]
+        failure = disk_failure(exc, [getattr(s, "destination", None) for s in suspects])
         for s in opened[committed:]:
             s.abort()
         if failure is not None:
             raise failure from None
         raise
+
+
+def _product_name(sink) -> str:
+    """How a failure message names a sink's product: ``the polygons /out/m.gpkg``, ``/out/mask.tif``."""
+    dest = getattr(sink, "destination", None)
+    path = dest.path if dest is not None else type(sink).__name__
+    return f"the polygons {path}" if getattr(sink, "product", None) == "polygons" else path
 
 
 def not_georeferenced_note(path: str) -> str:

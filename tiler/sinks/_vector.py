@@ -113,8 +113,9 @@ def vector_format(path: str) -> str:
         try:
             import pyarrow  # noqa: F401
         except ImportError:
-            raise UsageError(f"{os.fspath(path)!r}: GeoParquet needs pyarrow (pip install pyarrow) or a GDAL "
-                             "with the Parquet driver; or write .gpkg or .fgb") from None
+            raise UsageError(f"{os.fspath(path)!r}: GeoParquet needs pyarrow (pip install "
+                             "\"satellite-tiler[parquet]\") or a GDAL with the Parquet driver; or write .gpkg or "
+                             ".fgb") from None
     return fmt
 
 
@@ -184,6 +185,8 @@ class PolygonSink:
     once: with it, the finished regions (not the raster) are held until the
     end.
     """
+
+    product = "polygons"
 
     def __init__(self, destination: Destination, config: Optional[VectorConfig] = None) -> None:
         self.destination = destination
@@ -269,7 +272,8 @@ class PolygonSink:
         else:
             area = shapely.area(geoms if self.measure == "planar" else pixel)
             perimeter = shapely.length(geoms if self.measure == "planar" else pixel)
-        keep = area >= self.config.min_area
+        # A NaN area (a CRS whose geodesic area is undefined there) never filters a polygon silently.
+        keep = ~(area < self.config.min_area)
         self.dropped_small += int((~keep).sum())
         if self.config.min_probability:
             weak = ~(mean_p >= self.config.min_probability)  # NaN (no probabilities) is kept: nothing to judge

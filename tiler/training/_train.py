@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from tiler.destination import Destination
 from tiler.errors import DatasetError, PlanError
 from tiler.labels import IGNORE, LabelScheme, read_mask
 from tiler.metrics import confusion_matrix, scores
@@ -586,7 +587,6 @@ def train(
 
     keras = import_keras()
 
-    from tiler.destination import Destination
     from tiler.model._losses import DiceCrossEntropy, JaccardCrossEntropy
     from tiler.source import fill_channels
 
@@ -621,7 +621,7 @@ def train(
     run = _Epochs(config, checkpoint, t0=t0, on_epoch=on_epoch,
                   validate=lambda net: evaluate_images(TilerModel(net, meta), val_data, overlap=config.val_overlap,
                                                        batch_size=config.batch_size),
-                  save=lambda net, record: save_model(net, dest, training=record, **info_kwargs),
+                  save=lambda net, record: save_model(net, checkpoint.best, training=record, **info_kwargs),
                   record={"command": command, "config": asdict(config), "init": init, "pretrained": pretrained,
                           "train_images": [p for p, _ in train_pairs], "val_images": [p for p, _ in val_pairs]})
     done_epochs = 0
@@ -655,8 +655,8 @@ def train(
     report = run.record()
     report["epochs_run"] = len(run.history)
     report["history"] = run.history
-    if run.best["epoch"] is not None:  # the saved best model gets the whole run's record
-        save_model(load_model(dest.path).keras_model, dest, training=report, **info_kwargs)
+    if run.best["epoch"] is not None:  # the best model, kept in the checkpoint, gets the whole run's record
+        save_model(load_model(checkpoint.best.path).keras_model, dest, training=report, **info_kwargs)
     checkpoint.remove()
     return report
 
@@ -865,17 +865,24 @@ class _Checkpoint:
     def __init__(self, out: str, identity: dict) -> None:
         self.folder = checkpoint_folder(out)
         self.identity = json.loads(json.dumps(identity, default=str))
+        #: The best model so far (``best.keras``): the model file is written from it when the run ends, so
+        #: that an interrupted run leaves no model file, only this folder to resume from.
+        self._best = Destination(os.path.join(self.folder, "best.keras"), overwrite=True,
+                                 intermediate=True)
+
+    @property
+    def best(self) -> Destination:
+        """The destination of the best model so far (its folder created)."""
+        os.makedirs(self.folder, exist_ok=True)
+        return self._best
 
     def save(self, net, state: dict) -> None:
         os.makedirs(self.folder, exist_ok=True)
-        tmp = os.path.join(self.folder, f".last-{os.getpid()}.keras")
-        net.save(tmp)
-        os.replace(tmp, os.path.join(self.folder, "last.keras"))
-        doc = {"identity": self.identity, **state}
-        tmp = os.path.join(self.folder, f".state-{os.getpid()}.json")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(doc, f, default=str)
-        os.replace(tmp, os.path.join(self.folder, "state.json"))
+        last = Destination(os.path.join(self.folder, "last.keras"), overwrite=True, intermediate=True)
+        with last.writing() as tmp:  # an interrupted save leaves no temporary file
+            net.save(tmp)
+        Destination(os.path.join(self.folder, "state.json"), overwrite=True, intermediate=True).write_text(
+            json.dumps({"identity": self.identity, **state}, default=str))
 
     def load(self, keras) -> Optional[tuple[Any, dict]]:
         """The network and state to resume from, or None (no checkpoint: start afresh).
