@@ -273,7 +273,7 @@ def test_batch_refuses_bad_plans_before_any_work(tmp_path, tiny_model, runner):
     assert res.exit_code == 2 and "would both write" in res.output
     res = runner.invoke(main, ["batch", a, "--out-dir", str(tmp_path / "a"), "--name", "{stem}.tif",
                                "--model", tiny_model, "--overwrite"])
-    assert res.exit_code == 2 and "is the input" in res.output
+    assert res.exit_code == 2 and "would overwrite input" in res.output
     res = runner.invoke(main, ["batch", a, "--out-dir", str(out), "--name", "{date}.tif", "--model", tiny_model])
     assert res.exit_code == 2 and "{stem}" in res.output
     out.mkdir(exist_ok=True)

@@ -108,12 +108,13 @@ def test_deepness_metadata_is_read(tmp_path):
     """The keys of the Deepness QGIS plugin (values JSON-encoded, as its documentation writes them)."""
     from tiler.model import read_info
 
-    meta = {"model_type": json.dumps("Segmentor"), "class_names": json.dumps({0: "background", 1: "field"}),
+    meta = {"model_type": json.dumps("Segmentor"),
+            "class_names": json.dumps({0: "background", 1: "field", 2: "road", 3: "water"}),  # the graph's K = 4
             "resolution": json.dumps(50), "tiles_size": json.dumps(256), "tiles_overlap": json.dumps(20),
             "standardization_mean": json.dumps([0.485, 0.456, 0.406]),
             "standardization_std": json.dumps([0.229, 0.224, 0.225])}
     info = read_info(_graph(tmp_path / "d.onnx", metadata=meta))
-    assert info.classes == ("background", "field") and info.channels == ("red", "green", "blue")
+    assert info.classes == ("background", "field", "road", "water") and info.channels == ("red", "green", "blue")
     assert info.recommended() == (256, 0.2, "spline") and info.network["output"] == "probabilities"
     assert info.offset == pytest.approx((0.485 * 255, 0.456 * 255, 0.406 * 255))
     assert info.scale == pytest.approx((0.229 * 255, 0.224 * 255, 0.225 * 255))
@@ -155,7 +156,9 @@ def test_the_exported_bundled_model_runs_as_the_keras_one(tmp_path, runner):
     model = onnx.load(str(tmp_path / "default.onnx"))
     props = {p.key: json.loads(p.value) for p in model.metadata_props}
     assert props["model_type"] == "Segmentor" and isinstance(props["class_names"], dict)
-    assert isinstance(props["tiles_size"], int) and isinstance(props["tiles_overlap"], int)
+    assert isinstance(props["tiles_size"], int) and isinstance(props["tiles_overlap"], (int, float))
+    patch, overlap, _ = read_info(DEFAULT_MODEL_PATH).recommended()  # the overlap in pixels round-trips exactly
+    assert round(props["tiles_overlap"] / 100 * patch) == round(overlap * patch)
     assert len(props["standardization_mean"]) == len(props["standardization_std"]) == 3
     assert all(isinstance(v, float) for v in props["standardization_mean"] + props["standardization_std"])
     keras_info, onnx_info = read_info(DEFAULT_MODEL_PATH), read_info(tmp_path / "default.onnx")

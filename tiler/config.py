@@ -21,7 +21,8 @@ if TYPE_CHECKING:  # NumPy loads with it: the command line builds its options fr
 
 __all__ = ["InferenceConfig", "StreamConfig", "OutputConfig", "VectorConfig", "split_options", "run_configs",
            "choices", "option_default",
-           "OUTPUT_KINDS", "PROBABILITY_DTYPES", "REGISTRATION", "CONNECTIVITY"]
+           "OUTPUT_KINDS", "PROBABILITY_DTYPES", "REGISTRATION", "CONNECTIVITY",
+           "WORKER_TIMEOUT"]
 
 #: Raster products of ``tiler run``: a uint8 class map, or per-class probabilities.
 OUTPUT_KINDS = ("class", "probability")
@@ -33,6 +34,10 @@ PROBABILITY_DTYPES = ("float32", "uint8")
 #: warning); refuse any group that cannot be registered (``strict``); or place band groups by their
 #: georeferencing only (``off``).
 REGISTRATION = ("auto", "strict", "off")
+#: Seconds ``--scheduler`` waits for a first worker where the scheduler has none (``--worker-timeout``): long
+#: enough for a deployment to start its workers (a Kubernetes pod pulling its image, a batch queue's short
+#: wait), short enough that a scheduled job whose workers are gone fails the same hour, with what to start.
+WORKER_TIMEOUT = 300.0
 #: Pixel connectivity of polygon regions: edge neighbours (4) or edge and corner (8).
 CONNECTIVITY = (4, 8)
 #: Default scene rows per strip (rounded to whole strides).

@@ -294,6 +294,17 @@ def _registration_options(switch: bool = True, aliases: tuple = ((), ())):
     return decorate
 
 
+def _dask_client_logs(scheduler: Optional[str], verbose: int) -> None:
+    """With ``--scheduler``: dask's client logs its reconnection errors on stderr when the scheduler goes away;
+    tiler says it once (``SchedulerLost``), so they are shown from -v on. Set after distributed's import,
+    which sets its loggers' levels from its config."""
+    if scheduler is None:
+        return
+    import distributed  # noqa: F401
+
+    logging.getLogger("distributed.client").setLevel(logging.INFO if verbose else logging.CRITICAL)
+
+
 def _require(path: str, what: str = "scene") -> None:
     """Refuse a missing input before anything heavy is imported (fast feedback)."""
     if not os.path.exists(path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from tiler.cli._common import _cog, _int_list, _model, _overwrite, _reference, _registration_options, config_option
+from tiler.config import WORKER_TIMEOUT
 
 __all__ = ["run_options", "run_configs", "scale_options"]
 
@@ -63,6 +64,10 @@ def scale_options(f):
     f = click.option("--parts", default="auto", show_default=True, metavar="N|auto",
                      help="Cut each scene into N row bands (parts), each computed alone and journalled, so a "
                           "crash costs one part; auto: one part up to 16 strips, else parts of 8 strips.")(f)
+    f = click.option("--worker-timeout", type=click.FloatRange(min=0), default=WORKER_TIMEOUT, show_default=True,
+                     metavar="SECONDS",
+                     help="With --scheduler: how long to wait for a first worker where the scheduler has none "
+                          "(tiler says that it waits, and then what to start).")(f)
     f = click.option("--scheduler", default=None, metavar="ADDRESS",
                      help="Run the parts on an existing dask cluster (tcp://host:8786); its workers must see the "
                           "scenes, the model and the output folder at the same paths.")(f)

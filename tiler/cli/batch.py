@@ -7,6 +7,7 @@ import click
 from tiler import _signals
 from tiler.cli._common import (
     EXIT_PARTIAL,
+    _dask_client_logs,
     _guard,
     _handle_errors,
     _json,
@@ -36,7 +37,8 @@ from tiler.cli._runopts import run_configs, run_options, scale_options
                    "memory, registration shifts and error.")
 @_verbosity
 @_handle_errors
-def batch(inputs, out_dir, name, workers, scheduler, parts, retries, on_error, report, quiet, verbose, **kw):
+def batch(inputs, out_dir, name, workers, scheduler, parts, worker_timeout, retries, on_error, report, quiet, verbose,
+          **kw):
     """Segment every scene of INPUTS into OUT_DIR, as tasks on dask workers.
 
     INPUTS are scenes (rasters, manifests, sensor folders, STAC Items), glob
@@ -48,16 +50,17 @@ def batch(inputs, out_dir, name, workers, scheduler, parts, retries, on_error, r
     """
     inference, streaming, output = run_configs(kw)
     with _guard({"--report": _json(report)}, [_model_path(kw["model"])], kw["overwrite"]) as guard:
-        from tiler.distributed import BatchAborted
+        from tiler.distributed import BatchAborted, SchedulerLost
         from tiler.distributed import batch as run_batch
 
+        _dask_client_logs(scheduler, verbose)
         bar = _Progress(quiet, "part", "batch")
         try:
             result = run_batch(list(inputs), out_dir, name=name, model=_model_path(kw["model"]),
                                inference=inference, streaming=streaming, output=output, overwrite=kw["overwrite"],
                                parts=parts, workers=workers, scheduler=scheduler, retries=retries,
-                               on_error=on_error, progress=bar)
-        except BatchAborted as exc:  # --on-error fail: the report of what was done, failed and not started
+                               on_error=on_error, progress=bar, worker_timeout=worker_timeout)
+        except (BatchAborted, SchedulerLost) as exc:  # the report of what was done, failed, not started/finished
             if exc.report is not None:
                 _write_json(guard["--report"], exc.report.to_dict())
                 guard.commit()

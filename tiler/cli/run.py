@@ -7,6 +7,7 @@ import os
 import click
 
 from tiler.cli._common import (
+    _dask_client_logs,
     _geotiff,
     _guard,
     _handle_errors,
@@ -43,7 +44,7 @@ from tiler.errors import UsageError
 @_verbosity
 @_handle_errors
 def run(scene, out, vector, report, html, classes, connectivity, min_area, min_probability, simplify, workers,
-        scheduler, parts, quiet, verbose, **kw):
+        scheduler, parts, worker_timeout, quiet, verbose, **kw):
     """Segment SCENE into a georeferenced GeoTIFF mask and/or polygons, streaming strip by strip.
 
     SCENE is a raster, a scene manifest (.toml), a local STAC Item (.json) or a
@@ -72,13 +73,14 @@ def run(scene, out, vector, report, html, classes, connectivity, min_area, min_p
                 [*_scene_inputs(scene), spec.model], overwrite) as guard:
         from tiler.distributed import run as run_parts
 
+        _dask_client_logs(scheduler, verbose)
         bar = _Progress(quiet, "patch", "predict")
         parts_bar = _Progress(quiet or (workers is None and scheduler is None), "part", "parts")
         try:
             with stage("predicting and writing the products"):
                 result = run_parts(scene, guard["--out"], vector=guard["--vector"], spec=spec, overwrite=overwrite,
                                    parts=parts, workers=workers, scheduler=scheduler, progress=bar,
-                                   parts_progress=parts_bar)
+                                   parts_progress=parts_bar, worker_timeout=worker_timeout)
         finally:
             bar.close()
             parts_bar.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -15,17 +16,18 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 
 from tiler import errors
+from tiler._logging import notice
 from tiler._version import __version__
-from tiler.config import InferenceConfig, OutputConfig, StreamConfig, VectorConfig
+from tiler.config import WORKER_TIMEOUT, InferenceConfig, OutputConfig, StreamConfig, VectorConfig
 from tiler.destination import GEOTIFF_SUFFIXES, Destination, guard_outputs
 from tiler.distributed._inputs import expand_inputs, output_name
 from tiler.distributed._journal import FINGERPRINT_TAG, digest, fingerprint
-from tiler.distributed._runner import BatchAborted, SceneResult, execute
+from tiler.distributed._runner import BatchAborted, ClusterError, SceneResult, SchedulerLost, execute
 from tiler.distributed._tasks import SceneJob
 from tiler.errors import OutputExistsError, OutputPathError, TilerError, UsageError
 from tiler.scene import scene_inputs
 
-__all__ = ["run", "batch", "cluster", "BatchReport", "make_job"]
+__all__ = ["run", "batch", "cluster", "BatchReport", "make_job", "WORKER_TIMEOUT"]
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,7 @@ PathLike = Union[str, os.PathLike]
 
 @contextmanager
 def cluster(workers: Optional[int] = None, scheduler: Optional[str] = None, *,
-            gdal_cache_mb: Optional[int] = None) -> Iterator[Any]:
+            gdal_cache_mb: Optional[int] = None, worker_timeout: float = WORKER_TIMEOUT) -> Iterator[Any]:
     """A dask.distributed client for a run: a local cluster, an existing scheduler, or none.
 
     Parameters
@@ -50,6 +52,9 @@ def cluster(workers: Optional[int] = None, scheduler: Optional[str] = None, *,
         see the scenes, the model file and the output folder at the same paths.
     gdal_cache_mb : int, optional
         GDAL block cache of each local worker, MB.
+    worker_timeout : float, default :data:`WORKER_TIMEOUT`
+        With ``scheduler``: seconds to wait for a first worker where the scheduler has none (said at once,
+        with what to start), before giving up.
 
     Yields
     ------
@@ -60,6 +65,8 @@ def cluster(workers: Optional[int] = None, scheduler: Optional[str] = None, *,
     ------
     UsageError
         Both given, a worker count below 1, or a scheduler that cannot be reached.
+    ClusterError
+        The scheduler had no worker and none joined within ``worker_timeout`` (exit code 1).
     """
     if workers is not None and scheduler is not None:
         raise UsageError("give --workers N (a local cluster) or --scheduler ADDRESS (an existing one), not both")
@@ -78,8 +85,7 @@ def cluster(workers: Optional[int] = None, scheduler: Optional[str] = None, *,
             raise UsageError(f"--scheduler: {scheduler!r} is not a dask scheduler address ({exc}); give one like "
                              "tcp://host:8786") from None
         with client:
-            log.info("dask scheduler %s, %d workers, dashboard %s", scheduler,
-                     len(client.scheduler_info().get("workers", {})), client.dashboard_link)
+            _await_workers(client, scheduler, worker_timeout)
             yield client
         return
     if not isinstance(workers, int) or workers < 1:
@@ -102,6 +108,25 @@ def cluster(workers: Optional[int] = None, scheduler: Optional[str] = None, *,
         log.info("dask LocalCluster of %d worker(s), %s thread(s) each, memory limit %d MB each; dashboard %s",
                  workers, env["TF_NUM_INTRAOP_THREADS"], memory_limit // 2**20, client.dashboard_link)
         yield client
+
+
+def _await_workers(client, scheduler: str, timeout: float) -> None:
+    """Say how many workers the scheduler has; with none, say that tiler waits for them, and give up after
+    ``timeout`` seconds naming what to start (never a silent wait)."""
+    n = len(client.nthreads())
+    notice(log, "dask scheduler %s: %d worker(s)", scheduler, n)
+    log.info("dashboard %s", client.dashboard_link)
+    if n:
+        return
+    notice(log, "waiting for workers to join the dask scheduler at %s (up to %.0f s, --worker-timeout): start "
+           "them with `dask worker %s`", scheduler, timeout, scheduler)
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except (TimeoutError, asyncio.TimeoutError):
+        raise ClusterError(f"no dask worker joined the scheduler at {scheduler} in {timeout:.0f} s; start workers "
+                           f"with `dask worker {scheduler}` (on machines that see the scenes, the model and the "
+                           "outputs at the same paths), then run the same command again") from None
+    notice(log, "dask scheduler %s: %d worker(s) joined", scheduler, len(client.nthreads()))
 
 
 #: Memory a local worker is given at least: a one-process run of the bundled model
@@ -232,6 +257,7 @@ def run(
     progress=None,
     parts_progress=None,
     spec=None,
+    worker_timeout: float = WORKER_TIMEOUT,
     **options: Any,
 ):
     """Segment one scene, in resumable parts where it is large or where workers are given.
@@ -267,6 +293,8 @@ def run(
     spec : tiler.pipeline.RunSpec, optional
         The run already resolved (the command resolves it once); then ``model``, the configs and
         ``options`` are not given.
+    worker_timeout : float, default :data:`WORKER_TIMEOUT`
+        With ``scheduler``: seconds to wait for a first worker (see :func:`cluster`).
 
     Returns
     -------
@@ -277,6 +305,9 @@ def run(
     ------
     TilerError
         As :func:`tiler.run_scene` (the same class for the same problem).
+    ClusterError
+        No worker joined the scheduler in time, or the scheduler was lost (:class:`SchedulerLost`; its
+        finished parts are kept and the same call resumes); exit code 1.
     """
     from tiler.pipeline import grid_summary, resolve_run
     from tiler.reports import RunReport
@@ -298,7 +329,8 @@ def run(
     guarded = (guard_outputs(specs, inputs=[*scene_inputs(scene), spec.model, *(d.path for d in given.values())],
                              overwrite=overwrite) if any(specs.values())
                else contextlib.nullcontext({"out": None, "vector": None}))
-    with guarded as guard, cluster(workers, scheduler, gdal_cache_mb=spec.streaming.gdal_cache_mb) as own:
+    with guarded as guard, cluster(workers, scheduler, gdal_cache_mb=spec.streaming.gdal_cache_mb,
+                                   worker_timeout=worker_timeout) as own:
         dests = {k: given.get(k) or guard[k] for k in ("out", "vector")}
         job = make_job(os.fspath(scene), dests["out"] and dests["out"].path, dests["vector"] and dests["vector"].path,
                        spec, overwrite=overwrite, parts=parts)
@@ -390,6 +422,7 @@ def batch(
     retries: int = 0,
     on_error: str = "skip",
     progress=None,
+    worker_timeout: float = WORKER_TIMEOUT,
     **options: Any,
 ) -> BatchReport:
     """Segment an archive of scenes: every scene a task (large ones in parts), resumable.
@@ -415,6 +448,8 @@ def batch(
         A failed scene is reported and the batch goes on, or the batch stops.
     progress : callable, optional
         ``progress(parts done, parts total, scenes done, scenes total)``.
+    worker_timeout : float, default :data:`WORKER_TIMEOUT`
+        With ``scheduler``: seconds to wait for a first worker (see :func:`cluster`).
 
     Returns
     -------
@@ -428,6 +463,9 @@ def batch(
         (CLI exit code 2); nothing is written.
     BatchAborted
         A scene failed and ``on_error="fail"`` (exit code 1).
+    ClusterError
+        No worker joined the scheduler in time; or :class:`SchedulerLost`: the scheduler went away, the
+        finished scenes are kept and the same call resumes (exit code 1). Both carry the batch report.
     """
     from tiler.pipeline import resolve_run
 
@@ -447,7 +485,7 @@ def batch(
     try:
         return _batch_in(out_dir, scenes, name, spec, overwrite=overwrite, parts=parts, workers=workers,
                          scheduler=scheduler, client=client, retries=retries, on_error=on_error, progress=progress,
-                         t0=t0)
+                         t0=t0, worker_timeout=worker_timeout)
     except BaseException:
         if made:  # a batch that failed before writing anything leaves no empty --out-dir behind
             try:
@@ -458,7 +496,7 @@ def batch(
 
 
 def _batch_in(out_dir: str, scenes: list, name: str, spec, *, overwrite, parts, workers, scheduler, client, retries,
-              on_error, progress, t0) -> BatchReport:
+              on_error, progress, t0, worker_timeout) -> BatchReport:
     """:func:`batch` once its options are checked and ``out_dir`` exists."""
     model_path = spec.model
     outputs: dict[str, str] = {}
@@ -497,12 +535,13 @@ def _batch_in(out_dir: str, scenes: list, name: str, spec, *, overwrite, parts, 
         with guard_outputs({f"output of {job.scene}": (job.out, GEOTIFF_SUFFIXES) for job in jobs[k:k + 256]},
                            inputs=all_inputs, overwrite=True):
             pass  # checked; each scene takes its own lock while it runs
-    with cluster(workers, scheduler, gdal_cache_mb=spec.streaming.gdal_cache_mb) as own:
+    with cluster(workers, scheduler, gdal_cache_mb=spec.streaming.gdal_cache_mb,
+                 worker_timeout=worker_timeout) as own:
         the_client = client if client is not None else own
-        n_workers = len(the_client.scheduler_info().get("workers", {})) if the_client is not None else None
+        n_workers = len(the_client.nthreads()) if the_client is not None else None
         try:
             ran = execute(jobs, the_client, retries=retries, on_error=on_error, progress=progress)
-        except BatchAborted as exc:  # --on-error fail: the report still says what was done, failed, not started
+        except (BatchAborted, SchedulerLost) as exc:  # the report still says what was done, failed, not finished
             exc.report = _batch_report(outputs, jobs, exc.results, skipped, t0, n_workers, opts)
             raise
     return _batch_report(outputs, jobs, ran, skipped, t0, n_workers, opts)
@@ -515,8 +554,9 @@ def _batch_report(outputs: dict, jobs: list, ran: list, skipped: list, t0: float
         results[job.out] = SceneResult(job.scene, job.out, status="skipped")
     entries = [results[path].to_dict() for path in outputs]
     counts = {k: sum(1 for e in entries if e["status"] == k) for k in ("done", "skipped", "failed")}
-    stopped = sum(1 for e in entries if e["status"] == "not started")
-    if stopped:  # a batch stopped by --on-error fail
-        counts["not started"] = stopped
+    for status in ("not started", "not finished"):  # a batch stopped by --on-error fail, or by a lost scheduler
+        stopped = sum(1 for e in entries if e["status"] == status)
+        if stopped:
+            counts[status] = stopped
     return BatchReport(scenes=entries, counts=counts, seconds=time.perf_counter() - t0, workers=n_workers,
                        options={k: opts[k] for k in ("inference", "streaming", "output")})

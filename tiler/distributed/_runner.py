@@ -24,7 +24,7 @@ from tiler.distributed._journal import Journal
 from tiler.distributed._tasks import SceneJob, assemble, run_part, start
 from tiler.errors import TilerError, describe_failure
 
-__all__ = ["SceneResult", "execute", "BatchAborted"]
+__all__ = ["SceneResult", "execute", "BatchAborted", "ClusterError", "SchedulerLost"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,34 @@ class BatchAborted(TilerError):
         self.report = None
 
 
+class ClusterError(TilerError):
+    """The dask cluster cannot run the work: no worker joined in time (CLI exit code 1)."""
+
+
+class SchedulerLost(ClusterError):
+    """The dask scheduler went away in the middle of a run (CLI exit code 1): the same command resumes.
+
+    Attributes
+    ----------
+    results : list of SceneResult
+        Every scene as it stood: ``done`` (its outputs committed), ``failed``, or ``not finished``.
+    report : object or None
+        Set by :func:`tiler.distributed.batch` to the :class:`BatchReport`, so that ``--report`` is written.
+    """
+
+    def __init__(self, message: str, results: Optional[list] = None) -> None:
+        super().__init__(message)
+        self.results = list(results or [])
+        self.report = None
+
+
+def _scheduler_lost(exc: BaseException, client) -> bool:
+    """Whether a task's error is the loss of the scheduler (every future cancelled), not a failure of its own."""
+    if client is None or not isinstance(exc, concurrent.futures.CancelledError):
+        return False
+    return "scheduler-connection-lost" in str(exc) or getattr(client, "status", "running") != "running"
+
+
 @dataclass
 class SceneResult:
     """The outcome of one scene of a distributed run or batch.
@@ -60,9 +88,10 @@ class SceneResult:
     scene : str
     out : str or None
         The raster (or, without one, the polygons) written.
-    status : {"done", "skipped", "failed", "not started", "pending"}
+    status : {"done", "skipped", "failed", "not started", "not finished", "pending"}
         ``skipped``: the output exists with this run's fingerprint; ``not
-        started``: a batch stopped by ``--on-error fail`` before its turn.
+        started``: a batch stopped by ``--on-error fail`` before its turn;
+        ``not finished``: the scheduler was lost before it was done (its finished parts are kept).
     seconds : float
         Seconds its tasks ran (on whichever workers; parts reused from an
         earlier run not counted).
@@ -318,9 +347,21 @@ class _Execution:
                 except (KeyboardInterrupt, SystemExit):
                     raise
                 except Exception as exc:  # noqa: BLE001 - a task that kept failing fails its scene
+                    if _scheduler_lost(exc, self.client):
+                        raise self._lost() from None
                     self._finish(task.scene, "failed", _describe_failure(exc, task.what(), self.client),
                                  type(exc).__name__)
                     continue
+                finally:
+                    # Its result is ours now: a future still held would be recomputed if its worker died later
+                    # (dask keeps what a client holds), staging a second copy of products nobody takes.
+                    release = getattr(fut, "release", None)
+                    if release is not None:
+                        try:
+                            release()
+                        except Exception:  # noqa: BLE001 - a lost scheduler: nothing left to release
+                            pass
+                    del fut
                 self._note_worker(task.scene, res)
                 if res.get("error"):
                     self._finish(task.scene, "failed", res["error"], res.get("error_type"))
@@ -333,7 +374,25 @@ class _Execution:
         except BaseException as exc:
             self._stop(interrupted=not isinstance(exc, BatchAborted))
             raise
+        # A worker killed while it wrote (dask reran its task elsewhere) left its temporary file: its process
+        # is gone, so it goes now rather than at the next command.
+        for folder in sorted({os.path.dirname(p) for j in self.jobs for p in (j.out, j.vector) if p}):
+            clean_stale(folder)
         return self.results
+
+    def _lost(self) -> SchedulerLost:
+        """The error of a lost scheduler: every unfinished scene marked ``not finished``, counted in the message."""
+        for r in self.results:
+            if r.status == "pending":
+                r.status = "not finished"
+        done = sum(1 for r in self.results if r.status == "done")
+        unfinished = sum(1 for r in self.results if r.status == "not finished")
+        parts = sum(len(st.parts) for i, st in self.states.items() if self.results[i].status == "not finished")
+        kept = f", {parts} finished part(s) of them kept in their work folders" if parts else ""
+        address = getattr(getattr(self.client, "scheduler", None), "address", None) or "its address"
+        return SchedulerLost(f"lost the dask scheduler at {address}; {done} scene(s) done, {unfinished} "
+                             f"unfinished{kept}; start the scheduler and its workers again and run the same command "
+                             "to resume", self.results)
 
     def _lock(self, i: int, job: SceneJob) -> bool:
         """Take the scene's destination locks; a scene whose output is busy fails here (False)."""
@@ -473,7 +532,10 @@ class _Execution:
     def _stop(self, interrupted: bool) -> None:
         """Stopped early: cancel every task, release every lock; interrupted, keep the unfinished parts."""
         for fut in list(self.futures):
-            fut.cancel()
+            try:
+                fut.cancel()
+            except Exception:  # noqa: BLE001 - a lost scheduler cannot be told; its futures are gone anyway
+                log.debug("could not cancel %s", fut)
         for st in self.states.values():
             for d in st.locks:
                 d.release()
