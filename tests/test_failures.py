@@ -214,6 +214,42 @@ def test_a_refused_training_leaves_no_lock(runner, tmp_path):
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".lock") or f.startswith(".m.keras")]
 
 
+def test_sigterm_in_training_keeps_the_checkpoint_and_says_how_to_resume(tmp_path):
+    """Before: the model file and a 0-byte .last-PID.keras were left, and the line said nothing was."""
+    import signal
+    import time
+
+    from tests.conftest import labelled_folders
+
+    labelled_folders(tmp_path, 3, lambda img: (img[0] > 128).astype(np.uint8))
+    (tmp_path / "classes.json").write_text(json.dumps({"classes": [{"name": "a", "colour": "#000000"},
+                                                                   {"name": "b", "colour": "#FFFFFF"}]}))
+    folder = tmp_path / ".m.keras.tiler-train"
+    proc = subprocess.Popen([sys.executable, "-m", "tiler.cli", "train", str(tmp_path / "train/img"),
+                             str(tmp_path / "train/mask"), "--classes", str(tmp_path / "classes.json"),
+                             "--val-images", str(tmp_path / "val/img"), "--val-masks", str(tmp_path / "val/mask"),
+                             "-o", str(tmp_path / "m.keras"), "--epochs", "500", "--steps-per-epoch", "2",
+                             "--batch-size", "2", "--patch-size", "16", "--depth", "2", "--base-filters", "4",
+                             "-q"], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not (folder / "state.json").exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no epoch finished"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("Terminated (SIGTERM); no output was written; the checkpoint of the last finished epoch "
+                           f"is kept in {folder}: run the same command with --resume"), err
+    assert not (tmp_path / "m.keras").exists()
+    assert sorted(os.listdir(folder)) == ["best.keras", "last.keras", "state.json"]
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".m.keras.tiler-") and f != folder.name]
+
+
 # ------------------------------------------------------------------ 5.-7. wrong answers with exit 0
 
 def test_bounds_impossible_in_the_declared_crs_are_refused(runner, tmp_path, tiny_model):

@@ -630,9 +630,9 @@ def write_failure(exc: BaseException, path: str, tmp: Optional[str], *,
         usage = (sum(sizes), max(sizes, default=0), free)
     written, largest, free = usage
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    # SQLite (GeoPackage) reports a write past the limit as "disk I/O error" and removes its journal, the file
-    # that hit it; EFBIG under a finite limit is the limit too.
-    said = getattr(exc, "errno", None) == errno.EFBIG or "disk i/o error" in text
+    # SQLite (GeoPackage) reports a write past the limit as "disk I/O error" or a failed commit of its
+    # transaction, and removes its journal, the file that hit it; EFBIG under a finite limit is the limit too.
+    said = getattr(exc, "errno", None) == errno.EFBIG or "disk i/o error" in text or "commit transaction" in text
     if limit != resource.RLIM_INFINITY and (largest >= limit * 0.9 or said and not evidence_only):
         return DiskFullError(
             f"file size limit reached writing {path} (ulimit -f allows {limit / 1e6:.3g} MB per file); "

@@ -92,7 +92,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     libs.handlers[:] = [handler] if verbose else [logging.NullHandler()]
     libs.setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
     libs.propagate = False
-    # TensorFlow's Python warnings (tf.function "retracing" while training) are its own business: -vv shows them.
+    # TensorFlow's Python warnings (a traced function's "retracing" while training) are its own business: -vv shows them.
     logging.getLogger("tensorflow").setLevel(logging.DEBUG if verbose >= 2 else logging.ERROR)
 
 

@@ -23,9 +23,9 @@ from tiler.destination import GEOTIFF_SUFFIXES, Destination, guard_outputs
 from tiler.distributed._inputs import expand_inputs, output_name
 from tiler.distributed._journal import FINGERPRINT_TAG, digest, fingerprint
 from tiler.distributed._runner import BatchAborted, ClusterError, SceneResult, SchedulerLost, execute
-from tiler.distributed._tasks import SceneJob
+from tiler.distributed._tasks import SceneJob, resolve_parts
 from tiler.errors import OutputExistsError, OutputPathError, TilerError, UsageError
-from tiler.scene import scene_inputs
+from tiler.scene import open_scene, scene_inputs
 
 __all__ = ["run", "batch", "cluster", "BatchReport", "make_job", "WORKER_TIMEOUT"]
 
@@ -263,8 +263,9 @@ def run(
     """Segment one scene, in resumable parts where it is large or where workers are given.
 
     Without ``workers``, ``scheduler`` or ``client`` a scene of up to
-    :data:`~tiler.distributed.WHOLE_MAX_STRIPS` strips is streamed in this
-    process exactly as :func:`tiler.run_scene`; a larger one (or any, with
+    :data:`~tiler.distributed.WHOLE_MAX_STRIPS` strips (or any, with ``parts=1``) is streamed in this
+    process by the call :func:`tiler.run_scene` makes (:func:`tiler.pipeline.run_spec`: no job, journal or
+    scheduler is involved); a larger one (or any, with
     ``parts``) is computed part by part into a work folder beside the output
     (``.NAME.tiler-parts``) with a journal, then assembled. Run again after a
     crash (SIGKILL included), the same call recomputes only the parts the
@@ -309,7 +310,7 @@ def run(
         No worker joined the scheduler in time, or the scheduler was lost (:class:`SchedulerLost`; its
         finished parts are kept and the same call resumes); exit code 1.
     """
-    from tiler.pipeline import grid_summary, resolve_run
+    from tiler.pipeline import grid_summary, resolve_run, run_spec
     from tiler.reports import RunReport
     from tiler.sinks import VECTOR_FORMATS
 
@@ -323,6 +324,14 @@ def run(
                            vector=vector is not None, **options)
     elif any(v is not None for v in (model, inference, streaming, output, polygons)) or options:
         raise UsageError("give either a resolved spec or the model and options, not both")
+    if client is None and workers is None and scheduler is None:
+        with rasterio.Env(GDAL_CACHEMAX=spec.streaming.gdal_cache_mb), \
+                open_scene(scene, reference=spec.inference.reference) as sc:
+            strips = len(list(spec.grid(sc.height, sc.width).strips(spec.streaming.strip_rows)))
+            if resolve_parts(parts, strips) == 1:
+                # One part in this process: the one-process run, the very call tiler.run_scene makes (no job,
+                # fingerprint or scheduler: nothing to resume in a single stream).
+                return run_spec(spec, scene, out, vector, overwrite=overwrite, progress=progress, opened=sc)
     given = {k: v for k, v in (("out", out), ("vector", vector)) if isinstance(v, Destination)}
     specs = {"out": (out, GEOTIFF_SUFFIXES) if out is not None and "out" not in given else None,
              "vector": (vector, tuple(VECTOR_FORMATS)) if vector is not None and "vector" not in given else None}
