@@ -25,7 +25,7 @@ from tiler.errors import in_stage
 from tiler.plan import PatchGrid, RowBand
 
 if TYPE_CHECKING:  # the network stage loads Keras; blocks and sinks do not need it
-    from tiler.model._predictor import Predictor
+    from tiler.model import Predictor
 
 __all__ = ["NETWORK_DEPTH", "Block", "PatchStats", "ProgressCallback", "ReadFunction", "stream",
            "reflect_fill"]

@@ -67,7 +67,7 @@ def scene_info(
     """
     from tiler.errors import BandMismatchError
     from tiler.indices import ChannelPlan
-    from tiler.model._file import read_info
+    from tiler.model import read_info
     from tiler.plan import PatchGrid
     from tiler.scene import open_scene
 
@@ -101,8 +101,8 @@ def scene_info(
         if model is None:
             return doc
         from tiler.config import InferenceConfig
-        from tiler.model._registry import resolve_model_path
-        from tiler.pipeline import _check_patch_size, domain_verdict
+        from tiler.model import resolve_model_path
+        from tiler.pipeline import check_patch_size, domain_verdict
 
         path = resolve_model_path(model)
         info = read_info(path)
@@ -115,7 +115,7 @@ def scene_info(
         channels = [{"channel": c, "built_from": how} for c, how in zip(plan.channels, plan.describe(sc))]
         verdict = domain_verdict(sc, plan, info, InputScale.parse(input_scale))
         inference = InferenceConfig(patch_size=patch_size, overlap=overlap).for_model(info)
-        p = _check_patch_size(info, inference.patch_size)
+        p = check_patch_size(info, inference.patch_size)
         overlap = inference.overlap
         grid = PatchGrid.from_overlap(sc.height, sc.width, patch_size=p, overlap=overlap)
         doc["model"] = {"path": os.fspath(path), "channels": channels, "band_mapping": plan.method,

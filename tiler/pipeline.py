@@ -34,8 +34,7 @@ from tiler.domain import InputScale, check_domain, sample_channels
 from tiler.engine import Block, PatchStats, ProgressCallback, stream
 from tiler.errors import BandMismatchError, PlanError, UsageError, in_stage
 from tiler.indices import ChannelPlan
-from tiler.model._file import DEFAULT_MODEL_PATH, ModelInfo, TilerModel, load_model, read_info
-from tiler.model._predictor import Predictor
+from tiler.model import DEFAULT_MODEL_PATH, ModelInfo, Predictor, TilerModel, load_model, read_info
 from tiler.output import check_creation_options
 from tiler.plan import PatchGrid
 from tiler.reports import IndexReport, RunReport, scene_summary, vector_summary
@@ -47,13 +46,14 @@ from tiler.sinks import (
     OutputContext,
     PolygonSink,
     ProbabilitySink,
+    export_classes,
     feed,
     not_georeferenced_note,
 )
-from tiler.sinks._vector import export_classes
 from tiler.source import ArraySource, ChannelSource
 
 __all__ = ["predict", "run_scene", "index_scene", "RunSpec", "resolve_run", "run_spec", "stream_region",
+           "check_patch_size",
            "resolve_model", "domain_verdict", "predictor_for", "prepare_scene", "output_context",
            "check_run_options", "RunReport", "IndexReport"]
 
@@ -67,7 +67,7 @@ def resolve_model(model: Union[None, str, os.PathLike, TilerModel]) -> TilerMode
         return model
     if callable(getattr(model, "load", None)):
         return model.load()
-    from tiler.model._registry import resolve_model_path
+    from tiler.model import resolve_model_path
 
     return load_model(resolve_model_path(model) if model is not None else None, lazy=True)
 
@@ -93,7 +93,25 @@ def predictor_for(tm: TilerModel, inference: InferenceConfig) -> Predictor:
     return tm.predictors[key]
 
 
-def _check_patch_size(info: ModelInfo, patch_size: Optional[int]) -> int:
+def check_patch_size(info: ModelInfo, patch_size: Optional[int]) -> int:
+    """The patch side a run uses: ``patch_size`` checked against the model, or the model's training patch.
+
+    Parameters
+    ----------
+    info : ModelInfo
+    patch_size : int or None
+        Pixels; None: the model's own.
+
+    Returns
+    -------
+    int
+        Pixels.
+
+    Raises
+    ------
+    PlanError
+        Not a positive multiple of ``2**depth``, or not the fixed side of an ONNX graph with fixed sides.
+    """
     recommended = int((info.inference or {}).get("patch_size") or info.patch_size)
     sides = (info.network or {}).get("sides")
     if patch_size is None:
@@ -164,7 +182,7 @@ def predict(
             f"{len(tm.info.channels)} ({', '.join(tm.info.channels)})"
         )
     inference = split_options(options, inference or InferenceConfig())[0].for_model(tm.info)
-    p = _check_patch_size(tm.info, inference.patch_size)
+    p = check_patch_size(tm.info, inference.patch_size)
     _, height, width = image.shape
     grid = PatchGrid.from_overlap(height, width, patch_size=p, overlap=inference.overlap)
     predictor = Predictor(tm, **inference.network_options())
@@ -324,7 +342,7 @@ def _model_info(model) -> tuple[Optional[str], ModelInfo]:
     """The model's path and metadata, read without Keras."""
     if isinstance(model, TilerModel) or callable(getattr(model, "load", None)):
         return model.path, model.info
-    from tiler.model._registry import resolve_model_path
+    from tiler.model import resolve_model_path
 
     path = resolve_model_path(model) if model is not None else os.fspath(DEFAULT_MODEL_PATH)
     return path, read_info(path)
@@ -641,10 +659,10 @@ def check_run_options(info: ModelInfo, inference: InferenceConfig, output: Outpu
         A patch size the model cannot take, a bad overlap or window, creation
         options GDAL refuses, an unknown polygon class.
     """
-    p = _check_patch_size(info, inference.patch_size)
+    p = check_patch_size(info, inference.patch_size)
     get_window(inference.window, p)
     PatchGrid.from_overlap(p, p, patch_size=p, overlap=inference.overlap)  # validates the overlap
-    from tiler.model._runtime import check_runtime
+    from tiler.model import check_runtime
 
     check_runtime(inference.runtime, inference.precision, onnx=info.is_onnx)
     if raster:

@@ -83,7 +83,7 @@ def _display_shape(height: int, width: int) -> tuple[int, int]:
 
 def _classes(ds) -> tuple[list[str], list[str]]:
     """Class names (the ``TILER_CLASSES`` tag, else the values) and colours (the colour table, else a palette)."""
-    from tiler.model._onnx import DEFAULT_COLOURS
+    from tiler.model import DEFAULT_COLOURS
 
     tag = ds.tags().get("TILER_CLASSES")
     try:

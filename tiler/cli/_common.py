@@ -92,7 +92,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     libs.handlers[:] = [handler] if verbose else [logging.NullHandler()]
     libs.setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
     libs.propagate = False
-    # TensorFlow's Python warnings (a traced function's "retracing" while training) are its own business: -vv shows them.
+    # TensorFlow's Python warnings (a traced function's "retracing" in training) are its business: -vv shows them.
     logging.getLogger("tensorflow").setLevel(logging.DEBUG if verbose >= 2 else logging.ERROR)
 
 
@@ -378,10 +378,10 @@ def _scene_inputs(scene: str) -> list:
 def _model_path(model: Optional[str]) -> str:
     """The file of ``--model``: a path, a registered name (``tiler models``), or the bundled model."""
     if model is not None:
-        from tiler.model._registry import resolve_model_path
+        from tiler.model import resolve_model_path
 
         return resolve_model_path(model)
-    from tiler.model._file import DEFAULT_MODEL_PATH
+    from tiler.model import DEFAULT_MODEL_PATH
 
     return os.fspath(DEFAULT_MODEL_PATH)
 

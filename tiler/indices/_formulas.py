@@ -16,7 +16,7 @@ from typing import Callable, Mapping, Optional
 import numba
 import numpy as np
 
-from tiler.blend._kernels import ngjit, pjit
+from tiler.blend import ngjit, pjit
 
 __all__ = ["SpectralIndex", "INDICES", "DENOMINATOR_EPSILON", "compute_index", "get_index"]
 

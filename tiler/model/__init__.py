@@ -23,18 +23,46 @@ _EXPORTS = {
     "soft_jaccard_loss": "_losses",
     "Predictor": "_predictor",
     "build_unet": "_unet",
+    "available_models": "_registry",
+    "resolve_model_path": "_registry",
+    "NamedModel": "_registry",
+    "RUNTIMES": "_runtime",
+    "PRECISIONS": "_runtime",
+    "check_runtime": "_runtime",
+    "TTA_DEVICES": "_predictor",
+    "export_onnx": "_export",
+    "DEFAULT_COLOURS": "_onnx",
+    "ENCODERS": "_encoders",
+    "build_encoder_unet": "_encoders",
+    "encoder_layers": "_encoders",
+    "import_keras": "_backend",
+    "JaccardCrossEntropy": "_losses",
+    "KERNEL_INITIALIZERS": "_unet",
 }
 
 _, __getattr__, __dir__ = lazy_exports("tiler.model", _EXPORTS)
 
-__all__ = ["DEFAULT_MODEL_PATH", "DiceCrossEntropy", "METADATA_NAME", "ModelInfo", "Predictor", "TilerModel",
-           "build_unet", "cross_entropy_loss", "load_model", "read_info", "save_model", "soft_dice_loss",
-           "soft_jaccard_loss", "update_info"]
+__all__ = ["DEFAULT_COLOURS", "DEFAULT_MODEL_PATH", "DiceCrossEntropy", "ENCODERS", "JaccardCrossEntropy",
+           "KERNEL_INITIALIZERS", "METADATA_NAME", "ModelInfo", "NamedModel", "PRECISIONS", "Predictor",
+           "RUNTIMES", "TTA_DEVICES", "TilerModel", "available_models", "build_encoder_unet", "build_unet",
+           "check_runtime", "cross_entropy_loss", "encoder_layers", "export_onnx", "import_keras", "load_model",
+           "read_info", "resolve_model_path", "save_model", "soft_dice_loss", "soft_jaccard_loss", "update_info"]
 
 if TYPE_CHECKING:  # the names as static analysers and the API reference see them
+    from tiler.model._backend import import_keras
+    from tiler.model._encoders import ENCODERS, build_encoder_unet, encoder_layers
+    from tiler.model._export import export_onnx
     from tiler.model._file import TilerModel, load_model, read_info, save_model, update_info
     from tiler.model._info import METADATA_NAME, ModelInfo
-    from tiler.model._losses import DiceCrossEntropy, cross_entropy_loss, soft_dice_loss, soft_jaccard_loss
-    from tiler.model._predictor import Predictor
-    from tiler.model._registry import DEFAULT_MODEL_PATH
-    from tiler.model._unet import build_unet
+    from tiler.model._losses import (
+        DiceCrossEntropy,
+        JaccardCrossEntropy,
+        cross_entropy_loss,
+        soft_dice_loss,
+        soft_jaccard_loss,
+    )
+    from tiler.model._onnx import DEFAULT_COLOURS
+    from tiler.model._predictor import TTA_DEVICES, Predictor
+    from tiler.model._registry import DEFAULT_MODEL_PATH, NamedModel, available_models, resolve_model_path
+    from tiler.model._runtime import PRECISIONS, RUNTIMES, check_runtime
+    from tiler.model._unet import KERNEL_INITIALIZERS, build_unet

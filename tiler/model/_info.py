@@ -11,7 +11,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from tiler._version import __version__
-from tiler.blend._windows import DEFAULT_OVERLAP, DEFAULT_WINDOW
+from tiler.blend import DEFAULT_OVERLAP, DEFAULT_WINDOW, WINDOWS
 from tiler.errors import ModelFileError
 from tiler.labels import LabelScheme
 
@@ -119,8 +119,6 @@ class ModelInfo:
                                      f"the model {list(self.channels)}")
 
     def _check_inference(self, rec: Mapping[str, Any]) -> None:
-        from tiler.blend._windows import WINDOWS  # NumPy only: reading metadata stays fast
-
         unknown = set(rec) - set(INFERENCE_KEYS)
         if unknown:
             raise ModelFileError(f"recommended inference settings have unknown key(s) {sorted(unknown)}; "

@@ -7,8 +7,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from tiler.blend._d4 import TTA_MEANS, TTA_TRANSFORMS, d4_expand, d4_merge
-from tiler.blend._kernels import GEOMETRIC_EPSILON
+from tiler.blend import GEOMETRIC_EPSILON, TTA_MEANS, TTA_TRANSFORMS, d4_expand, d4_merge
 from tiler.errors import PlanError
 from tiler.model._file import TilerModel
 

@@ -18,7 +18,7 @@ from tiler.destination import Destination
 from tiler.errors import DatasetError, PlanError
 from tiler.labels import IGNORE, LabelScheme, read_mask
 from tiler.metrics import confusion_matrix, scores
-from tiler.model._file import ModelInfo, TilerModel, load_model, save_model
+from tiler.model import ModelInfo, TilerModel, load_model, save_model
 from tiler.scene import open_scene
 
 __all__ = ["LOSSES", "TrainConfig", "LabelledImage", "find_pairs", "load_labelled", "train", "checkpoint_folder"]
@@ -83,7 +83,7 @@ class TrainConfig:
         cross-entropy.
     loss : {"dice", "jaccard"}
         Cross-entropy plus soft Dice (:class:`tiler.model.DiceCrossEntropy`)
-        or plus soft Jaccard (:class:`tiler.model._losses.JaccardCrossEntropy`).
+        or plus soft Jaccard (:class:`tiler.model.JaccardCrossEntropy`).
     val_overlap : float
         Patch overlap when predicting whole validation images.
     infer_patch_size, infer_overlap, infer_window : optional
@@ -97,7 +97,7 @@ class TrainConfig:
     seed : int
         Seed of the patch sampler and of Keras.
     encoder : str or None
-        A pretrained encoder (:data:`tiler.model._encoders.ENCODERS`) under a
+        A pretrained encoder (:data:`tiler.model.ENCODERS`) under a
         U-Net decoder, instead of the U-Net from scratch (None). The input
         must be red, green, blue; the normalisation is the encoder's own
         (ImageNet statistics), ``depth`` is 5 (patches are multiples of 32) and
@@ -150,7 +150,7 @@ class TrainConfig:
         if self.encoder in ("none", ""):  # a search space's spelling of "the U-Net from scratch"
             object.__setattr__(self, "encoder", None)
         if self.encoder is not None:
-            from tiler.model._encoders import ENCODERS
+            from tiler.model import ENCODERS
 
             if self.encoder not in ENCODERS:
                 raise PlanError(f"unknown encoder {self.encoder!r}; choose {', '.join(ENCODERS)}")
@@ -170,11 +170,11 @@ class TrainConfig:
         if rec["patch_size"] % (2 ** self.depth) or not 0 <= rec["overlap"] < 1:
             raise PlanError(f"recommended inference patch {rec['patch_size']} must be a multiple of 2**depth = "
                             f"{2 ** self.depth} and overlap {rec['overlap']} a fraction in [0, 1)")
-        from tiler.blend._windows import WINDOWS
+        from tiler.blend import WINDOWS
 
         if rec["window"] not in WINDOWS:
             raise PlanError(f"--infer-window {rec['window']!r} is not one of {', '.join(WINDOWS)}")
-        from tiler.model._unet import KERNEL_INITIALIZERS
+        from tiler.model import KERNEL_INITIALIZERS
 
         if self.kernel_initializer not in KERNEL_INITIALIZERS:
             raise PlanError(f"kernel initializer {self.kernel_initializer!r} is not one of "
@@ -473,7 +473,7 @@ def _make_sampler(data: list[LabelledImage], cfg: TrainConfig, offset: np.ndarra
 
 
 def _encoder_layers(net) -> list:
-    from tiler.model._encoders import encoder_layers
+    from tiler.model import encoder_layers
 
     return encoder_layers(net)
 
@@ -583,11 +583,11 @@ def train(
         For missing or unpaired data, or validation images that are also
         training images.
     """
-    from tiler.model._backend import import_keras
+    from tiler.model import import_keras
 
     keras = import_keras()
 
-    from tiler.model._losses import DiceCrossEntropy, JaccardCrossEntropy
+    from tiler.model import DiceCrossEntropy, JaccardCrossEntropy
     from tiler.source import fill_channels
 
     dest = Destination.coerce(out, overwrite=True)
@@ -718,7 +718,7 @@ def _starting_network(init, config: TrainConfig, names, labels: LabelScheme, tra
     DatasetError
         An init model of other channels, classes or depth; an encoder on channels other than RGB.
     """
-    from tiler.model._unet import build_unet
+    from tiler.model import build_unet
 
     if init is not None:
         start = load_model(init)
@@ -737,7 +737,7 @@ def _starting_network(init, config: TrainConfig, names, labels: LabelScheme, tra
         if config.encoder is None and inherited:
             config = dataclasses.replace(config, encoder=inherited)
     elif config.encoder is not None:
-        from tiler.model._encoders import ENCODERS, build_encoder_unet
+        from tiler.model import ENCODERS, build_encoder_unet
 
         if tuple(names) != ("red", "green", "blue"):
             raise DatasetError(f"encoder {config.encoder!r} was pretrained on RGB photographs: the images' channels "
@@ -756,7 +756,7 @@ def _starting_network(init, config: TrainConfig, names, labels: LabelScheme, tra
                          kernel_initializer=config.kernel_initializer)
     pretrained = None
     if config.encoder is not None:
-        from tiler.model._encoders import ENCODERS
+        from tiler.model import ENCODERS
 
         pretrained = ENCODERS[config.encoder].record()
     elif init is not None:
@@ -900,7 +900,7 @@ class _Checkpoint:
         if state.get("identity") != self.identity:
             raise DatasetError(f"the checkpoint in {self.folder} is of another training run (other data or "
                                f"options); remove it (rm -r '{self.folder}') or run with the options it had")
-        from tiler.model._losses import DiceCrossEntropy, JaccardCrossEntropy  # noqa: F401 - registered for loading
+        from tiler.model import DiceCrossEntropy, JaccardCrossEntropy  # noqa: F401 - registered for loading
 
         net = keras.saving.load_model(os.path.join(self.folder, "last.keras"), compile=True)
         return net, state

@@ -226,7 +226,7 @@ def tune(
     """
     import optuna
 
-    from tiler.distributed._api import cluster
+    from tiler.distributed import cluster
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if init is not None:  # refused before the output folder exists
