@@ -25,7 +25,7 @@ CHECKS = {
     ("tiler/config.py", "for_model"): "InferenceConfig.for_model",
     ("tiler/pipeline.py", "resolve_run"): "resolve_run",
     ("tiler/pipeline.py", "check_run_options"): "check_run_options",
-    ("tiler/destination.py", "guard_outputs"): "guard_outputs",
+    ("tiler/destination/_guard.py", "guard_outputs"): "guard_outputs",
     ("tiler/scene/_paths.py", "scene_inputs"): "scene_inputs",
     ("tiler/scene/_scene.py", "open_scene"): "open_scene",
     ("tiler/model/_file.py", "read_info"): "read_info",

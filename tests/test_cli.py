@@ -95,10 +95,8 @@ def test_output_folder_missing(runner, tmp_path, scene, tiny_model):
 
 def test_output_folder_not_writable(runner, tmp_path, scene, tiny_model, monkeypatch):
     # Tests may run as root, for whom chmod does not bite: ask the check directly.
-    import tiler.destination
-
     real_access = os.access
-    monkeypatch.setattr(tiler.destination.os, "access",
+    monkeypatch.setattr(os, "access",
                         lambda path, mode: False if str(path) == str(tmp_path) else real_access(path, mode))
     r = _run(runner, scene, "-o", tmp_path / "out.tif", "--model", tiny_model)
     _assert_usage_error(r, "is not writable", tmp_path)

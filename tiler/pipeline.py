@@ -36,7 +36,7 @@ from tiler.errors import BandMismatchError, PlanError, UsageError, in_stage
 from tiler.indices import ChannelPlan
 from tiler.model import DEFAULT_MODEL_PATH, ModelInfo, Predictor, TilerModel, load_model, read_info
 from tiler.output import check_creation_options
-from tiler.plan import PatchGrid
+from tiler.plan import PatchGrid, stride_from_overlap
 from tiler.reports import IndexReport, RunReport, scene_summary, vector_summary
 from tiler.scene import open_scene, scene_inputs
 from tiler.sinks import (
@@ -60,16 +60,23 @@ __all__ = ["predict", "run_scene", "index_scene", "RunSpec", "resolve_run", "run
 log = logging.getLogger(__name__)
 
 
-def resolve_model(model: Union[None, str, os.PathLike, TilerModel]) -> TilerModel:
+def resolve_model(model: Union[None, str, os.PathLike, TilerModel], *, info: Optional[ModelInfo] = None) -> TilerModel:
     """Return a loaded model: the default one, one from a path, ``model`` itself, or what a
-    lazy model source (an object with ``path``, ``info`` and ``load()``) loads."""
+    lazy model source (an object with ``path``, ``info`` and ``load()``) loads.
+
+    Parameters
+    ----------
+    model : path-like, name, TilerModel or lazy model source, optional
+    info : ModelInfo, optional
+        The file's metadata, already read (a resolved run's): not read again.
+    """
     if isinstance(model, TilerModel):
         return model
     if callable(getattr(model, "load", None)):
         return model.load()
     from tiler.model import resolve_model_path
 
-    return load_model(resolve_model_path(model) if model is not None else None, lazy=True)
+    return load_model(resolve_model_path(model) if model is not None else None, lazy=True, info=info)
 
 
 def predictor_for(tm: TilerModel, inference: InferenceConfig) -> Predictor:
@@ -79,6 +86,8 @@ def predictor_for(tm: TilerModel, inference: InferenceConfig) -> Predictor:
     ----------
     tm : TilerModel
     inference : InferenceConfig
+        A resolved run's (:attr:`RunSpec.inference`): its runtime and precision were checked against the
+        model by :func:`resolve_run`, and the predictor trusts them.
 
     Returns
     -------
@@ -88,8 +97,8 @@ def predictor_for(tm: TilerModel, inference: InferenceConfig) -> Predictor:
     """
     network = inference.network_options()
     key = tuple(network.items())
-    if key not in tm.predictors:
-        tm.predictors[key] = Predictor(tm, **network)
+    if key not in tm.predictors:  # the runtime and precision were checked where the run was resolved
+        tm.predictors[key] = Predictor(tm, **network, checked=True)
     return tm.predictors[key]
 
 
@@ -348,7 +357,8 @@ def _model_info(model) -> tuple[Optional[str], ModelInfo]:
     return path, read_info(path)
 
 
-def raster_sink(dest: Destination, output: OutputConfig, *, part: bool = False):
+def raster_sink(dest: Destination, output: OutputConfig, *, part: bool = False,
+                checked: Optional[tuple] = None):
     """The GeoTIFF sink of ``output`` (class map or probabilities) writing to ``dest``.
 
     Parameters
@@ -358,11 +368,16 @@ def raster_sink(dest: Destination, output: OutputConfig, *, part: bool = False):
     part : bool, default False
         A part file of a distributed run: fast lossless intermediate
         compression, never a COG (the assembled output gets ``output``'s).
+    checked : tuple of (str, str), optional
+        The full creation options as checked where the run was resolved (:attr:`RunSpec.creation_options`):
+        the sink takes them as they are.
     """
     co = dict(output.creation_options)
+    trusted = dict(checked) if checked is not None else None
     if output.kind == "class":
-        return ClassMapSink(dest, creation_options=co, cog=output.cog, part=part)
-    return ProbabilitySink(dest, dtype=output.probability_dtype, creation_options=co, cog=output.cog, part=part)
+        return ClassMapSink(dest, creation_options=co, cog=output.cog, part=part, checked=trusted)
+    return ProbabilitySink(dest, dtype=output.probability_dtype, creation_options=co, cog=output.cog, part=part,
+                           checked=trusted)
 
 
 def run_scene(
@@ -476,6 +491,11 @@ class RunSpec:
         The checked patch side, pixels.
     raster, vector : bool
         Which products the run writes.
+    stride : int or None
+        The checked stride of the patch grid, pixels (None: computed from the overlap).
+    creation_options : tuple of (str, str), optional
+        The raster's full, checked GeoTIFF creation options (:func:`tiler.output.check_creation_options`), which
+        its sink takes as they are.
     """
 
     model: Optional[str]
@@ -487,6 +507,8 @@ class RunSpec:
     patch_size: int
     raster: bool = True
     vector: bool = False
+    stride: Optional[int] = None
+    creation_options: Optional[tuple] = None
 
     def option_dicts(self) -> dict:
         """The four configs as JSON-ready dicts (a report's ``options``, a run's fingerprint); ``vector`` is
@@ -496,7 +518,9 @@ class RunSpec:
 
     def grid(self, height: int, width: int) -> PatchGrid:
         """The run's patch grid over a scene of ``height`` x ``width`` reference pixels."""
-        return PatchGrid.from_overlap(height, width, patch_size=self.patch_size, overlap=self.inference.overlap)
+        if self.stride is None:
+            return PatchGrid.from_overlap(height, width, patch_size=self.patch_size, overlap=self.inference.overlap)
+        return PatchGrid(height, width, self.patch_size, self.stride)
 
 
 def resolve_run(*, model=None, inference: Optional[InferenceConfig] = None,
@@ -529,9 +553,10 @@ def resolve_run(*, model=None, inference: Optional[InferenceConfig] = None,
         raise UsageError("nothing to write: give a GeoTIFF (--out) and/or polygons (--vector)")
     model_path, info = _model_info(model)
     inference = inference.for_model(info)
-    p = check_run_options(info, inference, output, polygons, raster=raster, vector=vector)
+    p, stride, co = _checked(info, inference, output, polygons, raster=raster, vector=vector)
     return RunSpec(model=model_path, info=info, inference=inference, streaming=streaming, output=output,
-                   polygons=polygons, patch_size=p, raster=raster, vector=vector)
+                   polygons=polygons, patch_size=p, raster=raster, vector=vector, stride=stride,
+                   creation_options=tuple(co.items()) if co is not None else None)
 
 
 def run_spec(spec: RunSpec, scene: Union[str, os.PathLike], out=None, vector=None, *, model=None,
@@ -572,14 +597,14 @@ def run_spec(spec: RunSpec, scene: Union[str, os.PathLike], out=None, vector=Non
             (_already(opened) if opened is not None else open_scene(scene, reference=inference.reference)) as sc:
         sinks = []
         if dests["out"] is not None:
-            sinks.append(raster_sink(dests["out"], spec.output))
+            sinks.append(raster_sink(dests["out"], spec.output, checked=spec.creation_options))
         vector_sink = PolygonSink(dests["vector"], spec.polygons) if dests["vector"] is not None else None
         if vector_sink is not None:
             sinks.append(vector_sink)
         with in_stage("reading the scene"):
             plan, verdict, reg_report = prepare_scene(sc, spec.info, inference, stats.seconds)
         with in_stage("loading the model"):
-            tm = resolve_model(model if model is not None else spec.model)
+            tm = resolve_model(model if model is not None else spec.model, info=spec.info)
         predictor = predictor_for(tm, inference)
         grid = spec.grid(sc.height, sc.width)
         log.info("patch grid: patch %d px, stride %d px (overlap %d px), %d x %d patches, strips of %d rows, "
@@ -659,18 +684,25 @@ def check_run_options(info: ModelInfo, inference: InferenceConfig, output: Outpu
         A patch size the model cannot take, a bad overlap or window, creation
         options GDAL refuses, an unknown polygon class.
     """
+    return _checked(info, inference, output, polygons, raster=raster, vector=vector)[0]
+
+
+def _checked(info: ModelInfo, inference: InferenceConfig, output: OutputConfig, polygons: VectorConfig, *,
+             raster: bool, vector: bool) -> tuple[int, int, Optional[dict]]:
+    """:func:`check_run_options`, returning what the checks computed: ``(patch size, stride, creation options)``."""
     p = check_patch_size(info, inference.patch_size)
     get_window(inference.window, p)
-    PatchGrid.from_overlap(p, p, patch_size=p, overlap=inference.overlap)  # validates the overlap
+    stride = stride_from_overlap(p, inference.overlap)
     from tiler.model import check_runtime
 
     check_runtime(inference.runtime, inference.precision, onnx=info.is_onnx)
+    co = None
     if raster:
-        check_creation_options(dict(output.creation_options), dtype=output.dtype,
-                               count=1 if output.kind == "class" else len(info.classes))
+        co = check_creation_options(dict(output.creation_options), dtype=output.dtype,
+                                    count=1 if output.kind == "class" else len(info.classes))
     if vector:
         export_classes(info.classes, polygons.classes)  # an unknown --classes name fails before any work
-    return p
+    return p, stride, co
 
 
 def prepare_scene(sc, info: ModelInfo, inference: InferenceConfig, seconds: dict):

@@ -134,6 +134,9 @@ class Predictor:
         ``auto`` is OpenVINO on a CPU where it is installed, else Keras.
     precision : {"float32", "bfloat16", "float16"}
         Compute precision of the network (float32: the reference).
+    checked : bool, default False
+        The runtime and precision were checked against this model where the run was resolved
+        (:func:`tiler.pipeline.resolve_run`): not checked again.
 
     Raises
     ------
@@ -155,10 +158,11 @@ class Predictor:
 
     def __init__(self, model: TilerModel, *, batch_size: int = 8, tta: str = "none",
                  tta_mean: str = "arithmetic", tta_device: str = "graph", runtime: str = "auto",
-                 precision: str = "float32") -> None:
+                 precision: str = "float32", checked: bool = False) -> None:
         from tiler.model._runtime import check_runtime
 
-        check_runtime(runtime, precision, onnx=model.info.is_onnx)  # refused when built, not at the first batch
+        if not checked:  # refused when built, not at the first batch
+            check_runtime(runtime, precision, onnx=model.info.is_onnx)
         if model.info.is_onnx and tta != "none":
             tta_device = "host"  # no Keras graph to put the rotations in: the numba kernels do them
         self.model = model
@@ -212,7 +216,7 @@ class Predictor:
 
             self._runtimes[shape] = make_runtime(
                 self._network, shape, runtime=self._runtime_name, precision=self._precision,
-                key=lambda: self._network_key(shape))
+                key=lambda: self._network_key(shape), checked=True)  # checked when this predictor was built
         self.runtime = self._runtimes[shape]
         return self.runtime
 

@@ -532,7 +532,8 @@ def _accelerator() -> bool:
 
 
 def make_runtime(build: Callable[[str], object], shape: tuple[int, ...], *, runtime: str = "auto",
-                 precision: str = "float32", key: Optional[Callable[[], str]] = None) -> Runtime:
+                 precision: str = "float32", key: Optional[Callable[[], str]] = None,
+                 checked: bool = False) -> Runtime:
     """The runtime to execute a network on batches of ``shape``.
 
     Parameters
@@ -556,6 +557,10 @@ def make_runtime(build: Callable[[str], object], shape: tuple[int, ...], *, runt
         converted form in :func:`cache_dir`; called only where a converted
         form is made. None: never cached.
 
+    checked : bool, default False
+        ``runtime`` and ``precision`` were checked already (a :class:`~tiler.model.Predictor` checks them
+        when it is built): not again.
+
     Returns
     -------
     Runtime
@@ -566,7 +571,8 @@ def make_runtime(build: Callable[[str], object], shape: tuple[int, ...], *, runt
         For an unknown runtime or precision, ``openvino`` where it cannot run
         (naming why), or a model OpenVINO cannot convert when asked for by name.
     """
-    check_runtime(runtime, precision)
+    if not checked:
+        check_runtime(runtime, precision)
     if runtime == "openvino":
         return OpenVINORuntime(lambda: build("float32"), shape, precision, cache=_cache_file(key))
     if runtime == "auto" and openvino_available() is None and not _accelerator():

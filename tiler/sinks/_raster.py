@@ -110,9 +110,11 @@ class _GeoTIFFSink:
     product = "class"
 
     def __init__(self, destination: Destination, *, creation_options: Optional[Mapping[str, str]] = None,
-                 cog: bool = False, part: bool = False) -> None:
+                 cog: bool = False, part: bool = False, checked: Optional[Mapping[str, str]] = None) -> None:
         self.destination = destination
         self.creation_options = dict(creation_options or {})
+        #: The full options as checked where the run was resolved: taken as they are, not checked again.
+        self.checked = dict(checked) if checked is not None else None
         self.cog = cog and not part
         self.part = part
         self.writer: Optional[MaskWriter] = None
@@ -134,7 +136,8 @@ class _GeoTIFFSink:
         """
         layout = self._layout(context)
         profile = {**context.profile(), **layout.pop("profile")}
-        options = check_creation_options(self.creation_options, dtype=profile["dtype"], count=profile["count"])
+        options = self.checked if self.checked is not None else check_creation_options(
+            self.creation_options, dtype=profile["dtype"], count=profile["count"])
         self.options = options
         written = _intermediate_options(options, profile) if self.cog or self.part else options
         self.row_offset = context.row_offset
@@ -218,6 +221,10 @@ class ClassMapSink(_GeoTIFFSink):
     part : bool, default False
         A part file of a distributed run (:mod:`tiler.distributed`): written
         with fast lossless intermediate options, never a COG.
+    checked : mapping, optional
+        The full creation options as a resolved run checked them
+        (:func:`tiler.output.check_creation_options` for this product's dtype and band count): used as they
+        are instead of ``creation_options``.
     """
 
     product = "class"
@@ -246,14 +253,16 @@ class ProbabilitySink(_GeoTIFFSink):
         Finish as a Cloud-Optimized GeoTIFF with ``average`` overviews.
     part : bool, default False
         A part file (see :class:`ClassMapSink`).
+    checked : mapping, optional
+        Checked creation options (see :class:`ClassMapSink`).
     """
 
     product = "probability"
 
     def __init__(self, destination: Destination, *, dtype: str = "float32",
                  creation_options: Optional[Mapping[str, str]] = None, cog: bool = False,
-                 part: bool = False) -> None:
-        super().__init__(destination, creation_options=creation_options, cog=cog, part=part)
+                 part: bool = False, checked: Optional[Mapping[str, str]] = None) -> None:
+        super().__init__(destination, creation_options=creation_options, cog=cog, part=part, checked=checked)
         if dtype not in ("float32", "uint8"):
             raise ValueError(f"probability dtype must be float32 or uint8, got {dtype!r}")
         self.dtype = dtype
