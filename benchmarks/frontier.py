@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     from tiler.config import InferenceConfig
     from tiler.evaluate import evaluate_masks
     from tiler.model import load_model
-    from tiler.pipeline import predictor_for, predictor_key, run_scene
+    from tiler.pipeline import predictor_for, run_scene
 
     images = sorted((TILE / "images").glob("*.jpg"))[:args.images]
     pixels = 0
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
             for overlap in args.overlaps:
                 inference = InferenceConfig(batch_size=args.batch_size, runtime=args.runtime,
                                             precision=args.precision)
-                key = predictor_key(inference)
+                key = tuple(inference.network_options().items())  # predictor_for's key of a model's predictors
                 replay = ReplayPredictor(predictor_for(tm, inference))
                 # Untimed: the first batch of a new patch shape traces the model.
                 replay.inner(np.zeros((args.batch_size, len(tm.info.channels), patch, patch), np.float32))

@@ -23,13 +23,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECKS = {
     ("tiler/config.py", "__post_init__"): "a config validated (any of the four)",
     ("tiler/config.py", "for_model"): "InferenceConfig.for_model",
-    ("tiler/pipeline.py", "resolve_run"): "resolve_run",
-    ("tiler/pipeline.py", "check_run_options"): "check_run_options",
+    ("tiler/pipeline/_resolve.py", "resolve_run"): "resolve_run",
+    ("tiler/pipeline/_resolve.py", "_checked"): "the run's options checked against the model",
     ("tiler/destination/_guard.py", "guard_outputs"): "guard_outputs",
     ("tiler/scene/_paths.py", "scene_inputs"): "scene_inputs",
     ("tiler/scene/_scene.py", "open_scene"): "open_scene",
     ("tiler/model/_file.py", "read_info"): "read_info",
-    ("tiler/pipeline.py", "prepare_scene"): "prepare_scene (domain check, registration)",
+    ("tiler/pipeline/_prepare.py", "prepare_scene"): "prepare_scene (domain check, registration)",
 }
 
 

@@ -10,6 +10,7 @@ below takes them as they are.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Union
@@ -93,7 +94,6 @@ def choices(config: Union[type, str], name: str) -> tuple:
     KeyError
         For a field that is not choice-valued.
     """
-    import importlib
 
     module, attribute = _REGISTRIES[(config if isinstance(config, str) else config.__name__, name)]
     return tuple(getattr(importlib.import_module(module), attribute))

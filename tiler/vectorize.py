@@ -23,7 +23,7 @@ from rasterio.windows import Window
 from tiler._logging import notice
 from tiler._version import __version__
 from tiler.config import DEFAULT_BAND_WIDTH, DEFAULT_STRIP_ROWS, VectorConfig, split_options
-from tiler.destination import Destination
+from tiler.destination import Destination, guard_outputs
 from tiler.engine import Block, ProgressCallback
 from tiler.errors import SceneReadError, UsageError
 from tiler.sinks import VECTOR_FORMATS, OutputContext, PolygonSink, feed, not_georeferenced_note
@@ -124,7 +124,6 @@ def vectorize_mask(
         destination, a probability raster of another grid or with fewer bands
         than the classes (exit code 2); nothing is written.
     """
-    from tiler.destination import guard_outputs
 
     t0 = time.perf_counter()
     (polygons,) = split_options(options, polygons or VectorConfig())

@@ -26,6 +26,7 @@ import html
 import io
 import json
 import os
+import re
 import warnings
 from typing import Optional, Union
 
@@ -35,7 +36,7 @@ import rasterio.coords
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
-from tiler.errors import SceneReadError, UsageError
+from tiler.errors import SceneReadError, TilerError, UsageError
 from tiler.labels import BACKGROUND_NAMES
 
 __all__ = ["build_page", "page_scene", "write_page", "MAX_SIDE", "MAX_POLYGONS"]
@@ -139,7 +140,6 @@ def _open_on_grid(path: str, height: int, width: int):
     UsageError
         No band group of the scene has the mask's size.
     """
-    from tiler.errors import TilerError
     from tiler.scene import open_scene
 
     try:
@@ -426,8 +426,6 @@ def build_page(mask: Union[str, os.PathLike], *, scene: Union[None, str, os.Path
     with open(os.path.join(_ASSETS, "leaflet.js"), encoding="utf-8") as f:
         leaflet_js = f.read()
     with open(os.path.join(_ASSETS, "leaflet.css"), encoding="utf-8") as f:
-        import re
-
         leaflet_css = re.sub(r"url\([^)]*\)", "none", f.read())  # the controls' icons: not used, not fetched
     payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
     return _TEMPLATE.format(title=html.escape(data["title"]), leaflet_css=leaflet_css, leaflet_js=leaflet_js,

@@ -7,6 +7,7 @@ Exit codes (DESIGN.md): 0 success; 1 runtime failure; 2 bad usage or bad input;
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import logging
 import os
@@ -218,8 +219,6 @@ class RegistryChoice(click.Choice):
         self.case_sensitive = True
 
     def _registry(self) -> tuple:
-        import importlib
-
         module, attribute = self._where
         return tuple(getattr(importlib.import_module(module), attribute))
 

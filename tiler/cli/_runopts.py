@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import click
 
 from tiler.cli._common import _cog, _int_list, _model, _overwrite, _reference, _registration_options, config_option
-from tiler.config import WORKER_TIMEOUT
+from tiler.config import WORKER_TIMEOUT, InferenceConfig, OutputConfig, StreamConfig
 
 __all__ = ["run_options", "run_configs", "scale_options"]
 
@@ -79,10 +81,6 @@ def scale_options(f):
 def run_configs(kw: dict):
     """``(InferenceConfig, StreamConfig, OutputConfig)`` from the parsed :func:`run_options`: each config takes
     the options named as its fields (``--output`` is :attr:`OutputConfig.kind`)."""
-    from dataclasses import fields
-
-    from tiler.config import InferenceConfig, OutputConfig, StreamConfig
-
     def pick(cls, **renamed):
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in kw.items() if k in names}

@@ -8,7 +8,7 @@ import string
 from typing import Iterable
 
 from tiler.errors import SceneReadError, TilerError, UsageError
-from tiler.scene import split_scene
+from tiler.scene import detect_layout, split_scene, stac_items
 
 __all__ = ["expand_inputs", "output_name", "SCENE_SUFFIXES", "LIST_SUFFIXES"]
 
@@ -21,7 +21,6 @@ NAME_FIELDS = ("stem", "model")
 
 
 def _is_sensor_folder(path: str) -> bool:
-    from tiler.scene import detect_layout
 
     try:
         detect_layout(path)
@@ -31,7 +30,6 @@ def _is_sensor_folder(path: str) -> bool:
 
 
 def _stac(path: str) -> list[str]:
-    from tiler.scene import stac_items
 
     items = stac_items(path)
     out = []

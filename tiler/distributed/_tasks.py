@@ -38,10 +38,19 @@ from rasterio.windows import Window
 
 from tiler.config import InferenceConfig, OutputConfig, StreamConfig, VectorConfig
 from tiler.destination import Destination
-from tiler.engine import Block
+from tiler.engine import Block, PatchStats
 from tiler.errors import TilerError
 from tiler.output import CLASS_NODATA
-from tiler.pipeline import RunSpec
+from tiler.pipeline import (
+    RunSpec,
+    output_context,
+    peak_rss_mb,
+    predictor_for,
+    prepare_scene,
+    raster_sink,
+    run_spec,
+    stream_region,
+)
 from tiler.plan import RowBand
 
 __all__ = ["SceneJob", "start", "run_part", "assemble", "resolve_parts", "PART_STRIPS", "WHOLE_MAX_STRIPS"]
@@ -188,7 +197,6 @@ def start(job: SceneJob, progress=None) -> dict:
         parts; ``{"error", "error_type"}`` for a bad scene or option.
     """
     from tiler.distributed._journal import FINGERPRINT_TAG
-    from tiler.pipeline import output_context, peak_rss_mb, prepare_scene, run_spec
     from tiler.reports import scene_summary
     from tiler.scene import open_scene
 
@@ -275,9 +283,7 @@ def run_part(job: SceneJob, prepared: dict, band: RowBand, progress=None) -> dic
         ``part``, ``rows``, ``sizes`` (file name -> bytes), ``seconds``,
         ``patches``, ``worker``, ``peak_rss_mb``; or ``error``.
     """
-    from tiler.engine import PatchStats
     from tiler.indices import ChannelPlan
-    from tiler.pipeline import peak_rss_mb, predictor_for, raster_sink, stream_region
     from tiler.scene import open_scene
     from tiler.sinks import ClassMapSink, ProbabilitySink
 
@@ -379,7 +385,6 @@ def assemble(job: SceneJob, prepared: dict, parts: list[dict]) -> dict:
         ``seconds``, ``vector`` (the polygons' summary), ``staged`` (product -> staged file), ``worker``;
         or ``error``.
     """
-    from tiler.pipeline import raster_sink
     from tiler.reports import vector_summary
     from tiler.sinks import PolygonSink, feed
 

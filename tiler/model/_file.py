@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import zipfile
+from dataclasses import fields, replace
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -86,8 +88,6 @@ class TilerModel:
         """A digest of everything the network computes from: the model file's bytes (architecture,
         weights, metadata), or, for a network given in memory, its architecture and weights."""
         if self._digest is None:
-            import hashlib
-
             h = hashlib.sha256()
             if self._keras_model is None:
                 with open(self.path, "rb") as f:
@@ -273,7 +273,6 @@ def update_info(path: Union[str, os.PathLike, Any], **changes: Any) -> ModelInfo
     ModelFileError
         If the file is not a tiler model or a field is unknown or invalid.
     """
-    from dataclasses import fields, replace
 
     from tiler.destination import Destination
 

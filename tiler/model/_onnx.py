@@ -28,13 +28,14 @@ template to fill in (:func:`sidecar_template`).
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 from typing import Any, Optional
 
 import numpy as np
 
-from tiler.errors import ModelFileError
+from tiler.errors import ModelFileError, PlanError
 
 __all__ = ["ONNX_SUFFIX", "is_onnx", "read_onnx_info", "sidecar_template", "OnnxRuntime"]
 
@@ -94,8 +95,6 @@ def _from_deepness(props: dict, dims: list, source: str) -> Optional[dict]:
     try:
         names = loads(raw)
     except json.JSONDecodeError:
-        import ast
-
         names = ast.literal_eval(raw)  # Deepness accepts integer keys written by str(dict)
     classes = [str(v) for _, v in sorted(names.items(), key=lambda kv: int(kv[0]))]
     channels = dims[1] if len(dims) == 4 and dims[1] else None
@@ -287,7 +286,6 @@ class OnnxRuntime:
         try:
             self._run = self._load(path, engine, feed, precision)
         except Exception as exc:  # noqa: BLE001 - the runtimes raise their own types; the message names the fix
-            from tiler.errors import PlanError
 
             raise PlanError(f"{engine} could not load {path!r} for batches of {feed} ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); a graph with fixed sides "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from typing import Callable, Optional
 
@@ -186,9 +188,6 @@ class Predictor:
     def _network_key(self, shape: tuple[int, ...]) -> str:
         """A digest of what the network's output depends on: the model file's bytes (architecture,
         weights, normalisation), the TTA, the batch shape and tiler's version; computed without Keras."""
-        import hashlib
-        import json
-
         from tiler._version import __version__
 
         h = hashlib.sha256()

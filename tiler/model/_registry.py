@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -68,7 +69,6 @@ def available_models() -> dict[str, NamedModel]:
     A provider that fails to load is logged and skipped (one broken package
     does not hide the others); a name given twice keeps its first provider.
     """
-    from importlib.metadata import entry_points
 
     models = {m.name: m for m in _bundled()}
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):

@@ -16,10 +16,12 @@ the reference and the fallback.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 import tempfile
+from importlib import metadata
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -416,8 +418,6 @@ def keras_backend() -> str:
         return env
     home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
     try:
-        import json
-
         with open(os.path.join(home, "keras.json"), encoding="utf-8") as f:
             return str(json.load(f).get("backend", "tensorflow"))
     except (OSError, ValueError):
@@ -513,7 +513,6 @@ def _accelerator() -> bool:
     x86-64) and a machine without an NVIDIA device node have none; only
     otherwise is the backend asked (``keras.distribution.list_devices``).
     """
-    from importlib import metadata
 
     if "keras" not in sys.modules:
         try:

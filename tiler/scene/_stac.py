@@ -24,7 +24,7 @@ from collections import OrderedDict
 from typing import Any, Optional, Union
 from urllib.parse import urlparse
 
-from tiler.errors import SceneReadError
+from tiler.errors import SceneReadError, TilerError
 from tiler.scene._bands import Band, BandGroup
 from tiler.scene._layouts import Layout
 
@@ -151,7 +151,6 @@ def _band_assets(item) -> "OrderedDict[str, tuple[str, Any]]":
 
 def stac_asset_paths(scene: str) -> list[str]:
     """The local files of a STAC scene string (the JSON file and its raster assets); [] where unreadable."""
-    from tiler.errors import TilerError
 
     try:
         return [split_scene(scene)[0], *(p for p, _ in _band_assets(_item(scene)).values())]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import os
 import warnings
@@ -395,7 +396,6 @@ class PolygonSink:
         The ``geo`` metadata (WKB encoding, PROJJSON CRS, bounding box) follows
         the GeoParquet 1.1 specification, https://geoparquet.org/releases/v1.1.0/.
         """
-        import json
 
         import pyarrow as pa
         import pyarrow.parquet as pq

@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from tiler.destination import Destination
-from tiler.errors import DatasetError, PlanError
+from tiler.errors import BandMismatchError, DatasetError, PlanError
 from tiler.labels import IGNORE, LabelScheme, read_mask
 from tiler.metrics import confusion_matrix, scores
 from tiler.model import ModelInfo, TilerModel, load_model, save_model
@@ -313,7 +313,6 @@ def load_labelled(pairs: Sequence[tuple[str, Optional[str]]], labels: LabelSchem
         For mismatched sizes, band counts, unnamed bands without names, or a
         channel the images cannot provide.
     """
-    from tiler.errors import BandMismatchError
     from tiler.indices import INDICES, ChannelPlan
     from tiler.source import ChannelSource
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 import traceback
@@ -33,7 +34,6 @@ def run_trial_process(spec_path: str) -> dict:
         The child's result; ``{"state": "failed", "reason": ...}`` with the
         end of its stderr where it died without one (killed, out of memory).
     """
-    import subprocess
 
     with open(spec_path) as f:
         spec = json.load(f)

@@ -16,17 +16,19 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import fcntl
 import io
 import json
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 from tiler.destination import Destination
-from tiler.errors import PlanError, UsageError
+from tiler.errors import ModelFileError, PlanError, UsageError
 from tiler.training._study import PRUNERS, STUDY_FILE, STUDY_NAME, make_pruner, open_storage
 
 __all__ = ["PRUNERS", "STUDY_FILE", "TuneConfig", "make_pruner", "open_storage", "tune"]
@@ -93,8 +95,6 @@ def _exclusive(folder: Path) -> Iterator[None]:
     lock = open(folder / ".tune.lock", "w")
     try:
         try:
-            import fcntl
-
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except ImportError:  # pragma: no cover - Windows: no advisory lock
             pass
@@ -140,7 +140,6 @@ def _plots(study, out: Path) -> list[str]:
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         return written
-    import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # optuna marks its matplotlib plots experimental
@@ -410,7 +409,6 @@ class _Search:
 
 def _fine_tuning(config: TuneConfig, init: str, classes: str) -> TuneConfig:
     """The search of ``config`` restricted to what fine-tuning the model ``init`` can change."""
-    from tiler.errors import ModelFileError
     from tiler.labels import LabelScheme
     from tiler.model import read_info
 
