@@ -217,9 +217,9 @@ def test_a_run_in_parts_that_loses_its_scheduler_keeps_its_parts_and_resumes(tmp
     out.mkdir()
     proc = _tiler("run", big, "-o", out / "m.tif", "--model", tiny_model, "--parts", "16", "--strip-rows", "64",
                   "--scheduler", dask_cluster.address, wait=False)
-    work = out / ".m.tif.tiler-parts"
+    journal = out / ".m.tif.tiler-parts" / "journal.jsonl"
     deadline = time.monotonic() + 300
-    while not (work.is_dir() and list(work.glob("part-*.tif"))):  # a first part is finished
+    while not (journal.exists() and '"kind": "part"' in journal.read_text()):  # a first part is journalled
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "no part was ever finished"
         time.sleep(0.05)

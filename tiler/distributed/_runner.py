@@ -73,10 +73,14 @@ class SchedulerLost(ClusterError):
 
 
 def _scheduler_lost(exc: BaseException, client) -> bool:
-    """Whether a task's error is the loss of the scheduler (every future cancelled), not a failure of its own."""
-    if client is None or not isinstance(exc, concurrent.futures.CancelledError):
+    """Whether a task's error is the loss of the scheduler, not a failure of its own: every future cancelled
+    (``scheduler-connection-lost``), or the connection to the scheduler closed while a result was fetched
+    (``CommClosedError``, a reset connection); a task's own errors come back as they were raised."""
+    if client is None:
         return False
-    return "scheduler-connection-lost" in str(exc) or getattr(client, "status", "running") != "running"
+    if isinstance(exc, concurrent.futures.CancelledError):
+        return "scheduler-connection-lost" in str(exc) or getattr(client, "status", "running") != "running"
+    return type(exc).__name__ == "CommClosedError" or isinstance(exc, ConnectionError)
 
 
 @dataclass
