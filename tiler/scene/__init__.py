@@ -14,7 +14,7 @@ from tiler._lazy import lazy_exports
 _EXPORTS = {
     "scene_inputs": "_paths",
     "split_scene": "_stac", "read_stac_item": "_stac", "stac_items": "_stac",
-    "Scene": "_scene", "open_scene": "_scene", "BandMapping": "_scene", "GroupGrid": "_scene",
+    "Scene": "_scene", "open_scene": "_scene", "BandMapping": "_scene", "GroupGrid": "_scene", "check_bounds": "_scene",
     "Band": "_bands", "BandGroup": "_bands", "SPECTRAL_RANGES": "_bands", "RESAMPLING_UP": "_bands",
     "RESAMPLING_DOWN": "_bands",
     "Layout": "_layouts", "detect_layout": "_layouts", "SENTINEL2_BANDS": "_layouts", "LANDSAT_BANDS": "_layouts",
@@ -27,7 +27,7 @@ _, __getattr__, __dir__ = lazy_exports("tiler.scene", _EXPORTS)
 __all__ = [
     "scene_inputs",
     "split_scene",
-    "Scene", "open_scene", "BandMapping", "GroupGrid", "Band", "BandGroup", "Layout",
+    "Scene", "open_scene", "BandMapping", "GroupGrid", "check_bounds", "Band", "BandGroup", "Layout",
     "detect_layout", "read_manifest", "read_stac_item", "stac_items", "SPECTRAL_RANGES", "RESAMPLING_UP",
     "RESAMPLING_DOWN",
     "SENTINEL2_BANDS", "LANDSAT_BANDS", "WORLDVIEW3_BANDS", "CloudMask", "CLOUD_MASK_KINDS",
@@ -39,5 +39,5 @@ if TYPE_CHECKING:  # the names as static analysers and the API reference see the
     from tiler.scene._layouts import LANDSAT_BANDS, SENTINEL2_BANDS, WORLDVIEW3_BANDS, Layout, detect_layout
     from tiler.scene._manifest import read_manifest
     from tiler.scene._paths import scene_inputs
-    from tiler.scene._scene import BandMapping, GroupGrid, Scene, open_scene
+    from tiler.scene._scene import BandMapping, GroupGrid, Scene, check_bounds, open_scene
     from tiler.scene._stac import read_stac_item, split_scene, stac_items

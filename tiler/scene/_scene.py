@@ -36,7 +36,7 @@ from tiler.scene._layouts import Layout, detect_layout
 from tiler.scene._manifest import read_manifest
 from tiler.scene._stac import is_stac, read_stac_item, split_scene
 
-__all__ = ["Scene", "open_scene", "BandMapping", "GroupGrid"]
+__all__ = ["Scene", "open_scene", "BandMapping", "GroupGrid", "check_bounds"]
 
 log = logging.getLogger(__name__)
 
