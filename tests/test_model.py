@@ -35,9 +35,18 @@ def test_unet_shapes_and_probabilities(depth, patch):
 
 
 def test_unet_sigmoid_is_multilabel():
-    net = build_unet(1, 2, depth=1, base_filters=2, activation="sigmoid")
-    y = np.asarray(net.predict_on_batch(np.zeros((1, 4, 4, 1), np.float32)))
+    """Sigmoid outputs are each the logistic of the last layer's logits: they do not sum to 1 per pixel as
+    softmax's do (a softmax network passes the old check, values in (0, 1), as well)."""
+    x = np.random.default_rng(1).random((1, 8, 8, 1)).astype(np.float32) * 4
+    sigmoid = build_unet(1, 3, depth=1, base_filters=2, activation="sigmoid")
+    y = np.asarray(sigmoid.predict_on_batch(x))
     assert np.all((y > 0) & (y < 1))
+    assert np.abs(y.sum(-1) - 1.0).max() > 1e-2
+    head = sigmoid.get_layer("probabilities")  # a 1x1 convolution: logits = features @ kernel + bias
+    features = np.asarray(keras.Model(sigmoid.input, head.input).predict_on_batch(x))
+    kernel, bias = (np.asarray(w) for w in head.get_weights())
+    logits = features @ kernel[0, 0] + bias
+    np.testing.assert_allclose(y, 1 / (1 + np.exp(-logits)), atol=1e-5)
 
 
 @pytest.mark.parametrize("kwargs,match", [

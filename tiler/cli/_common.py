@@ -55,7 +55,7 @@ def _out(f):
                         help="Output file.")(f)
 
 
-def _model(f):
+def _model_option(f):
     return click.option("--model", "model", type=click.Path(dir_okay=False), default=None,
                         help="Model file: .keras (written by `tiler train`) or .onnx (with tiler's metadata, a sidecar "
                              "MODEL.onnx.json or Deepness's keys), or a model name (`tiler models`); default: the "

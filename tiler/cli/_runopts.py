@@ -6,16 +6,24 @@ from dataclasses import fields
 
 import click
 
-from tiler.cli._common import _cog, _int_list, _model, _overwrite, _reference, _registration_options, config_option
+from tiler.cli._common import (
+    _cog,
+    _int_list,
+    _model_option,
+    _overwrite,
+    _reference,
+    _registration_options,
+    config_option,
+)
 from tiler.config import WORKER_TIMEOUT, InferenceConfig, OutputConfig, StreamConfig
 
-__all__ = ["run_options", "run_configs", "scale_options"]
+__all__ = ["run_options", "configs_from_options", "scale_options"]
 
 
 def run_options(f):
     """The options of a segmentation run (model, patches, TTA, bands, output product, registration)."""
     for option in reversed([
-        _model,
+        _model_option,
         click.option("--patch-size", type=int, default=None,
                      help="Patch side in pixels (default: the model's recommendation, else its training patch)."),
         click.option("--overlap", type=float, default=None,
@@ -78,7 +86,7 @@ def scale_options(f):
     return f
 
 
-def run_configs(kw: dict):
+def configs_from_options(kw: dict):
     """``(InferenceConfig, StreamConfig, OutputConfig)`` from the parsed :func:`run_options`: each config takes
     the options named as its fields (``--output`` is :attr:`OutputConfig.kind`)."""
     def pick(cls, **renamed):

@@ -16,7 +16,7 @@ from tiler.cli._common import (
     _verbosity,
     _write_json,
 )
-from tiler.cli._runopts import run_configs, run_options, scale_options
+from tiler.cli._runopts import configs_from_options, run_options, scale_options
 
 
 @click.command()
@@ -48,7 +48,7 @@ def batch(inputs, out_dir, name, workers, scheduler, parts, worker_timeout, retr
     skipped, so running the same command again after a crash finishes the
     batch; large scenes are cut into parts spread over the workers.
     """
-    inference, streaming, output = run_configs(kw)
+    inference, streaming, output = configs_from_options(kw)
     with _guard({"--report": _json(report)}, [_model_path(kw["model"])], kw["overwrite"]) as guard:
         from tiler.distributed import BatchAborted, SchedulerLost
         from tiler.distributed import batch as run_batch

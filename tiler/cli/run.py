@@ -23,7 +23,7 @@ from tiler.cli._common import (
     _write_json,
     stage,
 )
-from tiler.cli._runopts import run_configs, run_options, scale_options
+from tiler.cli._runopts import configs_from_options, run_options, scale_options
 from tiler.errors import UsageError
 
 
@@ -58,7 +58,7 @@ def run(scene, out, vector, report, html, classes, connectivity, min_area, min_p
     _require(split_scene(scene)[0])
     if out is None and vector is None:
         raise UsageError("nothing to write: give --out mask.tif and/or --vector polygons.gpkg")
-    inference, streaming, out_cfg = run_configs(kw)
+    inference, streaming, out_cfg = configs_from_options(kw)
     polygons = _vector_config(classes, connectivity, min_area, simplify, min_probability)
     model, overwrite = kw["model"], kw["overwrite"]
     if html and not out:

@@ -133,7 +133,7 @@ def resolve_parts(parts: Union[int, str], strips: int) -> int:
     return max(1, min(int(parts), strips))
 
 
-def _model(job: SceneJob):
+def _cached_model(job: SceneJob):
     """The job's model, loaded once per worker process."""
     from tiler.model import load_model
 
@@ -151,7 +151,7 @@ class _WorkerModel:
 
     The scene and its channels are checked before anything of Keras is imported, so that a bad
     scene is refused in the time ``tiler info`` takes; the network comes from the worker's cache
-    (:func:`_model`).
+    (:func:`_cached_model`).
     """
 
     def __init__(self, job: SceneJob, info) -> None:
@@ -159,7 +159,7 @@ class _WorkerModel:
 
     def load(self):
         """The loaded :class:`tiler.model.TilerModel` (once per worker process)."""
-        return _model(self.job)
+        return _cached_model(self.job)
 
 
 def _worker_name() -> str:
@@ -293,7 +293,7 @@ def run_part(job: SceneJob, prepared: dict, band: RowBand, progress=None) -> dic
     files = part_files(job, band.index)
     stats = PatchStats()
     try:
-        tm = _model(job)
+        tm = _cached_model(job)
         with rasterio.Env(GDAL_CACHEMAX=streaming.gdal_cache_mb), \
                 open_scene(job.scene, reference=inference.reference) as sc:
             for name, c in prepared["corrections"].items():
