@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -71,7 +71,7 @@ def available_models() -> dict[str, NamedModel]:
     """
 
     models = {m.name: m for m in _bundled()}
-    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+    for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         try:
             provided = list(ep.load()())
         except Exception as exc:  # noqa: BLE001 - a third party's broken provider must not break tiler
