@@ -72,12 +72,13 @@ def test_every_module_the_package_imports_is_declared():
                 modules.add(node.module.split(".")[0])
     third_party = {m for m in modules - set(sys.stdlib_module_names) - {"tiler", "__future__"}}
     distributions = md.packages_distributions()
-    # Imported only where installed, each optional by design: CUDA clusters, the torch backend of Keras,
-    # TensorFlow itself (declared as tensorflow-cpu on x86-64).
-    optional = {"dask_cuda", "torch", "tensorflow", "tomli"}
+    # Imported only where installed, each optional by design: CUDA clusters, TensorFlow itself (declared as
+    # tensorflow-cpu on x86-64), tomli (Python 3.10's tomllib).
+    optional = {"dask_cuda", "tensorflow", "tomli"}
     missing = {}
     for module in sorted(third_party - optional):
-        names = {d.lower().replace("_", "-") for d in distributions.get(module, [])}
+        # A module not installed here (an extra's) counts by its own name: torch is the torch extra's.
+        names = {d.lower().replace("_", "-") for d in distributions.get(module, [])} or {module.replace("_", "-")}
         if not names & declared:
             missing[module] = sorted(names) or ["(not installed)"]
     assert not missing, f"imported but not declared in pyproject.toml: {missing}"
@@ -198,17 +199,22 @@ def test_outputs_are_committed_together_and_a_late_clash_commits_none(tmp_path):
     assert (tmp_path / "b.json").read_text() == "someone else's"
 
 
-# ------------------------------------------------------------------ 4. a refused train leaves no lock
-
-def test_a_refused_training_leaves_no_lock(runner, tmp_path):
+def _training_data(tmp_path) -> list[str]:
+    """Two labelled synthetic images each for training and validation, and a class file: ``tiler train``'s
+    data arguments."""
     from tests.conftest import labelled_folders
 
     labelled_folders(tmp_path, 3, lambda img: (img[0] > 128).astype(np.uint8))
     (tmp_path / "classes.json").write_text(json.dumps({"classes": [{"name": "a", "colour": "#000000"},
                                                                    {"name": "b", "colour": "#FFFFFF"}]}))
-    r = runner.invoke(main, ["train", str(tmp_path / "train/img"), str(tmp_path / "train/mask"), "--classes",
-                             str(tmp_path / "classes.json"), "--val-images", str(tmp_path / "val/img"),
-                             "--val-masks", str(tmp_path / "val/mask"), "-o", str(tmp_path / "m.keras"),
+    return [str(tmp_path / "train/img"), str(tmp_path / "train/mask"), "--classes", str(tmp_path / "classes.json"),
+            "--val-images", str(tmp_path / "val/img"), "--val-masks", str(tmp_path / "val/mask")]
+
+
+# ------------------------------------------------------------------ 4. a refused train leaves no lock
+
+def test_a_refused_training_leaves_no_lock(runner, tmp_path):
+    r = runner.invoke(main, ["train", *_training_data(tmp_path), "-o", str(tmp_path / "m.keras"),
                              "--patch-size", "30"])
     assert r.exit_code == 2, r.output
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".lock") or f.startswith(".m.keras")]
@@ -219,15 +225,8 @@ def test_sigterm_in_training_keeps_the_checkpoint_and_says_how_to_resume(tmp_pat
     import signal
     import time
 
-    from tests.conftest import labelled_folders
-
-    labelled_folders(tmp_path, 3, lambda img: (img[0] > 128).astype(np.uint8))
-    (tmp_path / "classes.json").write_text(json.dumps({"classes": [{"name": "a", "colour": "#000000"},
-                                                                   {"name": "b", "colour": "#FFFFFF"}]}))
     folder = tmp_path / ".m.keras.tiler-train"
-    proc = subprocess.Popen([sys.executable, "-m", "tiler.cli", "train", str(tmp_path / "train/img"),
-                             str(tmp_path / "train/mask"), "--classes", str(tmp_path / "classes.json"),
-                             "--val-images", str(tmp_path / "val/img"), "--val-masks", str(tmp_path / "val/mask"),
+    proc = subprocess.Popen([sys.executable, "-m", "tiler.cli", "train", *_training_data(tmp_path),
                              "-o", str(tmp_path / "m.keras"), "--epochs", "500", "--steps-per-epoch", "2",
                              "--batch-size", "2", "--patch-size", "16", "--depth", "2", "--base-filters", "4",
                              "-q"], stderr=subprocess.PIPE, text=True)
@@ -577,13 +576,6 @@ def test_model_names_work_wherever_a_model_is_read(runner, tmp_path):
     assert os.path.samefile(resolve_model_path("default", option="--init"), DEFAULT_MODEL_PATH)
     r = runner.invoke(main, ["export", "no-such-model", "-o", str(tmp_path / "m.onnx")])
     assert r.exit_code == 2 and "MODEL 'no-such-model'" in r.output and "default" in r.output, r.output
-    from tests.conftest import labelled_folders
-
-    labelled_folders(tmp_path, 3, lambda img: (img[0] > 128).astype(np.uint8))
-    (tmp_path / "classes.json").write_text(json.dumps({"classes": [{"name": "a", "colour": "#000000"},
-                                                                   {"name": "b", "colour": "#FFFFFF"}]}))
-    r = runner.invoke(main, ["train", str(tmp_path / "train/img"), str(tmp_path / "train/mask"), "--classes",
-                             str(tmp_path / "classes.json"), "--val-images", str(tmp_path / "val/img"),
-                             "--val-masks", str(tmp_path / "val/mask"), "-o", str(tmp_path / "m.keras"),
+    r = runner.invoke(main, ["train", *_training_data(tmp_path), "-o", str(tmp_path / "m.keras"),
                              "--init", "no-such-model"])
     assert r.exit_code == 2 and "--init 'no-such-model'" in r.output and "check --init" in r.output, r.output

@@ -270,10 +270,14 @@ class Destination:
         if self.tmp is not None:
             _remove_with_sidecars(self.tmp)
             self.tmp = None
-        folder, name = os.path.split(self.path)
-        ext = os.path.splitext(name)[1]
-        self.tmp = os.path.join(folder, f".{name}.tiler-{os.getpid()}-{secrets.token_hex(4)}.part{ext}")
+        self.tmp = self._temporary_name()
         return self.tmp
+
+    def _temporary_name(self, label: str = "", ext: Optional[str] = None) -> str:
+        """``.NAME.tiler-PID-TOKEN.part[LABEL]EXT`` beside the destination: this process's, so ours to clean."""
+        folder, name = os.path.split(self.path)
+        ext = os.path.splitext(name)[1] if ext is None else ext
+        return os.path.join(folder, f".{name}.tiler-{os.getpid()}-{secrets.token_hex(4)}.part{label}{ext}")
 
     def scratch(self, label: str, ext: Optional[str] = None) -> str:
         """A further temporary path beside the destination, for an intermediate file.
@@ -290,9 +294,7 @@ class Destination:
         ext : str, optional
             Extension with its dot; default the destination's.
         """
-        folder, name = os.path.split(self.path)
-        ext = os.path.splitext(name)[1] if ext is None else ext
-        path = os.path.join(folder, f".{name}.tiler-{os.getpid()}-{secrets.token_hex(4)}.part.{label}{ext}")
+        path = self._temporary_name(f".{label}", ext)
         self._scratch.append(path)
         return path
 
@@ -374,9 +376,7 @@ class Destination:
         path : str
             The other process's staged file, in this destination's folder.
         """
-        folder, name = os.path.split(self.path)
-        ext = os.path.splitext(name)[1]
-        mine = os.path.join(folder, f".{name}.tiler-{os.getpid()}-{secrets.token_hex(4)}.part{ext}")
+        mine = self._temporary_name()
         os.replace(path, mine)
         self.adopt(mine)
 
