@@ -32,6 +32,8 @@ __all__ = [
     "RegistrationError",
     "DomainError",
     "DiskFullError",
+    "StorageAccessError",
+    "StorageUnavailableError",
 ]
 
 
@@ -89,6 +91,15 @@ class DomainError(UsageError, ValueError):
 
 class DiskFullError(TilerError, OSError):
     """The disk (or the file-size limit) filled while writing an output (exit code 1)."""
+
+
+class StorageAccessError(UsageError, PermissionError):
+    """An object store or HTTP server refused access (HTTP 401/403): missing or wrong credentials (exit code 2)."""
+
+
+class StorageUnavailableError(TilerError, ConnectionError):
+    """An object store or HTTP server did not answer, or answered with an error, after GDAL's or the client's
+    retries (exit code 1: run again when it is back)."""
 
 
 @contextmanager

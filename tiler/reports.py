@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from tiler._version import __version__
+from tiler.storage import redact
 
 __all__ = ["RunReport", "IndexReport", "scene_summary", "vector_summary"]
 
@@ -111,7 +112,7 @@ class IndexReport:
 
 def scene_summary(sc, plan, path) -> dict:
     """The report entry of a scene: path, size, bands, CRS, transform, band mapping, kind, notes."""
-    return {"path": os.fspath(path), "width": sc.width, "height": sc.height, "bands": sc.count,
+    return {"path": redact(os.fspath(path)), "width": sc.width, "height": sc.height, "bands": sc.count,
             "crs": sc.crs.to_string() if sc.crs else None,
             "transform": list(sc.transform)[:6] if sc.georeferenced else None,
             "band_mapping": {"indexes": list(plan.indexes), "method": plan.method,
@@ -123,6 +124,6 @@ def vector_summary(sink) -> Optional[dict]:
     """The report entry of a :class:`tiler.sinks.PolygonSink` (None without one)."""
     if sink is None:
         return None
-    return {"path": sink.destination.path, "format": sink.format, "features": dict(sink.counts),
+    return {"path": sink.destination.location, "format": sink.format, "features": dict(sink.counts),
             "units": {"area": "m2" if sink.units == "m" else "px2", "perimeter": sink.units},
             "dropped_small": sink.dropped_small}

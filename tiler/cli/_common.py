@@ -305,16 +305,27 @@ def _dask_client_logs(scheduler: Optional[str], verbose: int) -> None:
 
 
 def _require(path: str, what: str = "scene") -> None:
-    """Refuse a missing input before anything heavy is imported (fast feedback)."""
-    if not os.path.exists(path):
+    """Refuse a missing input before anything heavy is imported (fast feedback); a URL is checked when
+    it is opened (GDAL's request says missing, refused or unreachable)."""
+    from tiler.storage import is_url
+
+    if not is_url(path) and not os.path.exists(path):
         raise SceneReadError(f"{what} {path!r} does not exist; check the path")
 
 
-def _guard(outputs: dict, inputs: list, overwrite: bool):
+def _guard(outputs: dict, inputs: list, overwrite: bool, work_dir: Optional[str] = None):
     """Check and lock every output of a command before any work (tiler.destination)."""
     from tiler.destination import guard_outputs
 
-    return guard_outputs(outputs, inputs=inputs, overwrite=overwrite)
+    return guard_outputs(outputs, inputs=inputs, overwrite=overwrite, work_dir=work_dir)
+
+
+def _work_dir(f):
+    return click.option(
+        "--work-dir", type=click.Path(file_okay=False), default=None, envvar="TILER_WORK_DIR",
+        help="Local folder where outputs bound for object storage (s3://...) are written, verified and kept "
+             "in parts until uploaded; a rerun resumes from it. [default: ~/.cache/tiler/work; env: "
+             "TILER_WORK_DIR]")(f)
 
 
 def _json(spec: Optional[str]):

@@ -20,6 +20,7 @@ from tiler.cli._common import (
     _vector,
     _vector_config,
     _verbosity,
+    _work_dir,
     _write_json,
     stage,
 )
@@ -41,17 +42,21 @@ from tiler.errors import UsageError
               help="Also write a quick-look page here (`tiler view`: one offline HTML file; needs --out).")
 @_polygon_options
 @scale_options
+@_work_dir
 @_verbosity
 @_handle_errors
 def run(scene, out, vector, report, html, classes, connectivity, min_area, min_probability, simplify, workers,
-        scheduler, parts, worker_timeout, quiet, verbose, **kw):
+        scheduler, parts, worker_timeout, work_dir, quiet, verbose, **kw):
     """Segment SCENE into a georeferenced GeoTIFF mask and/or polygons, streaming strip by strip.
 
-    SCENE is a raster, a scene manifest (.toml), a local STAC Item (.json) or a
-    Sentinel-2, Landsat-8/9 or WorldView-3 folder of band files. Give --out,
-    --vector or both: both come from one pass of the network. A large scene
-    (or any, with --parts/--workers/--scheduler) is computed in parts beside
-    the output and resumed after a crash by running the same command again.
+    SCENE is a raster, a scene manifest (.toml), a STAC Item (.json) or a
+    Sentinel-2, Landsat-8/9 or WorldView-3 folder of band files; a raster,
+    manifest or Item may be a URL (https://, s3://, gs://, az://, /vsi...).
+    Give --out, --vector or both: both come from one pass of the network; any
+    output may be an s3:// URL (written in --work-dir, uploaded whole at the
+    end). A large scene (or any, with --parts/--workers/--scheduler) is
+    computed in parts beside the output and resumed after a crash by running
+    the same command again.
     """
     from tiler.scene import split_scene
 
@@ -70,7 +75,7 @@ def run(scene, out, vector, report, html, classes, connectivity, min_area, min_p
                        polygons=polygons, raster=out is not None, vector=vector is not None)
     with _guard({"--out": _geotiff(out) if out else None, "--vector": _vector(vector),
                  "--html": (html, (".html", ".htm")) if html else None, "--report": _json(report)},
-                [*_scene_inputs(scene), spec.model], overwrite) as guard:
+                [*_scene_inputs(scene), spec.model], overwrite, work_dir) as guard:
         from tiler.distributed import run as run_parts
 
         _dask_client_logs(scheduler, verbose)
@@ -87,14 +92,14 @@ def run(scene, out, vector, report, html, classes, connectivity, min_area, min_p
         if guard["--html"] is not None:
             from tiler.view import build_page, page_scene, write_page
 
-            with stage(f"writing the page {guard['--html'].path}"):
+            with stage(f"writing the page {guard['--html'].location}"):
                 mask = guard["--out"].current  # the staged class map: every output is renamed into place at the end
                 write_page(guard["--html"], build_page(mask, scene=page_scene(scene, mask),
                                                        vector=guard["--vector"] and guard["--vector"].current,
                                                        report=result.to_dict(),
-                                                       title=os.path.basename(guard["--out"].path)),
+                                                       title=os.path.basename(guard["--out"].location)),
                            overwrite=overwrite)
-        with stage(f"writing the report {guard['--report'] and guard['--report'].path}"):
+        with stage(f"writing the report {guard['--report'] and guard['--report'].location}"):
             _write_json(guard["--report"], result.to_dict())
     if not quiet:
         extra = (f", {sum(result.vector['features'].values())} polygons" if result.vector else "")

@@ -32,6 +32,13 @@ next command that writes into one of those folders finishes the renames
 (every staged file was complete and verified) before anything else, so a
 rerun finds the complete set of outputs and no mixture of two runs.
 
+An output bound for object storage (``s3://bucket/key``) is a
+:class:`RemoteDestination`: steps 2 to 4 happen on a file in the local work
+folder that stands for the URL, and step 5 uploads it whole (the object appears
+only when complete) and checks the object's size and ETag; the uploads of a
+commit come before its renames, and one that fails deletes the objects uploaded
+before it.
+
 A process killed with SIGKILL cannot clean up; the next command that writes
 into the same folder removes the temporary and lock files of processes that no
 longer exist (never those of a live process) and logs it at ``-v``.
@@ -46,9 +53,11 @@ from tiler.destination._destination import (
 )
 from tiler.destination._failure import disk_failure, gdal_messages, write_failure
 from tiler.destination._guard import OutputGuard, guard_outputs
+from tiler.destination._remote import RemoteDestination
 
 __all__ = [
     "Destination",
+    "RemoteDestination",
     "OutputGuard",
     "guard_outputs",
     "clean_stale",

@@ -199,8 +199,21 @@ class Destination:
 
     @property
     def folder(self) -> str:
-        """The destination folder."""
+        """The destination folder (for a remote output, its folder in the local work folder)."""
         return os.path.dirname(self.path)
+
+    @property
+    def location(self) -> str:
+        """Where the output is, as messages and reports show it: the path (a remote output's URL)."""
+        return self.path
+
+    def occupied(self) -> bool:
+        """Whether something exists at the destination now."""
+        return os.path.lexists(self.path)
+
+    def unpublish(self) -> None:
+        """Undo :meth:`publish` where a commit failed after it; a no-op for a local file, whose renames are the
+        last step of a commit and are finished by the next command after a crash (the intent file)."""
 
     # --- lock ----------------------------------------------------------------------
 

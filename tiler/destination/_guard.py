@@ -11,10 +11,12 @@ from contextlib import contextmanager
 from typing import Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 from tiler.destination._destination import _FORMATS, Destination, PathLike, _same_file, clean_stale
+from tiler.destination._remote import RemoteDestination
 from tiler.errors import (
     OutputExistsError,
     OutputPathError,
 )
+from tiler.storage import WRITE_SCHEMES, check_bucket, exists, is_url, name_of, redact, scheme_of
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +41,8 @@ class OutputGuard:
         return self._dest[label]
 
     def paths(self) -> dict[str, str]:
-        """Label -> absolute path of every output asked for."""
-        return {k: d.path for k, d in self._dest.items() if d is not None}
+        """Label -> absolute path (a remote output's URL) of every output asked for."""
+        return {k: d.location for k, d in self._dest.items() if d is not None}
 
     def commit(self) -> list[str]:
         """Rename every staged output into place, in one short step.
@@ -68,13 +70,30 @@ class OutputGuard:
         if not staged:
             return []
         for d in staged:
-            if not (d.overwrite or d._committed) and os.path.lexists(d.path):
+            if not (d.overwrite or d._committed) and d.occupied():
                 raise OutputExistsError(
-                    f"output {d.path!r} was created by someone else while tiler ran; it was left as it is and "
-                    "none of tiler's outputs was written. Pass --overwrite to replace it")
+                    f"output {d.location!r} was created by someone else while tiler ran; it was left as it is "
+                    "and none of tiler's outputs was written. Pass --overwrite to replace it")
+        # Uploads first (they can fail: the network, the store), each object appearing whole; one that fails
+        # deletes the objects uploaded before it, and no local file has been renamed yet.
+        remote = [d for d in staged if isinstance(d, RemoteDestination)]
+        local = [d for d in staged if not isinstance(d, RemoteDestination)]
         with _signals_held():
-            intents = _write_intents(staged) if len(staged) > 1 else []
-            for d in staged:
+            done: list[Destination] = []
+            try:
+                for d in remote:
+                    d.publish()
+                    done.append(d)
+            except BaseException:
+                for d in done:
+                    try:
+                        d.unpublish()
+                    except Exception as exc:  # said, not raised: the upload's own failure is the error
+                        log.warning("could not delete %s after a failed commit: %s", d.location, exc)
+                raise
+            self.committed.extend(d.location for d in remote)
+            intents = _write_intents(local) if len(local) > 1 else []
+            for d in local:
                 d.publish()
                 self.committed.append(d.path)
             for path in intents:
@@ -134,6 +153,7 @@ def guard_outputs(
     *,
     inputs: Iterable[PathLike] = (),
     overwrite: bool = False,
+    work_dir: Optional[str] = None,
 ) -> OutputGuard:
     """Check and lock every output of a command before any work starts.
 
@@ -148,6 +168,9 @@ def guard_outputs(
         a class file ...). Missing ones are ignored.
     overwrite : bool
         Whether existing outputs may be replaced.
+    work_dir : str, optional
+        The local work folder of outputs bound for object storage (``s3://bucket/key``: a
+        :class:`RemoteDestination`); default :func:`tiler.storage.default_work_dir`.
 
     Returns
     -------
@@ -166,9 +189,12 @@ def guard_outputs(
         An output exists and ``overwrite`` is false (exit code 2).
     OutputBusyError
         Another process is writing one of the outputs (exit code 2).
+    StorageAccessError, StorageUnavailableError
+        A remote output's store refused access (exit code 2) or did not answer (exit code 1).
     """
     inputs = [os.fspath(p) for p in inputs]
-    existing_inputs = [p for p in inputs if os.path.exists(p)]
+    remote_inputs = {_url_key(p) for p in inputs if is_url(p)}
+    existing_inputs = [p for p in inputs if not is_url(p) and os.path.exists(p)]
     checked: dict[str, Optional[Destination]] = {}
     seen: dict[str, str] = {}
     for label, spec in outputs.items():
@@ -176,6 +202,10 @@ def guard_outputs(
             checked[label] = None
             continue
         path, suffixes = spec if isinstance(spec, tuple) else (spec, ())
+        if is_url(os.fspath(path)):
+            checked[label] = _remote(label, os.fspath(path), suffixes, remote_inputs, seen, overwrite, work_dir)
+            seen[label] = os.fspath(path)
+            continue
         dest = Destination(path, overwrite=overwrite, deferred=True)
         p = dest.path
         if os.path.isdir(p):
@@ -215,3 +245,38 @@ def guard_outputs(
     return guard
 
 
+
+
+def _url_key(url: str) -> str:
+    """A URL as compared with others (its scheme and host in lower case, no trailing slash)."""
+    scheme, sep, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    return f"{scheme.lower()}{sep}{host.lower()}{slash}{path}".rstrip("/")
+
+
+def _remote(label: str, url: str, suffixes: Sequence[str], remote_inputs: set, seen: Mapping[str, str],
+            overwrite: bool, work_dir: Optional[str]) -> RemoteDestination:
+    """The checks of :func:`guard_outputs` for an output bound for object storage; its destination."""
+    shown = redact(url)
+    if scheme_of(url) not in WRITE_SCHEMES:
+        raise OutputPathError(
+            f"{label} {shown}: tiler writes outputs to s3:// (AWS S3 or any S3-compatible store: MinIO, Ceph, R2 "
+            "...) and to local paths; write it locally and copy it with the store's own tool")
+    name = name_of(url)
+    if not name or url.endswith("/"):
+        raise OutputPathError(f"{label} {shown} names a prefix; give an object name such as "
+                              f"{shown.rstrip('/')}/out{suffixes[0] if suffixes else ''}")
+    if _url_key(url) in remote_inputs:
+        raise OutputPathError(f"{label} {shown} is an input of this command; tiler never replaces its input, even "
+                              "with --overwrite: choose another key")
+    for other_label, other in seen.items():
+        if _url_key(other) == _url_key(url):
+            raise OutputPathError(f"{label} and {other_label} are the same object {shown}; give each its own name")
+    if suffixes and not name.lower().endswith(tuple(x.lower() for x in suffixes)):
+        stem = os.path.splitext(name)[0] or "out"
+        raise OutputPathError(f"{label} {shown}: tiler writes this output as {_FORMATS.get(suffixes[0], suffixes[0])}; "
+                              f"name it with {' or '.join(suffixes)} (e.g. {stem}{suffixes[0]})")
+    check_bucket(url, label)
+    if exists(url, label) and not overwrite:
+        raise OutputExistsError(f"{label} {shown} exists; pass --overwrite to replace it")
+    return RemoteDestination(url, overwrite=overwrite, work_dir=work_dir, deferred=True)

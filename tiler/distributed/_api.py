@@ -26,6 +26,18 @@ from tiler.distributed._runner import BatchAborted, ClusterError, SceneResult, S
 from tiler.distributed._tasks import SceneJob, resolve_parts
 from tiler.errors import OutputExistsError, OutputPathError, TilerError, UsageError
 from tiler.scene import open_scene, scene_inputs
+from tiler.storage import (
+    WRITE_SCHEMES,
+    check_bucket,
+    configure_gdal,
+    default_work_dir,
+    exists,
+    is_url,
+    join,
+    redact,
+    scheme_of,
+    work_path,
+)
 
 __all__ = ["run", "batch", "cluster", "BatchReport", "make_job", "WORKER_TIMEOUT"]
 
@@ -184,7 +196,7 @@ def _fingerprint_options(options: dict, vector: bool) -> dict:
 
 
 def make_job(scene: str, out: Optional[str], vector: Optional[str], spec, *, overwrite: bool,
-             parts: Union[int, str] = "auto") -> SceneJob:
+             parts: Union[int, str] = "auto", out_url: Optional[str] = None) -> SceneJob:
     """A :class:`SceneJob` with its fingerprint (the scene's files, the model's hash, the options, the version).
 
     Parameters
@@ -196,12 +208,14 @@ def make_job(scene: str, out: Optional[str], vector: Optional[str], spec, *, ove
         The run resolved once (:func:`tiler.pipeline.resolve_run`).
     overwrite : bool
     parts : int or "auto"
+    out_url : str, optional
+        Where the raster is uploaded (``out`` is then its file in the work folder).
     """
     fp = fingerprint(scene, spec.model, _fingerprint_options(spec.option_dicts(), vector is not None))
     return SceneJob(scene=scene, out=os.path.abspath(out) if out else None,
                     vector=os.path.abspath(vector) if vector else None, model=os.path.abspath(spec.model),
                     model_sha256=fp["model_sha256"], spec=spec, overwrite=overwrite, parts=parts,
-                    fingerprint=digest(fp))
+                    fingerprint=digest(fp), out_url=out_url)
 
 
 def _cumulative(progress):
@@ -357,7 +371,7 @@ def run(
     opts = spec.option_dicts()
     return RunReport(
         scene=summary, registration=rep["registration"], domain=rep["domain"],
-        out=dests["out"].path if dests["out"] else None, vector=rep["vector"],
+        out=dests["out"].location if dests["out"] else None, vector=rep["vector"],
         model={"path": spec.model, "channels": list(spec.info.channels), "classes": list(spec.info.classes)},
         grid=grid_summary(grid, spec.streaming), patches={"grid": grid.count, "predicted": predicted},
         seconds={"total": round(total, 4), "assembly": result.parts.get("assembly_seconds")},
@@ -405,6 +419,8 @@ class BatchReport:
 
 
 def _existing_fingerprint(path: str) -> Optional[str]:
+    if is_url(path):
+        configure_gdal()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -432,6 +448,7 @@ def batch(
     on_error: str = "skip",
     progress=None,
     worker_timeout: float = WORKER_TIMEOUT,
+    work_dir: Optional[str] = None,
     **options: Any,
 ) -> BatchReport:
     """Segment an archive of scenes: every scene a task (large ones in parts), resumable.
@@ -442,7 +459,8 @@ def batch(
         Scenes, glob patterns, folders, list files, STAC documents (see
         :func:`tiler.distributed.expand_inputs`).
     out_dir : path-like
-        Folder of the outputs (created if its parent exists).
+        Folder of the outputs (created if its parent exists), or an ``s3://bucket/prefix/``: each output is
+        then written and verified in ``work_dir`` and uploaded whole when its scene is done.
     name : str, default "{stem}.tif"
         Output file name template (:func:`tiler.distributed.output_name`).
     model, inference, streaming, output, **options
@@ -459,6 +477,9 @@ def batch(
         ``progress(parts done, parts total, scenes done, scenes total)``.
     worker_timeout : float, default :data:`WORKER_TIMEOUT`
         With ``scheduler``: seconds to wait for a first worker (see :func:`cluster`).
+    work_dir : str, optional
+        The local work folder of outputs bound for object storage (the parts and journal of an
+        interrupted scene stay there for the rerun); default :func:`tiler.storage.default_work_dir`.
 
     Returns
     -------
@@ -485,6 +506,14 @@ def batch(
     spec = resolve_run(model=model, inference=inference,
                        streaming=streaming, output=output, raster=True, vector=False, **options)
     scenes = expand_inputs(inputs)
+    if is_url(os.fspath(out_dir)):  # a bucket prefix: each output written in the work folder, uploaded whole
+        out_dir = os.fspath(out_dir)
+        if scheme_of(out_dir) not in WRITE_SCHEMES:
+            raise OutputPathError(f"--out-dir {redact(out_dir)}: tiler writes to s3:// prefixes and local folders")
+        check_bucket(out_dir, "--out-dir")
+        return _batch_in(out_dir, scenes, name, spec, overwrite=overwrite, parts=parts, workers=workers,
+                         scheduler=scheduler, client=client, retries=retries, on_error=on_error, progress=progress,
+                         t0=t0, worker_timeout=worker_timeout, work_dir=work_dir or default_work_dir())
     out_dir = os.path.abspath(os.fspath(out_dir))
     made = not os.path.isdir(out_dir)
     if made:
@@ -505,18 +534,19 @@ def batch(
 
 
 def _batch_in(out_dir: str, scenes: list, name: str, spec, *, overwrite, parts, workers, scheduler, client, retries,
-              on_error, progress, t0, worker_timeout) -> BatchReport:
-    """:func:`batch` once its options are checked and ``out_dir`` exists."""
+              on_error, progress, t0, worker_timeout, work_dir: Optional[str] = None) -> BatchReport:
+    """:func:`batch` once its options are checked and ``out_dir`` exists (or is a bucket prefix, with ``work_dir``)."""
     model_path = spec.model
     outputs: dict[str, str] = {}
     for s in scenes:
-        path = os.path.join(out_dir, output_name(name, s, model_path))
+        path = (join(out_dir, output_name(name, s, model_path)) if work_dir is not None
+                else os.path.join(out_dir, output_name(name, s, model_path)))
         if path in outputs:
             raise OutputPathError(f"scenes {outputs[path]!r} and {s!r} would both write {path!r}; give --name a "
                                   "template that tells them apart, e.g. '{stem}_{model}.tif', or rename one")
         outputs[path] = s
-    inputs = {os.path.realpath(f) for s in scenes for f in scene_inputs(s)}
-    clashes = [(path, s) for path, s in outputs.items() if os.path.realpath(path) in inputs]
+    inputs = {f if is_url(f) else os.path.realpath(f) for s in scenes for f in scene_inputs(s)}
+    clashes = [(path, s) for path, s in outputs.items() if (path if is_url(path) else os.path.realpath(path)) in inputs]
     if clashes:  # said at once: --overwrite would not help
         path, s = clashes[0]
         raise OutputPathError(
@@ -528,11 +558,16 @@ def _batch_in(out_dir: str, scenes: list, name: str, spec, *, overwrite, parts, 
     opts = spec.option_dicts()
     jobs, skipped, refused = [], [], []
     for path, s in outputs.items():
-        job = make_job(s, path, None, spec, overwrite=overwrite, parts=parts)
-        if os.path.exists(path) and _existing_fingerprint(path) == job.fingerprint:
+        if work_dir is not None:  # the job writes the work folder's file for the URL; the commit uploads it
+            job = make_job(s, work_path(path, work_dir), None, spec, overwrite=overwrite, parts=parts, out_url=path)
+            there = exists(path, f"output of {redact(s)}")
+        else:
+            job = make_job(s, path, None, spec, overwrite=overwrite, parts=parts)
+            there = os.path.exists(path)
+        if there and _existing_fingerprint(path) == job.fingerprint:
             skipped.append(job)
-        elif os.path.exists(path) and not overwrite:
-            refused.append(path)
+        elif there and not overwrite:
+            refused.append(redact(path))
         else:
             jobs.append(job)
     if refused:
@@ -541,8 +576,8 @@ def _batch_in(out_dir: str, scenes: list, name: str, spec, *, overwrite, parts, 
                                 f"{shown}; pass --overwrite to replace them, or choose another --out-dir")
     all_inputs = [model_path, *(f for s in scenes for f in scene_inputs(s))]
     for k in range(0, len(jobs), 256):  # in chunks: each check takes a lock (a file descriptor) for a moment
-        with guard_outputs({f"output of {job.scene}": (job.out, GEOTIFF_SUFFIXES) for job in jobs[k:k + 256]},
-                           inputs=all_inputs, overwrite=True):
+        with guard_outputs({f"output of {redact(job.scene)}": (job.out_url or job.out, GEOTIFF_SUFFIXES)
+                            for job in jobs[k:k + 256]}, inputs=all_inputs, overwrite=True, work_dir=work_dir):
             pass  # checked; each scene takes its own lock while it runs
     with cluster(workers, scheduler, gdal_cache_mb=spec.streaming.gdal_cache_mb,
                  worker_timeout=worker_timeout) as own:
@@ -559,9 +594,11 @@ def _batch_in(out_dir: str, scenes: list, name: str, spec, *, overwrite, parts, 
 def _batch_report(outputs: dict, jobs: list, ran: list, skipped: list, t0: float, n_workers: Optional[int],
                   opts: dict) -> BatchReport:
     results = {j.out: r for j, r in zip(jobs, ran)}
+    order = {path: n for n, path in enumerate(outputs)}
     for job in skipped:
-        results[job.out] = SceneResult(job.scene, job.out, status="skipped")
-    entries = [results[path].to_dict() for path in outputs]
+        results[job.out] = SceneResult(redact(job.scene), redact(job.out_url) if job.out_url else job.out,
+                                       status="skipped")
+    entries = [results[j.out].to_dict() for j in sorted([*jobs, *skipped], key=lambda j: order[j.out_url or j.out])]
     counts = {k: sum(1 for e in entries if e["status"] == k) for k in ("done", "skipped", "failed")}
     for status in ("not started", "not finished"):  # a batch stopped by --on-error fail, or by a lost scheduler
         stopped = sum(1 for e in entries if e["status"] == status)

@@ -1,4 +1,4 @@
-"""The scenes of a batch: paths, glob patterns, folders, list files and local STAC documents."""
+"""The scenes of a batch: paths, glob patterns, folders, list files and STAC documents; local or URLs."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import Iterable
 
 from tiler.errors import SceneReadError, TilerError, UsageError
 from tiler.scene import detect_layout, split_scene, stac_items
+from tiler.storage import glob as glob_objects
+from tiler.storage import is_url, join, name_of, read_bytes, redact
 
 __all__ = ["expand_inputs", "output_name", "SCENE_SUFFIXES", "LIST_SUFFIXES"]
 
@@ -33,6 +35,12 @@ def _stac(path: str) -> list[str]:
 
     items = stac_items(path)
     out = []
+    if is_url(path):
+        for it in items:
+            own = it.get_self_href()
+            out.append(own if own and own != path and len(items) > 1 and is_url(own) else
+                       path if len(items) == 1 else f"{path}#{it.id}")
+        return out
     for it in items:
         own = it.get_self_href()
         if own and os.path.abspath(own) != os.path.abspath(path) and os.path.isfile(own):
@@ -66,21 +74,35 @@ def _folder(path: str) -> list[str]:
 
 
 def _list_file(path: str) -> list[str]:
-    folder = os.path.dirname(os.path.abspath(path))
+    if is_url(path):
+        folder, lines = path.rsplit("/", 1)[0], read_bytes(path, "list of scenes").decode("utf-8").splitlines()
+    else:
+        folder = os.path.dirname(os.path.abspath(path))
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
     out = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            p = line if os.path.isabs(line) else os.path.join(folder, line)
-            if not os.path.exists(split_scene(p)[0]):
-                raise SceneReadError(f"{path}:{n}: scene {line!r} does not exist; fix the list")
-            out.extend(_one(p))
+    for n, line in enumerate(lines, start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if is_url(line) or is_url(folder):  # a URL is checked when it is opened
+            out.extend(_one(line if is_url(line) else join(folder, line)))
+            continue
+        p = line if os.path.isabs(line) else os.path.join(folder, line)
+        if not os.path.exists(split_scene(p)[0]):
+            raise SceneReadError(f"{path}:{n}: scene {line!r} does not exist; fix the list")
+        out.extend(_one(p))
     return out
 
 
 def _one(path: str) -> list[str]:
+    if is_url(path):
+        low = split_scene(path)[0].lower()
+        if low.endswith(LIST_SUFFIXES):
+            return _list_file(path)
+        if low.endswith(".json") and split_scene(path)[1] is None:
+            return _stac(path)
+        return [path]
     if os.path.isdir(path):
         return _folder(path)
     low = path.lower()
@@ -101,13 +123,15 @@ def expand_inputs(inputs: Iterable[str]) -> list[str]:
         ``item.json`` or ``collection.json#ID``); glob patterns; folders of
         scenes (their rasters, manifests, STAC Items and sensor sub-folders;
         a sensor folder itself is one scene); text files listing scenes
-        (``.txt``, one per line); local STAC ItemCollections and Catalogs
-        (every Item).
+        (``.txt``, one per line); STAC ItemCollections and local Catalogs
+        (every Item). A raster, list or STAC document may be a URL; a pattern
+        over a bucket (``'s3://bucket/scenes/*.tif'``) is listed through the
+        store's API (:func:`tiler.storage.glob`).
 
     Returns
     -------
     list of str
-        Absolute scene strings.
+        Absolute scene strings (URLs as given).
 
     Raises
     ------
@@ -119,6 +143,16 @@ def expand_inputs(inputs: Iterable[str]) -> list[str]:
     """
     scenes: list[str] = []
     for spec in inputs:
+        if is_url(spec):
+            if any(c in spec for c in "*?["):  # a bucket prefix, listed through the store's API
+                matched = [m for m in glob_objects(spec) if m.lower().endswith(SCENE_SUFFIXES)]
+                if not matched:
+                    raise SceneReadError(f"pattern {redact(spec)} matches no object; check the bucket and prefix")
+                for m in matched:
+                    scenes.extend(_one(m))
+            else:
+                scenes.extend(_one(spec))
+            continue
         if any(c in spec for c in "*?[") and not os.path.exists(spec):
             matched = sorted(glob.glob(spec, recursive=True))
             if not matched:
@@ -143,6 +177,8 @@ def _stem(scene: str) -> str:
     path, item = split_scene(scene)
     if item:
         return item
+    if is_url(path):
+        return os.path.splitext(name_of(path))[0]
     base = os.path.basename(path.rstrip(os.sep))
     return os.path.splitext(base)[0] if os.path.isfile(path) else base
 

@@ -1,8 +1,9 @@
 """Fingerprints of a run and the journal of its finished parts (DESIGN.md invariant 8).
 
 A run's fingerprint is everything its output depends on: the scene's files
-(path, size, modification time), the model file's sha256, the options (the
-frozen config values) and the tiler version. The journal is a JSON-lines file
+(path, size, modification time; for a URL its size and ETag, never
+credentials), the model file's sha256, the options (the frozen config
+values) and the tiler version. The journal is a JSON-lines file
 in the run's work folder: a header with the fingerprint and the parts' rows,
 then one line per finished part, appended and fsynced as each part is done.
 A rerun with the same fingerprint recomputes only the parts the journal lacks.
@@ -19,6 +20,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from tiler._version import __version__
 from tiler.scene import scene_inputs
+from tiler.storage import identity, is_url
 
 __all__ = ["Journal", "fingerprint", "digest", "file_sha256", "work_folder", "FINGERPRINT_TAG"]
 
@@ -46,7 +48,10 @@ def file_sha256(path: str) -> str:
 
 def _stat(paths: Iterable[str]) -> list[dict]:
     out = []
-    for p in sorted({os.path.abspath(p) for p in paths}):
+    for p in sorted({p if is_url(p) else os.path.abspath(p) for p in paths}):
+        if is_url(p):  # size and ETag (an object replaced under its key is another input); no credentials
+            out.append(identity(p))
+            continue
         try:
             st = os.stat(p)
         except OSError:

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional
 
 from tiler import _signals
-from tiler.destination import Destination, clean_stale
+from tiler.destination import Destination, RemoteDestination, clean_stale
 from tiler.distributed._journal import Journal
 from tiler.distributed._tasks import SceneJob, assemble, run_part, start
 from tiler.errors import TilerError, describe_failure
+from tiler.storage import redact
 
 __all__ = ["SceneResult", "execute", "BatchAborted", "ClusterError", "SchedulerLost"]
 
@@ -326,7 +327,8 @@ class _Execution:
         self.jobs, self.runner, self.client, self.on_error = jobs, runner, client, on_error
         self.progress = progress
         self.extra = {"progress": patch_progress} if patch_progress is not None else {}
-        self.results = [SceneResult(j.scene, j.out or j.vector) for j in jobs]
+        self.results = [SceneResult(redact(j.scene), redact(j.out_url) if j.out_url else j.out or j.vector)
+                        for j in jobs]
         self.states: dict[int, _SceneState] = {}
         self.parts_done, self.parts_total, self.scenes_done = 0, len(jobs), 0
         self.futures: dict[Any, _Task] = {}
@@ -404,6 +406,8 @@ class _Execution:
         try:
             st.dests = {k: Destination(p, overwrite=job.overwrite) if p else None
                         for k, p in (("out", job.out), ("vector", job.vector))}
+            if job.out_url is not None:  # written in the work folder, uploaded at the commit
+                st.dests["out"] = RemoteDestination(job.out_url, overwrite=job.overwrite, local=job.out)
             st.locks = [d for d in st.dests.values() if d is not None]
             for d in st.locks:
                 d.lock()

@@ -91,6 +91,9 @@ class SceneJob:
     fingerprint : str
         Digest of the run's fingerprint (:func:`tiler.distributed.digest`),
         written to the raster's ``TILER_FINGERPRINT`` tag.
+    out_url : str or None
+        Where the raster is uploaded when a batch bound for object storage
+        commits it (``out`` is then its file in the local work folder).
     """
 
     scene: str
@@ -102,6 +105,7 @@ class SceneJob:
     overwrite: bool
     parts: Union[int, str] = "auto"
     fingerprint: str = ""
+    out_url: Optional[str] = None
 
     def configs(self) -> tuple[InferenceConfig, StreamConfig, OutputConfig, VectorConfig]:
         """The frozen configs of the run (the spec's)."""

@@ -225,7 +225,7 @@ def run_spec(spec: RunSpec, scene: Union[str, os.PathLike], out=None, vector=Non
     log.info("seconds: %s", ", ".join(f"{n} {v:.2f}" for n, v in stats.seconds.items()))
     return RunReport(
         scene=summary, registration=reg_report, domain=verdict.to_dict() if verdict is not None else None,
-        out=dests["out"].path if dests["out"] is not None else None, vector=vector_summary(vector_sink),
+        out=dests["out"].location if dests["out"] is not None else None, vector=vector_summary(vector_sink),
         model={"path": tm.path, "channels": list(spec.info.channels), "classes": list(spec.info.classes),
                "runtime": predictor.runtime.name if predictor.runtime is not None else None,
                "precision": inference.precision},

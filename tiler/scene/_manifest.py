@@ -17,7 +17,8 @@ Example (the shared Sentinel-2 scene, 10 m bands as the reference grid)::
     nodata = 0
     resampling = "cubic"
 
-Paths are relative to the manifest's folder.
+Paths are relative to the manifest's folder (its URL prefix for a manifest read
+from a URL); a file may also be a URL (``https://``, ``s3://``, ...).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tiler.errors import SceneReadError
 from tiler.scene._bands import Band, BandGroup
 from tiler.scene._cloudmask import CLOUD_MASK_KINDS, CloudMask
 from tiler.scene._layouts import Layout
+from tiler.storage import configure_gdal, explain, is_url, join, read_bytes, redact
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -61,9 +63,9 @@ def _group(name: str, table: dict, folder: str, where: str) -> BandGroup:
         files = [files]
     if not files or not all(isinstance(f, str) for f in files):
         raise SceneReadError(f"{where}: 'files' must list the group's raster file(s), got {files!r}")
-    paths = [os.path.normpath(os.path.join(folder, f)) for f in files]
+    paths = [_resolve(folder, f) for f in files]
     for p in paths:
-        if not os.path.isfile(p):
+        if not is_url(p) and not os.path.isfile(p):
             raise SceneReadError(f"{where}: file {p!r} does not exist; paths are relative to the manifest's folder")
     indexes = table.get("indexes")
     slots: list[tuple[str, int]] = []
@@ -76,11 +78,14 @@ def _group(name: str, table: dict, folder: str, where: str) -> BandGroup:
         import rasterio  # here, not at import: the command line checks scene paths without it
 
         for p in paths:
+            if is_url(p):
+                configure_gdal()
             try:
                 with rasterio.open(p) as ds:
                     count = ds.count
             except rasterio.errors.RasterioIOError as exc:
-                raise SceneReadError(f"{where}: cannot open {p!r} as a raster: {exc}") from None
+                raise (explain(p, str(exc), f"{where}: file") if is_url(p) else None) or \
+                    SceneReadError(f"{where}: cannot open {redact(p)!r} as a raster: {exc}") from None
             slots += [(p, i) for i in range(1, count + 1)]
     names = table.get("bands")
     if not isinstance(names, list) or len(names) != len(slots) or not all(isinstance(n, str) for n in names):
@@ -115,15 +120,25 @@ def _group(name: str, table: dict, folder: str, where: str) -> BandGroup:
         raise SceneReadError(f"{where}: {exc}") from None
 
 
+def _resolve(folder: str, file: str) -> str:
+    """A manifest's file name as a path or URL: a URL as it is, else relative to the manifest's folder
+    (a URL prefix for a remote manifest)."""
+    if is_url(file):
+        return file
+    if is_url(folder):
+        return join(folder, file)
+    return os.path.normpath(os.path.join(folder, file))
+
+
 def read_manifest(path: str) -> Layout:
     """Read a scene manifest.
 
     Parameters
     ----------
     path : str
-        A TOML file with an optional top-level ``reference = "GROUP"`` and one
-        ``[groups.NAME]`` table per band group with keys: ``files`` (list of
-        rasters, relative to the manifest), ``bands`` (a common name per band,
+        A TOML file (local, or at an ``https://`` or ``s3://`` URL) with an optional top-level
+        ``reference = "GROUP"`` and one ``[groups.NAME]`` table per band group with keys: ``files`` (list of
+        rasters, relative to the manifest, or URLs), ``bands`` (a common name per band,
         in file order), optional ``indexes`` (1-based bands of a single file),
         ``scale`` and ``offset`` (number or per-band list: ``value = dn * scale +
         offset``), ``nodata``, ``saturation`` (DN of a saturated pixel),
@@ -146,9 +161,12 @@ def read_manifest(path: str) -> Layout:
         message names the table and key.
     """
     try:
-        with open(path, "rb") as fh:
-            doc = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
+        if is_url(path):
+            doc = tomllib.loads(read_bytes(path, "scene manifest").decode("utf-8"))
+        else:
+            with open(path, "rb") as fh:
+                doc = tomllib.load(fh)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SceneReadError(f"scene manifest {path!r} is not valid TOML: {exc}") from None
     unknown = sorted(set(doc) - {"reference", "groups", "cloud_mask"})
     if unknown:
@@ -157,7 +175,7 @@ def read_manifest(path: str) -> Layout:
     groups_doc = doc.get("groups")
     if not isinstance(groups_doc, dict) or not groups_doc:
         raise SceneReadError(f"scene manifest {path!r} has no [groups.NAME] tables; add one per band group")
-    folder = os.path.dirname(os.path.abspath(path))
+    folder = path.rsplit("/", 1)[0] if is_url(path) else os.path.dirname(os.path.abspath(path))
     groups = tuple(_group(name, table, folder, f"scene manifest {path!r}") for name, table in groups_doc.items())
     reference = doc.get("reference")
     if reference is not None and reference not in groups_doc:
@@ -174,7 +192,7 @@ def _cloud_mask(table: Any, folder: str, path: str):
         raise SceneReadError(f"{where}: give file = \"mask.tif\" and kind = one of {', '.join(CLOUD_MASK_KINDS)}")
     if table["kind"] not in CLOUD_MASK_KINDS:
         raise SceneReadError(f"{where}: kind {table['kind']!r} is not one of {', '.join(CLOUD_MASK_KINDS)}")
-    file = os.path.join(folder, table["file"])
-    if not os.path.exists(file):
+    file = _resolve(folder, table["file"])
+    if not is_url(file) and not os.path.exists(file):
         raise SceneReadError(f"{where}: file {file!r} does not exist")
     return CloudMask(file, table["kind"])

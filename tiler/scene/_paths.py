@@ -12,6 +12,7 @@ from typing import Union
 from tiler.errors import TilerError
 from tiler.scene._manifest import read_manifest
 from tiler.scene._stac import split_scene, stac_asset_paths
+from tiler.storage import is_url
 
 __all__ = ["split_scene", "scene_inputs"]
 
@@ -39,7 +40,7 @@ def scene_inputs(scene: PathLike) -> list[str]:
     """
     scene = os.fspath(scene)
     if split_scene(scene)[0].lower().endswith(".json"):
-        return [p for p in stac_asset_paths(scene) if os.path.exists(p)]
+        return [p for p in stac_asset_paths(scene) if is_url(p) or os.path.exists(p)]
     if os.path.isdir(scene):
         files = []
         for root, dirs, names in os.walk(scene):
@@ -47,7 +48,7 @@ def scene_inputs(scene: PathLike) -> list[str]:
             files.extend(os.path.join(root, n) for n in names)
         return files
     files = [scene]
-    if scene.lower().endswith(".toml") and os.path.isfile(scene):
+    if scene.lower().endswith(".toml") and (is_url(scene) or os.path.isfile(scene)):
         try:
             layout = read_manifest(scene)
         except TilerError:

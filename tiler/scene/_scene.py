@@ -35,6 +35,7 @@ from tiler.scene._bands import Band, BandGroup
 from tiler.scene._layouts import Layout, detect_layout
 from tiler.scene._manifest import read_manifest
 from tiler.scene._stac import is_stac, read_stac_item, split_scene
+from tiler.storage import configure_gdal, explain, is_url, redact
 
 __all__ = ["Scene", "open_scene", "BandMapping", "GroupGrid", "check_bounds"]
 
@@ -785,11 +786,17 @@ class Scene:
 
 
 def _open(path: str) -> rasterio.io.DatasetReader:
+    if is_url(path):
+        configure_gdal()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             ds = rasterio.open(path)
     except RasterioIOError as exc:
+        if is_url(path):  # missing, refused or unreachable, said as such (rasterio's text names /vsicurl/ ...)
+            raise (explain(path, str(exc)) or SceneReadError(
+                f"cannot open {redact(path)} as a raster: {exc}; pass a GeoTIFF (a COG reads fastest) or "
+                "another format GDAL reads")) from None
         raise SceneReadError(
             f"cannot open {path!r} as a raster: {exc}; pass a GeoTIFF, JPEG, PNG or another format GDAL reads"
         ) from None
@@ -812,17 +819,22 @@ def _raster_layout(path: str) -> Layout:
 
 
 def open_scene(path: Union[str, os.PathLike], *, reference: Optional[str] = None) -> Scene:
-    """Open a scene: a raster, a scene manifest (``.toml``) or a sensor folder.
+    """Open a scene: a raster, a scene manifest (``.toml``), a STAC Item or a sensor folder; local or remote.
 
     A raster without georeferencing (a plain JPEG or PNG) opens without a
-    warning; its output is then not georeferenced either.
+    warning; its output is then not georeferenced either. A URL
+    (``https://``, ``s3://``, ``gs://``, ``az://``, ``/vsi...``) is read by
+    GDAL over HTTP range requests with the settings of
+    :func:`tiler.storage.configure_gdal`; credentials come from the
+    environment (``AWS_*``, ``GDAL_HTTP_*``).
 
     Parameters
     ----------
     path : path-like
-        Any raster rasterio can open; a scene manifest (see
-        :func:`tiler.scene.read_manifest`); a local STAC Item (``item.json``,
-        or ``collection.json#ITEM_ID``, see :func:`tiler.scene.read_stac_item`); or a folder of Sentinel-2,
+        Any raster rasterio can open, local or at a URL; a scene manifest (see
+        :func:`tiler.scene.read_manifest`); a STAC Item (``item.json``,
+        or ``collection.json#ITEM_ID``, local or at a URL, whose asset hrefs may
+        be URLs; see :func:`tiler.scene.read_stac_item`); or a local folder of Sentinel-2,
         Landsat-8/9 or WorldView-3 band files (see
         :func:`tiler.scene.detect_layout`).
     reference : str, optional
@@ -840,8 +852,19 @@ def open_scene(path: Union[str, os.PathLike], *, reference: Optional[str] = None
         If the path is missing, not a raster or recognised layout, a manifest
         is wrong, a group's files are not on one grid, or groups are in
         different CRSs.
+    StorageAccessError
+        A remote server refused access: the message names the variables to set (exit code 2).
+    StorageUnavailableError
+        A remote server did not answer, or answered with a server error, after GDAL's retries (exit code 1).
     """
     path = os.fspath(path)
+    if is_url(split_scene(path)[0]):
+        configure_gdal()
+        if is_stac(path):
+            return Scene(path, read_stac_item(path), reference)
+        if path.lower().endswith(".toml"):
+            return Scene(path, read_manifest(path), reference)
+        return Scene(path, _raster_layout(path), reference)
     if is_stac(path):
         if not os.path.exists(split_scene(path)[0]):
             raise SceneReadError(f"scene {split_scene(path)[0]!r} does not exist; check the path")

@@ -1,11 +1,12 @@
-"""Scenes described by local STAC Items (SpatioTemporal Asset Catalog, read with ``pystac``).
+"""Scenes described by STAC Items (SpatioTemporal Asset Catalog, read with ``pystac``), local or at a URL.
 
 An Item's raster assets become band groups: assets on one pixel grid form one
 group, named by its pixel size (``10m``) where the CRS is in metres. Bands
 are named by the ``eo:bands`` common names (STAC ``eo`` extension v1, or the
 ``bands`` field of STAC 1.1), else by the asset key; ``raster:bands`` scale,
-offset and nodata are applied (STAC ``raster`` extension). Nothing is
-downloaded: an asset with a remote href is refused with its name.
+offset and nodata are applied (STAC ``raster`` extension). An asset whose
+href is a URL (``https://``, ``s3://`` ...) is read where it is, by GDAL's
+range requests; nothing is downloaded whole.
 
 A scene string names an Item file, or one Item of an ItemCollection file as
 ``collection.json#ITEM_ID``.
@@ -27,6 +28,7 @@ from urllib.parse import urlparse
 from tiler.errors import SceneReadError, TilerError
 from tiler.scene._bands import Band, BandGroup
 from tiler.scene._layouts import Layout
+from tiler.storage import READ_SCHEMES, configure_gdal, explain, is_url, read_bytes, redact
 
 __all__ = ["is_stac", "split_scene", "read_stac_item", "stac_items", "stac_asset_paths", "RASTER_MEDIA"]
 
@@ -58,10 +60,15 @@ def is_stac(scene: str) -> bool:
 
 def _load(path: str) -> dict:
     try:
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
+        if is_url(path):
+            doc = json.loads(read_bytes(path, "STAC document"))
+        else:
+            with open(path, encoding="utf-8") as fh:
+                doc = json.load(fh)
     except (OSError, ValueError) as exc:
-        raise SceneReadError(f"cannot read {path!r} as STAC JSON: {exc}") from None
+        if isinstance(exc, TilerError):
+            raise
+        raise SceneReadError(f"cannot read {redact(path)!r} as STAC JSON: {exc}") from None
     if not isinstance(doc, dict) or "type" not in doc:
         raise SceneReadError(f"{path!r} is not a STAC document (no 'type'); pass an Item, ItemCollection or "
                              "Catalog")
@@ -88,17 +95,20 @@ def stac_items(path: str) -> list[Any]:
     """
     import pystac
 
-    path = os.path.abspath(path)
+    path = path if is_url(path) else os.path.abspath(path)
     doc = _load(path)
     try:
         if doc["type"] == "Feature":
-            items = [pystac.Item.from_file(path)]
+            items = [pystac.Item.from_dict(doc, href=path, preserve_dict=False)]
+            items[0].set_self_href(path)
         elif doc["type"] == "FeatureCollection":
-            collection = pystac.ItemCollection.from_file(path)
-            items = list(collection.items)
+            items = list(pystac.ItemCollection.from_dict(doc, preserve_dict=False).items)
             for it in items:
                 if it.get_self_href() is None:
                     it.set_self_href(path)
+        elif doc["type"] in ("Catalog", "Collection") and is_url(path):
+            raise SceneReadError(f"{redact(path)}: a remote STAC {doc['type']} is not walked; pass its Items' URLs, "
+                                 "an ItemCollection, or search it (STAC API)")
         elif doc["type"] in ("Catalog", "Collection"):
             items = list(pystac.read_file(path).get_items(recursive=True))
         else:
@@ -136,10 +146,13 @@ def _band_assets(item) -> "OrderedDict[str, tuple[str, Any]]":
             continue
         href = asset.get_absolute_href() or asset.href
         scheme = urlparse(href).scheme
+        if is_url(href):
+            out[key] = (href, asset)  # read where it is (GDAL's range requests); a missing one is said on opening
+            continue
         if scheme not in ("", "file") and len(scheme) > 1:
             raise SceneReadError(
-                f"asset {key!r} of STAC Item {item.id!r} is remote ({href}); tiler reads local files only and "
-                "downloads nothing: download the assets and point their hrefs at the local files")
+                f"asset {key!r} of STAC Item {item.id!r} has the href {redact(href)}: tiler reads local files and "
+                f"{', '.join(s + '://' for s in READ_SCHEMES)} URLs")
         local = urlparse(href).path if scheme == "file" else href
         if not os.path.isfile(local):
             raise SceneReadError(f"asset {key!r} of STAC Item {item.id!r}: file {local!r} does not exist")
@@ -150,7 +163,7 @@ def _band_assets(item) -> "OrderedDict[str, tuple[str, Any]]":
 
 
 def stac_asset_paths(scene: str) -> list[str]:
-    """The local files of a STAC scene string (the JSON file and its raster assets); [] where unreadable."""
+    """The files of a STAC scene string (the JSON file and its raster assets, paths or URLs); [] where unreadable."""
 
     try:
         return [split_scene(scene)[0], *(p for p, _ in _band_assets(_item(scene)).values())]
@@ -205,6 +218,8 @@ def read_stac_item(scene: str) -> Layout:
     grids: "OrderedDict[tuple, list[tuple[str, str, dict]]]" = OrderedDict()
     info: dict[tuple, tuple[float, bool]] = {}
     for key, (path, asset) in _band_assets(item).items():
+        if is_url(path):
+            configure_gdal()
         try:
             with rasterio.open(path) as ds:
                 grid = (ds.width, ds.height, tuple(round(v, 6) for v in ds.transform[:6]), str(ds.crs))
@@ -213,7 +228,9 @@ def read_stac_item(scene: str) -> Layout:
                 info[grid] = (abs(ds.transform.a), metres)
                 count = ds.count
         except rasterio.errors.RasterioIOError as exc:
-            raise SceneReadError(f"asset {key!r} of STAC Item {item.id!r}: cannot open {path!r}: {exc}") from None
+            what = f"asset {key!r} of STAC Item {item.id!r}:"
+            raise (explain(path, str(exc), what) if is_url(path) else None) or \
+                SceneReadError(f"{what} cannot open {redact(path)!r}: {exc}") from None
         for i, band in enumerate(_asset_bands(key, asset, count), start=1):
             grids.setdefault(grid, []).append((path, i, band))
     groups = []
