@@ -13,6 +13,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from tiler.domain import PERCENTILES, InputScale, sample_channels
+from tiler.storage import redact
 
 __all__ = ["scene_info", "format_info"]
 
@@ -81,7 +82,7 @@ def scene_info(
             for b in g.bands:
                 s = samples[index - 1]
                 p = np.percentile(s, PERCENTILES).tolist() if s.size else [None, None]
-                entries.append({"index": index, "name": b.name, "file": b.path, "file_band": b.index,
+                entries.append({"index": index, "name": b.name, "file": redact(b.path), "file_band": b.index,
                                 "dtype": sc.value_dtype(index), "scale": b.scale, "offset": b.offset,
                                 "saturation_dn": b.saturation,
                                 "sampled": {"p01": p[0], "p99": p[1],
@@ -92,7 +93,7 @@ def scene_info(
                            "pixel_size": grid.pixel_size, "placed_by": grid.placed_by, "nodata": sc.nodata(g.name),
                            "bands": entries})
         doc: dict[str, Any] = {
-            "path": os.fspath(scene), "kind": sc.kind, "reference": sc.reference, "width": sc.width,
+            "path": redact(os.fspath(scene)), "kind": sc.kind, "reference": sc.reference, "width": sc.width,
             "height": sc.height, "count": sc.count, "crs": sc.crs.to_string() if sc.crs else None,
             "transform": list(sc.transform)[:6] if sc.georeferenced else None,
             "gcps": {"count": len(sc.gcps[0]), "crs": sc.gcps[1].to_string()} if sc.gcps else None,

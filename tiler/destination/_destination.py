@@ -11,7 +11,7 @@ import re
 import secrets
 import shutil
 from contextlib import contextmanager
-from typing import Iterator, Optional, Union
+from typing import Callable, Iterator, Optional, Union
 
 from tiler import _signals
 from tiler.destination._failure import _with_sidecars, write_failure
@@ -181,6 +181,9 @@ class Destination:
         The temporary path while a write is open.
     staged : str or None
         The complete, verified file waiting for :meth:`publish` (deferred only).
+    after_publish : list of callable
+        Called once :meth:`publish` has put the file in place (the removal of a run's parts and journal,
+        kept until then so that a commit that fails, an upload say, leaves the run resumable).
     """
 
     def __init__(self, path: PathLike, *, overwrite: bool, deferred: bool = False,
@@ -196,6 +199,7 @@ class Destination:
         self._lock_fd: Optional[int] = None
         self._lock_path: Optional[str] = None
         self._at_discard: Optional[tuple[int, int, Optional[int]]] = None
+        self.after_publish: list[Callable[[], None]] = []
 
     @property
     def folder(self) -> str:
@@ -466,6 +470,13 @@ class Destination:
         self._committed = True
         if not self.intermediate:
             _signals.written(self.path)
+        self._published()
+
+    def _published(self) -> None:
+        """Run (and forget) the :attr:`after_publish` callbacks."""
+        calls, self.after_publish = self.after_publish, []
+        for call in calls:
+            call()
 
     @contextmanager
     def writing(self) -> Iterator[str]:

@@ -82,6 +82,7 @@ class RemoteDestination(Destination):
         self._committed = True
         if not self.intermediate:
             _signals.written(self.location)
+        self._published()
 
     def release(self) -> None:
         """Remove the temporary files, release the lock, and remove the URL's sub-folder of the work folder

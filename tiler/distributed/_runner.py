@@ -500,7 +500,11 @@ class _Execution:
         r, st = self.results[i], self.states[i]
         if not self._commit(i, res):
             return
-        st.journal.remove()
+        pending = [d for d in st.dests.values() if d is not None and d.staged is not None]
+        if pending:  # committed later with the caller's other outputs: the parts stay until that commit is done
+            pending[-1].after_publish.append(st.journal.remove)
+        else:
+            st.journal.remove()
         clean_stale(os.path.dirname(st.journal.folder))
         prep = st.prepared
         r.parts["assembly_seconds"] = res["seconds"]

@@ -422,6 +422,10 @@ class Scene:
                 else:
                     valid &= (data != g.nodata).all(axis=0)
             except RasterioIOError as exc:
+                if is_url(path):  # the network or the store, most likely: said as such (exit 1 to retry)
+                    raise explain(path, str(exc), f"reading {window!r} of", probe=True) or SceneReadError(
+                        f"cannot read {window!r} of {redact(path)}: {exc}; the object may be truncated or "
+                        "corrupt") from None
                 raise SceneReadError(
                     f"cannot read {window!r} of {path!r}: {exc}; the file may be truncated or corrupt"
                 ) from None

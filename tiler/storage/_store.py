@@ -71,7 +71,7 @@ def retries() -> tuple[int, float]:
         return 4, 1.0
 
 
-def explain(url: str, message: str, what: str = "scene") -> Optional[TilerError]:
+def explain(url: str, message: str, what: str = "scene", *, probe: bool = False) -> Optional[TilerError]:
     """tiler's error for a failed remote read whose GDAL (or client) message is ``message``, or None.
 
     Parameters
@@ -82,6 +82,9 @@ def explain(url: str, message: str, what: str = "scene") -> Optional[TilerError]
         The error text (rasterio's ``RasterioIOError``, GDAL's messages, an HTTP status line).
     what : str, default "scene"
         What was read, for the message ("scene", "asset 'B04' of STAC Item 'x'", "--model").
+    probe : bool, default False
+        Where the message says nothing of the cause (GDAL's "Read failed"), ask the server for the object
+        once (``s3://`` and ``http(s)://``): a server that does not answer makes it unavailable.
 
     Returns
     -------
@@ -95,21 +98,38 @@ def explain(url: str, message: str, what: str = "scene") -> Optional[TilerError]
     if any(t in text for t in _DENIED_TEXT):
         return StorageAccessError(f"{what} {shown}: access refused ({message.strip()}); {_credentials_hint(url)}")
     if any(t in text for t in _MISSING_TEXT):
+        # GDAL says "does not exist" for an object it could not stat, refused access (403) included: the
+        # store's own answer to one request tells which.
+        if scheme_of(url) in ("s3", "http", "https"):
+            try:
+                size = stat(url, what)
+            except TilerError as exc:
+                return exc
+            if size is not None:
+                return SceneReadError(f"{what} {shown} exists but GDAL cannot read it ({message.strip()}); "
+                                      "check that it is a raster GDAL reads")
         return SceneReadError(f"{what} {shown} does not exist; check the URL (bucket, key or path, and spelling)")
     if any(t in text for t in _DOWN_TEXT):
         n, _ = retries()
         return StorageUnavailableError(
             f"{what} {shown} could not be read after {n} retries ({message.strip()}); check that the server "
             "answers and run the same command again")
+    if probe and scheme_of(url) in ("s3", "http", "https"):
+        try:
+            if stat(url, what) is None:
+                return SceneReadError(f"{what} {shown}: the object is gone (it was read earlier in this run); "
+                                      "check the store")
+        except TilerError as exc:
+            return exc
     return None
 
 
 # --- S3 through boto3 -----------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)
-def _s3_client(endpoint: Optional[str], unsigned: bool, pid: int):
-    """One boto3 S3 client per endpoint and process (clients are thread-safe, not fork-safe)."""
+@lru_cache(maxsize=8)
+def _s3_client(endpoint: Optional[str], unsigned: bool, pid: int, identity: tuple):
+    """One boto3 S3 client per endpoint, credentials and process (clients are thread-safe, not fork-safe)."""
     import boto3
     from botocore import UNSIGNED
     from botocore.config import Config
@@ -134,7 +154,9 @@ def s3_client():
     except ImportError:
         raise StorageAccessError("writing to or listing s3:// needs boto3: pip install 'tiler[s3]'") from None
     unsigned = os.environ.get("AWS_NO_SIGN_REQUEST", "").upper() in ("YES", "TRUE", "ON", "1")
-    return _s3_client(endpoint_url(), unsigned, os.getpid())
+    identity = tuple(os.environ.get(k) for k in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                                   "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION"))
+    return _s3_client(endpoint_url(), unsigned, os.getpid(), identity)
 
 
 def _s3_error(url: str, exc: BaseException, what: str) -> TilerError:
