@@ -240,7 +240,7 @@ def test_server_stopped_mid_run_then_resumed(stores, bucket, tmp_path):
     args = ["run", http.url("big.tif"), "-o", out, "--parts", "4", "--report", tmp_path / "run.json", "-q"]
     full = dict(os.environ, **stores["s3"].environment(), GDAL_HTTP_MAX_RETRY="1", GDAL_HTTP_RETRY_DELAY="0.1",
                 TILER_WORK_DIR=str(work), TF_CPP_MIN_LOG_LEVEL="3",
-                CPL_VSIL_CURL_NON_CACHED=f"/vsicurl/{http.url('')}", VSI_CACHE="FALSE")
+                CPL_VSIL_CURL_NON_CACHED=f"/vsicurl/{http.url('')}")
     proc = subprocess.Popen([TILER, *map(str, args)], env=full, stderr=subprocess.PIPE,
                             text=True)
     try:
