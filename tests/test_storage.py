@@ -133,7 +133,8 @@ def test_multipart_upload_verified_against_the_stores_etag(stores, bucket, tmp_p
 
 def test_batch_over_a_bucket_prefix_skips_what_is_done(stores, bucket, tmp_path):
     """``tiler batch 's3://b/scenes/*.tif' --out-dir s3://b/masks/``: the prefix is listed, every output
-    uploaded; run again, all are skipped; with one new object, only that one runs."""
+    uploaded; run again, all are skipped; with one new object, only that one runs, and a broken one
+    fails in the report (exit 3) without an object under its key."""
     client = stores["s3"].client()
     client.upload_file(stores["scene"], bucket, "scenes/sub/second.tif")
     client.put_object(Bucket=bucket, Key="scenes/notes.txt", Body=b"not a scene")
@@ -151,10 +152,14 @@ def test_batch_over_a_bucket_prefix_skips_what_is_done(stores, bucket, tmp_path)
     tiler(stores, *args, "--report", tmp_path / "second.json", check=0)
     assert json.loads((tmp_path / "second.json").read_text())["counts"] == {"done": 0, "skipped": 2, "failed": 0}
     client.upload_file(stores["scene"], bucket, "scenes/third.tif")
-    tiler(stores, *args, "--report", tmp_path / "third.json", check=0)
+    client.put_object(Bucket=bucket, Key="scenes/broken.tif", Body=b"II*\x00 not a GeoTIFF after all")
+    out = tiler(stores, *args, "--report", tmp_path / "third.json", check=3)  # 3: some scenes failed
     third = json.loads((tmp_path / "third.json").read_text())
-    assert third["counts"] == {"done": 1, "skipped": 2, "failed": 0}
+    assert third["counts"] == {"done": 1, "skipped": 2, "failed": 1}
     assert [s["scene"] for s in third["scenes"] if s["status"] == "done"] == [f"s3://{bucket}/scenes/third.tif"]
+    failed = [s for s in third["scenes"] if s["status"] == "failed"]
+    assert failed[0]["scene"] == f"s3://{bucket}/scenes/broken.tif" and "broken.tif" in out.stderr
+    assert "masks/broken.tif" not in keys(stores, bucket)
 
 
 @needs_shared(LANDSAT8)
@@ -297,3 +302,25 @@ def test_stores_need_no_setup_beyond_the_test_extra():
     """moto's server and rangehttpserver come with ``pip install '.[test]'`` (no network at test time)."""
     assert shutil.which("moto_server") or Path(sys.executable).with_name("moto_server").exists()
     import RangeHTTPServer  # noqa: F401
+
+
+def test_a_failed_upload_takes_back_the_commit(stores, bucket, tmp_path, monkeypatch):
+    """Two outputs in one transaction, the second's bucket removed while the command ran: the commit
+    fails naming it, the first object (already uploaded) is deleted again, and nothing is left in the
+    work folder."""
+    from tiler.destination import guard_outputs
+    from tiler.errors import TilerError
+
+    for k, v in stores["s3"].environment().items():
+        monkeypatch.setenv(k, v)
+    client = stores["s3"].client()
+    other = f"b-{uuid.uuid4().hex[:10]}"
+    client.create_bucket(Bucket=other)
+    with pytest.raises(TilerError, match=other):
+        with guard_outputs({"--out": f"s3://{bucket}/out/a.json", "--report": f"s3://{other}/out/b.json"},
+                           work_dir=str(tmp_path / "work")) as guard:
+            guard["--out"].write_text("{}")
+            guard["--report"].write_text("{}")
+            client.delete_bucket(Bucket=other)
+    assert keys(stores, bucket) == {"scenes/aerial.tif"}
+    assert not any(p.is_file() for p in (tmp_path / "work").rglob("*"))

@@ -143,7 +143,7 @@ def index_scene(
 
         feed(blocks(), [sink], context, seconds=seconds)
         seconds["total"] = time.perf_counter() - t_start
-        return IndexReport(scene=sc.describe(), out=dests["out"].path, indices=described, radiometry=radiometry,
+        return IndexReport(scene=sc.describe(), out=dests["out"].location, indices=described, radiometry=radiometry,
                            registration=reg_report, seconds={k: round(v, 4) for k, v in seconds.items()},
                            options={"inference": {k: inference.to_dict()[k] for k in
                                                   ("reference", "registration", "registration_model",

@@ -26,6 +26,7 @@ from tiler.sinks import (
     not_georeferenced_note,
 )
 from tiler.source import ChannelSource
+from tiler.storage import redact
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ def _log_scene(sc, plan: ChannelPlan) -> None:
     for n in sc.notes:
         notice(log, "%s", n)
     if not (sc.georeferenced or sc.gcps or sc.rpcs is not None):
-        notice(log, "%s", not_georeferenced_note(sc.path))
+        notice(log, "%s", not_georeferenced_note(redact(sc.path)))
     log.info("band mapping (%s): %s", plan.method,
              "; ".join(f"{c} <- {how}" for c, how in zip(plan.channels, plan.describe(sc))))
     for g in sc.groups:

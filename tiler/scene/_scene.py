@@ -35,7 +35,7 @@ from tiler.scene._bands import Band, BandGroup
 from tiler.scene._layouts import Layout, detect_layout
 from tiler.scene._manifest import read_manifest
 from tiler.scene._stac import is_stac, read_stac_item, split_scene
-from tiler.storage import configure_gdal, explain, is_url, redact
+from tiler.storage import configure_gdal, explain, is_url, redact, redact_text
 
 __all__ = ["Scene", "open_scene", "BandMapping", "GroupGrid", "check_bounds"]
 
@@ -424,7 +424,8 @@ class Scene:
             except RasterioIOError as exc:
                 if is_url(path):  # the network or the store, most likely: said as such (exit 1 to retry)
                     raise explain(path, str(exc), f"reading {window!r} of", probe=True) or SceneReadError(
-                        f"cannot read {window!r} of {redact(path)}: {exc}; the object may be truncated or "
+                        f"cannot read {window!r} of {redact(path)}: {redact_text(str(exc))}; the object may be "
+                        "truncated or "
                         "corrupt") from None
                 raise SceneReadError(
                     f"cannot read {window!r} of {path!r}: {exc}; the file may be truncated or corrupt"
@@ -701,12 +702,12 @@ class Scene:
         for g in self.groups:
             grid = self._grids[g.name]
             groups.append({
-                "name": g.name, "bands": [b.name for b in g.bands], "files": list(g.paths),
+                "name": g.name, "bands": [b.name for b in g.bands], "files": [redact(p) for p in g.paths],
                 "width": grid.width, "height": grid.height, "pixel_size": grid.pixel_size,
                 "placed_by": grid.placed_by,
                 "scale": [b.scale for b in g.bands], "offset": [b.offset for b in g.bands],
             })
-        return {"path": self.path, "kind": self.kind, "reference": self.reference, "width": self.width,
+        return {"path": redact(self.path), "kind": self.kind, "reference": self.reference, "width": self.width,
                 "height": self.height, "crs": self.crs.to_string() if self.crs else None,
                 "transform": list(self.transform)[:6] if self.georeferenced else None,
                 "groups": groups, "notes": list(self.notes)}
@@ -799,7 +800,8 @@ def _open(path: str) -> rasterio.io.DatasetReader:
     except RasterioIOError as exc:
         if is_url(path):  # missing, refused or unreachable, said as such (rasterio's text names /vsicurl/ ...)
             raise (explain(path, str(exc)) or SceneReadError(
-                f"cannot open {redact(path)} as a raster: {exc}; pass a GeoTIFF (a COG reads fastest) or "
+                f"cannot open {redact(path)} as a raster: {redact_text(str(exc))}; pass a GeoTIFF (a COG reads "
+                "fastest) or "
                 "another format GDAL reads")) from None
         raise SceneReadError(
             f"cannot open {path!r} as a raster: {exc}; pass a GeoTIFF, JPEG, PNG or another format GDAL reads"

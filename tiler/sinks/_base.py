@@ -236,7 +236,7 @@ def feed(blocks: Iterable[Block], sinks: Sequence[Sink], context: OutputContext,
 def _product_name(sink) -> str:
     """How a failure message names a sink's product: ``the polygons /out/m.gpkg``, ``/out/mask.tif``."""
     dest = getattr(sink, "destination", None)
-    path = dest.path if dest is not None else type(sink).__name__
+    path = dest.location if dest is not None else type(sink).__name__
     return f"the polygons {path}" if getattr(sink, "product", None) == "polygons" else path
 
 

@@ -34,6 +34,7 @@ from tiler.storage._urls import (
     join,
     name_of,
     redact,
+    redact_text,
     scheme_of,
     split_bucket,
     work_path,
@@ -41,7 +42,7 @@ from tiler.storage._urls import (
 
 __all__ = [
     "GDAL_DEFAULTS", "READ_SCHEMES", "WRITE_SCHEMES", "PART_BYTES",
-    "is_url", "scheme_of", "split_bucket", "redact", "name_of", "join", "work_path", "default_work_dir",
+    "is_url", "scheme_of", "split_bucket", "redact", "redact_text", "name_of", "join", "work_path", "default_work_dir",
     "endpoint_url", "configure_gdal",
     "stat", "identity", "check_bucket", "exists", "read_bytes", "glob", "upload", "delete", "explain", "retries",
     "s3_client",

@@ -27,7 +27,7 @@ from tiler.errors import (
     StorageUnavailableError,
     TilerError,
 )
-from tiler.storage._urls import configure_gdal, endpoint_url, redact, scheme_of, split_bucket
+from tiler.storage._urls import configure_gdal, endpoint_url, redact, redact_text, scheme_of, split_bucket
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,8 @@ def explain(url: str, message: str, what: str = "scene", *, probe: bool = False)
         unreachable or a server error after the retries (exit 1, naming the URL); None where the message
         is none of these (the caller's own message applies).
     """
-    text = (message or "").lower()
+    message = redact_text(message or "")
+    text = message.lower()
     shown = redact(url)
     if any(t in text for t in _DENIED_TEXT):
         return StorageAccessError(f"{what} {shown}: access refused ({message.strip()}); {_credentials_hint(url)}")

@@ -112,6 +112,30 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+_IN_TEXT = re.compile(r"(?:[a-zA-Z][a-zA-Z0-9+.-]*://|/vsi[a-z0-9_]+/)[^\s'\"<>]+")
+
+
+def redact_text(text: str) -> str:
+    """``text`` (an error message of GDAL or a client) with every URL in it :func:`redact`-ed.
+
+    Parameters
+    ----------
+    text : str
+
+    Returns
+    -------
+    str
+    """
+    def one(m: "re.Match[str]") -> str:
+        found = m.group(0)
+        if found.startswith("/vsi"):  # /vsicurl/https://...: the URL after the prefix
+            prefix, sep, rest = found.partition("/http")
+            return prefix + sep + redact("http" + rest)[4:] if sep else found
+        return redact(found)
+
+    return _IN_TEXT.sub(one, text)
+
+
 def name_of(url: str) -> str:
     """The last part of a URL's path (``mask.tif`` of ``s3://b/out/mask.tif?x=1``)."""
     path = urlsplit(url).path if _URL_RE.match(url) else url
