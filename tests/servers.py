@@ -173,3 +173,31 @@ def aerial_cog(path: Path, size: int = 1024, *, seed: int = 0) -> str:
     rio_copy(plain, path, driver="COG", compress="DEFLATE", blocksize=256)
     plain.unlink()
     return str(path)
+
+
+class StacServer(_Child):
+    """``rustac serve``: a STAC API (in-process memory backend) on ``127.0.0.1:port``, loaded at start with
+    a collection and the Items of an ItemCollection file; restart it to load another set."""
+
+    def __init__(self, folder: Path, port: Optional[int] = None) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        super().__init__(port or free_port(), folder / "rustac.log")
+        self.folder = folder
+
+    def command(self) -> list[str]:
+        exe = shutil.which("rustac") or os.path.join(os.path.dirname(sys.executable), "rustac")
+        return [exe, "serve", "--addr", f"127.0.0.1:{self.port}", str(self.folder / "collection.json"),
+                str(self.folder / "items.json")]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def load(self, collection: dict, items: list[dict]) -> "StacServer":
+        """(Re)start the server with ``collection`` and ``items``."""
+        import json
+
+        self.stop()
+        (self.folder / "collection.json").write_text(json.dumps(collection))
+        (self.folder / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": items}))
+        return self.start()

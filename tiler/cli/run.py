@@ -40,13 +40,17 @@ from tiler.errors import UsageError
               help="Write a JSON run report here.")
 @click.option("--html", type=click.Path(dir_okay=False), default=None,
               help="Also write a quick-look page here (`tiler view`: one offline HTML file; needs --out).")
+@click.option("--stac-item", type=click.Path(dir_okay=False), default=None,
+              help="Also write a STAC Item describing the result here (.json; needs --out): the mask with its "
+                   "classes, the polygons, report and page, the model (STAC MLM) and a derived_from link to "
+                   "the scene.")
 @_polygon_options
 @scale_options
 @_work_dir
 @_verbosity
 @_handle_errors
-def run(scene, out, vector, report, html, classes, connectivity, min_area, min_probability, simplify, workers,
-        scheduler, parts, worker_timeout, work_dir, quiet, verbose, **kw):
+def run(scene, out, vector, report, html, stac_item, classes, connectivity, min_area, min_probability, simplify,
+        workers, scheduler, parts, worker_timeout, work_dir, quiet, verbose, **kw):
     """Segment SCENE into a georeferenced GeoTIFF mask and/or polygons, streaming strip by strip.
 
     SCENE is a raster, a scene manifest (.toml), a STAC Item (.json) or a
@@ -68,13 +72,16 @@ def run(scene, out, vector, report, html, classes, connectivity, min_area, min_p
     model, overwrite = kw["model"], kw["overwrite"]
     if html and not out:
         raise UsageError("--html shows the class map: give --out mask.tif too")
+    if stac_item and not out:
+        raise UsageError("--stac-item describes the class map: give --out mask.tif too")
     from tiler.pipeline import resolve_run
 
     # The run resolved once (the model's metadata, the options checked against it); everything below uses it.
     spec = resolve_run(model=_model_path(model), inference=inference, streaming=streaming, output=out_cfg,
                        polygons=polygons, raster=out is not None, vector=vector is not None)
     with _guard({"--out": _geotiff(out) if out else None, "--vector": _vector(vector),
-                 "--html": (html, (".html", ".htm")) if html else None, "--report": _json(report)},
+                 "--html": (html, (".html", ".htm")) if html else None, "--report": _json(report),
+                 "--stac-item": _json(stac_item)},
                 [*_scene_inputs(scene), spec.model], overwrite, work_dir) as guard:
         from tiler.distributed import run as run_parts
 
@@ -101,6 +108,16 @@ def run(scene, out, vector, report, html, classes, connectivity, min_area, min_p
                            overwrite=overwrite)
         with stage(f"writing the report {guard['--report'] and guard['--report'].location}"):
             _write_json(guard["--report"], result.to_dict())
+        if guard["--stac-item"] is not None:
+            from tiler.catalog import result_item
+
+            with stage(f"writing the STAC Item {guard['--stac-item'].location}"):
+                located = {k: guard[k] and guard[k].location for k in ("--vector", "--report", "--html")}
+                _write_json(guard["--stac-item"], result_item(
+                    scene=scene, mask=guard["--out"].current, mask_href=guard["--out"].location, info=spec.info,
+                    model_name=model or "default", model_href=spec.model, cog=out_cfg.cog,
+                    vector_href=located["--vector"], report_href=located["--report"], page_href=located["--html"],
+                    report=result.to_dict()))
     if not quiet:
         extra = (f", {sum(result.vector['features'].values())} polygons" if result.vector else "")
         if result.parts:
