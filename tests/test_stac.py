@@ -201,3 +201,44 @@ def test_search_faults(archive, tmp_path):
     out = tiler("batch", "--stac-api", archive["api"].url, "--collection", "aerial", "--datetime",
                 "2023-01-01/2023-01-31", "--out-dir", tmp_path / "o", check=0)
     assert "0 items matched" in out.stderr and not (tmp_path / "o").exists()
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_mlm_description_round_trip(tmp_path):
+    """``tiler export --mlm``: a valid MLM Item whose contract read back is the model file's exactly;
+    ``--model ITEM.json`` runs the model it describes, also an ONNX file that describes nothing itself
+    (the Item is then its description), and refuses an Item that contradicts its file."""
+    import onnx
+
+    from tiler.model import DEFAULT_MODEL_PATH, info_from_mlm, read_info
+
+    tiler("export", "default", "-o", tmp_path / "m.onnx", "--mlm", tmp_path / "m.json", "-q", check=0)
+    doc = json.loads((tmp_path / "m.json").read_text())
+    validate(doc)
+    original = read_info(DEFAULT_MODEL_PATH)
+    stated = info_from_mlm(doc, "m.json")
+    assert stated["channels"] == list(original.channels) and stated["classes"] == list(original.classes)
+    assert stated["offset"] == list(original.offset) and stated["scale"] == list(original.scale)
+    assert stated["colours"] == list(original.colours) and stated["layout"] == "NCHW"
+    scene = Path(__file__).resolve().parents[1] / "examples" / "dubai_sample.tif"
+    tiler("run", scene, "-o", tmp_path / "by-item.tif", "--model", tmp_path / "m.json", "-q", check=0)
+    tiler("run", scene, "-o", tmp_path / "by-file.tif", "--model", tmp_path / "m.onnx", "-q", check=0)
+    assert (tmp_path / "by-item.tif").read_bytes() == (tmp_path / "by-file.tif").read_bytes()
+    # the same network with no description of its own: the MLM Item is all tiler knows of it
+    bare = onnx.load(tmp_path / "m.onnx")
+    del bare.metadata_props[:]
+    (tmp_path / "bare").mkdir()
+    onnx.save(bare, tmp_path / "bare" / "m.onnx")
+    (tmp_path / "bare" / "m.json").write_text(json.dumps(doc))
+    out = tiler("run", scene, "-o", tmp_path / "x.tif", "--model", tmp_path / "bare" / "m.onnx", check=2)
+    assert "does not say what tiler needs" in out.stderr
+    tiler("run", scene, "-o", tmp_path / "by-bare.tif", "--model", tmp_path / "bare" / "m.json", "-q", check=0)
+    import rasterio
+
+    with rasterio.open(tmp_path / "by-bare.tif") as a, rasterio.open(tmp_path / "by-file.tif") as b:
+        assert (a.read() == b.read()).all()  # the sample scene is not georeferenced: compare the pixels
+    wrong = json.loads(json.dumps(doc))
+    wrong["properties"]["mlm:output"][0]["classification:classes"][0]["description"] = "roof"
+    (tmp_path / "wrong.json").write_text(json.dumps(wrong))
+    out = tiler("run", scene, "-o", tmp_path / "w.tif", "--model", tmp_path / "wrong.json", check=2)
+    assert "contradicts its model file" in out.stderr and "roof" in out.stderr

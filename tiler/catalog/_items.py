@@ -22,11 +22,11 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.warp import transform_bounds
 
 from tiler._version import __version__
-from tiler.model import ModelInfo
+from tiler.model import ModelInfo, mlm_properties, model_asset
 from tiler.scene import split_scene
 from tiler.storage import is_url, redact
 
-__all__ = ["EXTENSIONS", "result_item", "mlm_properties", "model_asset", "catalog_document", "source_item"]
+__all__ = ["EXTENSIONS", "result_item", "catalog_document", "source_item"]
 
 #: The schema URLs of the extensions tiler's Items declare.
 EXTENSIONS = {
@@ -45,72 +45,7 @@ MEDIA = {"cog": "image/tiff; application=geotiff; profile=cloud-optimized", "tif
 
 def _classes(info: ModelInfo) -> list[dict]:
     """classification:classes of a model's output (value = the class index written in the mask)."""
-    return [{"value": i, "name": name.replace(" ", "_"), "description": name,
-             "color_hint": colour.lstrip("#").upper()}
-            for i, (name, colour) in enumerate(zip(info.classes, info.colours))]
-
-
-def mlm_properties(info: ModelInfo, name: str) -> dict:
-    """The STAC MLM fields (v1.5.2) describing a tiler model: architecture, input bands, normalisation,
-    patch size, output classes.
-
-    The input is ``(batch, height, width, bands)`` float32 patches of the model's patch size, each band
-    scaled as ``(x - offset) / scale``: MLM's ``z-score`` with ``mean = offset``, ``stddev = scale``
-    (tiler's :class:`~tiler.model.ModelInfo` normalisation, exactly). The output is one probability per
-    class; its ``classification:classes`` are the class map's values.
-
-    Parameters
-    ----------
-    info : ModelInfo
-    name : str
-        The model's name (``mlm:name``).
-
-    Returns
-    -------
-    dict
-        ``mlm:name``, ``mlm:architecture``, ``mlm:tasks``, ``mlm:framework``, ``mlm:input``, ``mlm:output``,
-        ``mlm:batch_size_suggestion``.
-    """
-    onnx = info.is_onnx
-    layout = (info.network or {}).get("layout", "NHWC") if onnx else "NHWC"
-    size = int(info.patch_size)
-    if layout == "NCHW":
-        shape_in, order_in = [-1, len(info.channels), size, size], ["batch", "bands", "height", "width"]
-        shape_out, order_out = [-1, len(info.classes), size, size], ["batch", "class", "height", "width"]
-    else:
-        shape_in, order_in = [-1, size, size, len(info.channels)], ["batch", "height", "width", "bands"]
-        shape_out, order_out = [-1, size, size, len(info.classes)], ["batch", "height", "width", "class"]
-    return {
-        "mlm:name": name,
-        "mlm:architecture": "U-Net",
-        "mlm:tasks": ["semantic-segmentation"],
-        "mlm:framework": "ONNX" if onnx else "Keras",
-        "mlm:batch_size_suggestion": 8,
-        "mlm:input": [{
-            "name": "patch",
-            "bands": list(info.channels),
-            "input": {"shape": shape_in, "dim_order": order_in, "data_type": "float32"},
-            "value_scaling": [{"type": "z-score", "mean": float(o), "stddev": float(s)}
-                              for o, s in zip(info.offset, info.scale)],
-            "resize_type": None,
-        }],
-        "mlm:output": [{
-            "name": "classes",
-            "tasks": ["semantic-segmentation"],
-            "result": {"shape": shape_out, "dim_order": order_out, "data_type": "float32"},
-            "classification:classes": _classes(info),
-        }],
-    }
-
-
-def model_asset(model_href: str, info: ModelInfo) -> dict:
-    """The asset of the model file itself (role ``mlm:model``), its input bands named in ``raster:bands``."""
-    return {"href": model_href, "title": "the model that produced the mask",
-            "type": "application/octet-stream; application=onnx" if info.is_onnx else "application/octet-stream",
-            "roles": ["mlm:model"],
-            "mlm:artifact_type": "onnx" if info.is_onnx else "keras.Model.save",
-            # the input bands by name, as MLM asks of the model asset (raster extension)
-            "raster:bands": [{"name": c, "data_type": "float32"} for c in info.channels]}
+    return mlm_properties(info, "-")["mlm:output"][0]["classification:classes"]
 
 
 def source_item(scene: str) -> Optional[dict]:

@@ -197,9 +197,13 @@ def read_onnx_info(path) -> "Any":
     name, dims = _graph_input(model)
     props = {p.key: p.value for p in model.metadata_props}
     sidecar = path + ".json"
+    from tiler.model._mlm import mlm_described
+
     if TILER_KEY in props:
         text, source = props[TILER_KEY], f"{path!r} (metadata_props['{TILER_KEY}'])"
         doc = json.loads(text)
+    elif mlm_described(path) is not None:  # --model item.json: the STAC MLM Item describes this file
+        source, doc = f"{path!r} (its STAC MLM Item)", json.loads(json.dumps(mlm_described(path)))
     elif os.path.isfile(sidecar):
         source = repr(sidecar)
         try:

@@ -92,7 +92,8 @@ def resolve_model_path(model, *, option: str = "--model") -> str:
     Parameters
     ----------
     model : path-like or str
-        A path or a model name (``default``, ``tiler models``).
+        A path, a model name (``default``, ``tiler models``), or a STAC Item describing a model with the
+        Machine Learning Model extension (its ``mlm:model`` asset; :func:`tiler.model.model_from_mlm`).
     option : str, default "--model"
         How the message names the option (``--init``, ``MODEL``).
 
@@ -102,6 +103,10 @@ def resolve_model_path(model, *, option: str = "--model") -> str:
         Neither a file nor a registered name (the message lists the names).
     """
     text = os.fspath(model)
+    from tiler.model._mlm import is_mlm_item, model_from_mlm
+
+    if is_mlm_item(text):  # a STAC MLM Item: the model file it describes, checked against it
+        return model_from_mlm(text)
     if os.path.exists(text):
         return text
     models = available_models()
