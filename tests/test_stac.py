@@ -242,3 +242,23 @@ def test_mlm_description_round_trip(tmp_path):
     (tmp_path / "wrong.json").write_text(json.dumps(wrong))
     out = tiler("run", scene, "-o", tmp_path / "w.tif", "--model", tmp_path / "wrong.json", check=2)
     assert "contradicts its model file" in out.stderr and "roof" in out.stderr
+
+
+def test_stac_common_names_of_public_archives_reach_the_model(tmp_path):
+    """Earth Search and Planetary Computer name Sentinel-2's SWIR bands ``swir16``/``swir22`` and B8A
+    ``nir08`` (STAC eo common names): they are the bands tiler's models call ``swir1``/``swir2``/``nir2``."""
+    import numpy as np
+
+    from tests.conftest import write_tif
+    from tiler.scene import read_stac_item
+
+    assets = {}
+    for key, common in (("B11", "swir16"), ("B12", "swir22"), ("B8A", "nir08")):
+        write_tif(tmp_path / f"{key}.tif", np.full((1, 8, 8), 100, np.uint16))
+        assets[key] = {"href": f"./{key}.tif", "type": "image/tiff; application=geotiff", "roles": ["data"],
+                       "eo:bands": [{"name": key, "common_name": common}]}
+    item = {"type": "Feature", "stac_version": "1.1.0", "id": "s2", "geometry": None, "links": [],
+            "properties": {"datetime": "2024-06-01T00:00:00Z"}, "assets": assets}
+    (tmp_path / "item.json").write_text(json.dumps(item))
+    layout = read_stac_item(str(tmp_path / "item.json"))
+    assert [b.name for g in layout.groups for b in g.bands] == ["swir1", "swir2", "nir2"]

@@ -75,6 +75,8 @@ def publish_batch(report: Mapping[str, Any], out_dir: str, *, model: str, model_
                           {"rel": "parent", "href": "./catalog.json", "type": "application/json"}]
         docs[item_path] = item
     catalog_path = join(out_dir, "catalog.json") if is_url(out_dir) else os.path.join(out_dir, "catalog.json")
+    if not hrefs:  # nothing done or done before: no catalogue to write
+        return {"catalog": None, "items": []}
     catalog = catalog_document(f"tiler-{name_of(out_dir.rstrip('/')) or 'results'}", hrefs,
                                description=f"{', '.join(info.classes)} from {model_name}, by tiler")
     outputs = {f"the STAC Item {name_of(p)}": (p, JSON_SUFFIXES) for p in docs}

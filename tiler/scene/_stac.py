@@ -3,7 +3,8 @@
 An Item's raster assets become band groups: assets on one pixel grid form one
 group, named by its pixel size (``10m``) where the CRS is in metres. Bands
 are named by the ``eo:bands`` common names (STAC ``eo`` extension v1, or the
-``bands`` field of STAC 1.1), else by the asset key; ``raster:bands`` scale,
+``bands`` field of STAC 1.1; ``STAC_COMMON_NAMES`` maps those tiler calls
+otherwise, ``swir16`` to ``swir1`` ...), else by the asset key; ``raster:bands`` scale,
 offset and nodata are applied (STAC ``raster`` extension). An asset whose
 href is a URL (``https://``, ``s3://`` ...) is read where it is, by GDAL's
 range requests; nothing is downloaded whole.
@@ -171,6 +172,13 @@ def stac_asset_paths(scene: str) -> list[str]:
         return [split_scene(scene)[0]]
 
 
+#: STAC ``eo`` common band names (eo extension v1.1.0, "Common Band Names") that tiler calls otherwise:
+#: Earth Search and Planetary Computer name Sentinel-2's B11/B12 ``swir16``/``swir22``, B8A ``nir08``, B09
+#: ``nir09``, and Landsat's TIRS bands ``lwir11``/``lwir12``.
+STAC_COMMON_NAMES = {"swir16": "swir1", "swir22": "swir2", "nir08": "nir2", "nir09": "watervapour",
+                     "lwir11": "tir1", "lwir12": "tir2"}
+
+
 def _asset_bands(key: str, asset, count: int) -> list[dict]:
     """Per band of an asset: name, scale, offset, nodata, spectral range (nm)."""
     fields = asset.extra_fields
@@ -187,7 +195,8 @@ def _asset_bands(key: str, asset, count: int) -> list[dict]:
         centre = e.get("center_wavelength") or e.get("eo:center_wavelength")
         width = e.get("full_width_half_max") or e.get("eo:full_width_half_max")
         rng = (1000 * (centre - width / 2), 1000 * (centre + width / 2)) if centre and width else None
-        out.append({"name": str(name).lower(), "scale": float(r.get("scale", 1.0)),
+        name = str(name).lower()
+        out.append({"name": STAC_COMMON_NAMES.get(name, name), "scale": float(r.get("scale", 1.0)),
                     "offset": float(r.get("offset", 0.0)), "nodata": r.get("nodata"), "range": rng})
     return out
 
