@@ -324,3 +324,21 @@ def test_a_failed_upload_takes_back_the_commit(stores, bucket, tmp_path, monkeyp
             client.delete_bucket(Bucket=other)
     assert keys(stores, bucket) == {"scenes/aerial.tif"}
     assert not any(p.is_file() for p in (tmp_path / "work").rglob("*"))
+
+
+def test_view_and_vectorize_a_mask_in_a_bucket(stores, bucket, tmp_path):
+    """``tiler view`` and ``tiler vectorize`` read a mask (and its scene) from S3 and write to S3, and say
+    the URLs they wrote; the polygons are those of the same mask on the local disk."""
+    tiler(stores, "run", stores["scene"], "-o", tmp_path / "m.tif", "-q", check=0)
+    stores["s3"].client().upload_file(str(tmp_path / "m.tif"), bucket, "out/m.tif")
+    mask, scene = f"s3://{bucket}/out/m.tif", f"s3://{bucket}/scenes/aerial.tif"
+    out = tiler(stores, "view", mask, "--scene", scene, "-o", f"s3://{bucket}/out/m.html", check=0)
+    assert f"wrote s3://{bucket}/out/m.html" in out.stderr
+    assert get(stores, bucket, "out/m.html").count(b"data:image/") >= 2  # the scene and the class map
+    out = tiler(stores, "vectorize", mask, "-o", f"s3://{bucket}/out/m.fgb", check=0)
+    assert f"wrote s3://{bucket}/out/m.fgb" in out.stderr
+    tiler(stores, "vectorize", tmp_path / "m.tif", "-o", tmp_path / "m.fgb", "-q", check=0)
+    import pyogrio
+
+    (tmp_path / "remote.fgb").write_bytes(get(stores, bucket, "out/m.fgb"))
+    assert pyogrio.read_arrow(tmp_path / "remote.fgb")[1].equals(pyogrio.read_arrow(tmp_path / "m.fgb")[1])

@@ -27,6 +27,7 @@ from tiler.destination import Destination, guard_outputs
 from tiler.engine import Block, ProgressCallback
 from tiler.errors import SceneReadError, UsageError
 from tiler.sinks import VECTOR_FORMATS, OutputContext, PolygonSink, feed, not_georeferenced_note
+from tiler.storage import configure_gdal, explain, is_url, redact, redact_text
 
 __all__ = ["vectorize_mask"]
 
@@ -130,12 +131,15 @@ def vectorize_mask(
     if strip_rows < 1 or band_width < 1:
         raise UsageError(f"strip rows and band width must be >= 1, got {strip_rows} and {band_width}")
     path = os.fspath(mask)
+    if is_url(path):
+        configure_gdal()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             ds = rasterio.open(path)
     except RasterioIOError as exc:
-        raise SceneReadError(f"cannot read mask {path!r}: {exc}") from None
+        raise (explain(path, str(exc), "mask") if is_url(path) else None) or \
+            SceneReadError(f"cannot read mask {redact(path)!r}: {redact_text(str(exc))}") from None
     seconds = {"read": 0.0, "write": 0.0}
     probs = _open_probabilities(probabilities, ds) if probabilities is not None else None
     with ds, probs or contextlib.nullcontext():
@@ -181,7 +185,7 @@ def vectorize_mask(
 
             feed(blocks(), [sink], context, seconds=seconds)
     seconds["total"] = time.perf_counter() - t0
-    return {"tiler_version": __version__, "mask": path, "out": dest.path, "format": sink.format,
+    return {"tiler_version": __version__, "mask": redact(path), "out": dest.location, "format": sink.format,
             "features": dict(sink.counts), "dropped_small": sink.dropped_small,
             "units": {"area": "m2" if sink.units == "m" else "px2", "perimeter": sink.units},
             "seconds": {k: round(v, 4) for k, v in seconds.items()}, "options": polygons.to_dict()}

@@ -38,6 +38,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
 from tiler.errors import SceneReadError, TilerError, UsageError
 from tiler.labels import BACKGROUND_NAMES
+from tiler.storage import configure_gdal, explain, is_url, redact, redact_text
 
 __all__ = ["build_page", "page_scene", "write_page", "MAX_SIDE", "MAX_POLYGONS"]
 
@@ -69,12 +70,15 @@ def _jpeg(rgb: np.ndarray) -> str:
 
 
 def _open(path: str, what: str):
+    if is_url(path):
+        configure_gdal()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             return rasterio.open(path)
     except RasterioIOError as exc:
-        raise SceneReadError(f"cannot read the {what} {path!r}: {exc}") from None
+        raise (explain(path, str(exc), f"the {what}") if is_url(path) else None) or \
+            SceneReadError(f"cannot read the {what} {redact(path)!r}: {redact_text(str(exc))}") from None
 
 
 def _display_shape(height: int, width: int) -> tuple[int, int]:
@@ -119,7 +123,7 @@ def _stretch(data: np.ndarray) -> str:
 
 
 def _is_raster(path: str) -> bool:
-    return os.path.isfile(path) and not path.lower().endswith((".toml", ".json"))
+    return (is_url(path) or os.path.isfile(path)) and not path.lower().endswith((".toml", ".json"))
 
 
 def _raster_quicklook(scene: str, shape: tuple[int, int]) -> str:
@@ -457,7 +461,7 @@ def write_page(out, html_text: str, *, overwrite: bool = False) -> str:
 
     dest = Destination.coerce(out, overwrite=overwrite)
     dest.write_text(html_text)
-    return dest.path
+    return dest.location
 
 
 _TEMPLATE = """<!DOCTYPE html>

@@ -136,5 +136,5 @@ def export_onnx(model: Union[str, os.PathLike], out, *, overwrite: bool = False)
         onnx.save(graph, tmp_path)
     shape = [[d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim] for v in (graph.graph.input[0],
                                                                                          graph.graph.output[0])]
-    return {"out": dest.path, "input": {"name": graph.graph.input[0].name, "shape": shape[0]},
+    return {"out": dest.location, "input": {"name": graph.graph.input[0].name, "shape": shape[0]},
             "output": {"name": graph.graph.output[0].name, "shape": shape[1]}, "metadata": sorted(metadata)}
