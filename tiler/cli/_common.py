@@ -349,6 +349,47 @@ def _vector(spec: Optional[str]):
     return (spec, tuple(VECTOR_FORMATS))
 
 
+def _bands_option(f):
+    return click.option("--bands", default=None, help="1-based scene band per model channel, e.g. 3,2,1.")(f)
+
+
+def _input_scale_option(f):
+    return click.option("--input-scale", "input_scale", multiple=True, metavar="SCALE[,OFFSET]",
+                        help="Map scene values into the model's range before its normalisation: value * SCALE + "
+                             "OFFSET. Once for all band channels, or once per model channel (e.g. 0.0625 for 12-bit "
+                             "data and an 8-bit model).")(f)
+
+
+def _patch_options(f):
+    """``--patch-size`` and ``--overlap`` (the patch grid; default the model's recommendation)."""
+    f = click.option("--overlap", type=float, default=None,
+                     help="Patch overlap as a fraction of the patch, in [0, 1) (default: the model's "
+                          "recommendation, else 0.5).")(f)
+    return click.option("--patch-size", type=int, default=None,
+                        help="Patch side in pixels (default: the model's recommendation, else its training "
+                             "patch).")(f)
+
+
+def _strip_rows_option(f):
+    return config_option("StreamConfig", "strip_rows", "--strip-rows", type=int, help="Scene rows per strip.")(f)
+
+
+def _co_option(f):
+    return click.option("--co", "creation_options", multiple=True, metavar="NAME=VALUE",
+                        help="GeoTIFF creation option (repeatable), e.g. --co COMPRESS=ZSTD.")(f)
+
+
+def _cluster_options(what: str):
+    """``--workers`` and ``--scheduler``: where ``what`` (the parts, the trials) run."""
+    def decorate(f):
+        f = click.option("--scheduler", default=None, metavar="ADDRESS",
+                         help=f"Run {what} on an existing dask cluster (tcp://host:8786); its workers must see "
+                              "the inputs, the model and the output folder at the same paths.")(f)
+        return click.option("--workers", type=int, default=None,
+                            help=f"Run {what} on a local dask cluster of N worker processes.")(f)
+    return decorate
+
+
 def _cog(f):
     return click.option("--cog", is_flag=True,
                         help="Write a Cloud-Optimized GeoTIFF: internal tiled overviews (mode for class maps, "

@@ -7,12 +7,18 @@ from dataclasses import fields
 import click
 
 from tiler.cli._common import (
+    _bands_option,
+    _cluster_options,
+    _co_option,
     _cog,
+    _input_scale_option,
     _int_list,
     _model_option,
     _overwrite,
+    _patch_options,
     _reference,
     _registration_options,
+    _strip_rows_option,
     config_option,
 )
 from tiler.config import WORKER_TIMEOUT, InferenceConfig, OutputConfig, StreamConfig
@@ -24,11 +30,7 @@ def run_options(f):
     """The options of a segmentation run (model, patches, TTA, bands, output product, registration)."""
     for option in reversed([
         _model_option,
-        click.option("--patch-size", type=int, default=None,
-                     help="Patch side in pixels (default: the model's recommendation, else its training patch)."),
-        click.option("--overlap", type=float, default=None,
-                     help="Patch overlap as a fraction of the patch, in [0, 1) (default: the model's "
-                          "recommendation, else 0.5)."),
+        _patch_options,
         config_option("InferenceConfig", "batch_size", "--batch-size", type=int, help="Patches per network call."),
         config_option("OutputConfig", "kind", "--output", "output",
                       help="uint8 class map with a colour table, or probability per class."),
@@ -51,17 +53,13 @@ def run_options(f):
         config_option("InferenceConfig", "precision", "--precision",
                       help="Compute precision of the network; bfloat16/float16 for accelerators (and CPUs "
                           "with AMX or AVX512-BF16 under OpenVINO)."),
-        click.option("--bands", default=None, help="1-based scene band per model channel, e.g. 3,2,1."),
-        config_option("StreamConfig", "strip_rows", "--strip-rows", type=int, help="Scene rows per strip."),
+        _bands_option,
+        _strip_rows_option,
         _overwrite,
-        click.option("--co", "creation_options", multiple=True, metavar="NAME=VALUE",
-                     help="GeoTIFF creation option (repeatable), e.g. --co COMPRESS=ZSTD."),
+        _co_option,
         _reference,
         _registration_options(),
-        click.option("--input-scale", "input_scale", multiple=True, metavar="SCALE[,OFFSET]",
-                     help="Map scene values into the model's range before its normalisation: value * SCALE + "
-                          "OFFSET. Once for all band channels, or once per model channel (e.g. 0.0625 for 12-bit "
-                          "data and an 8-bit model)."),
+        _input_scale_option,
         click.option("--force", is_flag=True,
                      help="Predict even when the scene's values are far outside the model's training domain."),
     ]):
@@ -78,12 +76,7 @@ def scale_options(f):
                      metavar="SECONDS",
                      help="With --scheduler: how long to wait for a first worker where the scheduler has none "
                           "(tiler says that it waits, and then what to start).")(f)
-    f = click.option("--scheduler", default=None, metavar="ADDRESS",
-                     help="Run the parts on an existing dask cluster (tcp://host:8786); its workers must see the "
-                          "scenes, the model and the output folder at the same paths.")(f)
-    f = click.option("--workers", type=int, default=None,
-                     help="Run the parts on a local dask cluster of N worker processes.")(f)
-    return f
+    return _cluster_options("the parts")(f)
 
 
 def configs_from_options(kw: dict):

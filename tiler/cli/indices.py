@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from tiler.cli._common import (
+    _co_option,
     _cog,
     _geotiff,
     _guard,
@@ -17,6 +18,7 @@ from tiler.cli._common import (
     _registration_options,
     _require,
     _scene_inputs,
+    _strip_rows_option,
     _verbosity,
     _write_json,
 )
@@ -31,10 +33,9 @@ from tiler.errors import UsageError
                    "ndre, ccci, ndbi.")
 @click.option("--param", "params", multiple=True, metavar="INDEX.NAME=VALUE",
               help="Index parameter override (repeatable), e.g. --param savi.L=1.0.")
-@click.option("--strip-rows", type=int, default=512, show_default=True, help="Rows computed per strip.")
+@_strip_rows_option
 @_overwrite
-@click.option("--co", "creation_options", multiple=True, metavar="NAME=VALUE",
-              help="GeoTIFF creation option (repeatable).")
+@_co_option
 @_cog
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write a JSON report here.")
 @_reference

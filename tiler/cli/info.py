@@ -6,7 +6,17 @@ import json
 
 import click
 
-from tiler.cli._common import _handle_errors, _int_list, _model_path, _reference, _require, _verbosity
+from tiler.cli._common import (
+    _bands_option,
+    _handle_errors,
+    _input_scale_option,
+    _int_list,
+    _model_path,
+    _patch_options,
+    _reference,
+    _require,
+    _verbosity,
+)
 
 
 @click.command()
@@ -15,13 +25,9 @@ from tiler.cli._common import _handle_errors, _int_list, _model_path, _reference
               help="Also show how this model's channels would be built, the input-domain verdict and the "
                    "patch count ('default' for the bundled model).")
 @_reference
-@click.option("--bands", default=None, help="1-based scene band per model channel, e.g. 3,2,1.")
-@click.option("--input-scale", "input_scale", multiple=True, metavar="SCALE[,OFFSET]",
-              help="As for `tiler run`.")
-@click.option("--patch-size", "patch_size", type=int, default=None,
-              help="For the patch grid; default the model's recommendation, as for `tiler run`.")
-@click.option("--overlap", type=float, default=None,
-              help="For the patch grid; default the model's recommendation, as for `tiler run`.")
+@_bands_option
+@_input_scale_option
+@_patch_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @_verbosity
 @_handle_errors

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from tiler.cli._common import _handle_errors, _require, _verbosity
+from tiler.cli._common import _cluster_options, _handle_errors, _require, _verbosity
 from tiler.errors import UsageError
 
 
@@ -30,10 +30,7 @@ from tiler.errors import UsageError
               help="Finished (complete or pruned) trials the study should have; a resumed search runs the rest.")
 @click.option("--timeout", "timeout_minutes", type=float, default=None,
               help="Start no new trial after this many minutes.")
-@click.option("--workers", type=int, default=None,
-              help="Run N trials at once on a local dask cluster of N worker processes.")
-@click.option("--scheduler", default=None, metavar="ADDRESS",
-              help="Run the trials on an existing dask cluster (its workers must see the data and --out-dir).")
+@_cluster_options("the trials (N at once)")
 @click.option("--space", "space_file", type=click.Path(dir_okay=False), default=None,
               help="TOML file changing the default search space (see docs/guide/training.md).")
 @click.option("--pruner", default="median", show_default=True,
