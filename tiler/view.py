@@ -154,7 +154,7 @@ def _open_on_grid(path: str, height: int, width: int):
     fits = [name for name, size in sizes.items() if size == (height, width)]
     if not fits:
         scene.close()
-        listed = ", ".join(f"{name} {w}x{h}" for name, (h, w) in sizes.items())
+        listed = ", ".join(f"{name} {cols}x{rows}" for name, (rows, cols) in sizes.items())
         raise UsageError(f"--scene {path!r} has no band group of the mask's size {width}x{height} ({listed}): "
                          "give the scene the mask was made from")
     if scene.reference in fits:

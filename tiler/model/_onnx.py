@@ -284,9 +284,9 @@ class OnnxRuntime:
         self._offset = np.asarray(info.offset, np.float32).reshape(1, -1, 1, 1)
         self._inv = (1.0 / np.asarray(info.scale, np.float64)).astype(np.float32).reshape(1, -1, 1, 1)
         self._softmax = info.activation == "softmax"
-        n, h, w, c = self.shape
+        patches, height, width, channels = self.shape
         nchw = self.network["layout"] == "NCHW"
-        feed = [n, c, h, w] if nchw else [n, h, w, c]
+        feed = [patches, channels, height, width] if nchw else [patches, height, width, channels]
         try:
             self._run = self._load(path, engine, feed, precision)
         except Exception as exc:  # noqa: BLE001 - the runtimes raise their own types; the message names the fix

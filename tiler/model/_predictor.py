@@ -285,8 +285,8 @@ class Predictor:
         if self.model is None:
             out = np.asarray(self._plain(batch), np.float32)
         else:
-            n, c, h, w = batch.shape
-            runtime = self._runtime_for((n, h, w, c))
+            patches, channels, height, width = batch.shape
+            runtime = self._runtime_for((patches, height, width, channels))
             if runtime.layout == "NCHW":
                 out = runtime(np.ascontiguousarray(batch, dtype=np.float32))
             else:

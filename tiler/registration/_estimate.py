@@ -69,14 +69,15 @@ def _curvature_covariance(anchor: np.ndarray, group: np.ndarray, valid: np.ndarr
     """``sigma^2 (J^T J)^-1`` of the translation, gain and bias fitted at ``shift`` (Gauss-Newton curvature)."""
     import cv2
 
-    h, w = anchor.shape
+    height, width = anchor.shape
     warp = np.array([[1, 0, shift[1]], [0, 1, shift[0]]], np.float32)
     flags = cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP
-    moved = cv2.warpAffine(group.astype(np.float32), warp, (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
-    ok = cv2.warpAffine(valid.astype(np.uint8), warp, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+    size = (width, height)  # OpenCV's dsize is (columns, rows)
+    moved = cv2.warpAffine(group.astype(np.float32), warp, size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
+    ok = cv2.warpAffine(valid.astype(np.uint8), warp, size, flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
                         borderValue=0).astype(bool) & valid
     inner = np.zeros_like(ok)
-    inner[border:h - border, border:w - border] = True
+    inner[border:height - border, border:width - border] = True
     ok &= inner
     gy, gx = np.gradient(moved.astype(np.float64))
     y = moved[ok].astype(np.float64)

@@ -229,12 +229,12 @@ class Scene:
             if self.reference not in names:
                 raise SceneReadError(f"scene {path!r} has no band group {self.reference!r}; its groups: "
                                      f"{', '.join(names)}")
-            h, w, t, geo, crs = raw[self.reference]
-            self.height, self.width, self.crs = h, w, crs
+            height, width, t, geo, crs = raw[self.reference]
+            self.height, self.width, self.crs = height, width, crs
             self.georeferenced = geo
             self.transform = t
             if geo and crs is not None:
-                check_bounds(path, crs, t, w, h)
+                check_bounds(path, crs, t, width, height)
             self.gcps, self.rpcs = None, None
             if not geo:  # placed on the Earth by GCPs or RPCs alone: kept for every output
                 ref = self._datasets[next(g for g in self.groups if g.name == self.reference).paths[0]]
@@ -272,19 +272,19 @@ class Scene:
         return first.height, first.width, first.transform, geo, first.crs
 
     def _place(self, name: str, raw) -> GroupGrid:
-        h, w, t, geo, crs = raw
+        height, width, t, geo, crs = raw
         if name == self.reference:
-            return GroupGrid(h, w, t, t, "reference", _affine_scale(t))
+            return GroupGrid(height, width, t, t, "reference", _affine_scale(t))
         if geo and self.georeferenced:
             if crs != self.crs:
                 raise SceneReadError(
                     f"band group {name!r} is in {crs} but the reference group {self.reference!r} is in {self.crs}; "
                     "reproject the group's files to the reference CRS first (e.g. gdalwarp -t_srs)"
                 )
-            return GroupGrid(h, w, t, t, "transform", _affine_scale(t))
+            return GroupGrid(height, width, t, t, "transform", _affine_scale(t))
         # No georeferencing on one side: scale the group's extent onto the reference extent.
-        placement = self.transform @ Affine.scale(self.width / w, self.height / h)
-        return GroupGrid(h, w, t, placement, "extent", _affine_scale(placement))
+        placement = self.transform @ Affine.scale(self.width / width, self.height / height)
+        return GroupGrid(height, width, t, placement, "extent", _affine_scale(placement))
 
     # --- geometry ------------------------------------------------------------------
 

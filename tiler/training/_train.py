@@ -271,13 +271,13 @@ def _make_sampler(data: list[LabelledImage], cfg: TrainConfig, offset: np.ndarra
             pixels = by_class[rng.integers(len(by_class))]
             i, pr, pc = pixels[rng.integers(len(pixels))]
             d = data[i]
-            h, w = d.labels.shape
+            height, width = d.labels.shape
             r = pr - p // 2 + rng.integers(-(p // 4), p // 4 + 1)
             s = pc - p // 2 + rng.integers(-(p // 4), p // 4 + 1)
-            return d, int(np.clip(r, 0, max(0, h - p))), int(np.clip(s, 0, max(0, w - p)))
+            return d, int(np.clip(r, 0, max(0, height - p))), int(np.clip(s, 0, max(0, width - p)))
         d = data[rng.choice(len(data), p=prob)]
-        h, w = d.labels.shape
-        return d, int(rng.integers(0, max(1, h - p + 1))), int(rng.integers(0, max(1, w - p + 1)))
+        height, width = d.labels.shape
+        return d, int(rng.integers(0, max(1, height - p + 1))), int(rng.integers(0, max(1, width - p + 1)))
 
     class PatchSampler(keras.utils.PyDataset):
         """Random patches (some centred on rare classes) with dihedral transforms and colour jitter."""
