@@ -45,7 +45,8 @@ class OutputGuard:
         return {k: d.location for k, d in self._dest.items() if d is not None}
 
     def commit(self) -> list[str]:
-        """Rename every staged output into place, in one short step.
+        """Put every staged output in place, in one short step: uploads first (outputs bound for object storage),
+        then renames.
 
         The renames are done in the order the outputs were given to
         :func:`guard_outputs`, with SIGINT and SIGTERM held back until the
