@@ -22,7 +22,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.warp import transform_bounds
 
 from tiler._version import __version__
-from tiler.model import ModelInfo, mlm_properties, model_asset
+from tiler.model import ModelInfo, classification_classes, mlm_properties, model_asset
 from tiler.scene import split_scene
 from tiler.storage import is_url, redact
 
@@ -41,11 +41,6 @@ MEDIA = {"cog": "image/tiff; application=geotiff; profile=cloud-optimized", "tif
          ".gpkg": "application/geopackage+sqlite3", ".geojson": "application/geo+json",
          ".fgb": "application/vnd.flatgeobuf", ".parquet": "application/vnd.apache.parquet", ".csv": "text/csv",
          ".json": "application/json", ".html": "text/html"}
-
-
-def _classes(info: ModelInfo) -> list[dict]:
-    """classification:classes of a model's output (value = the class index written in the mask)."""
-    return mlm_properties(info, "-")["mlm:output"][0]["classification:classes"]
 
 
 def source_item(scene: str) -> Optional[dict]:
@@ -141,7 +136,7 @@ def result_item(*, scene: str, mask: str, mask_href: str, info: ModelInfo, model
         "created": now,
         **mlm_properties(info, model_name),
     })
-    classes = _classes(info)
+    classes = classification_classes(info)
     assets: dict[str, dict] = {"mask": {
         "href": mask_href, "type": MEDIA["cog" if cog else "tif"], "title": "class map", "roles": ["data"],
         "classification:classes": classes,

@@ -466,14 +466,15 @@ class Destination:
         except BaseException:
             self.discard()
             raise
-        self.staged = None
-        self._committed = True
-        if not self.intermediate:
-            _signals.written(self.path)
         self._published()
 
     def _published(self) -> None:
-        """Run (and forget) the :attr:`after_publish` callbacks."""
+        """Settle a publish that put the file in place: nothing staged any more, the output recorded as written
+        (not an intermediate), and the :attr:`after_publish` callbacks run (and forgotten)."""
+        self.staged = None
+        self._committed = True
+        if not self.intermediate:
+            _signals.written(self.location)
         calls, self.after_publish = self.after_publish, []
         for call in calls:
             call()

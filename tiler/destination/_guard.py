@@ -16,7 +16,7 @@ from tiler.errors import (
     OutputExistsError,
     OutputPathError,
 )
-from tiler.storage import WRITE_SCHEMES, check_bucket, exists, is_url, name_of, redact, scheme_of
+from tiler.storage import WRITE_SCHEMES, check_bucket, exists, is_url, name_of, redact, scheme_of, split_bucket
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +195,7 @@ def guard_outputs(
     """
     inputs = [os.fspath(p) for p in inputs]
     remote_inputs = {_url_key(p) for p in inputs if is_url(p)}
+    buckets: set[str] = set()  # checked once per bucket, not once per output
     existing_inputs = [p for p in inputs if not is_url(p) and os.path.exists(p)]
     checked: dict[str, Optional[Destination]] = {}
     seen: dict[str, str] = {}
@@ -204,7 +205,8 @@ def guard_outputs(
             continue
         path, suffixes = spec if isinstance(spec, tuple) else (spec, ())
         if is_url(os.fspath(path)):
-            checked[label] = _remote(label, os.fspath(path), suffixes, remote_inputs, seen, overwrite, work_dir)
+            checked[label] = _remote(label, os.fspath(path), suffixes, remote_inputs, seen, overwrite, work_dir,
+                                     buckets)
             seen[label] = os.fspath(path)
             continue
         dest = Destination(path, overwrite=overwrite, deferred=True)
@@ -256,7 +258,7 @@ def _url_key(url: str) -> str:
 
 
 def _remote(label: str, url: str, suffixes: Sequence[str], remote_inputs: set, seen: Mapping[str, str],
-            overwrite: bool, work_dir: Optional[str]) -> RemoteDestination:
+            overwrite: bool, work_dir: Optional[str], buckets: set) -> RemoteDestination:
     """The checks of :func:`guard_outputs` for an output bound for object storage; its destination."""
     shown = redact(url)
     if scheme_of(url) not in WRITE_SCHEMES:
@@ -277,7 +279,9 @@ def _remote(label: str, url: str, suffixes: Sequence[str], remote_inputs: set, s
         stem = os.path.splitext(name)[0] or "out"
         raise OutputPathError(f"{label} {shown}: tiler writes this output as {_FORMATS.get(suffixes[0], suffixes[0])}; "
                               f"name it with {' or '.join(suffixes)} (e.g. {stem}{suffixes[0]})")
-    check_bucket(url, label)
-    if exists(url, label) and not overwrite:
+    if split_bucket(url)[0] not in buckets:
+        check_bucket(url, label)
+        buckets.add(split_bucket(url)[0])
+    if not overwrite and exists(url, label):
         raise OutputExistsError(f"{label} {shown} exists; pass --overwrite to replace it")
     return RemoteDestination(url, overwrite=overwrite, work_dir=work_dir, deferred=True)

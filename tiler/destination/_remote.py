@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from tiler import _signals
 from tiler.destination._destination import Destination, _remove_with_sidecars
 from tiler.storage import default_work_dir, delete, exists, redact, upload, work_path
 
@@ -78,10 +77,6 @@ class RemoteDestination(Destination):
             self.discard()
             raise
         _remove_with_sidecars(self.staged)
-        self.staged = None
-        self._committed = True
-        if not self.intermediate:
-            _signals.written(self.location)
         self._published()
 
     def release(self) -> None:

@@ -39,6 +39,7 @@ _EXPORTS = {
     "JaccardCrossEntropy": "_losses",
     "KERNEL_INITIALIZERS": "_unet",
     "mlm_properties": "_mlm",
+    "classification_classes": "_mlm",
     "mlm_item": "_mlm",
     "model_asset": "_mlm",
     "info_from_mlm": "_mlm",
@@ -53,7 +54,8 @@ __all__ = ["DEFAULT_COLOURS", "DEFAULT_MODEL_PATH", "DiceCrossEntropy", "ENCODER
            "RUNTIMES", "TTA_DEVICES", "TilerModel", "available_models", "build_encoder_unet", "build_unet",
            "check_runtime", "cross_entropy_loss", "encoder_layers", "export_onnx", "import_keras", "load_model",
            "read_info", "resolve_model_path", "save_model", "soft_dice_loss", "soft_jaccard_loss", "update_info",
-           "mlm_properties", "mlm_item", "model_asset", "info_from_mlm", "model_from_mlm", "is_mlm_item"]
+           "mlm_properties", "classification_classes", "mlm_item", "model_asset", "info_from_mlm", "model_from_mlm",
+           "is_mlm_item"]
 
 if TYPE_CHECKING:  # the names as static analysers and the API reference see them
     from tiler.model._backend import import_keras
@@ -68,7 +70,15 @@ if TYPE_CHECKING:  # the names as static analysers and the API reference see the
         soft_dice_loss,
         soft_jaccard_loss,
     )
-    from tiler.model._mlm import info_from_mlm, is_mlm_item, mlm_item, mlm_properties, model_asset, model_from_mlm
+    from tiler.model._mlm import (
+        classification_classes,
+        info_from_mlm,
+        is_mlm_item,
+        mlm_item,
+        mlm_properties,
+        model_asset,
+        model_from_mlm,
+    )
     from tiler.model._onnx import DEFAULT_COLOURS
     from tiler.model._predictor import TTA_DEVICES, Predictor
     from tiler.model._registry import DEFAULT_MODEL_PATH, NamedModel, available_models, resolve_model_path

@@ -24,8 +24,8 @@ from typing import Any, Optional
 from tiler.errors import ModelFileError
 from tiler.model._info import ModelInfo
 
-__all__ = ["MLM_SCHEMA", "RASTER_SCHEMA", "mlm_properties", "model_asset", "mlm_item", "is_mlm_item",
-           "info_from_mlm", "model_from_mlm", "mlm_described"]
+__all__ = ["MLM_SCHEMA", "RASTER_SCHEMA", "classification_classes", "mlm_properties", "model_asset", "mlm_item",
+           "is_mlm_item", "info_from_mlm", "model_from_mlm", "mlm_described"]
 
 MLM_SCHEMA = "https://stac-extensions.github.io/mlm/v1.5.2/schema.json"
 RASTER_SCHEMA = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
@@ -34,7 +34,9 @@ RASTER_SCHEMA = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
 _DESCRIBED: dict[str, dict] = {}
 
 
-def _classes(info: ModelInfo) -> list[dict]:
+def classification_classes(info: ModelInfo) -> list[dict]:
+    """A model's classes as STAC ``classification:classes`` (classification extension v1.1.0): ``value`` the
+    index written in the class map, ``name``, ``description`` and ``color_hint`` (``RRGGBB``)."""
     return [{"value": i, "name": name.replace(" ", "_"), "description": name,
              "color_hint": colour.lstrip("#").upper()}
             for i, (name, colour) in enumerate(zip(info.classes, info.colours))]
@@ -85,7 +87,7 @@ def mlm_properties(info: ModelInfo, name: str) -> dict:
             "name": "classes",
             "tasks": ["semantic-segmentation"],
             "result": {"shape": shape_out, "dim_order": order_out, "data_type": "float32"},
-            "classification:classes": _classes(info),
+            "classification:classes": classification_classes(info),
         }],
     }
 
