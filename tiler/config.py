@@ -64,7 +64,9 @@ _REGISTRIES: dict[tuple[str, str], tuple[str, str]] = {
     ("InferenceConfig", "precision"): ("tiler.model", "PRECISIONS"),
     ("InferenceConfig", "registration"): ("tiler.config", "REGISTRATION"),
     ("InferenceConfig", "registration_model"): ("tiler.registration", "MODELS"),
+    ("InferenceConfig", "resample"): ("tiler.scene", "RESAMPLE_MODES"),
     ("OutputConfig", "kind"): ("tiler.config", "OUTPUT_KINDS"),
+    ("OutputConfig", "grid"): ("tiler.scene", "OUTPUT_GRIDS"),
     ("OutputConfig", "probability_dtype"): ("tiler.config", "PROBABILITY_DTYPES"),
     ("VectorConfig", "connectivity"): ("tiler.config", "CONNECTIVITY"),
 }
@@ -207,6 +209,10 @@ class InferenceConfig(_Config):
         Most registration windows per side (:func:`tiler.registration.register_scene`).
     registration_window : int, default 128
         Largest registration window side, pixels of the coarser group of a pair.
+    resample : {"auto", "off"}, default "auto"
+        ``auto``: where the model records the pixel size of its training imagery and the scene's differs by
+        more than :data:`tiler.scene.RESAMPLE_TOLERANCE`, run on a processing grid at the model's pixel size
+        (:func:`tiler.scene.processing_grid`); ``off``: on the scene's grid, with a warning.
 
     Raises
     ------
@@ -231,6 +237,7 @@ class InferenceConfig(_Config):
     registration_model: str = "auto"
     registration_grid: int = 8
     registration_window: int = 128
+    resample: str = "auto"
 
     def __post_init__(self) -> None:
         if self.overlap is not None and not (isinstance(self.overlap, (int, float)) and 0 <= self.overlap < 1):
@@ -242,7 +249,7 @@ class InferenceConfig(_Config):
         from tiler.registration import MIN_WINDOW
 
         for name in ("window", "tta", "tta_mean", "tta_device", "runtime", "precision", "registration",
-                     "registration_model"):
+                     "registration_model", "resample"):
             value = getattr(self, name)
             if name != "window" or isinstance(value, str):  # a window may also be a function
                 _choice(name.replace("_", " ").replace("tta", "TTA"), value, choices(InferenceConfig, name))
@@ -335,6 +342,10 @@ class OutputConfig(_Config):
         or ``NAME=VALUE`` strings are accepted and normalised.
     cog : bool, default False
         Write a Cloud-Optimized GeoTIFF (internal overviews, GDAL's COG driver).
+    grid : {"scene", "model"}, default "scene"
+        Where a run on a processing grid (:func:`tiler.scene.processing_grid`) writes its products: on the
+        scene's reference grid (probabilities resampled back before the class map), or on the processing grid
+        at the model's pixel size (``--grid model``).
 
     Raises
     ------
@@ -346,9 +357,11 @@ class OutputConfig(_Config):
     probability_dtype: str = "float32"
     creation_options: tuple[tuple[str, str], ...] = ()
     cog: bool = False
+    grid: str = "scene"
 
     def __post_init__(self) -> None:
         _choice("output", self.kind, choices(OutputConfig, "kind"))
+        _choice("grid", self.grid, choices(OutputConfig, "grid"))
         _choice("probability dtype", self.probability_dtype, choices(OutputConfig, "probability_dtype"))
         co = self.creation_options
         if isinstance(co, Mapping):

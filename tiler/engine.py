@@ -147,10 +147,15 @@ class Block:
         ndarray of shape (rows, cols), uint8
             Computed once; do not modify.
         """
+        if self._class_map is None and self._acc is None and self._values is not None:
+            # Probabilities already computed (resampled onto the scene's grid): their argmax.
+            cm = np.argmax(np.where(np.isnan(self._values), -np.inf, self._values), axis=0).astype(np.uint8)
+            cm[~self.valid] = nodata
+            self._class_map = cm
         if self._class_map is None:
             if self._acc is None:
-                raise ValueError("this block has no class map: it carries values only, or the engine has "
-                                 "moved on (a block is valid until the next one is requested)")
+                raise ValueError("this block has no class map: the engine has moved on (a block is valid until "
+                                 "the next one is requested)")
             t = time.perf_counter()
             self._class_map = self._acc.emit_class(self.rows, self.cols, self.valid, nodata=nodata)
             self._count(t)

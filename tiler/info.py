@@ -27,6 +27,7 @@ def scene_info(
     input_scale: Union[None, InputScale, Sequence[str]] = None,
     overlap: Optional[float] = None,
     patch_size: Optional[int] = None,
+    resample: str = "auto",
 ) -> dict[str, Any]:
     """Describe a scene, and with ``model`` how ``tiler run`` would read it.
 
@@ -41,7 +42,7 @@ def scene_info(
         A model file, or a model name (``"default"`` for the bundled one; ``tiler models``).
     reference : str, optional
         Band group whose grid is the reference grid.
-    bands, input_scale, overlap, patch_size
+    bands, input_scale, overlap, patch_size, resample
         As for :func:`tiler.run_scene` (the patch grid and the domain check use
         them); unset, the patch size and overlap are the model's
         recommendation, resolved as ``tiler run`` resolves them
@@ -58,8 +59,11 @@ def scene_info(
         bands with dtype, scale, offset and sampled 1st/99th percentile, min
         and max), ``notes``; with a model also ``model``:
         channels with how each is built, the band-mapping method, the domain
-        verdict and the patch grid, or ``error`` where the scene cannot provide
-        the model's channels (what ``tiler run`` would refuse with).
+        verdict and the patch grid (on the processing grid), or ``error`` where
+        the scene cannot provide the model's channels (what ``tiler run`` would
+        refuse with); and ``processing_grid``
+        (:meth:`tiler.scene.ProcessingGrid.to_dict`: the grid a run works on,
+        at the model's pixel size where it records one, and why).
 
     Raises
     ------
@@ -103,7 +107,7 @@ def scene_info(
             return doc
         from tiler.config import InferenceConfig
         from tiler.model import resolve_model_path
-        from tiler.pipeline import check_patch_size, domain_verdict
+        from tiler.pipeline import check_patch_size, domain_verdict, run_grid
 
         path = resolve_model_path(model)
         info = read_info(path)
@@ -114,11 +118,13 @@ def scene_info(
             doc["model"] = {"path": os.fspath(path), "classes": list(info.classes), "error": str(exc)}
             return doc
         channels = [{"channel": c, "built_from": how} for c, how in zip(plan.channels, plan.describe(sc))]
-        verdict = domain_verdict(sc, plan, info, InputScale.parse(input_scale))
-        inference = InferenceConfig(patch_size=patch_size, overlap=overlap).for_model(info)
+        inference = InferenceConfig(patch_size=patch_size, overlap=overlap, resample=resample).for_model(info)
+        pg = run_grid(sc, info, inference)
+        doc["processing_grid"] = pg.to_dict()
+        verdict = domain_verdict(sc, plan, info, InputScale.parse(input_scale), grid=pg)
         p = check_patch_size(info, inference.patch_size)
         overlap = inference.overlap
-        grid = PatchGrid.from_overlap(sc.height, sc.width, patch_size=p, overlap=overlap)
+        grid = PatchGrid.from_overlap(pg.height, pg.width, patch_size=p, overlap=overlap)
         doc["model"] = {"path": os.fspath(path), "channels": channels, "band_mapping": plan.method,
                         "classes": list(info.classes),
                         "domain": verdict.to_dict() if verdict is not None else None,
@@ -187,6 +193,9 @@ def format_info(doc: dict) -> str:
             lines.append("domain     " + ("ok" if d["ok"] else "REFUSED: " + "; ".join(d["problems"])))
             for w in d["warnings"]:
                 lines.append(f"           warning: {w}")
+        pg = doc["processing_grid"]
+        lines.append(f"processing {pg['width']} x {pg['height']} px of {_num(pg['pixel_size'])} "
+                     f"({pg['resampling']}): {pg['reason']}")
         gr = m["grid"]
         lines.append(f"patches    {gr['patches']} ({gr['patch_rows']} x {gr['patch_cols']}) of {gr['patch_size']} px, "
                      f"stride {gr['stride']} px (overlap {gr['overlap']})")

@@ -413,14 +413,14 @@ class PatchGrid:
             last = min(rows.count, first + per_strip) - 1
             final = rows.final_before(last)
             if index in wanted:
-                start = first
+                start, begin = first, emitted
                 if band is not None and index == wanted.start:
-                    start = band.patch_rows.start
+                    start, begin = band.patch_rows.start, band.emit_rows[0]
                 yield Strip(
                     index=index - wanted.start,
                     patch_rows=range(start, last + 1),
                     read_rows=(rows.origin(start), rows.origin(last) + self.patch_size),
-                    emit_rows=(emitted, final),
+                    emit_rows=(begin, final),
                 )
             emitted = final
 
@@ -466,6 +466,31 @@ class PatchGrid:
                                (rows.origin(start), rows.origin(stop - 1) + self.patch_size), (e0, e1)))
             first = last
         return out
+
+    def widened(self, band: RowBand, rows: int) -> RowBand:
+        """The same part emitting ``rows`` more output rows above its own (and the patch rows they need).
+
+        A run resampled back from a processing grid computes a scene row from a few processing rows above it
+        (:attr:`tiler.scene.AxisMap.reach`); a part streamed widened has them, bit-identical to a whole-scene
+        stream, and emits only its own scene rows.
+
+        Parameters
+        ----------
+        band : RowBand
+            From :meth:`row_bands`.
+        rows : int
+            Extra output rows above, >= 0 (clipped at the scene's first row).
+
+        Returns
+        -------
+        RowBand
+        """
+        e0 = max(0, band.emit_rows[0] - int(rows))
+        if e0 == band.emit_rows[0]:
+            return band
+        start = min(band.patch_rows.start, self.rows.touching(e0, e0 + 1).start)
+        return RowBand(band.index, band.strips, range(start, band.patch_rows.stop),
+                       (self.rows.origin(start), band.read_rows[1]), (e0, band.emit_rows[1]))
 
     def column_bands(self, band_width: int) -> Iterator[ColumnBand]:
         """Cut the output columns into bands of at most ``band_width`` columns.

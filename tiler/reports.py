@@ -53,6 +53,10 @@ class RunReport:
     network_busy : float or None
         Fraction of the run's wall time spent in the network stage
         (``seconds["predict"] / seconds["total"]``); None for a run in parts.
+    processing_grid : dict or None
+        The grid the engine ran on (:meth:`tiler.scene.ProcessingGrid.to_dict`: pixel size in the CRS's
+        units, width, height, resampling, the reason) and ``output``: ``scene`` or ``model``, the grid of the
+        products.
     tiler_version : str
     """
 
@@ -70,6 +74,7 @@ class RunReport:
     options: dict
     parts: Optional[dict] = None
     network_busy: Optional[float] = None
+    processing_grid: Optional[dict] = None
     tiler_version: str = __version__
 
     def to_dict(self) -> dict[str, Any]:

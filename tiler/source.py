@@ -65,6 +65,9 @@ class ChannelSource:
     input_scale : InputScale, optional
         ``value * scale + offset`` per channel (``--input-scale``), applied
         before the fill.
+    grid : tiler.scene.ProcessingGrid, optional
+        Read this processing grid (the reference grid at the model's pixel
+        size) instead of the reference grid.
 
     Notes
     -----
@@ -73,8 +76,9 @@ class ChannelSource:
     """
 
     def __init__(self, scene, plan: ChannelPlan, *, fill: Optional[Sequence[float]] = None,
-                 input_scale: Optional[InputScale] = None) -> None:
+                 input_scale: Optional[InputScale] = None, grid=None) -> None:
         self.scene, self.plan = scene, plan
+        self.grid = grid if grid is not None and grid.resampled else None
         self.fill = None if fill is None else np.asarray(fill, np.float32)
         if self.fill is not None and self.fill.shape != (len(plan.channels),):
             raise ValueError(f"fill has {self.fill.shape} values for {len(plan.channels)} channels")
@@ -91,7 +95,9 @@ class ChannelSource:
 
     @property
     def shape(self) -> tuple[int, int]:
-        """``(rows, cols)`` of the reference grid."""
+        """``(rows, cols)`` of the grid read (the reference grid, or the processing grid)."""
+        if self.grid is not None:
+            return self.grid.height, self.grid.width
         return self.scene.height, self.scene.width
 
     def read(self, rows: tuple[int, int], cols: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -109,7 +115,7 @@ class ChannelSource:
         valid : ndarray of shape (row, col), bool
             True where every band the channels use has data.
         """
-        data, valid = self.scene.read(rows, cols, self.plan.indexes)
+        data, valid = self.scene.read(rows, cols, self.plan.indexes, grid=self.grid)
         data = self.plan.build(data, valid)
         if self._gain is not None:
             data = data * self._gain + self._bias
@@ -121,7 +127,7 @@ class ChannelSource:
 
     def with_fill(self, fill: Optional[Sequence[float]]) -> "ChannelSource":
         """The same source with another fill policy (``None``: unfilled)."""
-        return ChannelSource(self.scene, self.plan, fill=fill, input_scale=self.input_scale)
+        return ChannelSource(self.scene, self.plan, fill=fill, input_scale=self.input_scale, grid=self.grid)
 
 
 class ArraySource:

@@ -360,6 +360,14 @@ def _input_scale_option(f):
                              "data and an 8-bit model).")(f)
 
 
+def _resample_option(f):
+    """``--resample auto|off``: the processing grid at the model's pixel size, or the scene's grid."""
+    return config_option("InferenceConfig", "resample", "--resample",
+                         help="Where the model records the pixel size of its training imagery and the scene's "
+                              "differs by more than 5 %: read the scene resampled onto that pixel size (averaged "
+                              "when coarser) and run there (auto), or run on the scene's grid (off).")(f)
+
+
 def _patch_options(f):
     """``--patch-size`` and ``--overlap`` (the patch grid; default the model's recommendation)."""
     f = click.option("--overlap", type=float, default=None,

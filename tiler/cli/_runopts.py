@@ -18,6 +18,7 @@ from tiler.cli._common import (
     _patch_options,
     _reference,
     _registration_options,
+    _resample_option,
     _strip_rows_option,
     config_option,
 )
@@ -60,6 +61,11 @@ def run_options(f):
         _reference,
         _registration_options(),
         _input_scale_option,
+        _resample_option,
+        config_option("OutputConfig", "grid", "--grid",
+                      help="The grid of the products of a resampled run: the scene's (probabilities resampled "
+                          "back before the class map; same CRS, transform and size as the scene) or the "
+                          "model's pixel size."),
         click.option("--force", is_flag=True,
                      help="Predict even when the scene's values are far outside the model's training domain."),
     ]):

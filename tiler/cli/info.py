@@ -15,6 +15,7 @@ from tiler.cli._common import (
     _patch_options,
     _reference,
     _require,
+    _resample_option,
     _verbosity,
 )
 
@@ -28,10 +29,11 @@ from tiler.cli._common import (
 @_bands_option
 @_input_scale_option
 @_patch_options
+@_resample_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @_verbosity
 @_handle_errors
-def info(scene, model, reference, bands, input_scale, patch_size, overlap, as_json, quiet, verbose):
+def info(scene, model, reference, bands, input_scale, patch_size, overlap, resample, as_json, quiet, verbose):
     """Describe SCENE (size, CRS, band groups, dtypes, nodata, scaling, sampled values) before running it."""
     _require(scene)
     if model is not None:
@@ -39,5 +41,5 @@ def info(scene, model, reference, bands, input_scale, patch_size, overlap, as_js
     from tiler.info import format_info, scene_info
 
     doc = scene_info(scene, model=model, reference=reference, bands=_int_list(bands),
-                     input_scale=list(input_scale), overlap=overlap, patch_size=patch_size)
+                     input_scale=list(input_scale), overlap=overlap, patch_size=patch_size, resample=resample)
     click.echo(json.dumps(doc, indent=2, default=str) if as_json else format_info(doc))

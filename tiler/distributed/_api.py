@@ -364,8 +364,8 @@ def run(
     rep = result.report
     if result.parts["total"] == 1:
         return RunReport(**{k: v for k, v in rep.items() if k in RunReport.__dataclass_fields__})
-    summary = rep["scene"]
-    grid = spec.grid(summary["height"], summary["width"])
+    summary, processing = rep["scene"], rep["processing_grid"]
+    grid = spec.grid(processing["height"], processing["width"])
     total = time.perf_counter() - t0
     predicted = sum(e.get("patches") or 0 for e in result.parts["list"])
     opts = spec.option_dicts()
@@ -376,7 +376,7 @@ def run(
         grid=grid_summary(grid, spec.streaming), patches={"grid": grid.count, "predicted": predicted},
         seconds={"total": round(total, 4), "assembly": result.parts.get("assembly_seconds")},
         megapixels_per_second=round(result.pixels / 1e6 / total, 4), peak_rss_mb=result.peak_rss_mb,
-        options=opts, parts={**result.parts, "workers": result.workers})
+        options=opts, parts={**result.parts, "workers": result.workers}, processing_grid=processing)
 
 
 @dataclass(frozen=True)

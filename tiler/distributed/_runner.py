@@ -511,7 +511,7 @@ class _Execution:
         r.parts["list"] = [{k: e.get(k) for k in ("part", "rows", "seconds", "worker", "patches")}
                            for e in (st.parts[b.index] for b in prep["bands"])]
         r.report = {"scene": prep["summary"], "registration": prep["registration"],
-                    "domain": prep["domain"], "vector": res["vector"]}
+                    "domain": prep["domain"], "vector": res["vector"], "processing_grid": prep["processing_grid"]}
         self._finish(i, "done")
 
     def _finish(self, i: int, status: str, error: Optional[str] = None, error_type: Optional[str] = None) -> None:

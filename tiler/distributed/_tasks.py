@@ -43,11 +43,13 @@ from tiler.errors import TilerError
 from tiler.output import CLASS_NODATA
 from tiler.pipeline import (
     RunSpec,
+    grid_report,
     output_context,
     peak_rss_mb,
     predictor_for,
     prepare_scene,
     raster_sink,
+    run_grid,
     run_spec,
     stream_region,
 )
@@ -210,15 +212,18 @@ def start(job: SceneJob, progress=None) -> dict:
     try:
         with rasterio.Env(GDAL_CACHEMAX=streaming.gdal_cache_mb), \
                 open_scene(job.scene, reference=inference.reference) as sc:
-            grid = spec.grid(sc.height, sc.width)
+            pg = run_grid(sc, spec.info, inference, spec.output.grid)
+            grid = spec.grid(pg.height, pg.width)
             n = resolve_parts(job.parts, len(list(grid.strips(streaming.strip_rows))))
             if n > 1:
-                plan, verdict, reg = prepare_scene(sc, spec.info, inference, {})
+                plan, verdict, reg = prepare_scene(sc, spec.info, inference, {}, grid=pg)
                 return {"status": "parts", "bands": grid.row_bands(streaming.strip_rows, n),
                         "patch_size": spec.patch_size,
                         "corrections": {k: tuple(v)[:6] for k, v in sc.corrections.items()},
+                        "grid": pg, "processing_grid": grid_report(pg, spec.output.grid),
                         "context": output_context(sc, spec.info, inference, job.scene,
-                                                  {FINGERPRINT_TAG: job.fingerprint}),
+                                                  {FINGERPRINT_TAG: job.fingerprint},
+                                                  grid=pg if spec.output.grid == "model" else None),
                         "summary": scene_summary(sc, plan, job.scene), "registration": reg,
                         "domain": verdict.to_dict() if verdict is not None else None,
                         "task_seconds": time.perf_counter() - t, "worker": _worker_name()}
@@ -312,11 +317,11 @@ def run_part(job: SceneJob, prepared: dict, band: RowBand, progress=None) -> dic
                     sinks.append(ProbabilitySink(dest, dtype="float32", part=True))
                 else:
                     sinks.append(ClassMapSink(dest, part=True))
-            stream_region(spec, sc, plan, predictor_for(tm, inference), sinks,
-                          prepared["context"].rows(*band.emit_rows), stats=stats, progress=progress, rows=band)
+            rows = stream_region(spec, sc, plan, predictor_for(tm, inference), sinks, prepared["context"],
+                                 stats=stats, progress=progress, rows=band, grid=prepared["grid"])
     except TilerError as exc:
         return _error(exc)
-    return {"part": band.index, "rows": list(band.emit_rows),
+    return {"part": band.index, "rows": list(rows),
             "sizes": {n: os.path.getsize(os.path.join(job.work, n)) for n in files.values()},
             "seconds": round(time.perf_counter() - t, 4), "task_seconds": time.perf_counter() - t,
             "stages": {k: round(v, 4) for k, v in stats.seconds.items()},

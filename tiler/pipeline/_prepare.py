@@ -21,6 +21,7 @@ from tiler.errors import UsageError
 from tiler.indices import INDICES, ChannelPlan
 from tiler.model import ModelInfo
 from tiler.plan import PatchGrid
+from tiler.scene import ProcessingGrid, processing_grid
 from tiler.sinks import (
     OutputContext,
     not_georeferenced_note,
@@ -87,7 +88,39 @@ def _domain_fixes(verdict) -> str:
             f"OFFSET{example}), a manifest's scale/offset, or a model trained on such data; --force runs anyway")
 
 
-def domain_verdict(sc, plan: ChannelPlan, info: ModelInfo, input_scale: Optional[InputScale]):
+def run_grid(sc, info: ModelInfo, inference: InferenceConfig, output_grid: str = "scene") -> ProcessingGrid:
+    """The processing grid of a run (:func:`tiler.scene.processing_grid` for the model's training pixel size).
+
+    Parameters
+    ----------
+    sc : tiler.scene.Scene
+    info : ModelInfo
+    inference : InferenceConfig
+        Its ``resample``.
+    output_grid : {"scene", "model"}
+        :attr:`OutputConfig.grid`.
+
+    Returns
+    -------
+    ProcessingGrid
+
+    Raises
+    ------
+    UsageError
+        ``--grid model`` on a resampled grid of a scene placed by GCPs or RPCs alone (their pixel
+        coordinates are the scene's).
+    """
+    domain = info.input_domain
+    pg = processing_grid(sc, domain.pixel_size if domain is not None else None, resample=inference.resample)
+    if pg.resampled and output_grid == "model" and not sc.georeferenced:
+        raise UsageError(f"--grid model: {redact(sc.path)} is placed by ground control points or RPCs alone, "
+                         "which name pixels of its own grid; write on the scene's grid (--grid scene, the "
+                         "default)")
+    return pg
+
+
+def domain_verdict(sc, plan: ChannelPlan, info: ModelInfo, input_scale: Optional[InputScale], *,
+                   grid: Optional[ProcessingGrid] = None):
     """Sample a scene's channels as the model would get them and check them against its training domain.
 
     Parameters
@@ -96,6 +129,8 @@ def domain_verdict(sc, plan: ChannelPlan, info: ModelInfo, input_scale: Optional
     plan : ChannelPlan
     info : ModelInfo
     input_scale : InputScale or None
+    grid : ProcessingGrid, optional
+        The run's processing grid: at the model's pixel size, the scene's pixel size is not a concern.
 
     Returns
     -------
@@ -109,12 +144,14 @@ def domain_verdict(sc, plan: ChannelPlan, info: ModelInfo, input_scale: Optional
                               strips=sc.striped())
     # With --input-scale the values are floats that the user has mapped into the model's range on purpose.
     dtypes = plan.dtypes(sc) if input_scale is None else ("float32",) * len(domain.channels)
-    return check_domain(domain, samples, dtypes, pixel_size=sc.pixel_size_m(), scaled=input_scale is not None)
+    pixel_size = domain.pixel_size if grid is not None and grid.resampled else sc.pixel_size_m()
+    return check_domain(domain, samples, dtypes, pixel_size=pixel_size, scaled=input_scale is not None)
 
 
-def _check_domain(sc, plan: ChannelPlan, info: ModelInfo, scale: Optional[InputScale], *, force: bool):
+def _check_domain(sc, plan: ChannelPlan, info: ModelInfo, scale: Optional[InputScale], *, force: bool,
+                  grid: Optional[ProcessingGrid] = None):
     """:func:`domain_verdict`, logged; refuse the scene unless ``force``."""
-    verdict = domain_verdict(sc, plan, info, scale)
+    verdict = domain_verdict(sc, plan, info, scale, grid=grid)
     if verdict is None:
         log.warning("the model file records no training domain (an older file): the scene's values are not "
                     "checked against it; add one with tiler.model.update_info(path, domain=...) or retrain")
@@ -147,7 +184,8 @@ def _log_scene(sc, plan: ChannelPlan) -> None:
                  sorted({b.offset for b in g.bands}))
 
 
-def prepare_scene(sc, info: ModelInfo, inference: InferenceConfig, seconds: dict):
+def prepare_scene(sc, info: ModelInfo, inference: InferenceConfig, seconds: dict, *,
+                  grid: Optional[ProcessingGrid] = None):
     """Map the model's channels onto an open scene, check its domain, register its band groups.
 
     Parameters
@@ -158,6 +196,8 @@ def prepare_scene(sc, info: ModelInfo, inference: InferenceConfig, seconds: dict
     inference : InferenceConfig
     seconds : dict
         ``seconds["register"]`` gets the registration time.
+    grid : ProcessingGrid, optional
+        The run's processing grid (:func:`run_grid`), logged.
 
     Returns
     -------
@@ -174,14 +214,19 @@ def prepare_scene(sc, info: ModelInfo, inference: InferenceConfig, seconds: dict
     """
     plan = ChannelPlan.for_scene(sc, info.channels, bands=inference.bands)
     _log_scene(sc, plan)
-    verdict = _check_domain(sc, plan, info, inference.input_scale, force=inference.force)
+    if grid is not None and grid.resampled:
+        notice(log, "processing grid: %s; --resample off keeps the scene's grid", grid.reason)
+    elif grid is not None:
+        log.info("processing grid: %s", grid.reason)
+    verdict = _check_domain(sc, plan, info, inference.input_scale, force=inference.force, grid=grid)
     reg_report = _register(sc, plan, inference, seconds)
     return plan, verdict, reg_report
 
 
 def output_context(sc, info: ModelInfo, inference: InferenceConfig, scene: Union[str, os.PathLike],
-                   tags: Optional[dict] = None) -> OutputContext:
-    """The :class:`OutputContext` of a run's products: the reference grid, classes, dataset tags.
+                   tags: Optional[dict] = None, *, grid: Optional[ProcessingGrid] = None) -> OutputContext:
+    """The :class:`OutputContext` of a run's products: the reference grid (or the processing grid), classes,
+    dataset tags.
 
     Parameters
     ----------
@@ -192,9 +237,14 @@ def output_context(sc, info: ModelInfo, inference: InferenceConfig, scene: Union
         The scene as given (its stem identifies it in a WKT CSV).
     tags : dict, optional
         Extra dataset tags (a distributed run's fingerprint).
+    grid : ProcessingGrid, optional
+        Write on this grid (``--grid model``) instead of the reference grid.
     """
+    width, height, transform = sc.width, sc.height, sc.transform
+    if grid is not None and grid.resampled:
+        width, height, transform = grid.width, grid.height, grid.transform
     return OutputContext(
-        sc.width, sc.height, sc.crs if sc.georeferenced else None, sc.transform if sc.georeferenced else None,
+        width, height, sc.crs if sc.georeferenced else None, transform if sc.georeferenced else None,
         tuple(info.classes), labels=info.labels,
         tags={"TILER_VERSION": __version__, "TILER_CLASSES": ",".join(info.classes), "TILER_TTA": inference.tta,
               **(tags or {})},

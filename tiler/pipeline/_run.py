@@ -22,10 +22,11 @@ from tiler.engine import PatchStats, ProgressCallback, stream
 from tiler.errors import in_stage
 from tiler.indices import ChannelPlan
 from tiler.model import Predictor, TilerModel
-from tiler.pipeline._prepare import grid_summary, output_context, peak_rss_mb, prepare_scene
+from tiler.pipeline._prepare import grid_summary, output_context, peak_rss_mb, prepare_scene, run_grid
 from tiler.pipeline._resolve import RunSpec, predictor_for, resolve_model, resolve_run
+from tiler.regrid import scene_rows, to_scene_grid
 from tiler.reports import RunReport, scene_summary, vector_summary
-from tiler.scene import open_scene, scene_inputs
+from tiler.scene import ProcessingGrid, open_scene, scene_inputs
 from tiler.sinks import (
     VECTOR_FORMATS,
     ClassMapSink,
@@ -209,16 +210,18 @@ def run_spec(spec: RunSpec, scene: Union[str, os.PathLike], out=None, vector=Non
         if vector_sink is not None:
             sinks.append(vector_sink)
         with in_stage("reading the scene"):
-            plan, verdict, reg_report = prepare_scene(sc, spec.info, inference, stats.seconds)
+            pg = run_grid(sc, spec.info, inference, spec.output.grid)
+            plan, verdict, reg_report = prepare_scene(sc, spec.info, inference, stats.seconds, grid=pg)
         with in_stage("loading the model"):
             tm = resolve_model(model if model is not None else spec.model, info=spec.info)
         predictor = predictor_for(tm, inference)
-        grid = spec.grid(sc.height, sc.width)
+        grid = spec.grid(pg.height, pg.width)
         log.info("patch grid: patch %d px, stride %d px (overlap %d px), %d x %d patches, strips of %d rows, "
                  "column bands of %d columns", spec.patch_size, grid.stride, grid.overlap, grid.rows.count,
                  grid.cols.count, streaming.strip_rows, streaming.band_width)
-        stream_region(spec, sc, plan, predictor, sinks, output_context(sc, spec.info, inference, scene, tags),
-                      stats=stats, progress=progress)
+        context = output_context(sc, spec.info, inference, scene, tags,
+                                 grid=pg if spec.output.grid == "model" else None)
+        stream_region(spec, sc, plan, predictor, sinks, context, stats=stats, progress=progress, grid=pg)
         summary = scene_summary(sc, plan, scene)
 
     stats.seconds["total"] = time.perf_counter() - t_start
@@ -236,7 +239,14 @@ def run_spec(spec: RunSpec, scene: Union[str, os.PathLike], out=None, vector=Non
         peak_rss_mb=round(peak_rss_mb(), 1),
         options=spec.option_dicts(),
         network_busy=round(stats.seconds.get("predict", 0.0) / stats.seconds["total"], 4),
+        processing_grid=grid_report(pg, spec.output.grid),
     )
+
+
+def grid_report(pg: ProcessingGrid, output_grid: str) -> dict:
+    """The run report's ``processing_grid``: :meth:`ProcessingGrid.to_dict` and ``output``, the products'
+    grid (``scene``, or ``model`` where they are written on a resampled processing grid)."""
+    return {**pg.to_dict(), "output": "model" if pg.resampled and output_grid == "model" else "scene"}
 
 
 @contextmanager
@@ -246,7 +256,8 @@ def _already(opened):
 
 
 def stream_region(spec: RunSpec, sc, plan: ChannelPlan, predictor: Predictor, sinks: Sequence, context,
-                  *, stats: PatchStats, progress: Optional[ProgressCallback] = None, rows=None) -> None:
+                  *, stats: PatchStats, progress: Optional[ProgressCallback] = None, rows=None,
+                  grid: Optional[ProcessingGrid] = None) -> tuple[int, int]:
     """Stream a region of an open scene through the network into these sinks: the one wiring of a run.
 
     The one-process run (:func:`run_spec`) streams the whole scene; a part task of a distributed run
@@ -262,17 +273,35 @@ def stream_region(spec: RunSpec, sc, plan: ChannelPlan, predictor: Predictor, si
     predictor : Predictor
     sinks : sequence of Sink
     context : OutputContext
-        The products' grid and tags (restricted to the region's rows by the caller).
+        The products' grid and tags, whole: restricted here to the region's output rows.
     stats : PatchStats
         Filled with the patch counts and seconds per stage.
     progress : callable, optional
         ``progress(done, total)`` in patches.
     rows : RowBand, optional
-        The rows to emit; default the whole scene.
+        The rows to emit (of the processing grid); default the whole scene.
+    grid : ProcessingGrid, optional
+        The run's processing grid (:func:`tiler.pipeline.run_grid`); default the reference grid. Where it is
+        resampled, the engine runs on it and the probabilities go back onto the scene's grid before the sinks
+        (:func:`tiler.regrid.to_scene_grid`) unless ``spec.output.grid`` is ``model``.
+
+    Returns
+    -------
+    tuple of int
+        ``(start, stop)``: the output rows written (of the products' grid).
     """
     inference, streaming = spec.inference, spec.streaming
-    source = ChannelSource(sc, plan, fill=spec.info.offset, input_scale=inference.input_scale)
-    blocks = stream(source, spec.grid(sc.height, sc.width), predictor, get_window(inference.window, spec.patch_size),
+    pg = grid if grid is not None else ProcessingGrid.of_scene(sc)
+    patches = spec.grid(pg.height, pg.width)
+    back = pg.resampled and spec.output.grid == "scene"
+    band = patches.widened(rows, pg.rows().reach) if back and rows is not None else rows
+    source = ChannelSource(sc, plan, fill=spec.info.offset, input_scale=inference.input_scale, grid=pg)
+    blocks = stream(source, patches, predictor, get_window(inference.window, spec.patch_size),
                     strip_rows=streaming.strip_rows, band_width=streaming.band_width, stats=stats, progress=progress,
-                    prefetch=streaming.prefetch, rows=rows)
-    feed(blocks, sinks, context, seconds=stats.seconds)
+                    prefetch=streaming.prefetch, rows=band)
+    out_rows = (0, context.height) if rows is None else rows.emit_rows
+    if back:
+        blocks = to_scene_grid(blocks, pg, rows=None if rows is None else rows.emit_rows, seconds=stats.seconds)
+        out_rows = (0, context.height) if rows is None else scene_rows(pg, rows.emit_rows)
+    feed(blocks, sinks, context if rows is None else context.rows(*out_rows), seconds=stats.seconds)
+    return out_rows

@@ -21,6 +21,8 @@ _EXPORTS = {
     "WORLDVIEW3_BANDS": "_layouts",
     "read_manifest": "_manifest",
     "CloudMask": "_cloudmask", "CLOUD_MASK_KINDS": "_cloudmask",
+    "ProcessingGrid": "_grid", "AxisMap": "_grid", "processing_grid": "_grid", "RESAMPLE_TOLERANCE": "_grid",
+    "RESAMPLE_MODES": "_grid", "OUTPUT_GRIDS": "_grid",
 }
 _, __getattr__, __dir__ = lazy_exports("tiler.scene", _EXPORTS)
 
@@ -31,11 +33,20 @@ __all__ = [
     "detect_layout", "read_manifest", "read_stac_item", "stac_items", "SPECTRAL_RANGES", "RESAMPLING_UP",
     "RESAMPLING_DOWN",
     "SENTINEL2_BANDS", "LANDSAT_BANDS", "WORLDVIEW3_BANDS", "CloudMask", "CLOUD_MASK_KINDS",
+    "ProcessingGrid", "AxisMap", "processing_grid", "RESAMPLE_TOLERANCE", "RESAMPLE_MODES", "OUTPUT_GRIDS",
 ]
 
 if TYPE_CHECKING:  # the names as static analysers and the API reference see them
     from tiler.scene._bands import RESAMPLING_DOWN, RESAMPLING_UP, SPECTRAL_RANGES, Band, BandGroup
     from tiler.scene._cloudmask import CLOUD_MASK_KINDS, CloudMask
+    from tiler.scene._grid import (
+        OUTPUT_GRIDS,
+        RESAMPLE_MODES,
+        RESAMPLE_TOLERANCE,
+        AxisMap,
+        ProcessingGrid,
+        processing_grid,
+    )
     from tiler.scene._layouts import LANDSAT_BANDS, SENTINEL2_BANDS, WORLDVIEW3_BANDS, Layout, detect_layout
     from tiler.scene._manifest import read_manifest
     from tiler.scene._paths import scene_inputs

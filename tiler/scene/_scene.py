@@ -556,7 +556,7 @@ class Scene:
 
     def warp(self, name: str, dst_transform: Affine, shape: tuple[int, int], *,
              positions: Optional[Sequence[int]] = None, resampling: Optional[str] = None,
-             corrected: bool = True, scaled: bool = True) -> tuple[np.ndarray, np.ndarray]:
+             corrected: bool = True, scaled: bool = True, strict: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Resample bands of a group onto any grid in reference coordinates.
 
         Reads only the source pixels the destination needs (its footprint plus
@@ -580,6 +580,12 @@ class Scene:
             Apply the group's registration correction.
         scaled : bool, default True
             Apply the bands' radiometric scale and offset.
+        strict : bool, default False
+            Where the destination is coarser than the group: a destination
+            pixel is valid only where every source pixel under it is (GDAL's
+            ``min`` of the validity), not where any is (the average of the
+            valid ones): a processing grid never labels a scene pixel that was
+            nodata.
 
         Returns
         -------
@@ -621,18 +627,27 @@ class Scene:
             reproject(src, dst, src_transform=src_t @ Affine.translation(c0, r0), src_crs=crs,
                       dst_transform=dst_transform, dst_crs=crs, src_nodata=np.nan, dst_nodata=np.nan,
                       resampling=Resampling[method])
+            if strict and ratio > 1.0 + _SAME_SCALE_RTOL and not src_valid.all():
+                everywhere = np.ones(shape, np.uint8)
+                reproject(src_valid.astype(np.uint8), everywhere, src_transform=src_t @ Affine.translation(c0, r0),
+                          src_crs=crs, dst_transform=dst_transform, dst_crs=crs, src_nodata=None,
+                          resampling=Resampling.min)
+                dst[:, everywhere == 0] = np.nan
         if scaled:
             self._scale(g, positions, dst)
         return dst, np.isfinite(dst).all(axis=0)
 
     def read(self, rows: tuple[int, int], cols: tuple[int, int],
-             indexes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """Read a window of the reference grid, reflect-padded past the edges.
+             indexes: Sequence[int], *, grid=None) -> tuple[np.ndarray, np.ndarray]:
+        """Read a window of the reference grid (or of a processing grid), reflect-padded past the edges.
 
         Bands of the reference group are read directly; bands of other groups
         are resampled onto the window through their registration correction
         (see :meth:`warp`). Only the pixels inside the scene that the window
-        needs are read.
+        needs are read. On a resampled processing grid every group, the
+        reference included, is resampled onto it (averaged where the grid is
+        coarser), and a pixel is valid only where every scene pixel it averages
+        is.
 
         Parameters
         ----------
@@ -641,6 +656,8 @@ class Scene:
             where the scene is mirrored (NumPy ``reflect`` mode).
         indexes : sequence of int
             1-based scene band indexes to read, in output order.
+        grid : tiler.scene.ProcessingGrid, optional
+            Read this grid's pixels (``rows`` and ``cols`` are its own); default the reference grid.
 
         Returns
         -------
@@ -655,8 +672,10 @@ class Scene:
         SceneReadError
             If GDAL fails to read a window (truncated or corrupt file).
         """
-        ridx = reflect_indices(rows[0], rows[1], self.height)
-        cidx = reflect_indices(cols[0], cols[1], self.width)
+        resampled = grid is not None and grid.resampled
+        height, width = (grid.height, grid.width) if resampled else (self.height, self.width)
+        ridx = reflect_indices(rows[0], rows[1], height)
+        cidx = reflect_indices(cols[0], cols[1], width)
         r0, r1 = int(ridx.min()), int(ridx.max()) + 1
         c0, c1 = int(cidx.min()), int(cidx.max()) + 1
         indexes = list(indexes)
@@ -673,7 +692,10 @@ class Scene:
             data = np.empty((len(indexes), r1 - r0, c1 - c0), np.float32)
             valid = np.ones((r1 - r0, c1 - c0), bool)
         for name, (g, ks, positions) in by_group.items():
-            if name == self.reference:
+            if resampled:
+                part, v = self.warp(name, grid.transform @ Affine.translation(c0, r0), (r1 - r0, c1 - c0),
+                                    positions=positions, strict=True)
+            elif name == self.reference:
                 part, v = self._read_file_bands(g, positions, Window(c0, r0, c1 - c0, r1 - r0))
                 self._scale(g, positions, part)
             else:

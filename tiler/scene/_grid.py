@@ -1,0 +1,262 @@
+"""The processing grid: the reference grid at the model's pixel size, and the way back to the scene's grid.
+
+A model learns objects at one ground sampling distance (GSD). Where the model file
+records the pixel size of its training imagery and the scene's differs by more
+than :data:`RESAMPLE_TOLERANCE`, a run reads the scene resampled onto a
+*processing grid*: the same CRS and origin as the reference grid, the model's
+pixel size (every axis scaled by one factor), enough pixels to cover the scene.
+The engine runs there unchanged; the probabilities go back onto the scene's grid
+before the class map (:class:`AxisMap`), or the products are written on the
+processing grid (``--grid model``).
+
+Deepness (QGIS) processes every scene at its model's resolution in the same
+way; tiler's difference is that the way back is streamed, block by block, with
+the memory of a strip.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+from affine import Affine
+
+__all__ = ["ProcessingGrid", "AxisMap", "processing_grid", "RESAMPLE_TOLERANCE", "RESAMPLE_MODES", "OUTPUT_GRIDS"]
+
+#: Relative difference of pixel sizes (scene / model - 1, either way) above which a run resamples the scene
+#: onto the model's pixel size. 5 %: below it the change of scale is smaller than the variation of one
+#: scene's own GSD (Sentinel-2's 20.6° field of view, Landsat's 15°, any off-nadir view: the ground pixel
+#: grows by several percent from nadir to the swath edge) and than the difference between a geographic CRS's
+#: pixel sides, so that resampling would blur the image (an interpolation of every pixel) for no gain in
+#: scale; above it objects are visibly smaller or larger than the network saw them in training.
+RESAMPLE_TOLERANCE = 0.05
+
+#: ``--resample``: onto the model's pixel size where it differs (auto), or never (off: the scene's grid, with a
+#: warning where the pixel sizes differ by more than :data:`tiler.domain.PIXEL_SIZE_FACTOR`).
+RESAMPLE_MODES = ("auto", "off")
+
+#: ``--grid``: the products on the scene's reference grid (its CRS, transform, width and height), or on the
+#: processing grid at the model's pixel size.
+OUTPUT_GRIDS = ("scene", "model")
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessingGrid:
+    """The grid a run's engine works on: the reference grid, or that grid at the model's pixel size.
+
+    Parameters
+    ----------
+    transform : affine.Affine
+        Processing pixel to CRS coordinates: the reference transform scaled by ``factor`` on both axes
+        (same origin, same rotation).
+    width, height : int
+        Processing pixels; cover the scene (``ceil(scene size / factor)``).
+    factor : float
+        Processing pixel side over scene pixel side (3.0: a 10 m scene processed at 30 m; 1.0: no resampling).
+    scene_width, scene_height : int
+        The reference grid's size.
+    scene_transform : affine.Affine
+        The reference grid's transform.
+    scene_pixel_size_m, model_pixel_size_m : float or None
+        Metres (:meth:`tiler.scene.Scene.pixel_size_m`, the model file's training GSD).
+    reason : str
+        Why this grid: a sentence for ``tiler info`` and the run's log.
+
+    Raises
+    ------
+    ValueError
+        A size below 1 or a factor that is not positive and finite.
+    """
+
+    transform: Affine
+    width: int
+    height: int
+    factor: float
+    scene_width: int
+    scene_height: int
+    scene_transform: Affine
+    scene_pixel_size_m: Optional[float] = None
+    model_pixel_size_m: Optional[float] = None
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("width", "height", "scene_width", "scene_height"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not (math.isfinite(self.factor) and self.factor > 0):
+            raise ValueError(f"factor must be positive and finite, got {self.factor}")
+
+    @classmethod
+    def of_scene(cls, scene, *, reason: str = "", model_pixel_size_m: Optional[float] = None) -> "ProcessingGrid":
+        """The scene's reference grid itself (no resampling)."""
+        return cls(scene.transform, scene.width, scene.height, 1.0, scene.width, scene.height, scene.transform,
+                   scene.pixel_size_m(), model_pixel_size_m, reason)
+
+    @property
+    def resampled(self) -> bool:
+        """Whether the processing grid differs from the scene's grid."""
+        return self.factor != 1.0
+
+    @property
+    def pixel_size(self) -> float:
+        """Side of a processing pixel in the CRS's units (the square root of the transform's determinant)."""
+        return math.sqrt(abs(self.transform.determinant))
+
+    @property
+    def resampling(self) -> str:
+        """How bands are read onto the grid: ``average`` when it is coarser than the scene (area-weighted), the
+        band group's own upsampling (default ``bilinear``) when finer, ``none`` on the scene's grid."""
+        if not self.resampled:
+            return "none"
+        return "average" if self.factor > 1 else "bilinear"
+
+    @property
+    def back(self) -> str:
+        """How probabilities go back onto the scene's grid: ``bilinear`` from a coarser grid, ``average`` (area
+        weights) from a finer one."""
+        return "none" if not self.resampled else ("bilinear" if self.factor > 1 else "average")
+
+    def rows(self) -> "AxisMap":
+        """The scene's rows in processing rows (:class:`AxisMap`)."""
+        return AxisMap.build(self.scene_height, self.height, self.factor)
+
+    def cols(self) -> "AxisMap":
+        """The scene's columns in processing columns (:class:`AxisMap`)."""
+        return AxisMap.build(self.scene_width, self.width, self.factor)
+
+    def to_dict(self) -> dict:
+        """JSON-ready (``tiler info --json``, the run report's ``processing_grid``): pixel size in the CRS's
+        units, width, height, the resampling of the reads and of the way back, the factor and the reason."""
+        return {"pixel_size": self.pixel_size, "width": self.width, "height": self.height,
+                "resampling": self.resampling, "back": self.back, "factor": self.factor,
+                "scene_pixel_size_m": self.scene_pixel_size_m, "model_pixel_size_m": self.model_pixel_size_m,
+                "reason": self.reason}
+
+
+def processing_grid(scene, model_pixel_size_m: Optional[float], *, resample: str = "auto") -> ProcessingGrid:
+    """The processing grid of a scene for a model trained at ``model_pixel_size_m``.
+
+    Parameters
+    ----------
+    scene : tiler.scene.Scene
+        Open.
+    model_pixel_size_m : float or None
+        The model's training pixel size, metres (:attr:`tiler.model.ModelInfo.input_domain`'s
+        ``pixel_size``); None where the file records none.
+    resample : {"auto", "off"}
+        ``off``: always the scene's grid.
+
+    Returns
+    -------
+    ProcessingGrid
+        At the model's pixel size where the scene's differs by more than :data:`RESAMPLE_TOLERANCE`; else the
+        scene's grid, with the reason.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``resample``.
+
+    Notes
+    -----
+    The factor is ``model / scene`` pixel size in metres, applied to both axes of the reference transform, so a
+    geographic CRS's pixel keeps its aspect. Metres of a geographic CRS are those of
+    :meth:`tiler.scene.Scene.pixel_size_m`.
+    """
+    if resample not in RESAMPLE_MODES:
+        raise ValueError(f"resample must be one of {', '.join(RESAMPLE_MODES)}, got {resample!r}")
+    scene_m = scene.pixel_size_m()
+    if model_pixel_size_m is None:
+        return ProcessingGrid.of_scene(scene, reason="the scene's grid: the model records no pixel size")
+    if scene_m is None:
+        return ProcessingGrid.of_scene(scene, model_pixel_size_m=model_pixel_size_m,
+                                       reason="the scene's grid: the scene is not georeferenced, its pixel size "
+                                              "is unknown")
+    ratio = model_pixel_size_m / scene_m
+    if resample == "off":
+        return ProcessingGrid.of_scene(scene, model_pixel_size_m=model_pixel_size_m,
+                                       reason=f"the scene's grid (--resample off): {scene_m:.4g} m pixels, the "
+                                              f"model's {model_pixel_size_m:.4g} m")
+    if abs(ratio - 1) <= RESAMPLE_TOLERANCE and abs(1 / ratio - 1) <= RESAMPLE_TOLERANCE:
+        return ProcessingGrid.of_scene(scene, model_pixel_size_m=model_pixel_size_m,
+                                       reason=f"the scene's grid: its {scene_m:.4g} m pixels are the model's "
+                                              f"{model_pixel_size_m:.4g} m within {RESAMPLE_TOLERANCE:.0%}")
+    width = max(1, math.ceil(scene.width / ratio - 1e-9))
+    height = max(1, math.ceil(scene.height / ratio - 1e-9))
+    how = "averaged" if ratio > 1 else "interpolated"
+    return ProcessingGrid(scene.transform @ Affine.scale(ratio), width, height, ratio, scene.width, scene.height,
+                          scene.transform, scene_m, model_pixel_size_m,
+                          f"the model's pixel size: the scene's {scene_m:.4g} m pixels {how} onto "
+                          f"{model_pixel_size_m:.4g} m ({width} x {height} px, {ratio:.4g}x the scene's pixel)")
+
+
+@dataclass(frozen=True)
+class AxisMap:
+    """One axis of the scene's grid as weighted taps of processing pixels (separable resampling).
+
+    Parameters
+    ----------
+    index : ndarray of shape (scene, tap), int64
+        Processing pixels each scene pixel takes, clamped to the processing axis.
+    weight : ndarray of shape (scene, tap), float32
+        Their weights; each row sums to 1.
+    nearest : ndarray of shape (scene,), int64
+        The processing pixel holding each scene pixel's centre (its validity is the scene pixel's).
+    last : ndarray of shape (scene,), int64
+        The largest index a scene pixel takes: a scene pixel is computed with the block of processing
+        pixels holding its last tap (non-decreasing along the axis).
+    reach : int
+        The most processing pixels before its last tap that a scene pixel takes (the rows or columns a block
+        needs from its predecessor).
+
+    Notes
+    -----
+    From a coarser grid (``factor > 1``): linear interpolation between pixel centres, scene pixel ``x`` at
+    processing coordinate ``u = (x + 0.5) / factor - 0.5`` taking ``floor(u)`` and ``floor(u) + 1`` with
+    weights ``1 - frac(u)`` and ``frac(u)``, clamped at the edges (GDAL's bilinear upsampling). From a finer
+    grid: the area-weighted mean of the processing pixels the scene pixel covers (GDAL's ``average``).
+    """
+
+    index: np.ndarray
+    weight: np.ndarray
+    nearest: np.ndarray
+    last: np.ndarray
+    reach: int
+
+    @classmethod
+    def build(cls, scene: int, processing: int, factor: float) -> "AxisMap":
+        """The map of ``scene`` pixels onto ``processing`` pixels ``factor`` times their side."""
+        x = np.arange(scene, dtype=np.float64)
+        if factor >= 1:
+            u = (x + 0.5) / factor - 0.5
+            i0 = np.floor(u)
+            frac = u - i0
+            index = np.stack([i0, i0 + 1], axis=1).astype(np.int64)
+            weight = np.stack([1 - frac, frac], axis=1)
+        else:
+            span = 1.0 / factor  # processing pixels per scene pixel
+            lo, hi = x * span, (x + 1) * span
+            first = np.floor(lo + 1e-9)
+            taps = int(math.ceil(span)) + 1
+            index = first[:, None] + np.arange(taps)[None, :]
+            weight = np.clip(np.minimum(hi[:, None], index + 1) - np.maximum(lo[:, None], index), 0, None)
+            weight[weight < 1e-9] = 0
+            index = index.astype(np.int64)
+        index = np.clip(index, 0, processing - 1)
+        weight = (weight / weight.sum(axis=1, keepdims=True)).astype(np.float32)
+        nearest = np.clip(np.floor((x + 0.5) / factor), 0, processing - 1).astype(np.int64)
+        last = np.where(weight > 0, index, -1).max(axis=1)
+        index = np.where(weight > 0, index, last[:, None])  # a tap of no weight points at a used pixel
+        first_used = np.where(weight > 0, index, processing).min(axis=1)
+        reach = int((last - np.minimum(first_used, nearest)).max()) if scene else 0
+        return cls(index, weight, nearest, last, reach)
+
+    def span(self, start: int, stop: int, size: int) -> tuple[int, int]:
+        """Scene pixels computed with processing pixels ``[start, stop)`` of an axis of ``size``: those whose
+        last tap is in it (from the axis's first scene pixel where ``start`` is 0, to its last where
+        ``stop`` is ``size``). The spans of consecutive blocks partition the scene's axis."""
+        a = 0 if start <= 0 else int(np.searchsorted(self.last, start, side="left"))
+        b = len(self.last) if stop >= size else int(np.searchsorted(self.last, stop, side="left"))
+        return a, b
