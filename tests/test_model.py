@@ -110,7 +110,9 @@ def test_class_balanced_sampling_finds_a_rare_class():
     """A 10x10 square of class 1 in a 512x512 image of class 0: uniform patches of 32 px contain it
     about (32 + 9)**2 / 481**2 = 0.7 % of the time; with class_balance=1 half the patches are centred
     (within 8 px) on one of its pixels, so contain it; the other half are centred on class 0."""
-    from tiler.training._train import LabelledImage, TrainConfig, _make_sampler
+    from tiler.training._config import TrainConfig
+    from tiler.training._data import LabelledImage
+    from tiler.training._sampler import make_sampler
 
     labels = np.zeros((512, 512), np.uint8)
     labels[300:310, 100:110] = 1
@@ -118,7 +120,7 @@ def test_class_balanced_sampling_finds_a_rare_class():
     data = [LabelledImage("a", np.zeros((1, 512, 512), np.float32), labels)]
     share = {}
     for balance in (0.0, 1.0):
-        sampler = _make_sampler(data, TrainConfig(patch_size=32, batch_size=50, depth=2, steps_per_epoch=8,
+        sampler = make_sampler(data, TrainConfig(patch_size=32, batch_size=50, depth=2, steps_per_epoch=8,
                                                   class_balance=balance), np.zeros(1), np.ones(1))
         y = np.concatenate([sampler[i][1] for i in range(8)])
         share[balance] = np.mean((y == 1).any(axis=(1, 2)))

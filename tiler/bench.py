@@ -22,7 +22,7 @@ import numpy as np
 
 from tiler.blend import TTA_TRANSFORMS, d4_inverse, d4_transform, get_window
 from tiler.engine import PatchStats, stream
-from tiler.model import Predictor
+from tiler.model import ModelInfo, Predictor, TilerModel
 from tiler.plan import PatchGrid, reflect_indices
 
 __all__ = ["BlendResult", "blend_benchmark", "numpy_baseline", "run_blend_benchmarks", "format_table",
@@ -79,7 +79,6 @@ def _keras_mix_model(classes: int, patch_size: int, *, softmax: bool = False):
     """The channel-mix stand-in as a real Keras model: a 1x1 convolution, linear or softmax."""
     import keras
 
-    from tiler.model import ModelInfo, TilerModel
 
     inp = keras.Input(shape=(None, None, CHANNELS))
     conv = keras.layers.Conv2D(classes, 1, use_bias=False, activation="softmax" if softmax else None)

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence
 
 import numpy as np
-from rasterio.windows import Window
 
 from tiler.blend import Accumulator
+from tiler.block import Block
 from tiler.errors import in_stage
 from tiler.plan import PatchGrid, RowBand
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # the network stage loads Keras; blocks and sinks do not need
     from tiler.model import Predictor
 
 __all__ = ["NETWORK_DEPTH", "Block", "PatchStats", "ProgressCallback", "ReadFunction", "stream",
-           "reflect_fill"]
+           "stream_values", "reflect_fill"]
 
 log = logging.getLogger(__name__)
 
@@ -47,149 +47,6 @@ class PatchStats:
     predicted: int = 0
     skipped_nodata: int = 0
     seconds: dict = field(default_factory=lambda: {"read": 0.0, "predict": 0.0, "blend": 0.0, "write": 0.0})
-
-
-class Block:
-    """A finished rectangle of the output: rows no future patch touches.
-
-    Handed out by :func:`stream` (blended predictions) and by the index and
-    vectorising loops (values or a class map read from a file). A sink reads
-    what it needs through :meth:`values` or :meth:`class_map`; each is computed
-    once per block and shared by every sink fed in the same pass.
-
-    Parameters
-    ----------
-    rows, cols : tuple of int
-        ``(start, stop)`` output pixels of the block.
-    valid : ndarray of shape (rows, cols), bool
-        Valid-data mask of the block (a view; not to be modified).
-    accumulator : Accumulator, optional
-        The engine's accumulator holding the blended probabilities of these
-        rows (read through the fused crop-and-mask kernels, never exposed).
-    values : ndarray of shape (band, rows, cols), float32, optional
-        The block's values where they are already computed (spectral indices),
-        NaN where not valid.
-    class_map : ndarray of shape (rows, cols), uint8, optional
-        A class map read from a file (``tiler vectorize``), ``nodata`` where
-        not valid.
-    seconds : dict, optional
-        Per-stage counters; the fused kernels add their time to ``"blend"``.
-
-    Raises
-    ------
-    ValueError
-        If ``valid`` does not have the block's shape.
-
-    Notes
-    -----
-    A block from :func:`stream` is valid only until the engine moves on (the
-    accumulator rolls); a sink that keeps data copies it.
-    """
-
-    __slots__ = ("rows", "cols", "valid", "_acc", "_values", "_class_map", "_seconds")
-
-    def __init__(self, rows: tuple[int, int], cols: tuple[int, int], valid: np.ndarray, *,
-                 accumulator: Optional[Accumulator] = None, values: Optional[np.ndarray] = None,
-                 class_map: Optional[np.ndarray] = None, seconds: Optional[dict] = None) -> None:
-        self.rows, self.cols, self.valid = rows, cols, valid
-        if valid.shape != (rows[1] - rows[0], cols[1] - cols[0]):
-            raise ValueError(f"valid mask of shape {valid.shape} for rows {rows}, cols {cols}")
-        self._acc, self._values, self._class_map, self._seconds = accumulator, values, class_map, seconds
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """``(rows, cols)`` of the block."""
-        return self.rows[1] - self.rows[0], self.cols[1] - self.cols[0]
-
-    @property
-    def window(self) -> Window:
-        """The block as a rasterio :class:`~rasterio.windows.Window` of the output grid."""
-        return Window(self.cols[0], self.rows[0], self.cols[1] - self.cols[0], self.rows[1] - self.rows[0])
-
-    @property
-    def has_values(self) -> bool:
-        """Whether :meth:`values` can give values (computed, or computable from the accumulator)."""
-        return self._values is not None or self._acc is not None
-
-    def values(self, out: Optional[np.ndarray] = None) -> np.ndarray:
-        """Float values per band (class probabilities, or index values).
-
-        Parameters
-        ----------
-        out : ndarray of shape (band, rows, cols), float32, optional
-            Where to put the probabilities (a caller's reused buffer) when they
-            are computed by this call.
-
-        Returns
-        -------
-        ndarray of shape (band, rows, cols), float32
-            NaN where not valid. Computed once; do not modify.
-        """
-        if self._values is None:
-            if self._acc is None:
-                raise ValueError("this block has no values: it carries a class map only, or the engine has "
-                                 "moved on (a block is valid until the next one is requested)")
-            t = time.perf_counter()
-            self._values = self._acc.emit_probability(self.rows, self.cols, self.valid, out=out)
-            self._count(t)
-        return self._values
-
-    def class_map(self, nodata: int = 255) -> np.ndarray:
-        """Class index per pixel: the argmax of the probabilities (ties to the lower index).
-
-        Parameters
-        ----------
-        nodata : int, default 255
-            Value where not valid (a block read from a file has its own).
-
-        Returns
-        -------
-        ndarray of shape (rows, cols), uint8
-            Computed once; do not modify.
-        """
-        if self._class_map is None and self._acc is None and self._values is not None:
-            # Probabilities already computed (resampled onto the scene's grid): their argmax.
-            cm = np.argmax(np.where(np.isnan(self._values), -np.inf, self._values), axis=0).astype(np.uint8)
-            cm[~self.valid] = nodata
-            self._class_map = cm
-        if self._class_map is None:
-            if self._acc is None:
-                raise ValueError("this block has no class map: the engine has moved on (a block is valid until "
-                                 "the next one is requested)")
-            t = time.perf_counter()
-            self._class_map = self._acc.emit_class(self.rows, self.cols, self.valid, nodata=nodata)
-            self._count(t)
-        return self._class_map
-
-    def detach(self) -> None:
-        """Drop the reference to the engine's accumulator (called by the engine when it moves on).
-
-        What was computed stays readable; what was not raises ``ValueError``.
-        """
-        self._acc = None
-
-    def _count(self, t: float) -> None:
-        if self._seconds is not None:
-            self._seconds["blend"] += time.perf_counter() - t
-
-    def __repr__(self) -> str:
-        return f"Block(rows={self.rows}, cols={self.cols})"
-
-
-def _batches(todo: list[tuple[int, int]], size: int) -> list[list[tuple[int, int]]]:
-    """Split positions into batches of at most ``size`` that never leave a run of
-    patches equally spaced along one patch row (so each batch can be a view)."""
-    out: list[list[tuple[int, int]]] = []
-    current: list[tuple[int, int]] = []
-    for pos in todo:
-        if current and (len(current) == size or pos[0] != current[0][0]
-                        or (len(current) > 1 and pos[1] - current[-1][1] != current[1][1] - current[0][1])):
-            out.append(current)
-            current = []
-        current.append(pos)
-    if current:
-        out.append(current)
-    return out
 
 
 def reflect_fill(patch: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -334,6 +191,58 @@ def stream(
         return
     yield from _Stream(read, grid, predictor, window, jobs, stats, progress, prefetch=prefetch,
                        depth=depth).blocks()
+
+
+def stream_values(read: ReadFunction, height: int, width: int,
+                  compute: Callable[[np.ndarray, np.ndarray], np.ndarray], *, strip_rows: int, band_width: int,
+                  seconds: Optional[dict] = None, progress: Optional[ProgressCallback] = None) -> Iterator[Block]:
+    """Stream a pixelwise computation of a scene (spectral indices) as finished blocks, without patches.
+
+    The same walk as :func:`stream`: column bands of at most ``band_width`` columns (left to right), strips of
+    ``strip_rows`` rows within each (top to bottom); each window is read, computed and handed out, so memory is
+    one strip of one column band whatever the scene's size.
+
+    Parameters
+    ----------
+    read : callable
+        ``read(rows, cols) -> (bands, valid)`` (the scene's :meth:`tiler.scene.Scene.read` for the bands).
+    height, width : int
+        The grid, pixels.
+    compute : callable
+        ``compute(bands, valid) -> values (band, row, col) float32``, NaN where not valid.
+    strip_rows, band_width : int
+        Rows per strip and columns per column band, >= 1.
+    seconds : dict, optional
+        ``seconds["read"]`` and ``seconds["compute"]`` get the time of each.
+    progress : callable, optional
+        ``progress(done, total)`` in rows, over all column bands.
+
+    Yields
+    ------
+    Block
+        With values; every pixel in exactly one block.
+
+    Raises
+    ------
+    ValueError
+        If ``strip_rows`` or ``band_width`` is below 1.
+    """
+    if strip_rows < 1 or band_width < 1:
+        raise ValueError(f"strip rows and band width must be >= 1, got {strip_rows} and {band_width}")
+    seconds = seconds if seconds is not None else {}
+    bands = [(c0, min(width, c0 + band_width)) for c0 in range(0, width, band_width)]
+    for k, (c0, c1) in enumerate(bands):
+        for r0 in range(0, height, strip_rows):
+            r1 = min(height, r0 + strip_rows)
+            t = time.perf_counter()
+            data, valid = read((r0, r1), (c0, c1))
+            t2 = time.perf_counter()
+            values = compute(data, valid)
+            seconds["read"] = seconds.get("read", 0.0) + t2 - t
+            seconds["compute"] = seconds.get("compute", 0.0) + time.perf_counter() - t2
+            yield Block((r0, r1), (c0, c1), valid, values=values)
+            if progress is not None:
+                progress(k * height + r1, len(bands) * height)
 
 
 @dataclass

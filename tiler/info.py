@@ -12,7 +12,13 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
+from tiler.config import InferenceConfig
 from tiler.domain import PERCENTILES, InputScale, sample_channels
+from tiler.errors import BandMismatchError
+from tiler.indices import ChannelPlan
+from tiler.model import read_info, resolve_model_path
+from tiler.plan import PatchGrid
+from tiler.scene import open_scene
 from tiler.storage import redact
 
 __all__ = ["scene_info", "format_info"]
@@ -70,11 +76,6 @@ def scene_info(
     SceneReadError, ModelFileError, PlanError
         As ``tiler run`` would (a missing channel is reported in ``model["error"]``).
     """
-    from tiler.errors import BandMismatchError
-    from tiler.indices import ChannelPlan
-    from tiler.model import read_info
-    from tiler.plan import PatchGrid
-    from tiler.scene import open_scene
 
     with open_scene(scene, reference=reference) as sc:
         samples = sample_channels(lambda r, c: sc.read(r, c, range(1, sc.count + 1)), sc.height, sc.width,
@@ -105,8 +106,6 @@ def scene_info(
             "pixel_size_m": sc.pixel_size_m(), "groups": groups, "notes": list(sc.notes)}
         if model is None:
             return doc
-        from tiler.config import InferenceConfig
-        from tiler.model import resolve_model_path
         from tiler.pipeline import check_patch_size, domain_verdict, run_grid
 
         path = resolve_model_path(model)

@@ -36,8 +36,11 @@ import rasterio.coords
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
+from tiler.destination import Destination
 from tiler.errors import SceneReadError, TilerError, UsageError
 from tiler.labels import BACKGROUND_NAMES
+from tiler.model import DEFAULT_COLOURS
+from tiler.scene import open_scene
 from tiler.storage import configure_gdal, explain, is_url, redact, redact_text
 
 __all__ = ["build_page", "page_scene", "write_page", "MAX_SIDE", "MAX_POLYGONS"]
@@ -88,7 +91,6 @@ def _display_shape(height: int, width: int) -> tuple[int, int]:
 
 def _classes(ds) -> tuple[list[str], list[str]]:
     """Class names (the ``TILER_CLASSES`` tag, else the values) and colours (the colour table, else a palette)."""
-    from tiler.model import DEFAULT_COLOURS
 
     tag = ds.tags().get("TILER_CLASSES")
     try:
@@ -144,7 +146,6 @@ def _open_on_grid(path: str, height: int, width: int):
     UsageError
         No band group of the scene has the mask's size.
     """
-    from tiler.scene import open_scene
 
     try:
         scene = open_scene(path)
@@ -457,7 +458,6 @@ def page_scene(scene, mask) -> Optional[str]:
 
 def write_page(out, html_text: str, *, overwrite: bool = False) -> str:
     """Write the page through a guarded destination; return its path."""
-    from tiler.destination import Destination
 
     dest = Destination.coerce(out, overwrite=overwrite)
     dest.write_text(html_text)

@@ -23,7 +23,7 @@ from rasterio.warp import transform_bounds
 
 from tiler._version import __version__
 from tiler.model import ModelInfo, classification_classes, mlm_properties, model_asset
-from tiler.scene import split_scene
+from tiler.scene import split_scene, stac_items
 from tiler.storage import is_url, redact
 
 __all__ = ["EXTENSIONS", "result_item", "catalog_document", "source_item"]
@@ -49,7 +49,6 @@ def source_item(scene: str) -> Optional[dict]:
     path, item_id = split_scene(scene)
     if not path.lower().endswith(".json"):
         return None
-    from tiler.scene import stac_items
 
     for item in stac_items(path):
         if item_id is None or item.id == item_id:

@@ -10,7 +10,7 @@ from typing import Any, Mapping, Optional, Sequence
 from tiler.catalog._items import catalog_document, result_item
 from tiler.destination import JSON_SUFFIXES, guard_outputs
 from tiler.model import read_info
-from tiler.storage import configure_gdal, identity, is_url, join, name_of
+from tiler.storage import configure_gdal, exists, identity, is_url, join, name_of
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,6 @@ def publish_batch(report: Mapping[str, Any], out_dir: str, *, model: str, model_
 
 def _exists(path: str) -> bool:
     if is_url(path):
-        from tiler.storage import exists
 
         return exists(path)
     return os.path.exists(path)

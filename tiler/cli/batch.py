@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from typing import Optional
 
 import click
@@ -39,9 +41,6 @@ def _bbox(text: Optional[str]) -> Optional[tuple[float, float, float, float]]:
 
 def _searched(api, collections, bbox, when, query, max_items, list_only, work_dir) -> Optional[list]:
     """The scenes of a STAC API search (local copies of its Items), or None where nothing is to run."""
-    import hashlib
-    import os
-
     from tiler.catalog import StacSearch, describe_items, keep_items, search_items
     from tiler.storage import default_work_dir
 

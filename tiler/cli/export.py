@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 import click
 
 from tiler.cli._common import _guard, _handle_errors, _overwrite, _verbosity
@@ -31,9 +34,6 @@ def export(model, out, mlm, overwrite, quiet, verbose):
 
         result = export_onnx(model, guard["--out"], overwrite=overwrite)
         if guard["--mlm"] is not None:
-            import json
-            import os
-
             from tiler.model import mlm_item, read_info
 
             href = os.path.relpath(guard["--out"].path, os.path.dirname(guard["--mlm"].path))

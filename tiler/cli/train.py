@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import sys
@@ -18,8 +19,6 @@ from tiler.errors import UsageError
 def _train_option(field: str, **kwargs):
     """The option of a :class:`tiler.training.TrainConfig` field: its type and default from the field (the loss's
     choices from :data:`tiler.training.LOSSES`); ``--steps-per-epoch`` for ``steps_per_epoch``."""
-    import dataclasses
-
     from tiler.training import LOSSES, TrainConfig
 
     spec = {f.name: f for f in dataclasses.fields(TrainConfig)}[field]

@@ -25,7 +25,10 @@ from tiler.distributed._journal import FINGERPRINT_TAG, digest, fingerprint
 from tiler.distributed._runner import BatchAborted, ClusterError, SceneResult, SchedulerLost, execute
 from tiler.distributed._tasks import SceneJob, resolve_parts
 from tiler.errors import OutputExistsError, OutputPathError, TilerError, UsageError
+from tiler.pipeline import grid_summary, resolve_run, run_resolved
+from tiler.reports import RunReport
 from tiler.scene import open_scene, scene_inputs
+from tiler.sinks import VECTOR_FORMATS
 from tiler.storage import (
     WRITE_SCHEMES,
     check_bucket,
@@ -278,7 +281,7 @@ def run(
 
     Without ``workers``, ``scheduler`` or ``client`` a scene of up to
     :data:`~tiler.distributed.WHOLE_MAX_STRIPS` strips (or any, with ``parts=1``) is streamed in this
-    process by the call :func:`tiler.run_scene` makes (:func:`tiler.pipeline.run_spec`: no job, journal or
+    process by the call :func:`tiler.run_scene` makes (:func:`tiler.pipeline.run_resolved`: no job, journal or
     scheduler is involved); a larger one (or any, with
     ``parts``) is computed part by part into a work folder beside the output
     (``.NAME.tiler-parts``) with a journal, then assembled. Run again after a
@@ -324,9 +327,6 @@ def run(
         No worker joined the scheduler in time, or the scheduler was lost (:class:`SchedulerLost`; its
         finished parts are kept and the same call resumes); exit code 1.
     """
-    from tiler.pipeline import grid_summary, resolve_run, run_spec
-    from tiler.reports import RunReport
-    from tiler.sinks import VECTOR_FORMATS
 
     t0 = time.perf_counter()
     parts = _check_parts(parts)
@@ -345,7 +345,7 @@ def run(
             if resolve_parts(parts, strips) == 1:
                 # One part in this process: the one-process run, the very call tiler.run_scene makes (no job,
                 # fingerprint or scheduler: nothing to resume in a single stream).
-                return run_spec(spec, scene, out, vector, overwrite=overwrite, progress=progress, opened=sc)
+                return run_resolved(spec, scene, out, vector, overwrite=overwrite, progress=progress, opened=sc)
     given = {k: v for k, v in (("out", out), ("vector", vector)) if isinstance(v, Destination)}
     specs = {"out": (out, GEOTIFF_SUFFIXES) if out is not None and "out" not in given else None,
              "vector": (vector, tuple(VECTOR_FORMATS)) if vector is not None and "vector" not in given else None}
@@ -497,7 +497,6 @@ def batch(
         No worker joined the scheduler in time; or :class:`SchedulerLost`: the scheduler went away, the
         finished scenes are kept and the same call resumes (exit code 1). Both carry the batch report.
     """
-    from tiler.pipeline import resolve_run
 
     t0 = time.perf_counter()
     if on_error not in ("skip", "fail"):

@@ -38,8 +38,11 @@ from rasterio.windows import Window
 
 from tiler.config import InferenceConfig, OutputConfig, StreamConfig, VectorConfig
 from tiler.destination import Destination
+from tiler.distributed._journal import FINGERPRINT_TAG, work_folder
 from tiler.engine import Block, PatchStats
 from tiler.errors import TilerError
+from tiler.indices import ChannelPlan
+from tiler.model import load_model
 from tiler.output import CLASS_NODATA
 from tiler.pipeline import (
     RunSpec,
@@ -50,10 +53,13 @@ from tiler.pipeline import (
     prepare_scene,
     raster_sink,
     run_grid,
-    run_spec,
+    run_resolved,
     stream_region,
 )
 from tiler.plan import RowBand
+from tiler.reports import scene_summary, vector_summary
+from tiler.scene import open_scene
+from tiler.sinks import ClassMapSink, PolygonSink, ProbabilitySink, feed
 
 __all__ = ["SceneJob", "start", "run_part", "assemble", "resolve_parts", "PART_STRIPS", "WHOLE_MAX_STRIPS"]
 
@@ -122,7 +128,6 @@ class SceneJob:
     @property
     def work(self) -> str:
         """The work folder (beside the raster, else beside the polygons)."""
-        from tiler.distributed._journal import work_folder
 
         return work_folder(self.out or self.vector)
 
@@ -141,7 +146,6 @@ def resolve_parts(parts: Union[int, str], strips: int) -> int:
 
 def _cached_model(job: SceneJob):
     """The job's model, loaded once per worker process."""
-    from tiler.model import load_model
 
     tm = _MODELS.pop(job.model_sha256, None)
     if tm is None:
@@ -202,9 +206,6 @@ def start(job: SceneJob, progress=None) -> dict:
         "context", "summary", "registration", "domain"}`` for a scene in
         parts; ``{"error", "error_type"}`` for a bad scene or option.
     """
-    from tiler.distributed._journal import FINGERPRINT_TAG
-    from tiler.reports import scene_summary
-    from tiler.scene import open_scene
 
     spec = job.spec
     inference, streaming = spec.inference, spec.streaming
@@ -229,9 +230,9 @@ def start(job: SceneJob, progress=None) -> dict:
                         "task_seconds": time.perf_counter() - t, "worker": _worker_name()}
             dests = _staging(job)
             try:
-                report = run_spec(spec, job.scene, dests["out"], dests["vector"], model=_WorkerModel(job, spec.info),
-                                  overwrite=job.overwrite, progress=progress,
-                                  tags={FINGERPRINT_TAG: job.fingerprint}, opened=sc)
+                report = run_resolved(spec, job.scene, dests["out"], dests["vector"],
+                                      model=_WorkerModel(job, spec.info), overwrite=job.overwrite,
+                                      progress=progress, tags={FINGERPRINT_TAG: job.fingerprint}, opened=sc)
             except BaseException:
                 _discard(dests)
                 raise
@@ -292,9 +293,6 @@ def run_part(job: SceneJob, prepared: dict, band: RowBand, progress=None) -> dic
         ``part``, ``rows``, ``sizes`` (file name -> bytes), ``seconds``,
         ``patches``, ``worker``, ``peak_rss_mb``; or ``error``.
     """
-    from tiler.indices import ChannelPlan
-    from tiler.scene import open_scene
-    from tiler.sinks import ClassMapSink, ProbabilitySink
 
     spec = job.spec
     inference, streaming = spec.inference, spec.streaming
@@ -394,8 +392,6 @@ def assemble(job: SceneJob, prepared: dict, parts: list[dict]) -> dict:
         ``seconds``, ``vector`` (the polygons' summary), ``staged`` (product -> staged file), ``worker``;
         or ``error``.
     """
-    from tiler.reports import vector_summary
-    from tiler.sinks import PolygonSink, feed
 
     t = time.perf_counter()
     _, streaming, output, polygons = job.configs()

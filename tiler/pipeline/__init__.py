@@ -3,7 +3,7 @@
 
 One concept a module: a run resolved once where it starts (``_resolve.py``: :class:`RunSpec`,
 :func:`resolve_run`), a scene made ready for it (``_prepare.py``: channels, domain, registration),
-the run itself (``_run.py``: :func:`run_scene`, :func:`run_spec`, :func:`stream_region`), the
+the run itself (``_run.py``: :func:`run_scene`, :func:`run_resolved`, :func:`stream_region`), the
 in-memory :func:`predict` (``_predict.py``) and :func:`index_scene` (``_indices.py``).
 """
 
@@ -26,10 +26,10 @@ from tiler.pipeline._resolve import (
     resolve_model,
     resolve_run,
 )
-from tiler.pipeline._run import grid_report, raster_sink, run_scene, run_spec, stream_region
+from tiler.pipeline._run import grid_report, raster_sink, run_resolved, run_scene, stream_region
 from tiler.reports import IndexReport, RunReport
 
-__all__ = ["predict", "run_scene", "index_scene", "RunSpec", "resolve_run", "run_spec", "stream_region",
+__all__ = ["predict", "run_scene", "index_scene", "RunSpec", "resolve_run", "run_resolved", "stream_region",
            "check_patch_size",
            "resolve_model", "domain_verdict", "predictor_for", "prepare_scene", "output_context",
            "check_run_options", "RunReport", "IndexReport", "grid_summary", "peak_rss_mb",

@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import time
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import rasterio
 
@@ -18,17 +18,16 @@ from tiler.config import (
     split_options,
 )
 from tiler.destination import GEOTIFF_SUFFIXES, Destination
-from tiler.engine import Block, ProgressCallback
+from tiler.engine import ProgressCallback, stream_values
 from tiler.errors import UsageError
 from tiler.indices import INDICES, ChannelPlan
 from tiler.output import check_creation_options
-from tiler.pipeline._prepare import _check_reflectance, _log_scene, _register
+from tiler.pipeline._prepare import _check_reflectance, _log_scene, _register, scene_context
 from tiler.pipeline._run import _destinations
 from tiler.reports import IndexReport
 from tiler.scene import open_scene
 from tiler.sinks import (
     IndexSink,
-    OutputContext,
     feed,
 )
 
@@ -67,12 +66,13 @@ def index_scene(
     inference : InferenceConfig, optional
         Its ``reference`` and ``registration*`` fields apply.
     streaming : StreamConfig, optional
-        ``strip_rows`` (reference-grid rows per strip) and ``gdal_cache_mb`` apply.
+        ``strip_rows`` (reference-grid rows per strip), ``band_width`` (columns per column band) and
+        ``gdal_cache_mb`` apply: streamed by :func:`tiler.engine.stream_values`.
     output : OutputConfig, optional
         ``creation_options`` and ``cog`` apply.
     overwrite : bool, default False
     progress : callable, optional
-        ``progress(done, total)`` in rows.
+        ``progress(done, total)`` in rows (over all column bands).
     **options
         Fields of the configs by name (``strip_rows=64``, ``cog=True``).
 
@@ -121,27 +121,15 @@ def index_scene(
                                   "saturation_dn": b.saturation}
         described = {n: {"formula": INDICES[n].formula, "params": {**INDICES[n].params, **params.get(n, {})},
                          "bounds": INDICES[n].bounds, "reference": INDICES[n].reference} for n in names}
-        context = OutputContext(
-            sc.width, sc.height, sc.crs if sc.georeferenced else None, sc.transform if sc.georeferenced else None,
-            tuple(names),
-            tags={"TILER_VERSION": __version__, "TILER_INDICES": ",".join(names),
-                  "TILER_RADIOMETRY": json.dumps({"bands": radiometry, "notes": list(sc.notes)}),
-                  "TILER_INDEX_DEFINITIONS": json.dumps(described)}, gcps=sc.gcps, rpcs=sc.rpcs)
-
-        def blocks() -> Iterator[Block]:
-            for r0 in range(0, sc.height, strip_rows):
-                r1 = min(sc.height, r0 + strip_rows)
-                t = time.perf_counter()
-                data, valid = sc.read((r0, r1), (0, sc.width), plan.indexes)
-                t2 = time.perf_counter()
-                result = plan.build(data, valid, **params)
-                seconds["read"] += t2 - t
-                seconds["compute"] += time.perf_counter() - t2
-                yield Block((r0, r1), (0, sc.width), valid, values=result)
-                if progress is not None:
-                    progress(r1, sc.height)
-
-        feed(blocks(), [sink], context, seconds=seconds)
+        context = scene_context(
+            sc, tuple(names),
+            {"TILER_VERSION": __version__, "TILER_INDICES": ",".join(names),
+             "TILER_RADIOMETRY": json.dumps({"bands": radiometry, "notes": list(sc.notes)}),
+             "TILER_INDEX_DEFINITIONS": json.dumps(described)})
+        blocks = stream_values(lambda rows, cols: sc.read(rows, cols, plan.indexes), sc.height, sc.width,
+                               lambda data, valid: plan.build(data, valid, **params), strip_rows=strip_rows,
+                               band_width=streaming.band_width, seconds=seconds, progress=progress)
+        feed(blocks, [sink], context, seconds=seconds)
         seconds["total"] = time.perf_counter() - t_start
         return IndexReport(scene=sc.describe(), out=dests["out"].location, indices=described, radiometry=radiometry,
                            registration=reg_report, seconds={k: round(v, 4) for k, v in seconds.items()},

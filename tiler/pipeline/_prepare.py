@@ -240,15 +240,37 @@ def output_context(sc, info: ModelInfo, inference: InferenceConfig, scene: Union
     grid : ProcessingGrid, optional
         Write on this grid (``--grid model``) instead of the reference grid.
     """
+    return scene_context(
+        sc, tuple(info.classes),
+        {"TILER_VERSION": __version__, "TILER_CLASSES": ",".join(info.classes), "TILER_TTA": inference.tta,
+         **(tags or {})}, labels=info.labels, grid=grid,
+        source=os.path.splitext(os.path.basename(os.fspath(scene).rstrip(os.sep)))[0])
+
+
+def scene_context(sc, band_names: tuple, tags: dict, *, labels=None, grid: Optional[ProcessingGrid] = None,
+                  source: Optional[str] = None) -> OutputContext:
+    """The :class:`OutputContext` of any product of a scene: its grid and georeferencing (transform and CRS, or
+    the GCPs or RPCs), the products' band names and tags.
+
+    Parameters
+    ----------
+    sc : tiler.scene.Scene
+    band_names : tuple of str
+        Class names (predictions) or index names.
+    tags : dict
+        Dataset tags.
+    labels : LabelScheme, optional
+    grid : ProcessingGrid, optional
+        Write on this grid instead of the reference grid (``--grid model``).
+    source : str, optional
+        The scene's identifier (a WKT CSV's ``image_id``).
+    """
     width, height, transform = sc.width, sc.height, sc.transform
     if grid is not None and grid.resampled:
         width, height, transform = grid.width, grid.height, grid.transform
-    return OutputContext(
-        width, height, sc.crs if sc.georeferenced else None, transform if sc.georeferenced else None,
-        tuple(info.classes), labels=info.labels,
-        tags={"TILER_VERSION": __version__, "TILER_CLASSES": ",".join(info.classes), "TILER_TTA": inference.tta,
-              **(tags or {})},
-        source=os.path.splitext(os.path.basename(os.fspath(scene).rstrip(os.sep)))[0], gcps=sc.gcps, rpcs=sc.rpcs)
+    return OutputContext(width, height, sc.crs if sc.georeferenced else None,
+                         transform if sc.georeferenced else None, band_names, labels=labels, tags=tags,
+                         source=source, gcps=sc.gcps, rpcs=sc.rpcs)
 
 
 def grid_summary(grid: PatchGrid, streaming: StreamConfig) -> dict:

@@ -164,10 +164,10 @@ def run_scene(
     """
     spec = resolve_run(model=model, inference=inference, streaming=streaming, output=output, polygons=polygons,
                        raster=out is not None, vector=vector is not None, **options)
-    return run_spec(spec, scene, out, vector, model=model, overwrite=overwrite, progress=progress, tags=tags)
+    return run_resolved(spec, scene, out, vector, model=model, overwrite=overwrite, progress=progress, tags=tags)
 
 
-def run_spec(spec: RunSpec, scene: Union[str, os.PathLike], out=None, vector=None, *, model=None,
+def run_resolved(spec: RunSpec, scene: Union[str, os.PathLike], out=None, vector=None, *, model=None,
              overwrite: bool = False, progress: Optional[ProgressCallback] = None, tags: Optional[dict] = None,
              opened=None) -> RunReport:
     """Run a resolved run on a scene in this process: guard its outputs, prepare the scene, stream it.
@@ -260,7 +260,7 @@ def stream_region(spec: RunSpec, sc, plan: ChannelPlan, predictor: Predictor, si
                   grid: Optional[ProcessingGrid] = None) -> tuple[int, int]:
     """Stream a region of an open scene through the network into these sinks: the one wiring of a run.
 
-    The one-process run (:func:`run_spec`) streams the whole scene; a part task of a distributed run
+    The one-process run (:func:`run_resolved`) streams the whole scene; a part task of a distributed run
     (:func:`tiler.distributed._tasks.run_part`) streams its row band into part files.
 
     Parameters

@@ -14,7 +14,8 @@ from tiler._lazy import lazy_exports
 _EXPORTS = {
     "scene_inputs": "_paths",
     "split_scene": "_stac", "read_stac_item": "_stac", "stac_items": "_stac",
-    "Scene": "_scene", "open_scene": "_scene", "BandMapping": "_scene", "GroupGrid": "_scene", "check_bounds": "_scene",
+    "Scene": "_scene", "open_scene": "_scene", "BandMapping": "_geometry", "GroupGrid": "_geometry",
+    "check_bounds": "_geometry",
     "Band": "_bands", "BandGroup": "_bands", "SPECTRAL_RANGES": "_bands", "RESAMPLING_UP": "_bands",
     "RESAMPLING_DOWN": "_bands",
     "Layout": "_layouts", "detect_layout": "_layouts", "SENTINEL2_BANDS": "_layouts", "LANDSAT_BANDS": "_layouts",
@@ -39,6 +40,7 @@ __all__ = [
 if TYPE_CHECKING:  # the names as static analysers and the API reference see them
     from tiler.scene._bands import RESAMPLING_DOWN, RESAMPLING_UP, SPECTRAL_RANGES, Band, BandGroup
     from tiler.scene._cloudmask import CLOUD_MASK_KINDS, CloudMask
+    from tiler.scene._geometry import BandMapping, GroupGrid, check_bounds
     from tiler.scene._grid import (
         OUTPUT_GRIDS,
         RESAMPLE_MODES,
@@ -50,5 +52,5 @@ if TYPE_CHECKING:  # the names as static analysers and the API reference see the
     from tiler.scene._layouts import LANDSAT_BANDS, SENTINEL2_BANDS, WORLDVIEW3_BANDS, Layout, detect_layout
     from tiler.scene._manifest import read_manifest
     from tiler.scene._paths import scene_inputs
-    from tiler.scene._scene import BandMapping, GroupGrid, Scene, check_bounds, open_scene
+    from tiler.scene._scene import Scene, open_scene
     from tiler.scene._stac import read_stac_item, split_scene, stac_items

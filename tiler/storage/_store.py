@@ -10,6 +10,7 @@ are read with the standard library.
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import hashlib
 import logging
@@ -21,6 +22,8 @@ from functools import lru_cache
 from typing import Optional
 
 from tiler.errors import (
+    OutputExistsError,
+    OutputPathError,
     OutputVerificationError,
     SceneReadError,
     StorageAccessError,
@@ -269,7 +272,6 @@ def check_bucket(url: str, what: str = "output") -> None:
     """
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from tiler.errors import OutputPathError
 
     bucket, _ = split_bucket(url)
     try:
@@ -291,7 +293,6 @@ def exists(url: str, what: str = "output") -> bool:
 def _http_headers() -> dict:
     """Request headers from GDAL's ``GDAL_HTTP_HEADERS`` and ``GDAL_HTTP_USERPWD`` (basic auth), so that
     tiler's own requests carry what GDAL's do."""
-    import base64
 
     headers = {"User-Agent": "tiler"}
     for line in os.environ.get("GDAL_HTTP_HEADERS", "").replace("\r\n", "\n").split("\n"):
@@ -457,7 +458,6 @@ def upload(path: str, url: str, *, overwrite: bool) -> dict:
     from boto3.s3.transfer import TransferConfig
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from tiler.errors import OutputExistsError
 
     t = time.perf_counter()
     bucket, key = split_bucket(url)

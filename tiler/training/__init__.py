@@ -15,13 +15,13 @@ from tiler._lazy import lazy_exports
 
 _EXPORTS = {
     "TrainConfig": "_config",
-    "LabelledImage": "_train",
+    "LabelledImage": "_data",
     "train": "_train",
-    "checkpoint_folder": "_train",
-    "find_pairs": "_train",
-    "find_images": "_train",
-    "load_labelled": "_train",
-    "training_domain": "_train",
+    "checkpoint_folder": "_checkpoint",
+    "find_pairs": "_data",
+    "find_images": "_data",
+    "load_labelled": "_data",
+    "training_domain": "_data",
     "evaluate_images": "_train",
     "RECOMMENDED_PATCH_FACTOR": "_config",
     "RECOMMENDED_OVERLAP": "_config",
@@ -44,6 +44,7 @@ __all__ = ["DEFAULT_SPACE", "LOSSES", "LabelledImage", "PRUNERS", "Param", "RECO
            "train", "training_domain", "tune"]
 
 if TYPE_CHECKING:  # the names as static analysers and the API reference see them
+    from tiler.training._checkpoint import checkpoint_folder
     from tiler.training._config import (
         LOSSES,
         RECOMMENDED_OVERLAP,
@@ -51,16 +52,8 @@ if TYPE_CHECKING:  # the names as static analysers and the API reference see the
         RECOMMENDED_WINDOW,
         TrainConfig,
     )
+    from tiler.training._data import LabelledImage, find_images, find_pairs, load_labelled, training_domain
     from tiler.training._space import DEFAULT_SPACE, Param, load_space
-    from tiler.training._train import (
-        LabelledImage,
-        checkpoint_folder,
-        evaluate_images,
-        find_images,
-        find_pairs,
-        load_labelled,
-        train,
-        training_domain,
-    )
+    from tiler.training._train import evaluate_images, train
     from tiler.training._tune import PRUNERS, TuneConfig, tune
     from tiler.training._vector_labels import VectorLabels

@@ -17,6 +17,11 @@ import sys
 import time
 import traceback
 
+from tiler.errors import TilerError
+from tiler.labels import LabelScheme
+from tiler.training._config import TrainConfig
+from tiler.training._study import make_pruner, open_storage
+
 __all__ = ["main", "run_trial_process"]
 
 
@@ -65,10 +70,7 @@ def main(argv=None) -> int:
         spec = json.load(f)
     import optuna
 
-    from tiler.errors import TilerError
-    from tiler.labels import LabelScheme
-    from tiler.training._study import make_pruner, open_storage
-    from tiler.training._train import TrainConfig, train
+    from tiler.training._train import train  # the trial process: Keras and TensorFlow from here
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=spec["study"], storage=open_storage(spec["storage"]),

@@ -29,7 +29,12 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 from tiler.destination import Destination
 from tiler.errors import ModelFileError, PlanError, UsageError
+from tiler.labels import LabelScheme
+from tiler.model import read_info
+from tiler.training._config import TrainConfig
+from tiler.training._space import DEFAULT_SPACE, Param
 from tiler.training._study import PRUNERS, STUDY_FILE, STUDY_NAME, make_pruner, open_storage
+from tiler.training._trial import run_trial_process
 
 __all__ = ["PRUNERS", "STUDY_FILE", "TuneConfig", "make_pruner", "open_storage", "tune"]
 
@@ -75,9 +80,6 @@ class TuneConfig:
     base: Any = None
 
     def __post_init__(self) -> None:
-        from tiler.training._config import TrainConfig
-        from tiler.training._space import DEFAULT_SPACE
-
         if not isinstance(self.trials, int) or self.trials < 1:
             raise UsageError(f"--trials must be a positive integer, got {self.trials!r}")
         if self.timeout_minutes is not None and self.timeout_minutes <= 0:
@@ -359,7 +361,6 @@ class _Search:
 
     def run_here(self) -> None:
         """Trials one after the other, each in a fresh process started from this one."""
-        from tiler.training._trial import run_trial_process
 
         while self.more():
             trial = self.study.ask()
@@ -376,8 +377,6 @@ class _Search:
     def run_on(self, client, slots: int) -> None:
         """Up to ``slots`` trials at once on a dask cluster, each a fresh process started by a worker."""
         from distributed import as_completed
-
-        from tiler.training._trial import run_trial_process
 
         running: dict = {}
         pool = as_completed()
@@ -409,8 +408,6 @@ class _Search:
 
 def _fine_tuning(config: TuneConfig, init: str, classes: str) -> TuneConfig:
     """The search of ``config`` restricted to what fine-tuning the model ``init`` can change."""
-    from tiler.labels import LabelScheme
-    from tiler.model import read_info
 
     try:
         info = read_info(init)
@@ -420,7 +417,6 @@ def _fine_tuning(config: TuneConfig, init: str, classes: str) -> TuneConfig:
     if tuple(info.classes) != tuple(names):
         raise UsageError(f"--init model {str(init)!r} predicts classes {list(info.classes)}, but the class file "
                          f"has {list(names)}; fine-tune a model of the same classes")
-    from tiler.training._space import Param
 
     space = {k: v for k, v in config.space.items() if k not in ARCHITECTURE}
     space["depth"] = Param("depth", "fixed", value=info.depth)  # train() checks it against the model
