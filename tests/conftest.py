@@ -13,6 +13,7 @@ import pytest
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
+from scipy import ndimage
 
 import tiler  # noqa: F401  (sets the Keras backend before keras is imported)
 from tests.reference import build_constant_model, build_mix_model, build_tiny_unet
@@ -114,3 +115,9 @@ def labelled_folders(tmp_path, bands, label):
             img = smooth_image(bands, 40, 48, seed=seed * 10 + i)
             write_tif(tmp_path / split / "img" / f"im{i}.tif", img, crs=None)
             write_tif(tmp_path / split / "mask" / f"im{i}.tif", label(img).astype(np.uint8)[None], crs=None)
+
+
+def blobs(shape, classes, seed, sigma=3.0):
+    """A random class map of smooth blobs, uint8 of shape ``shape``: class regions of every size and shape."""
+    rng = np.random.default_rng(seed)
+    return ndimage.gaussian_filter(rng.random((classes,) + shape), (0, sigma, sigma)).argmax(0).astype(np.uint8)

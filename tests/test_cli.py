@@ -112,30 +112,8 @@ def test_existing_output_without_overwrite(runner, tmp_path, scene, tiny_model):
     assert r.exit_code == 0 and out.read_bytes() != b"old"
 
 
-def test_bad_creation_option(runner, tmp_path, scene, tiny_model):
-    r = _run(runner, scene, "-o", tmp_path / "out.tif", "--model", tiny_model, "--co", "COMPRESS")
-    _assert_usage_error(r, "is not NAME=VALUE", tmp_path)
 
 
-def test_evaluate_prints_table_and_json(runner, tmp_path):
-    truth = np.array([[[0, 0, 1, 1], [2, 2, 255, 1]]], np.uint8)
-    pred = np.array([[[0, 1, 1, 1], [2, 0, 2, 255]]], np.uint8)
-    t = write_tif(tmp_path / "t.tif", truth, crs=None)
-    p = write_tif(tmp_path / "p.tif", pred, crs=None, nodata=255)
-    classes = tmp_path / "classes.json"
-    classes.write_text(json.dumps({"classes": [{"name": n, "colour": c} for n, c in
-                                               [("a", "#FF0000"), ("b", "#00FF00"), ("c", "#0000FF")]],
-                                   "ignore": [255]}))
-    r = runner.invoke(main, ["evaluate", p, t, "--classes", str(classes), "--json", str(tmp_path / "s.json")])
-    # One of 8 truth pixels is ignored: more than 1 %, refused unless asked for.
-    assert r.exit_code == 2 and "12.5% of the truth pixels are ignored" in r.output
-    assert not (tmp_path / "s.json").exists()
-    r = runner.invoke(main, ["evaluate", p, t, "--classes", str(classes), "--json", str(tmp_path / "s.json"),
-                             "--allow-ignored"])
-    assert r.exit_code == 0, r.output
-    assert "mean" in r.output and "confusion matrix" in r.output
-    doc = json.loads((tmp_path / "s.json").read_text())
-    assert doc["iou"]["a"] == pytest.approx(1 / 3) and doc["iou"]["c"] == pytest.approx(1 / 2)
 
 
 def test_train_then_run_with_the_trained_model(runner, tmp_path):
@@ -292,29 +270,6 @@ def test_a_run_whose_network_is_converted_imports_no_keras(tmp_path):
     assert "EXIT 0 LOADED -" in runs[1], runs[1]  # the second reads the converted network
 
 
-def test_choice_options_come_from_the_registries_and_defaults_from_the_config_fields(monkeypatch):
-    """Options declared once (issue 24): each choice-valued option of `tiler run` offers exactly its config
-    field's registry, defaults to the field's default, and a value added to a registry is offered at once."""
-    import dataclasses
-    import types
-
-    import click
-
-    import tiler.blend
-    import tiler.config as cfg
-    from tiler.cli import main
-
-    run = main.get_command(click.Context(main), "run")
-    options = {p.name: p for p in run.params}
-    option_of = {("OutputConfig", "kind"): "output"}
-    for (config, field), (module, attribute) in cfg._REGISTRIES.items():
-        name = option_of.get((config, field), field)
-        if name not in options:  # --connectivity is tiler run's too; every key must be some command's option
-            assert config == "VectorConfig", (config, field)
-            continue
-        registry = getattr(__import__(module, fromlist=[attribute]), attribute)
-        assert list(options[name].type.choices) == [str(k) for k in registry], name
-        default = {f.name: f.default for f in dataclasses.fields(getattr(cfg, config))}[field]
-        assert options[name].default == default, name
-    monkeypatch.setattr(tiler.blend, "WINDOWS", types.MappingProxyType({**tiler.blend.WINDOWS, "tukey": None}))
-    assert "tukey" in options["window"].type.choices
+def test_bad_creation_option(runner, tmp_path, scene, tiny_model):
+    r = _run(runner, scene, "-o", tmp_path / "out.tif", "--model", tiny_model, "--co", "COMPRESS")
+    _assert_usage_error(r, "is not NAME=VALUE", tmp_path)

@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+import rasterio
 from click.testing import CliRunner
 
 from tests.conftest import write_tif
@@ -102,7 +103,6 @@ def test_a_few_ignored_pixels_are_reported_not_refused(tmp_path):
 
 def _tagged_prediction(tmp_path, names, colours):
     """A class map as `tiler run` writes it: TILER_CLASSES tag and a colour table."""
-    import rasterio
 
     pred = np.zeros((1, 16, 16), np.uint8)
     pred[0, 8:] = 1
@@ -148,3 +148,24 @@ def test_without_classes_unknown_truth_colours_ask_for_a_class_file(tmp_path):
     r = CliRunner().invoke(main, ["evaluate", p, t])
     assert r.exit_code == 2, r.output
     assert "pass --classes" in r.output and "add them to the class file" not in r.output
+
+
+def test_evaluate_prints_table_and_json(runner, tmp_path):
+    truth = np.array([[[0, 0, 1, 1], [2, 2, 255, 1]]], np.uint8)
+    pred = np.array([[[0, 1, 1, 1], [2, 0, 2, 255]]], np.uint8)
+    t = write_tif(tmp_path / "t.tif", truth, crs=None)
+    p = write_tif(tmp_path / "p.tif", pred, crs=None, nodata=255)
+    classes = tmp_path / "classes.json"
+    classes.write_text(json.dumps({"classes": [{"name": n, "colour": c} for n, c in
+                                               [("a", "#FF0000"), ("b", "#00FF00"), ("c", "#0000FF")]],
+                                   "ignore": [255]}))
+    r = runner.invoke(main, ["evaluate", p, t, "--classes", str(classes), "--json", str(tmp_path / "s.json")])
+    # One of 8 truth pixels is ignored: more than 1 %, refused unless asked for.
+    assert r.exit_code == 2 and "12.5% of the truth pixels are ignored" in r.output
+    assert not (tmp_path / "s.json").exists()
+    r = runner.invoke(main, ["evaluate", p, t, "--classes", str(classes), "--json", str(tmp_path / "s.json"),
+                             "--allow-ignored"])
+    assert r.exit_code == 0, r.output
+    assert "mean" in r.output and "confusion matrix" in r.output
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert doc["iou"]["a"] == pytest.approx(1 / 3) and doc["iou"]["c"] == pytest.approx(1 / 2)

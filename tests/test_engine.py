@@ -1,5 +1,6 @@
 """The streaming engine against a definition-level NumPy blend, on the issue's grid of cases."""
 
+
 import numpy as np
 import pytest
 
@@ -140,3 +141,23 @@ def test_a_network_error_stops_the_stream_and_its_threads():
 def test_network_depth_must_be_positive():
     with pytest.raises(ValueError, match="depth"):
         _engine_blend(_image((100, 100)), lambda x: x[:, :1], 1, patch=64, overlap=0.5, depth=0)
+
+
+def test_reflect_fill_mirrors_the_valid_neighbourhood():
+    """Oracle: a pixel-by-pixel loop over the definition (tests/reference.py)."""
+    from tests.reference import reflect_fill_candidates
+    from tiler.engine import reflect_fill
+
+    rng = np.random.default_rng(5)
+    patch = rng.random((2, 24, 20)).astype(np.float32)
+    valid = np.ones((24, 20), bool)
+    valid[:, :6] = False
+    valid[10:15, 9:13] = False
+    valid[0, 19] = False
+    got = reflect_fill(patch, valid)
+    np.testing.assert_array_equal(got[:, valid], patch[:, valid])
+    for (r, c), allowed in reflect_fill_candidates(patch, valid).items():
+        assert any(np.array_equal(got[:, r, c], a) for a in allowed), (r, c)
+    # column 4 is 2 px from the first valid column 6: it mirrors column 8, 2 px inside the data
+    np.testing.assert_array_equal(got[:, 3:9, 4], patch[:, 3:9, 8])
+    assert reflect_fill(patch, np.ones((24, 20), bool)) is patch

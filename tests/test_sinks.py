@@ -17,13 +17,12 @@ from rio_cogeo.cogeo import cog_validate
 from scipy import ndimage
 
 import tiler
-from tests.conftest import SENTINEL2, needs_shared, smooth_image, write_tif
+from tests.conftest import SENTINEL2, blobs, needs_shared, smooth_image, write_tif
 from tests.reference import assert_same_polygons, build_classes_model, polygons_by_class
 from tiler.cli import main
-from tiler.config import InferenceConfig, OutputConfig, StreamConfig, VectorConfig
+from tiler.config import OutputConfig
 from tiler.destination import guard_outputs
 from tiler.engine import Block
-from tiler.errors import UsageError
 from tiler.sinks import ClassMapSink, OutputContext, Polygonizer, feed
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "dubai_sample.tif"
@@ -102,11 +101,6 @@ def test_polygons_of_the_run_equal_polygonising_the_whole_mask(sample_run):
     assert report.vector["units"] == {"area": "m2", "perimeter": "m"}
 
 
-def _blobs(shape, classes, seed, sigma=3.0):
-    rng = np.random.default_rng(seed)
-    return ndimage.gaussian_filter(rng.random((classes,) + shape), (0, sigma, sigma)).argmax(0).astype(np.uint8)
-
-
 def _stream(cm, valid, classes, connectivity, strip, band, min_rows=1):
     h, w = cm.shape
     poly = Polygonizer(h, w, classes, connectivity=connectivity, min_rows=min_rows)
@@ -123,7 +117,7 @@ def _stream(cm, valid, classes, connectivity, strip, band, min_rows=1):
 @pytest.mark.parametrize("connectivity", [4, 8])
 @pytest.mark.parametrize("strip,band", [(16, 1000), (7, 23), (64, 50), (1, 300)])
 def test_streamed_polygons_equal_whole_array_shapes(connectivity, strip, band):
-    cm = _blobs((150, 190), 4, seed=strip + band)
+    cm = blobs((150, 190), 4, seed=strip + band)
     valid = np.ones(cm.shape, bool)
     valid[40:55, 30:170] = False  # nodata crossing seams
     # a region crossing every strip and band seam: a one-pixel spiral-free frame and a cross
@@ -199,61 +193,14 @@ def test_a_failing_sink_leaves_no_output_of_any_sink(tmp_path):
     assert broken.aborted and list(tmp_path.iterdir()) == []
 
 
-def test_config_values_round_trip_and_are_validated():
-    cfgs = [InferenceConfig(overlap=0.25, tta="d4", input_scale=["0.0625"], bands=[3, 2, 1]),
-            StreamConfig(strip_rows=64), OutputConfig(kind="probability", creation_options=["COMPRESS=ZSTD"]),
-            VectorConfig(classes="building,water", connectivity=8, min_area=12.5)]
-    for c in cfgs:
-        doc = json.loads(json.dumps(c.to_dict()))
-        assert type(c).from_dict(doc) == c and hash(type(c).from_dict(doc)) == hash(c)
-    with pytest.raises(UsageError, match="overlap must be a fraction"):
-        InferenceConfig(overlap=1.0)
-    with pytest.raises(UsageError, match="unknown InferenceConfig option"):
-        InferenceConfig.from_dict({"overlapp": 0.5})
-    with pytest.raises(UsageError, match="connectivity must be one of 4, 8"):
-        VectorConfig(connectivity=6)
-    with pytest.raises(UsageError, match="probability dtype"):
-        OutputConfig(probability_dtype="float16")
 
 
-@pytest.mark.parametrize("ext,driver", [(".geojson", "GeoJSON"), (".fgb", "FlatGeobuf")])
-def test_vectorize_formats_options_and_attributes(tmp_path, ext, driver):
-    cm = _blobs((300, 260), 3, seed=1, sigma=5)
-    cm[:4, :4] = 2  # a 16-pixel region: 1600 m² at 10 m pixels
-    cm[4, :5] = 0
-    cm[:4, 4] = 0
-    mask = write_tif(tmp_path / "m.tif", cm[None], nodata=255)
-    out = tmp_path / f"p{ext}"
-    r = CliRunner().invoke(main, ["vectorize", mask, "--out", str(out), "--classes", "2", "--min-area", "2000"])
-    assert r.exit_code == 0, r.output
-    assert pyogrio.read_info(out)["driver"] == driver
-    _, _, geoms, (names, index, area, *_) = pyogrio.raw.read(out)
-    expected = [g for g in polygons_by_class(cm, np.ones(cm.shape, bool), [2])[2] if g.area * 100 >= 2000]
-    assert len(geoms) == len(expected) and set(names) == {"2"} and (area >= 2000).all()
-    assert not any(abs(a - 1600) < 1e-6 for a in area)
 
 
-def test_wkt_csv_has_one_multipolygon_per_class(tmp_path):
-    cm = _blobs((120, 100), 3, seed=2)
-    mask = write_tif(tmp_path / "m.tif", cm[None], nodata=255)  # 10 m pixels
-    out = tmp_path / "sub.csv"
-    r = CliRunner().invoke(main, ["vectorize", mask, "--out", str(out)])
-    assert r.exit_code == 0, r.output
-    import csv
-
-    with out.open() as f:
-        rows = list(csv.reader(f))
-    assert rows[0] == ["image_id", "class", "multipolygon_wkt"] and [row[1] for row in rows[1:]] == ["0", "1", "2"]
-    for row in rows[1:]:
-        k = int(row[1])
-        g = shapely.from_wkt(row[2])
-        expected = polygons_by_class(cm, np.ones(cm.shape, bool), [k])[k]
-        assert row[0] == "m" and g.geom_type == "MultiPolygon" and len(g.geoms) == len(expected)
-        assert abs(g.area - (cm == k).sum() * 100) < 1e-3
 
 
 def test_simplify_keeps_a_coverage_without_gaps_or_overlaps(tmp_path):
-    cm = _blobs((200, 200), 3, seed=3, sigma=6)
+    cm = blobs((200, 200), 3, seed=3, sigma=6)
     mask = write_tif(tmp_path / "m.tif", cm[None], nodata=255)
     out = tmp_path / "s.gpkg"
     tiler_report = __import__("tiler.vectorize", fromlist=["x"]).vectorize_mask(mask, out, simplify=15.0,
@@ -306,7 +253,7 @@ def test_cli_run_cog_and_vector_on_real_sentinel2(runner, tmp_path, classes_mode
 
 def test_geoparquet_carries_the_geo_metadata(tmp_path):
     pq = pytest.importorskip("pyarrow.parquet", reason="GeoParquet needs pyarrow (the test extra installs it)")
-    cm = _blobs((100, 90), 3, seed=4)
+    cm = blobs((100, 90), 3, seed=4)
     mask = write_tif(tmp_path / "m.tif", cm[None], nodata=255)
     out = tmp_path / "p.parquet"
     r = CliRunner().invoke(main, ["vectorize", mask, "--out", str(out), "--classes", "1,2"])
@@ -345,15 +292,6 @@ def test_done_when_sample_scene_cog_and_geopackage(runner, tmp_path):
     assert set(index) == present and all(classes[i] == n for i, n in zip(index, names))
 
 
-def test_vectorize_of_a_0_255_mask_exports_the_two_values_present(tmp_path):
-    """Issue 21.14: a 0/255 footprint mask printed 256 value counts."""
-    mask = np.zeros((1, 64, 64), np.uint8)
-    mask[0, 10:20, 10:30] = 255
-    mask[0, 40:50, 5:15] = 255
-    path = write_tif(tmp_path / "fp.tif", mask)
-    r = CliRunner().invoke(main, ["vectorize", path, "-o", str(tmp_path / "fp.gpkg")])
-    assert r.exit_code == 0, r.output
-    assert "255 2" in r.output and "0 1" in r.output and "254" not in r.output, r.output
 
 
 # ------------------------------------------------------------------ georeferencing of every kind (issue 21.2/21.3)
