@@ -445,3 +445,40 @@ def test_journal_is_discarded_when_the_fingerprint_changes_and_survives_a_torn_l
     assert j.start(touched, [(0, 10), (10, 20)]) == {}
     assert os.listdir(j.folder) == ["journal.jsonl"]
     shutil.rmtree(j.folder)
+
+
+def test_polygons_of_parts_are_the_same_features_and_parts_keep_no_probabilities(tmp_path, scene, tiny_model,
+                                                                                  monkeypatch):
+    """Parts write their finished polygons and the pieces their seams cut, never probability files; the
+    assembled features equal one stream's: the same geometries (topologically), classes, pixel counts, mean
+    probabilities, areas and perimeters, in any order."""
+    import pyogrio
+    import shapely
+
+    from tiler.distributed import _tasks
+
+    seen = []
+    real = _tasks._assemble_polygons
+
+    def spy(job, parts, dest, config, context):
+        seen.extend(sorted(os.listdir(job.work)))
+        return real(job, parts, dest, config, context)
+
+    monkeypatch.setattr(_tasks, "_assemble_polygons", spy)
+    run_scene(scene, vector=tmp_path / "one.gpkg", model=tiny_model, strip_rows=64)
+    distributed.run(scene, vector=tmp_path / "p.gpkg", model=tiny_model, strip_rows=64, parts=3)
+    assert seen and not any(n.endswith(".tif") for n in seen), seen  # no raster at all: --vector alone
+
+    def features(path):
+        _, _, geoms, fields = pyogrio.raw.read(path)
+        rows = sorted(zip(fields[0], fields[4].tolist(), fields[5].tolist(), fields[2].tolist(),
+                          fields[3].tolist(), shapely.normalize(shapely.from_wkb(geoms))),
+                      key=lambda r: (r[0], r[5].bounds, r[1]))
+        return rows
+
+    one, parts = features(tmp_path / "one.gpkg"), features(tmp_path / "p.gpkg")
+    assert len(one) == len(parts) > 1000
+    for a, b in zip(one, parts):
+        assert a[:3] == b[:3]  # class, pixels, mean probability: exactly
+        assert a[3] == pytest.approx(b[3], rel=1e-12) and a[4] == pytest.approx(b[4], rel=1e-12)
+        assert shapely.equals(a[5], b[5])

@@ -48,6 +48,7 @@ from tiler.pipeline import (
     RunSpec,
     grid_report,
     output_context,
+    output_rows,
     peak_rss_mb,
     predictor_for,
     prepare_scene,
@@ -59,7 +60,7 @@ from tiler.pipeline import (
 from tiler.plan import RowBand
 from tiler.reports import scene_summary, vector_summary
 from tiler.scene import open_scene
-from tiler.sinks import ClassMapSink, PolygonSink, ProbabilitySink, feed
+from tiler.sinks import PartPolygonSink, PolygonSink, feed, load_pieces
 
 __all__ = ["SceneJob", "start", "run_part", "assemble", "resolve_parts", "PART_STRIPS", "WHOLE_MAX_STRIPS"]
 
@@ -260,18 +261,16 @@ def _discard(dests: dict) -> None:
 
 
 def part_files(job: SceneJob, index: int) -> dict[str, str]:
-    """File names (in the work folder) of a part: ``raster``; with polygons, ``class`` where the raster holds no
-    class map, and ``probs`` (float32 probabilities, for each polygon's mean probability) where it holds no
-    float32 probabilities."""
-    _, _, output, _ = job.configs()
+    """File names (in the work folder) of a part: ``raster`` (the part's rows of ``--out``); with polygons,
+    ``features`` (a GeoPackage of the part's finished polygons) and ``pieces`` (the regions its seams cut,
+    :func:`tiler.sinks.save_pieces`). No probabilities are kept for the polygons: a part computes each region's
+    pixel count and probability sum while its probabilities are in memory."""
     files = {}
     if job.out is not None:
         files["raster"] = f"part-{index:05d}.tif"
-    if job.vector is not None and (job.out is None or output.kind != "class"):
-        files["class"] = f"part-{index:05d}.class.tif"
-    if job.vector is not None and (job.out is None or output.kind != "probability"
-                                   or output.probability_dtype != "float32"):
-        files["probs"] = f"part-{index:05d}.probs.tif"
+    if job.vector is not None:
+        files["features"] = f"part-{index:05d}.features.gpkg"
+        files["pieces"] = f"part-{index:05d}.pieces.npz"
     return files
 
 
@@ -306,25 +305,29 @@ def run_part(job: SceneJob, prepared: dict, band: RowBand, progress=None) -> dic
             for name, c in prepared["corrections"].items():
                 sc.set_correction(name, Affine(*c))
             plan = ChannelPlan.for_scene(sc, spec.info.channels, bands=inference.bands)
-            sinks = []
-            for kind, name in files.items():
-                dest = Destination(os.path.join(job.work, name), overwrite=True, intermediate=True)
-                if kind == "raster":
-                    sinks.append(raster_sink(dest, spec.output, part=True))
-                elif kind == "probs":
-                    sinks.append(ProbabilitySink(dest, dtype="float32", part=True))
-                else:
-                    sinks.append(ClassMapSink(dest, part=True))
-            rows = stream_region(spec, sc, plan, predictor_for(tm, inference), sinks, prepared["context"],
-                                 stats=stats, progress=progress, rows=band, grid=prepared["grid"])
+            rows = output_rows(spec, prepared["grid"], band)
+            sinks, polygons = [], None
+            if "raster" in files:
+                sinks.append(raster_sink(_part_destination(job, files["raster"]), spec.output, part=True))
+            if "features" in files:
+                polygons = PartPolygonSink(_part_destination(job, files["features"]), spec.polygons,
+                                           prepared["context"], rows, os.path.join(job.work, files["pieces"]))
+                sinks.append(polygons)
+            stream_region(spec, sc, plan, predictor_for(tm, inference), sinks, prepared["context"],
+                          stats=stats, progress=progress, rows=band, grid=prepared["grid"])
     except TilerError as exc:
         return _error(exc)
     return {"part": band.index, "rows": list(rows),
+            "polygons": polygons.summary() if polygons is not None else None,
             "sizes": {n: os.path.getsize(os.path.join(job.work, n)) for n in files.values()},
             "seconds": round(time.perf_counter() - t, 4), "task_seconds": time.perf_counter() - t,
             "stages": {k: round(v, 4) for k, v in stats.seconds.items()},
             "patches": stats.predicted, "skipped_nodata": stats.skipped_nodata, "worker": _worker_name(),
             "peak_rss_mb": round(peak_rss_mb(), 1)}
+
+
+def _part_destination(job: SceneJob, name: str) -> Destination:
+    return Destination(os.path.join(job.work, name), overwrite=True, intermediate=True)
 
 
 def _open_part(path: str):
@@ -334,26 +337,23 @@ def _open_part(path: str):
         return rasterio.open(path)
 
 
-def _read_blocks(job: SceneJob, parts: list[dict], width: int, band_width: int, kind: str) -> Iterator[Block]:
-    """The part files' contents as blocks, in the engine's order (column band, then rows)."""
+def _read_blocks(job: SceneJob, parts: list[dict], width: int, band_width: int) -> Iterator[Block]:
+    """The part rasters' contents as blocks, in the engine's order (column band, then rows)."""
     _, _, output, _ = job.configs()
     files = [part_files(job, int(p["part"])) for p in parts]
     for c0 in range(0, width, band_width):
         c1 = min(width, c0 + band_width)
         for entry, names in zip(parts, files):
             r0 = int(entry["rows"][0])
-            raster = _open_part(os.path.join(job.work, names["raster"])) if "raster" in names else None
-            classes = _open_part(os.path.join(job.work, names["class"])) if "class" in names else None
-            probs = _open_part(os.path.join(job.work, names["probs"])) if "probs" in names else None
-            try:
-                ds = raster or classes
-                step = ds.block_shapes[0][0]
-                for a in range(0, ds.height, step):
-                    window = Window(c0, a, c1 - c0, min(step, ds.height - a))
-                    values = class_map = valid = None
-                    if raster is not None and kind == "class":
+            with _open_part(os.path.join(job.work, names["raster"])) as raster:
+                step = raster.block_shapes[0][0]
+                for a in range(0, raster.height, step):
+                    window = Window(c0, a, c1 - c0, min(step, raster.height - a))
+                    values = class_map = None
+                    if output.kind == "class":
                         class_map = raster.read(1, window=window)
-                    elif raster is not None:
+                        valid = class_map != CLASS_NODATA
+                    else:
                         stored = raster.read(window=window)
                         if output.probability_dtype == "uint8":
                             values = stored.astype(np.float32) / np.float32(255)
@@ -361,18 +361,26 @@ def _read_blocks(job: SceneJob, parts: list[dict], width: int, band_width: int, 
                         else:
                             values = stored
                             valid = ~np.isnan(stored[0])
-                    if classes is not None:
-                        class_map = classes.read(1, window=window)
-                    if probs is not None:  # the float32 probabilities the polygons' mean probability needs
-                        values = probs.read(window=window)
-                    if valid is None:
-                        valid = class_map != CLASS_NODATA
                     yield Block((r0 + a, r0 + a + window.height), (c0, c1), valid, values=values,
                                 class_map=class_map)
-            finally:
-                for d in (raster, classes, probs):
-                    if d is not None:
-                        d.close()
+
+
+def _assemble_polygons(job: SceneJob, parts: list[dict], dest: Destination, config, context) -> PolygonSink:
+    """The polygons of a scene in parts: every part's finished features copied, the regions its seams cut
+    joined from their pieces; committed (staged) here."""
+    sink = PolygonSink(dest, config)
+    sink.open(context)
+    try:
+        for entry in parts:
+            names = part_files(job, int(entry["part"]))
+            sink.absorb(os.path.join(job.work, names["features"]),
+                        load_pieces(os.path.join(job.work, names["pieces"])), entry["polygons"])
+        sink.finish_pieces()
+        sink.commit()
+    except BaseException:
+        sink.abort()
+        raise
+    return sink
 
 
 def assemble(job: SceneJob, prepared: dict, parts: list[dict]) -> dict:
@@ -396,17 +404,15 @@ def assemble(job: SceneJob, prepared: dict, parts: list[dict]) -> dict:
     t = time.perf_counter()
     _, streaming, output, polygons = job.configs()
     context = prepared["context"]
-    sinks, vector_sink = [], None
+    vector_sink = None
     dests = _staging(job)
     try:
         with rasterio.Env(GDAL_CACHEMAX=streaming.gdal_cache_mb):
-            if dests["out"] is not None:
-                sinks.append(raster_sink(dests["out"], output))
             if dests["vector"] is not None:
-                vector_sink = PolygonSink(dests["vector"], polygons)
-                sinks.append(vector_sink)
-            kind = output.kind if job.out is not None else "class"
-            feed(_read_blocks(job, parts, context.width, streaming.band_width, kind), sinks, context)
+                vector_sink = _assemble_polygons(job, parts, dests["vector"], polygons, context)
+            if dests["out"] is not None:
+                feed(_read_blocks(job, parts, context.width, streaming.band_width),
+                     [raster_sink(dests["out"], output)], context)
     except TilerError as exc:
         _discard(dests)
         return _error(exc)

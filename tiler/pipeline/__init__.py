@@ -26,11 +26,12 @@ from tiler.pipeline._resolve import (
     resolve_model,
     resolve_run,
 )
-from tiler.pipeline._run import grid_report, raster_sink, run_resolved, run_scene, stream_region
+from tiler.pipeline._run import grid_report, output_rows, raster_sink, run_resolved, run_scene, stream_region
 from tiler.reports import IndexReport, RunReport
 
 __all__ = ["predict", "run_scene", "index_scene", "RunSpec", "resolve_run", "run_resolved", "stream_region",
            "check_patch_size",
            "resolve_model", "domain_verdict", "predictor_for", "prepare_scene", "output_context",
            "check_run_options", "RunReport", "IndexReport", "grid_summary", "peak_rss_mb",
-           "raster_sink", "CO_REGISTERED", "run_grid", "grid_report"]
+           "raster_sink", "CO_REGISTERED", "run_grid", "grid_report",
+           "output_rows"]

@@ -299,9 +299,29 @@ def stream_region(spec: RunSpec, sc, plan: ChannelPlan, predictor: Predictor, si
     blocks = stream(source, patches, predictor, get_window(inference.window, spec.patch_size),
                     strip_rows=streaming.strip_rows, band_width=streaming.band_width, stats=stats, progress=progress,
                     prefetch=streaming.prefetch, rows=band)
-    out_rows = (0, context.height) if rows is None else rows.emit_rows
     if back:
         blocks = to_scene_grid(blocks, pg, rows=None if rows is None else rows.emit_rows, seconds=stats.seconds)
-        out_rows = (0, context.height) if rows is None else scene_rows(pg, rows.emit_rows)
+    out_rows = (0, context.height) if rows is None else output_rows(spec, pg, rows)
     feed(blocks, sinks, context if rows is None else context.rows(*out_rows), seconds=stats.seconds)
     return out_rows
+
+
+def output_rows(spec: RunSpec, grid: ProcessingGrid, band) -> tuple[int, int]:
+    """The rows of the products' grid a part writes: its own rows, or where its processing rows go back to
+    on the scene's grid (:func:`tiler.regrid.scene_rows`).
+
+    Parameters
+    ----------
+    spec : RunSpec
+    grid : ProcessingGrid
+    band : RowBand
+        The part.
+
+    Returns
+    -------
+    tuple of int
+        ``(start, stop)``; the parts' rows partition the products' rows.
+    """
+    if grid.resampled and spec.output.grid == "scene":
+        return scene_rows(grid, band.emit_rows)
+    return band.emit_rows

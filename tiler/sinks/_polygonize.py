@@ -49,6 +49,11 @@ class Polygonizer:
     min_rows : int, default 1024
         Rows of a column band polygonised at once (:data:`POLYGON_BLOCK_ROWS`);
         1 polygonises every block as it comes.
+    held_rows : sequence of int, optional
+        Rows whose seam stays open: the first row of a part of a distributed
+        run (the blocks above it are another part's). A region touching it is
+        never handed out; :meth:`export_open` gives its pieces, which
+        :meth:`import_open` of the assembling polygoniser joins.
 
     Notes
     -----
@@ -64,10 +69,11 @@ class Polygonizer:
     """
 
     def __init__(self, height: int, width: int, classes: Sequence[int], *, connectivity: int = 4,
-                 min_rows: int = POLYGON_BLOCK_ROWS) -> None:
+                 min_rows: int = POLYGON_BLOCK_ROWS, held_rows: Sequence[int] = ()) -> None:
         if connectivity not in (4, 8):
             raise ValueError(f"connectivity must be 4 or 8, got {connectivity!r}")
         self.height, self.width = int(height), int(width)
+        self.held_rows = tuple(int(r) for r in held_rows if 0 < int(r) < int(height))
         self.min_rows = max(1, int(min_rows))
         self._buffer: list[tuple[np.ndarray, np.ndarray, tuple[int, int]]] = []
         self._buffer_cols: Optional[tuple[int, int]] = None
@@ -193,9 +199,9 @@ class Polygonizer:
         done.extend(self._close(rows, cols))
         return done
 
-    def _join(self, parts: np.ndarray, edges: np.ndarray, classes: list[int],
-              block: tuple[int, int, int, int], stats: np.ndarray) -> None:
-        """Add a block's seam parts; join each with the open parts it touches across a seam."""
+    def _join(self, parts: np.ndarray, edges: np.ndarray, classes: list[int], block, stats: np.ndarray) -> None:
+        """Add seam parts (of one block, or each of its own block: a list); join each with the open parts it
+        touches across a seam."""
         n_old = len(self._parts)
         pairs = np.empty((2, 0), np.int64)
         if n_old:
@@ -210,7 +216,7 @@ class Polygonizer:
         self._edges.extend(edges)
         self._cls.extend(classes)
         self._stats.extend(map(tuple, stats))
-        self._block.extend([block] * len(parts))
+        self._block.extend(block if isinstance(block, list) else [block] * len(parts))
         self._parent.extend(range(n_old, n_old + len(parts)))
         for ni, oi in zip(pairs[0].tolist(), pairs[1].tolist()):
             a, b = self._find(n_old + ni), self._find(oi)
@@ -235,6 +241,8 @@ class Polygonizer:
             seams.append([(c1, 0), (c1, r1)])
         if c0 > 0 and r1 < self.height:  # the previous band's right edge, rows this band has not reached
             seams.append([(c0, r1), (c0, self.height)])
+        for h in self.held_rows:  # another part's rows above: the seam stays open
+            seams.append([(0, h), (self.width, h)])
         roots = [self._find(i) for i in range(len(self._parts))]
         if seams:
             touching = shapely.intersects(np.asarray(self._edges, dtype=object), shapely.multilinestrings(seams))
@@ -271,6 +279,60 @@ class Polygonizer:
         done = [self._region(r, m) for r, m in groups.items()]
         self._parts, self._edges, self._cls, self._parent, self._block, self._stats = [], [], [], [], [], []
         return done
+
+    def flush(self) -> list[Region]:
+        """Polygonise the buffered rows now (the last rows of a part); return the regions now complete."""
+        return self._polygonise_buffer() if self._buffer else []
+
+    def export_open(self) -> dict[str, np.ndarray]:
+        """The pieces of the regions still open (at a held row or the part's last row), for another polygoniser.
+
+        Returns
+        -------
+        dict of str to ndarray
+            ``group`` (int64: pieces of one region share it), ``value`` (int64 class), ``geometry`` and
+            ``edge`` (WKB, pixel coordinates), ``pixels`` (int64), ``sum`` (float64 probability sum),
+            ``block`` (int64 of shape (piece, 4): rows and columns of the block each piece came from).
+            :func:`save_pieces` writes it without pickling.
+        """
+        if self._buffer:
+            raise ValueError("rows are still buffered: hand out their regions with flush() first")
+        n = len(self._parts)
+        out = {"group": np.asarray([self._find(i) for i in range(n)], np.int64),
+               "value": np.asarray(self._cls, np.int64).reshape(n),
+               "geometry": np.asarray(shapely.to_wkb(np.asarray(self._parts, dtype=object)), dtype=object)
+               if n else np.empty(0, object),
+               "edge": np.asarray(shapely.to_wkb(np.asarray(self._edges, dtype=object)), dtype=object)
+               if n else np.empty(0, object),
+               "pixels": np.asarray([st[0] for st in self._stats], np.int64).reshape(n),
+               "sum": np.asarray([st[1] for st in self._stats], np.float64).reshape(n),
+               "block": np.asarray(self._block, np.int64).reshape(n, 4)}
+        self._parts, self._edges, self._cls, self._parent, self._block, self._stats = [], [], [], [], [], []
+        return out
+
+    def import_open(self, pieces: dict[str, np.ndarray]) -> None:
+        """Add the open pieces of another polygoniser (:meth:`export_open` of a part), joined with those held.
+
+        Pieces of one group stay one region; a piece joins a held one of the same class across a seam as
+        blocks do (sharing a segment, or a corner with 8-connectivity). Call :meth:`finish` once every part's
+        pieces are in.
+        """
+        n = len(pieces["group"])
+        if not n:
+            return
+        parts = shapely.from_wkb(pieces["geometry"])
+        edges = shapely.from_wkb(pieces["edge"])
+        base = len(self._parts)
+        self._join(parts, edges, [int(v) for v in pieces["value"]], [tuple(int(x) for x in b) for b in pieces["block"]],
+                   np.column_stack([pieces["pixels"].astype(np.float64), pieces["sum"]]))
+        first: dict[int, int] = {}
+        for k, g in enumerate(pieces["group"].tolist()):  # one region's pieces: linked again
+            if g in first:
+                a, b = self._find(base + k), self._find(first[g])
+                if a != b:
+                    self._parent[a] = b
+            else:
+                first[g] = base + k
 
     def _union(self, members: list[int]) -> shapely.Geometry:
         """One region from its parts: a coverage union, exact and linear in the vertices.

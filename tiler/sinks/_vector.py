@@ -27,9 +27,10 @@ from tiler.errors import OutputVerificationError, UsageError
 from tiler.labels import BACKGROUND_NAMES
 from tiler.output import CLASS_NODATA
 from tiler.sinks._base import OutputContext
-from tiler.sinks._polygonize import Polygonizer
+from tiler.sinks._polygonize import Polygonizer, Region
 
-__all__ = ["PolygonSink", "VECTOR_FORMATS", "vector_format", "export_classes"]
+__all__ = ["PolygonSink", "PartPolygonSink", "VECTOR_FORMATS", "vector_format", "export_classes", "save_pieces",
+           "load_pieces"]
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,7 @@ class PolygonSink:
         self.config = config or VectorConfig()
         self.format = vector_format(destination.path)
         self._features = 0
+        self._spatial_index = self.format == "GPKG"
         self._pending: list[tuple[int, shapely.Geometry]] = []
         self._work: Optional[str] = None
         self.counts: dict[str, int] = {}
@@ -295,8 +297,47 @@ class PolygonSink:
                      [names, values.astype(np.int32), area.astype(np.float64), perimeter.astype(np.float64),
                       pixels, mean_p],
                      driver="GPKG", crs=self.crs_wkt, append=self._features > 0,
-                     spatial_index=self.format == "GPKG")
+                     spatial_index=self._spatial_index)
         self._features += len(geoms)
+
+    def absorb(self, features: str, pieces: dict[str, np.ndarray], summary: dict) -> None:
+        """Take a part's finished polygons and the pieces of its regions open at its seams (a distributed run's
+        assembly, :class:`PartPolygonSink`).
+
+        The features are copied as they are (their geometry, area, perimeter, pixels and mean probability
+        were computed by the part, as this sink computes them); the pieces join the pieces of the other parts,
+        and the regions they make are written at :meth:`commit`.
+
+        Parameters
+        ----------
+        features : str
+            The part's GeoPackage of finished polygons.
+        pieces : dict of str to ndarray
+            :func:`load_pieces` of the part's pieces file.
+        summary : dict
+            The part's ``counts``, ``dropped_small`` and ``dropped_weak``.
+        """
+        import pyogrio.raw
+
+        skip = 0
+        while True:
+            _, _, geoms, fields = pyogrio.raw.read(features, layer=LAYER, skip_features=skip, max_features=_CHUNK)
+            if len(geoms):
+                _write_layer(self._work, geoms, fields, driver="GPKG", crs=self.crs_wkt,
+                             append=self._features > 0, spatial_index=self._spatial_index)
+                self._features += len(geoms)
+            skip += len(geoms)
+            if len(geoms) < _CHUNK:
+                break
+        self.poly.import_open(pieces)
+        for name, n in summary["counts"].items():
+            self.counts[name] += int(n)
+        self.dropped_small += int(summary["dropped_small"])
+        self.dropped_weak += int(summary["dropped_weak"])
+
+    def finish_pieces(self) -> None:
+        """The regions the absorbed pieces make, written (after every part's :meth:`absorb`)."""
+        self._take(self.poly.finish())
 
     def commit(self) -> None:
         """Write the last regions, convert to the destination's format, rename into place.
@@ -425,3 +466,122 @@ class PolygonSink:
         """Remove the intermediate and temporary files."""
         self._pending = []
         self.destination.discard()
+
+
+class PartPolygonSink(PolygonSink):
+    """The polygons of one part of a distributed run: its finished regions as final features, the pieces of
+    the regions cut by its seams kept for the assembly.
+
+    Where a region touches no seam of the part (its first row, where the part above ends, and its last) it is
+    final when the part is: written as :class:`PolygonSink` writes it, to a GeoPackage in the work folder,
+    geometry and attributes computed here, on the worker. The pieces of the regions that touch a seam go to
+    a pieces file (:func:`save_pieces`); the assembly (:meth:`PolygonSink.absorb`) copies the features and
+    joins the pieces. Nothing of the probabilities is kept: the part's temporary disk is its polygons.
+
+    Parameters
+    ----------
+    destination : Destination
+        The part's features GeoPackage (an intermediate in the work folder).
+    config : VectorConfig
+    scene : OutputContext
+        The whole scene's context (the blocks carry scene rows).
+    rows : tuple of int
+        The part's ``(start, stop)`` output rows.
+    pieces : str
+        Path of the pieces file written at :meth:`commit`.
+
+    Notes
+    -----
+    With ``simplify`` (a coverage simplification, which needs the whole coverage) every region goes to the
+    pieces file, and the assembly simplifies them together.
+    """
+
+    def __init__(self, destination: Destination, config: VectorConfig, scene: OutputContext,
+                 rows: tuple[int, int], pieces: str) -> None:
+        super().__init__(destination, config)
+        self.scene, self.part_rows, self.pieces = scene, rows, pieces
+        self._held: list[Region] = []
+
+    def open(self, context: OutputContext) -> None:
+        """Open on the whole scene's grid (``context``, the part's rows, is not used), the part's first row
+        held open."""
+        super().open(self.scene)
+        self._spatial_index = False
+        self.poly = Polygonizer(self.scene.height, self.scene.width, self.classes,
+                                connectivity=self.config.connectivity, held_rows=(self.part_rows[0],))
+
+    def _take(self, done: list) -> None:
+        if self.config.simplify:  # simplified at the assembly, with every other region
+            self._held.extend(done)
+            return
+        super()._take(done)
+
+    def commit(self) -> None:
+        """Write the last finished polygons and the open pieces; keep both in the work folder.
+
+        Raises
+        ------
+        OutputVerificationError
+            If rows of the part were never polygonised.
+        """
+        try:
+            self._take(self.poly.flush())
+            pieces = self.poly.export_open()
+            if self._held:
+                pieces = _concat_pieces(pieces, _regions_as_pieces(self._held, self.scene))
+            save_pieces(self.pieces, pieces)
+            self._flush()
+            if self._features == 0:
+                self._write_empty()
+            self.destination.adopt(self._work)
+            self.destination.commit()
+        except BaseException:
+            self.abort()
+            raise
+
+    def summary(self) -> dict:
+        """What the assembly adds up: ``counts`` per class, ``dropped_small``, ``dropped_weak``."""
+        return {"counts": dict(self.counts), "dropped_small": self.dropped_small, "dropped_weak": self.dropped_weak}
+
+
+def _regions_as_pieces(regions: list, scene: OutputContext) -> dict[str, np.ndarray]:
+    """Finished regions as single-piece groups that touch no seam (kept whole for a coverage simplification)."""
+    n = len(regions)
+    empty = shapely.to_wkb(shapely.from_wkt("LINESTRING EMPTY"))
+    return {"group": np.arange(n, dtype=np.int64) - n - 1,  # negative: never one of a polygoniser's own
+            "value": np.asarray([r.value for r in regions], np.int64),
+            "geometry": np.asarray(shapely.to_wkb(np.asarray([r.geometry for r in regions], dtype=object)),
+                                   dtype=object),
+            "edge": np.asarray([empty] * n, dtype=object),
+            "pixels": np.asarray([r.pixels for r in regions], np.int64),
+            "sum": np.asarray([r.probability_sum for r in regions], np.float64),
+            "block": np.tile(np.asarray([0, scene.height, 0, scene.width], np.int64), (n, 1))}
+
+
+def _concat_pieces(a: dict, b: dict) -> dict:
+    return {k: np.concatenate([a[k], b[k]]) for k in a}
+
+
+def save_pieces(path: str, pieces: dict[str, np.ndarray]) -> None:
+    """Write :meth:`Polygonizer.export_open`'s pieces to an ``.npz`` file, WKB as one byte buffer with offsets
+    (no pickling: the file is read back by another process)."""
+    arrays = {}
+    for key, value in pieces.items():
+        if value.dtype == object:
+            sizes = np.fromiter((len(b) for b in value), np.int64, len(value))
+            arrays[f"{key}_offsets"] = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+            arrays[f"{key}_bytes"] = np.frombuffer(b"".join(value), np.uint8)
+        else:
+            arrays[key] = value
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def load_pieces(path: str) -> dict[str, np.ndarray]:
+    """Read :func:`save_pieces`'s file."""
+    with np.load(path, allow_pickle=False) as z:
+        out = {k: z[k] for k in z.files if not k.endswith(("_offsets", "_bytes"))}
+        for key in ("geometry", "edge"):
+            offsets, data = z[f"{key}_offsets"], z[f"{key}_bytes"].tobytes()
+            out[key] = np.asarray([data[a:b] for a, b in zip(offsets[:-1], offsets[1:])], dtype=object)
+    return out
