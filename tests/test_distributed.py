@@ -447,8 +447,9 @@ def test_journal_is_discarded_when_the_fingerprint_changes_and_survives_a_torn_l
     shutil.rmtree(j.folder)
 
 
+@pytest.mark.parametrize("options", [{}, {"simplify": 1.5}, {"connectivity": 8}])
 def test_polygons_of_parts_are_the_same_features_and_parts_keep_no_probabilities(tmp_path, scene, tiny_model,
-                                                                                  monkeypatch):
+                                                                                  monkeypatch, options):
     """Parts write their finished polygons and the pieces their seams cut, never probability files; the
     assembled features equal one stream's: the same geometries (topologically), classes, pixel counts, mean
     probabilities, areas and perimeters, in any order."""
@@ -465,8 +466,8 @@ def test_polygons_of_parts_are_the_same_features_and_parts_keep_no_probabilities
         return real(job, parts, dest, config, context)
 
     monkeypatch.setattr(_tasks, "_assemble_polygons", spy)
-    run_scene(scene, vector=tmp_path / "one.gpkg", model=tiny_model, strip_rows=64)
-    distributed.run(scene, vector=tmp_path / "p.gpkg", model=tiny_model, strip_rows=64, parts=3)
+    run_scene(scene, vector=tmp_path / "one.gpkg", model=tiny_model, strip_rows=64, **options)
+    distributed.run(scene, vector=tmp_path / "p.gpkg", model=tiny_model, strip_rows=64, parts=3, **options)
     assert seen and not any(n.endswith(".tif") for n in seen), seen  # no raster at all: --vector alone
 
     def features(path):

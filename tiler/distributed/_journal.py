@@ -60,6 +60,11 @@ def _stat(paths: Iterable[str]) -> list[dict]:
     return out
 
 
+#: The layout of a part's files (:func:`tiler.distributed._tasks.part_files`), in the fingerprint: a journal of
+#: parts kept another way (2: polygons as features and seam pieces, no probability files) is recomputed.
+PART_FILES_VERSION = 2
+
+
 def fingerprint(scene: str, model_path: str, options: Mapping[str, Any]) -> dict:
     """What a run's output depends on, JSON-ready.
 
@@ -75,10 +80,11 @@ def fingerprint(scene: str, model_path: str, options: Mapping[str, Any]) -> dict
     Returns
     -------
     dict
-        ``{"scene": [{path, size, mtime_ns}, ...], "model_sha256", "options", "version"}``.
+        ``{"scene": [{path, size, mtime_ns}, ...], "model_sha256", "options", "version", "part_files"}``.
     """
     return {"scene": _stat(scene_inputs(scene)), "model_sha256": file_sha256(model_path),
-            "options": json.loads(json.dumps(options, sort_keys=True, default=str)), "version": __version__}
+            "options": json.loads(json.dumps(options, sort_keys=True, default=str)), "version": __version__,
+            "part_files": PART_FILES_VERSION}
 
 
 def digest(fp: Mapping[str, Any]) -> str:
