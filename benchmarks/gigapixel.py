@@ -6,8 +6,9 @@ DEFLATE; and the ``--small`` one the same way. Then runs ``tiler run SCENE --out
 polygons.gpkg] --report run.json [--workers N]`` on each, in a fresh process, interleaved, and prints per
 run: whole-process seconds and scene Mpx/s, the report's stage seconds (the parts' streaming, the assembly
 and its share of the run), the peak RSS of the process tree (the run and its workers, sampled every 0.2 s),
-the peak of the temporary disk (the run's work folder and its staged outputs beside the destination, sampled
-likewise; bytes per scene pixel), the outputs' sizes and the polygon count.
+the peak of the temporary disk in bytes per scene pixel, sampled likewise: of the run's work folder (the
+parts), and of every temporary beside the destination (the work folder and the staged outputs, which the
+assembly writes while the parts are still there), the outputs' sizes and the polygon count.
 
 Usage::
 
@@ -109,7 +110,8 @@ def run(scene: str, out_dir: Path, *, vector: bool, workers: int) -> dict:
         cmd += ["--vector", str(polys)]
     if workers > 1:
         cmd += ["--workers", str(workers)]
-    peak = {"rss": 0, "disk": 0}
+    peak = {"rss": 0, "disk": 0, "work": 0}
+    work = out_dir / f".{mask.name}.tiler-parts"
     t = time.perf_counter()
     proc = subprocess.Popen(cmd)
     ps = psutil.Process(proc.pid)
@@ -119,6 +121,7 @@ def run(scene: str, out_dir: Path, *, vector: bool, workers: int) -> dict:
         while not done.is_set():
             peak["rss"] = max(peak["rss"], _tree_rss(ps))
             peak["disk"] = max(peak["disk"], _temporary_bytes(out_dir, [mask, polys, report]))
+            peak["work"] = max(peak["work"], _temporary_bytes(work, []) if work.is_dir() else 0)
             time.sleep(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -131,6 +134,7 @@ def run(scene: str, out_dir: Path, *, vector: bool, workers: int) -> dict:
         raise SystemExit(f"tiler run failed with exit {rc}: {' '.join(cmd)}")
     rep = json.loads(report.read_text())
     return {"seconds": seconds, "report": rep, "rss_mb": peak["rss"] / 2**20, "temp_bytes": peak["disk"],
+            "work_bytes": peak["work"],
             "mask_mb": mask.stat().st_size / 1e6, "vector_mb": polys.stat().st_size / 1e6 if vector else None}
 
 
@@ -143,7 +147,7 @@ def row(name: str, size: int, vector: bool, workers: int, r: dict) -> str:
     polygons = sum((rep.get("vector") or {}).get("features", {}).values()) if vector else "-"
     cells = [name, "yes" if vector else "no", workers, f"{r['seconds']:.1f}", f"{px / 1e6 / r['seconds']:.2f}",
              parts.get("total", 1), f"{assembly:.1f}", f"{assembly / r['seconds']:.1%}", f"{r['rss_mb']:.0f}",
-             f"{r['temp_bytes'] / 1e6:.0f}", f"{r['temp_bytes'] / px:.2f}", f"{r['mask_mb']:.1f}", vector_mb,
+             f"{r['work_bytes'] / px:.2f}", f"{r['temp_bytes'] / px:.2f}", f"{r['mask_mb']:.1f}", vector_mb,
              polygons]
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
@@ -165,7 +169,8 @@ def main() -> None:
         print(f"# scenes built in {time.perf_counter() - t:.0f} s: "
               + ", ".join(f"{s}² ({os.path.getsize(p) / 1e9:.2f} GB)" for s, p in scenes.items()))
         print("| scene | vector | workers | seconds | scene Mpx/s | parts | assembly s | assembly share "
-              "| peak RSS MB | temporary MB (peak) | temporary B/px | mask MB | polygons MB | polygons |")
+              "| peak RSS MB | work folder B/px (peak) | all temporaries B/px (peak) | mask MB | polygons MB "
+              "| polygons |")
         print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         out = tmp / "out"
         out.mkdir()
