@@ -107,6 +107,11 @@ def test_parts_in_process_are_bit_identical_to_one_stream(tmp_path, scene, tiny_
                           strip_rows=64, parts=parts)
     assert rep.parts["total"] == parts and rep.parts["computed"] == parts and rep.parts["reused"] == 0
     assert_same_raster(one.out, rep.out)
+    # One report builder: a run in parts reports what one stream reports.
+    assert rep.model["runtime"] == one.model["runtime"] and rep.model["precision"] == one.model["precision"]
+    assert rep.patches["skipped_nodata"] == one.patches["skipped_nodata"] == 0
+    assert rep.patches["predicted"] >= one.patches["predicted"] and 0 < rep.network_busy <= 1
+    assert rep.processing_grid == one.processing_grid and rep.grid == one.grid
     assert not os.path.exists(work_folder(rep.out))  # the work folder is removed after assembly
     assert sorted(os.listdir(tmp_path)) == ["one.tif", "parts.tif"]
 

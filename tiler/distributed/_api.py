@@ -25,7 +25,7 @@ from tiler.distributed._journal import FINGERPRINT_TAG, digest, fingerprint
 from tiler.distributed._runner import BatchAborted, ClusterError, SceneResult, SchedulerLost, execute
 from tiler.distributed._tasks import SceneJob, resolve_parts
 from tiler.errors import OutputExistsError, OutputPathError, TilerError, UsageError
-from tiler.pipeline import grid_summary, resolve_run, run_resolved
+from tiler.pipeline import resolve_run, run_report, run_resolved
 from tiler.reports import RunReport
 from tiler.scene import open_scene, scene_inputs
 from tiler.sinks import VECTOR_FORMATS
@@ -364,19 +364,21 @@ def run(
     rep = result.report
     if result.parts["total"] == 1:
         return RunReport(**{k: v for k, v in rep.items() if k in RunReport.__dataclass_fields__})
-    summary, processing = rep["scene"], rep["processing_grid"]
-    grid = spec.grid(processing["height"], processing["width"])
-    total = time.perf_counter() - t0
-    predicted = sum(e.get("patches") or 0 for e in result.parts["list"])
-    opts = spec.option_dicts()
-    return RunReport(
-        scene=summary, registration=rep["registration"], domain=rep["domain"],
-        out=dests["out"].location if dests["out"] else None, vector=rep["vector"],
-        model={"path": spec.model, "channels": list(spec.info.channels), "classes": list(spec.info.classes)},
-        grid=grid_summary(grid, spec.streaming), patches={"grid": grid.count, "predicted": predicted},
-        seconds={"total": round(total, 4), "assembly": result.parts.get("assembly_seconds")},
-        megapixels_per_second=round(result.pixels / 1e6 / total, 4), peak_rss_mb=result.peak_rss_mb,
-        options=opts, parts={**result.parts, "workers": result.workers}, processing_grid=processing)
+    listed = result.parts["list"]
+    seconds: dict = {}
+    for e in listed:
+        for stage, v in (e.get("stages") or {}).items():
+            seconds[stage] = seconds.get(stage, 0.0) + v
+    task_seconds = sum(e.get("seconds") or 0.0 for e in listed)
+    seconds.update(total=time.perf_counter() - t0, assembly=result.parts.get("assembly_seconds") or 0.0)
+    return run_report(spec, scene=rep["scene"], registration=rep["registration"], domain=rep["domain"],
+                      out=dests["out"].location if dests["out"] else None, vector=rep["vector"], model_path=spec.model,
+                      runtime=next((e["runtime"] for e in listed if e.get("runtime")), None),
+                      predicted=sum(e.get("patches") or 0 for e in listed),
+                      skipped_nodata=sum(e.get("skipped_nodata") or 0 for e in listed), seconds=seconds,
+                      busy=seconds.get("predict", 0.0) / task_seconds if task_seconds else 0.0,
+                      peak_rss=result.peak_rss_mb, processing_grid=rep["processing_grid"],
+                      parts={**result.parts, "workers": result.workers})
 
 
 @dataclass(frozen=True)

@@ -508,7 +508,8 @@ class _Execution:
         clean_stale(os.path.dirname(st.journal.folder))
         prep = st.prepared
         r.parts["assembly_seconds"] = res["seconds"]
-        r.parts["list"] = [{k: e.get(k) for k in ("part", "rows", "seconds", "worker", "patches")}
+        r.parts["list"] = [{k: e.get(k) for k in ("part", "rows", "seconds", "worker", "patches", "skipped_nodata",
+                                                  "stages", "runtime")}
                            for e in (st.parts[b.index] for b in prep["bands"])]
         r.report = {"scene": prep["summary"], "registration": prep["registration"],
                     "domain": prep["domain"], "vector": res["vector"], "processing_grid": prep["processing_grid"]}

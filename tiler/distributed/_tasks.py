@@ -313,7 +313,8 @@ def run_part(job: SceneJob, prepared: dict, band: RowBand, progress=None) -> dic
                 polygons = PartPolygonSink(_part_destination(job, files["features"]), spec.polygons,
                                            prepared["context"], rows, os.path.join(job.work, files["pieces"]))
                 sinks.append(polygons)
-            stream_region(spec, sc, plan, predictor_for(tm, inference), sinks, prepared["context"],
+            predictor = predictor_for(tm, inference)
+            stream_region(spec, sc, plan, predictor, sinks, prepared["context"],
                           stats=stats, progress=progress, rows=band, grid=prepared["grid"])
     except TilerError as exc:
         return _error(exc)
@@ -323,6 +324,7 @@ def run_part(job: SceneJob, prepared: dict, band: RowBand, progress=None) -> dic
             "seconds": round(time.perf_counter() - t, 4), "task_seconds": time.perf_counter() - t,
             "stages": {k: round(v, 4) for k, v in stats.seconds.items()},
             "patches": stats.predicted, "skipped_nodata": stats.skipped_nodata, "worker": _worker_name(),
+            "runtime": predictor.runtime.name if predictor.runtime is not None else None,
             "peak_rss_mb": round(peak_rss_mb(), 1)}
 
 

@@ -26,7 +26,15 @@ from tiler.pipeline._resolve import (
     resolve_model,
     resolve_run,
 )
-from tiler.pipeline._run import grid_report, output_rows, raster_sink, run_resolved, run_scene, stream_region
+from tiler.pipeline._run import (
+    grid_report,
+    output_rows,
+    raster_sink,
+    run_report,
+    run_resolved,
+    run_scene,
+    stream_region,
+)
 from tiler.reports import IndexReport, RunReport
 
 __all__ = ["predict", "run_scene", "index_scene", "RunSpec", "resolve_run", "run_resolved", "stream_region",
@@ -34,4 +42,4 @@ __all__ = ["predict", "run_scene", "index_scene", "RunSpec", "resolve_run", "run
            "resolve_model", "domain_verdict", "predictor_for", "prepare_scene", "output_context",
            "check_run_options", "RunReport", "IndexReport", "grid_summary", "peak_rss_mb",
            "raster_sink", "CO_REGISTERED", "run_grid", "grid_report",
-           "output_rows"]
+           "output_rows", "run_report"]

@@ -226,21 +226,54 @@ def run_resolved(spec: RunSpec, scene: Union[str, os.PathLike], out=None, vector
 
     stats.seconds["total"] = time.perf_counter() - t_start
     log.info("seconds: %s", ", ".join(f"{n} {v:.2f}" for n, v in stats.seconds.items()))
+    return run_report(spec, scene=summary, registration=reg_report,
+                      domain=verdict.to_dict() if verdict is not None else None,
+                      out=dests["out"].location if dests["out"] is not None else None,
+                      vector=vector_summary(vector_sink), model_path=tm.path,
+                      runtime=predictor.runtime.name if predictor.runtime is not None else None,
+                      predicted=stats.predicted, skipped_nodata=stats.skipped_nodata, seconds=stats.seconds,
+                      busy=stats.seconds.get("predict", 0.0) / stats.seconds["total"], peak_rss=peak_rss_mb(),
+                      processing_grid=grid_report(pg, spec.output.grid))
+
+
+def run_report(spec: RunSpec, *, scene: dict, registration: Optional[dict], domain: Optional[dict],
+               out: Optional[str], vector: Optional[dict], model_path: Optional[str], runtime: Optional[str],
+               predicted: int, skipped_nodata: int, seconds: dict, busy: float, peak_rss: float,
+               processing_grid: dict, parts: Optional[dict] = None) -> RunReport:
+    """The :class:`RunReport` of a run, in one process or in parts (the one builder of both).
+
+    Parameters
+    ----------
+    spec : RunSpec
+    scene, registration, domain, out, vector
+        The report's fields as the run found them.
+    model_path, runtime : str or None
+        The model file, and what executed its network.
+    predicted, skipped_nodata : int
+        Patches predicted, and skipped as all nodata (over every part).
+    seconds : dict
+        Seconds per stage (summed over the parts for a run in parts), with ``total``: the run's wall time.
+    busy : float
+        The share of the time in the network stage: of the run's wall time in one process, of the parts'
+        task time for a run in parts.
+    peak_rss : float
+        MiB.
+    processing_grid : dict
+        :func:`grid_report`.
+    parts : dict, optional
+        A run in parts: totals, assembly seconds, per part its rows, seconds and worker.
+    """
+    grid = spec.grid(processing_grid["height"], processing_grid["width"])
+    pixels = scene["width"] * scene["height"]
     return RunReport(
-        scene=summary, registration=reg_report, domain=verdict.to_dict() if verdict is not None else None,
-        out=dests["out"].location if dests["out"] is not None else None, vector=vector_summary(vector_sink),
-        model={"path": tm.path, "channels": list(spec.info.channels), "classes": list(spec.info.classes),
-               "runtime": predictor.runtime.name if predictor.runtime is not None else None,
-               "precision": inference.precision},
-        grid=grid_summary(grid, streaming),
-        patches={"grid": grid.count, "predicted": stats.predicted, "skipped_nodata": stats.skipped_nodata},
-        seconds={name: round(v, 4) for name, v in stats.seconds.items()},
-        megapixels_per_second=round(summary["width"] * summary["height"] / 1e6 / stats.seconds["total"], 4),
-        peak_rss_mb=round(peak_rss_mb(), 1),
-        options=spec.option_dicts(),
-        network_busy=round(stats.seconds.get("predict", 0.0) / stats.seconds["total"], 4),
-        processing_grid=grid_report(pg, spec.output.grid),
-    )
+        scene=scene, registration=registration, domain=domain, out=out, vector=vector,
+        model={"path": model_path, "channels": list(spec.info.channels), "classes": list(spec.info.classes),
+               "runtime": runtime, "precision": spec.inference.precision},
+        grid=grid_summary(grid, spec.streaming),
+        patches={"grid": grid.count, "predicted": predicted, "skipped_nodata": skipped_nodata},
+        seconds={name: round(v, 4) for name, v in seconds.items()},
+        megapixels_per_second=round(pixels / 1e6 / seconds["total"], 4), peak_rss_mb=round(peak_rss, 1),
+        options=spec.option_dicts(), parts=parts, network_busy=round(busy, 4), processing_grid=processing_grid)
 
 
 def grid_report(pg: ProcessingGrid, output_grid: str) -> dict:
