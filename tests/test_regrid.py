@@ -30,9 +30,10 @@ UTM = CRS.from_epsg(32618)
 T10 = Affine(10.0, 0.0, 435730.0, 0.0, -10.0, 4200000.0)
 
 
-def _grid(factor: float, height: int, width: int) -> ProcessingGrid:
-    return ProcessingGrid(T10 @ Affine.scale(factor), math.ceil(width / factor - 1e-9),
-                          math.ceil(height / factor - 1e-9), factor, width, height, T10)
+def _grid(factor: float, height: int, width: int, offset: float = 0.0) -> ProcessingGrid:
+    return ProcessingGrid(T10 @ Affine.translation(offset, offset) @ Affine.scale(factor),
+                          math.ceil((width - offset) / factor - 1e-9), math.ceil((height - offset) / factor - 1e-9),
+                          factor, width, height, T10, col_offset=offset, row_offset=offset)
 
 
 def _scene_values(pg: ProcessingGrid, probs: np.ndarray, valid: np.ndarray, strips, bands):
@@ -55,15 +56,16 @@ def _scene_values(pg: ProcessingGrid, probs: np.ndarray, valid: np.ndarray, stri
     return out, ok
 
 
-@pytest.mark.parametrize("factor,height,width,strips,bands", [
-    (3.0, 61, 50, [(0, 7), (7, 15), (15, 21)], [(0, 9), (9, 17)]),  # 10 m -> 30 m, as Sentinel-2 for DLR's model
-    (2.5, 40, 30, [(0, 5), (5, 16)], [(0, 4), (4, 12)]),  # a factor that is no integer
-    (0.5, 40, 30, [(0, 30), (30, 80)], [(0, 25), (25, 60)]),  # a finer processing grid: area average back
+@pytest.mark.parametrize("factor,height,width,strips,bands,offset", [
+    (3.0, 61, 50, [(0, 7), (7, 15), (15, 21)], [(0, 9), (9, 17)], 0.0),  # 10 m -> 30 m: Sentinel-2, DLR's model
+    (2.5, 40, 30, [(0, 5), (5, 16)], [(0, 4), (4, 12)], 0.0),  # a factor that is no integer
+    (0.5, 40, 30, [(0, 30), (30, 80)], [(0, 25), (25, 60)], 0.0),  # a finer processing grid: area average back
+    (2.0, 41, 33, [(0, 6), (6, 22)], [(0, 9), (9, 18)], -1.5),  # Landsat: the 30 m group's grid, off the pan's
 ])
-def test_probabilities_go_back_as_gdal_resamples_them(factor, height, width, strips, bands):
+def test_probabilities_go_back_as_gdal_resamples_them(factor, height, width, strips, bands, offset):
     """The way back equals rasterio's reproject of the whole probability array (bilinear from a coarser grid,
     average from a finer one), edges included, for blocks in any strips and column bands."""
-    pg = _grid(factor, height, width)
+    pg = _grid(factor, height, width, offset)
     rng = np.random.default_rng(1)
     probs = rng.random((2, pg.height, pg.width)).astype(np.float32)
     out, ok = _scene_values(pg, probs, np.ones((pg.height, pg.width), bool), strips, bands)
@@ -228,3 +230,29 @@ def test_sentinel2_with_the_30_m_cloud_model_equals_the_scene_resampled_beforeha
     assert (classes[valid] == oracle[valid]).mean() >= 0.99
 
 
+def test_the_grid_of_a_band_group_at_the_models_pixel_size_is_the_processing_grid(tmp_path):
+    """A 15 m reference and a 30 m group whose grid starts half a reference pixel away (Landsat's pan and
+    multispectral bands): for a 30 m model the processing grid is the 30 m group's own grid, and that group is
+    read on it as it is, pixel for pixel."""
+    from tests.conftest import write_tif
+
+    t15 = Affine(15.0, 0.0, 452467.5, 0.0, -15.0, 3408652.5)
+    t30 = Affine(30.0, 0.0, 452475.0, 0.0, -30.0, 3408645.0)
+    rng = np.random.default_rng(3)
+    pan = rng.integers(1, 4000, (1, 121, 125)).astype(np.uint16)
+    ms = rng.integers(1, 4000, (1, 60, 62)).astype(np.uint16)
+    write_tif(tmp_path / "pan.tif", pan, transform=t15, crs="EPSG:32616")
+    write_tif(tmp_path / "ms.tif", ms, transform=t30, crs="EPSG:32616")
+    (tmp_path / "scene.toml").write_text('[groups.pan]\nfiles = ["pan.tif"]\nbands = ["pan"]\n'
+                                         '[groups.ms]\nfiles = ["ms.tif"]\nbands = ["red"]\n')
+    with open_scene(str(tmp_path / "scene.toml")) as sc:
+        assert sc.reference == "pan"
+        pg = processing_grid(sc, 30.0)
+        assert pg.snapped_to == "ms" and pg.factor == 2.0 and (pg.col_offset, pg.row_offset) == (-1.5, -1.5)
+        assert pg.transform.a == 30.0 and (pg.transform.c - t30.c) % 30 == 0 and (pg.transform.f - t30.f) % 30 == 0
+        data, valid = sc.read((0, pg.height), (0, pg.width), [2], grid=pg)
+        col0, row0 = int((t30.c - pg.transform.c) / 30), int((pg.transform.f - t30.f) / 30)
+        np.testing.assert_array_equal(data[0, row0:row0 + 60, col0:col0 + 62], ms[0].astype(np.float32))
+        assert valid[row0:row0 + 60, col0:col0 + 62].all()
+        rows = pg.rows()
+        assert rows.nearest[0] == 1 and rows.span(0, pg.height, pg.height) == (0, 121)
