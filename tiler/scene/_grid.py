@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Optional
 
 import numpy as np
 from affine import Affine
+
+from tiler.scene._geometry import _affine_scale
 
 __all__ = ["ProcessingGrid", "AxisMap", "processing_grid", "RESAMPLE_TOLERANCE", "RESAMPLE_MODES", "OUTPUT_GRIDS"]
 
@@ -111,7 +114,7 @@ class ProcessingGrid:
     @property
     def pixel_size(self) -> float:
         """Side of a processing pixel in the CRS's units (the square root of the transform's determinant)."""
-        return math.sqrt(abs(self.transform.determinant))
+        return _affine_scale(self.transform)
 
     @property
     def resampling(self) -> str:
@@ -129,11 +132,11 @@ class ProcessingGrid:
 
     def rows(self) -> "AxisMap":
         """The scene's rows in processing rows (:class:`AxisMap`)."""
-        return AxisMap.build(self.scene_height, self.height, self.factor, self.row_offset)
+        return _axis_map(self.scene_height, self.height, self.factor, self.row_offset)
 
     def cols(self) -> "AxisMap":
         """The scene's columns in processing columns (:class:`AxisMap`)."""
-        return AxisMap.build(self.scene_width, self.width, self.factor, self.col_offset)
+        return _axis_map(self.scene_width, self.width, self.factor, self.col_offset)
 
     def to_dict(self) -> dict:
         """JSON-ready (``tiler info --json``, the run report's ``processing_grid``): pixel size in the CRS's
@@ -196,7 +199,7 @@ def processing_grid(scene, model_pixel_size_m: Optional[float], *, resample: str
         return ProcessingGrid.of_scene(scene, model_pixel_size_m=model_pixel_size_m,
                                        reason=f"the scene's grid: its {scene_m:.4g} m pixels are the model's "
                                               f"{model_pixel_size_m:.4g} m within {RESAMPLE_TOLERANCE:.0%}")
-    snap = _group_at(scene, model_pixel_size_m / scene_m * _scale(scene.transform))
+    snap = _group_at(scene, model_pixel_size_m / scene_m * _affine_scale(scene.transform))
     off_c = off_r = 0.0
     if snap is not None:
         name, ratio, off_c, off_r = snap
@@ -215,10 +218,6 @@ def processing_grid(scene, model_pixel_size_m: Optional[float], *, resample: str
                           off_c, off_r, snap[0] if snap is not None else None)
 
 
-def _scale(t: Affine) -> float:
-    return math.sqrt(abs(t.determinant))
-
-
 def _group_at(scene, pixel_size: float) -> Optional[tuple[str, float, float, float]]:
     """A band group whose own grid is at ``pixel_size`` (reference CRS units) and parallel to the reference
     grid: ``(name, factor, col offset, row offset)``, the offsets in reference pixels reduced into
@@ -233,7 +232,7 @@ def _group_at(scene, pixel_size: float) -> Optional[tuple[str, float, float, flo
             continue
         if gt.a / t.a <= 0 or gt.e / t.e <= 0 or abs(gt.a / gt.e - t.a / t.e) > 1e-9 * abs(t.a / t.e):
             continue  # another orientation or aspect
-        if abs(_scale(gt) / pixel_size - 1) > 1e-6:
+        if abs(_affine_scale(gt) / pixel_size - 1) > 1e-6:
             continue
         factor = gt.a / t.a
         off_c, off_r = (gt.c - t.c) / t.a, (gt.f - t.f) / t.e
@@ -312,3 +311,10 @@ class AxisMap:
         a = 0 if start <= 0 else int(np.searchsorted(self.last, start, side="left"))
         b = len(self.last) if stop >= size else int(np.searchsorted(self.last, stop, side="left"))
         return a, b
+
+
+@lru_cache(maxsize=16)
+def _axis_map(scene: int, processing: int, factor: float, offset: float) -> AxisMap:
+    """:meth:`AxisMap.build`, once per axis: a run asks for its rows in the stream, the way back and the parts'
+    rows (the arrays are shared, never modified)."""
+    return AxisMap.build(scene, processing, factor, offset)

@@ -196,6 +196,7 @@ class PolygonSink:
         self.format = vector_format(destination.path)
         self._features = 0
         self._spatial_index = self.format == "GPKG"
+        self._held_rows: tuple[int, ...] = ()  # rows whose seam stays open (a part's first row)
         self._pending: list[tuple[int, shapely.Geometry]] = []
         self._work: Optional[str] = None
         self.counts: dict[str, int] = {}
@@ -216,7 +217,7 @@ class PolygonSink:
         self.classes = export_classes(self.names, self.config.classes)
         self.counts = {self.names[i]: 0 for i in self.classes}
         self.poly = Polygonizer(context.height, context.width, self.classes,
-                                connectivity=self.config.connectivity)
+                                connectivity=self.config.connectivity, held_rows=self._held_rows)
         crs = context.vector_crs
         if self.format == "GeoJSON" and crs is None:
             raise UsageError(f"{self.destination.path!r}: GeoJSON coordinates are WGS 84 longitude/latitude "
@@ -317,18 +318,10 @@ class PolygonSink:
         summary : dict
             The part's ``counts``, ``dropped_small`` and ``dropped_weak``.
         """
-        import pyogrio.raw
-
-        skip = 0
-        while True:
-            _, _, geoms, fields = pyogrio.raw.read(features, layer=LAYER, skip_features=skip, max_features=_CHUNK)
-            if len(geoms):
-                _write_layer(self._work, geoms, fields, driver="GPKG", crs=self.crs_wkt,
-                             append=self._features > 0, spatial_index=self._spatial_index)
-                self._features += len(geoms)
-            skip += len(geoms)
-            if len(geoms) < _CHUNK:
-                break
+        for _, geoms, fields in self._chunks(path=features):
+            _write_layer(self._work, geoms, fields, driver="GPKG", crs=self.crs_wkt, append=self._features > 0,
+                         spatial_index=self._spatial_index)
+            self._features += len(geoms)
         self.poly.import_open(pieces)
         for name, n in summary["counts"].items():
             self.counts[name] += int(n)
@@ -353,9 +346,7 @@ class PolygonSink:
             if self.poly.open_count:
                 raise OutputVerificationError(f"{self.poly.open_count} polygon(s) still open at a seam: "
                                               "blocks are missing")
-            self._flush()
-            if self._features == 0:
-                self._write_empty()
+            self._finish_layer()
             if self.format == "WKT-CSV":
                 self._to_csv()
             elif self.format == "Parquet" and not _parquet_driver():
@@ -369,16 +360,24 @@ class PolygonSink:
             self.abort()
             raise
 
+    def _finish_layer(self) -> None:
+        """Write the regions still pending; an empty layer where there were none."""
+        self._flush()
+        if self._features == 0:
+            self._write_empty()
+
     def _write_empty(self) -> None:
         _write_layer(self._work, np.empty(0, object), _empty_fields(), driver="GPKG", crs=self.crs_wkt,
                      append=False)
 
-    def _chunks(self, where: Optional[str] = None) -> Iterator[tuple]:
+    def _chunks(self, where: Optional[str] = None, path: Optional[str] = None) -> Iterator[tuple]:
+        """``(meta, WKB geometries, fields)`` of the polygon layer of ``path`` (default the intermediate file),
+        ``_CHUNK`` features at a time."""
         import pyogrio.raw
 
         skip = 0
         while True:
-            meta, _, geoms, fields = pyogrio.raw.read(self._work, layer=LAYER, skip_features=skip,
+            meta, _, geoms, fields = pyogrio.raw.read(path or self._work, layer=LAYER, skip_features=skip,
                                                       max_features=_CHUNK, where=where)
             if len(geoms) == 0:
                 return
@@ -501,14 +500,13 @@ class PartPolygonSink(PolygonSink):
         super().__init__(destination, config)
         self.scene, self.part_rows, self.pieces = scene, rows, pieces
         self._held: list[Region] = []
+        self._held_rows = (rows[0],)
+        self._spatial_index = False  # an intermediate: the assembly copies its features
 
     def open(self, context: OutputContext) -> None:
         """Open on the whole scene's grid (``context``, the part's rows, is not used), the part's first row
         held open."""
         super().open(self.scene)
-        self._spatial_index = False
-        self.poly = Polygonizer(self.scene.height, self.scene.width, self.classes,
-                                connectivity=self.config.connectivity, held_rows=(self.part_rows[0],))
 
     def _take(self, done: list) -> None:
         if self.config.simplify:  # simplified at the assembly, with every other region
@@ -530,9 +528,7 @@ class PartPolygonSink(PolygonSink):
             if self._held:
                 pieces = _concat_pieces(pieces, _regions_as_pieces(self._held, self.scene))
             save_pieces(self.pieces, pieces)
-            self._flush()
-            if self._features == 0:
-                self._write_empty()
+            self._finish_layer()
             self.destination.adopt(self._work)
             self.destination.commit()
         except BaseException:
