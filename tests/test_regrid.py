@@ -164,6 +164,15 @@ def test_grid_model_writes_the_processing_grid(tmp_path, tif, mix_model):
     assert report.processing_grid["output"] == "model"
 
 
+def test_grid_model_says_when_the_model_has_no_grid_of_its_own(tmp_path, tif, mix_model, caplog):
+    """The bundled-style model records no pixel size: --grid model writes the scene's grid and says why."""
+    scene = tif(smooth_image(3, 40, 50))
+    with caplog.at_level("INFO"):
+        report = tiler.run_scene(scene, tmp_path / "m.tif", model=mix_model, patch_size=16, grid="model")
+    assert report.processing_grid["output"] == "scene"
+    assert "--grid model: the processing grid is the scene's grid: the model records no pixel size" in caplog.text
+
+
 def test_a_scene_in_parts_equals_one_process(tmp_path, tif, mix_model):
     scene = tif(smooth_image(3, 160, 70, seed=2))
     model = _model_at(tmp_path, mix_model, 20.0)

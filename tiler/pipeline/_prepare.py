@@ -116,6 +116,8 @@ def run_grid(sc, info: ModelInfo, inference: InferenceConfig, output_grid: str =
         raise UsageError(f"--grid model: {redact(sc.path)} is placed by ground control points or RPCs alone, "
                          "which name pixels of its own grid; write on the scene's grid (--grid scene, the "
                          "default)")
+    if not pg.resampled and output_grid == "model":
+        notice(log, "--grid model: the processing grid is %s, so the products are on it", pg.reason)
     return pg
 
 
