@@ -37,10 +37,14 @@ class Cluster:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.port = _free_port()
-        self.address = f"tcp://127.0.0.1:{self.port}"
+        self.port: int | None = None  # taken when the scheduler first starts, kept for a restart
         self.procs: list[subprocess.Popen] = []
         self.scheduler: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        assert self.port is not None, "start the scheduler first"
+        return f"tcp://127.0.0.1:{self.port}"
 
     def _spawn(self, *args: str) -> subprocess.Popen:
         with open(self.folder / f"dask-{len(self.procs)}.log", "w") as log:  # the child keeps its own descriptor
@@ -48,17 +52,29 @@ class Cluster:
         self.procs.append(proc)
         return proc
 
+    def _log(self, proc: subprocess.Popen) -> str:
+        return (self.folder / f"dask-{self.procs.index(proc)}.log").read_text()
+
     def start_scheduler(self) -> None:
-        self.scheduler = self._spawn("scheduler", "--host", "127.0.0.1", "--port", str(self.port),
-                                     "--dashboard-address", ":0", "--no-show")
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                assert time.monotonic() < deadline, "the dask scheduler did not start"
-                time.sleep(0.2)
+        """Start a scheduler and wait until it listens. The first start takes a free port, and another one where
+        a process took that port between the probe and the scheduler's bind (the tiler commands run before it
+        open ephemeral ports of their own); a restart keeps the port, so the address the tests hold stays valid.
+        """
+        first = self.port is None
+        for _ in range(5 if first else 1):
+            if first:
+                self.port = _free_port()
+            self.scheduler = self._spawn("scheduler", "--host", "127.0.0.1", "--port", str(self.port),
+                                         "--dashboard-address", ":0", "--no-show")
+            deadline = time.monotonic() + 120
+            while self.scheduler.poll() is None:
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                    return
+                except OSError:
+                    assert time.monotonic() < deadline, f"the dask scheduler did not start:\n{self._log(self.scheduler)}"
+                    time.sleep(0.2)
+        raise AssertionError(f"the dask scheduler exited at start:\n{self._log(self.scheduler)}")
 
     def start_worker(self, n: int = 1) -> subprocess.Popen:
         return self._spawn("worker", self.address, "--nworkers", str(n), "--nthreads", "1",
