@@ -10,7 +10,10 @@ model file, the encoder, epochs and training minutes from its training record.
 
 Usage::
 
-    python benchmarks/encoders.py MODEL.keras [MODEL.keras ...] [--images N]
+    python benchmarks/encoders.py MODEL.keras [MODEL.keras ...] [--images N] [--quality standard,best]
+        [--precision float32,int8]
+
+``--quality`` and ``--precision`` give a row per model, preset (``tiler run --quality``) and precision.
 
 Needs ``../shared/data/dubai_aerial/tile_7`` (relative to the project).
 """
@@ -35,6 +38,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="+")
     ap.add_argument("--images", type=int, default=None, help="only the first N images (default all)")
+    ap.add_argument("--quality", default="standard", help="comma-separated --quality presets")
+    ap.add_argument("--precision", default="float32", help="comma-separated --precision values")
     args = ap.parse_args(argv)
     print(stamp(), flush=True)
     if not TILE.exists():
@@ -55,31 +60,35 @@ def main(argv=None) -> int:
     print(f"{len(images)} images of {TILE.name}, {pixels / 1e6:.1f} Mpx; each model at its recommended patch, "
           f"overlap and window; cpus={os.cpu_count()}")
     print()
-    print("| model | encoder | params (M) | MB | patch / overlap | tile-7 mean IoU | weakest class (IoU) | "
-          "epochs | training min | scene Mpx/s |")
-    print("|---|---|---:|---:|---|---:|---|---:|---:|---:|")
+    print("| model | encoder | params (M) | MB | patch / overlap | quality | precision | tile-7 mean IoU | "
+          "weakest class (IoU) | epochs | training min | scene Mpx/s |")
+    print("|---|---|---:|---:|---|---|---|---:|---|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for k, model in enumerate(args.models):
             tm = load_model(model)
             patch, overlap, window = tm.info.recommended()
             training = tm.info.training or {}
             config = training.get("config", {})
-            run_scene(str(images[0]), os.path.join(tmp, f"warm{k}.tif"), model=tm)  # converts, traces
-            out = Path(tmp) / f"m{k}"
-            out.mkdir()
-            t = time.perf_counter()
-            for path in images:
-                run_scene(str(path), str(out / f"{path.stem}.tif"), model=tm)
-            seconds = time.perf_counter() - t
-            scores = evaluate_masks(out, TILE / "masks", classes=str(CLASSES))
-            per_class = {c: v for c, v in scores["iou"].items() if v is not None}
-            weakest = min(per_class, key=per_class.get)
             params = sum(int(np.prod(w.shape)) for w in tm.keras_model.weights)
-            print(f"| {Path(model).name} | {config.get('encoder') or 'none (U-Net from scratch)'} | "
-                  f"{params / 1e6:.2f} | {os.path.getsize(model) / 1e6:.1f} | {patch} / {overlap:g} | "
-                  f"{scores['mean_iou']:.3f} | {weakest} ({per_class[weakest]:.3f}) | "
-                  f"{training.get('epochs_run', '-')} | {training.get('minutes', '-')} | "
-                  f"{pixels / 1e6 / seconds:.2f} |", flush=True)
+            for quality in args.quality.split(","):
+                for precision in args.precision.split(","):
+                    options = {"quality": quality, "precision": precision}
+                    run_scene(str(images[0]), os.path.join(tmp, "warm.tif"), model=tm, overwrite=True,
+                              **options)  # converts, traces
+                    out = Path(tmp) / f"m{k}-{quality}-{precision}"
+                    out.mkdir()
+                    t = time.perf_counter()
+                    for path in images:
+                        run_scene(str(path), str(out / f"{path.stem}.tif"), model=tm, **options)
+                    seconds = time.perf_counter() - t
+                    scores = evaluate_masks(out, TILE / "masks", classes=str(CLASSES))
+                    per_class = {c: v for c, v in scores["iou"].items() if v is not None}
+                    weakest = min(per_class, key=per_class.get)
+                    print(f"| {Path(model).name} | {config.get('encoder') or 'none (U-Net from scratch)'} | "
+                          f"{params / 1e6:.2f} | {os.path.getsize(model) / 1e6:.1f} | {patch} / {overlap:g} | "
+                          f"{quality} | {precision} | {scores['mean_iou']:.3f} | {weakest} "
+                          f"({per_class[weakest]:.3f}) | {training.get('epochs_run', '-')} | "
+                          f"{training.get('minutes', '-')} | {pixels / 1e6 / seconds:.2f} |", flush=True)
     return 0
 
 

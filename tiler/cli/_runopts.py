@@ -41,10 +41,15 @@ def run_options(f):
         _cog,
         config_option("InferenceConfig", "window", "--window",
                       help="Blending window (default: the model's recommendation, else spline)."),
+        config_option("InferenceConfig", "quality", "--quality",
+                      help="Preset: standard predicts each patch once; best adds the model's test-time "
+                          "augmentation (all 8 rotations and mirrors where it records none): on Dubai tile 7 "
+                          "+0.013 mean IoU at about 7x the network time. --tta/--tta-mean override it."),
         config_option("InferenceConfig", "tta", "--tta",
                       help="Test-time augmentation: mirror, or all 8 rotations and mirrors (d4), each undone "
-                          "exactly."),
-        config_option("InferenceConfig", "tta_mean", "--tta-mean", help="Averaging of the TTA variants."),
+                          "exactly (default: the --quality preset's, none for standard)."),
+        config_option("InferenceConfig", "tta_mean", "--tta-mean",
+                      help="Averaging of the TTA variants (default: the --quality preset's, arithmetic)."),
         config_option("InferenceConfig", "tta_device", "--tta-device",
                       help="Run the TTA rotations in the Keras graph (on the accelerator) or on the host."),
         config_option("InferenceConfig", "runtime", "--runtime",

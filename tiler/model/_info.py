@@ -11,8 +11,9 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from tiler._version import __version__
-from tiler.blend import DEFAULT_OVERLAP, DEFAULT_WINDOW, WINDOWS
-from tiler.errors import ModelFileError
+from tiler.blend import DEFAULT_OVERLAP, DEFAULT_WINDOW, TTA_MEANS, TTA_TRANSFORMS, WINDOWS
+from tiler.config import QUALITY, QUALITY_TTA
+from tiler.errors import ModelFileError, PlanError
 from tiler.labels import LabelScheme
 
 __all__ = ["METADATA_NAME", "INFERENCE_KEYS", "ModelInfo"]
@@ -25,7 +26,9 @@ METADATA_NAME = "tiler.json"
 
 _FORMAT_VERSION = 1
 #: Keys of a model's recommended inference settings (:attr:`ModelInfo.inference`).
-INFERENCE_KEYS = ("patch_size", "overlap", "window")
+INFERENCE_KEYS = ("patch_size", "overlap", "window", "best")
+#: Keys of the ``best`` quality preset a model may record (``inference["best"]``).
+BEST_KEYS = ("tta", "tta_mean")
 
 
 @dataclass(frozen=True)
@@ -61,9 +64,11 @@ class ModelInfo:
         written before tiler recorded it, whose inputs cannot be checked.
     inference : dict or None
         The inference settings the model recommends, ``{"patch_size": int,
-        "overlap": float, "window": str}`` (any subset): ``tiler run`` uses
-        them where the user gives none (:meth:`recommended`). None: the
-        training patch size, overlap 0.5 and the spline window.
+        "overlap": float, "window": str, "best": {"tta": str, "tta_mean": str}}``
+        (any subset): ``tiler run`` uses them where the user gives none
+        (:meth:`recommended`; ``best`` is the TTA of ``--quality best``,
+        :meth:`quality_tta`). None: the training patch size, overlap 0.5, the
+        spline window and :data:`tiler.config.QUALITY_TTA`.
     network : dict or None
         Where the network is not a Keras model: ``{"format": "onnx", "layout":
         "NCHW" | "NHWC", "output": "probabilities" | "logits", "input": name}``
@@ -132,6 +137,11 @@ class ModelInfo:
             raise ModelFileError(f"recommended overlap {o!r} is not a fraction in [0, 1)")
         if rec.get("window", "spline") not in WINDOWS:
             raise ModelFileError(f"recommended window {rec.get('window')!r} is not one of {', '.join(WINDOWS)}")
+        best = rec.get("best", {})
+        if not isinstance(best, Mapping) or set(best) - set(BEST_KEYS) \
+                or best.get("tta", "d4") not in TTA_TRANSFORMS or best.get("tta_mean", "arithmetic") not in TTA_MEANS:
+            raise ModelFileError(f"recommended best settings {best!r} are not {{'tta': one of "
+                                 f"{', '.join(TTA_TRANSFORMS)}, 'tta_mean': one of {', '.join(TTA_MEANS)}}}")
 
     def recommended(self) -> tuple[int, float, str]:
         """``(patch_size, overlap, window)`` for inference: the file's recommendation, else the defaults.
@@ -146,6 +156,32 @@ class ModelInfo:
         rec = dict(self.inference or {})
         return (int(rec.get("patch_size", self.patch_size)), float(rec.get("overlap", DEFAULT_OVERLAP)),
                 str(rec.get("window", DEFAULT_WINDOW)))
+
+    def quality_tta(self, quality: str) -> dict[str, str]:
+        """The test-time augmentation of a quality preset (``--quality``) for this model.
+
+        Parameters
+        ----------
+        quality : {"standard", "best"}
+            :data:`tiler.config.QUALITY`.
+
+        Returns
+        -------
+        dict
+            ``{"tta": str, "tta_mean": str}``: :data:`tiler.config.QUALITY_TTA` of the preset, for ``best``
+            updated with the model's recorded ``inference["best"]``.
+
+        Raises
+        ------
+        PlanError
+            For an unknown preset.
+        """
+        if quality not in QUALITY:
+            raise PlanError(f"quality must be one of {', '.join(QUALITY)}, got {quality!r}")
+        preset = dict(QUALITY_TTA[quality])
+        if quality == "best":
+            preset.update((self.inference or {}).get("best", {}))
+        return preset
 
     @property
     def input_domain(self):
