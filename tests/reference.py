@@ -23,7 +23,8 @@ def uint8_domain(channels):
     return InputDomain(tuple(ChannelDomain(c, "uint8", 0.0, 255.0) for c in channels))
 
 
-def build_tiny_unet(path, *, channels=RGB, classes=("a", "b", "c"), seed=0, depth=2, patch_size=32, domain=None):
+def build_tiny_unet(path, *, channels=RGB, classes=("a", "b", "c"), seed=0, depth=2, patch_size=32, domain=None,
+                    inference=None):
     import keras
 
     from tiler.model import build_unet, save_model
@@ -33,7 +34,7 @@ def build_tiny_unet(path, *, channels=RGB, classes=("a", "b", "c"), seed=0, dept
     colours = ["#FF0000", "#00FF00", "#0000FF", "#FFFF00", "#00FFFF", "#FF00FF"][: len(classes)]
     save_model(net, path, channels=channels, classes=classes, colours=colours,
                normalization={"offset": [100.0] * len(channels), "scale": [50.0] * len(channels)},
-               patch_size=patch_size, depth=depth,
+               patch_size=patch_size, depth=depth, inference=inference,
                domain=uint8_domain(channels) if domain is None and tuple(channels) == RGB else domain)
     return str(path)
 

@@ -135,6 +135,37 @@ def test_parts_with_polygons_equal_one_stream(tmp_path, scene, tiny_model):
     assert_same_polygons(by_class(tmp_path / "one.gpkg"), by_class(tmp_path / "p.gpkg"))
 
 
+def test_space_needed_projects_the_parts_done_onto_the_rest_and_the_outputs():
+    from tiler.distributed._runner import space_needed
+
+    # 100 of 400 rows took 1500 bytes: 4500 more for the other parts, and the outputs hold what all 6000 hold
+    assert space_needed([{"rows": [0, 100], "sizes": {"a": 1000, "b": 500}}], 400) == (10500, 1500)
+    assert space_needed([], 400) == (0, 0)
+
+
+def test_a_disk_too_small_for_the_rest_of_the_parts_is_said_once_while_the_run_goes_on(tmp_path, scene, tiny_model,
+                                                                                        caplog, monkeypatch):
+    real = shutil.disk_usage
+    free = {"bytes": 10 ** 12}
+
+    def usage(path):
+        u = real(path)
+        return u._replace(free=free["bytes"]) if str(path).endswith(".tiler-parts") else u
+
+    monkeypatch.setattr(shutil, "disk_usage", usage)
+    kwargs = dict(model=tiny_model, output="probability", strip_rows=64, parts=3)
+    with caplog.at_level("WARNING", logger="tiler.distributed"):
+        distributed.run(scene, tmp_path / "roomy.tif", **kwargs)
+    assert "free" not in caplog.text
+    free["bytes"] = 1000
+    with caplog.at_level("WARNING", logger="tiler.distributed"):
+        rep = distributed.run(scene, tmp_path / "tight.tif", **kwargs)
+    said = [r.getMessage() for r in caplog.records if "work folder" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "has 0 MB free; the 2 remaining part(s)" in said[0] and "measured on the 1 part(s) done" in said[0]
+    assert_same_raster(tmp_path / "roomy.tif", rep.out)  # a warning, not a stop: the disk was not full
+
+
 def test_one_scene_in_four_parts_on_two_workers_is_bit_identical(tmp_path, scene, tiny_model, client):
     one = run_scene(scene, tmp_path / "one.tif", model=tiny_model, output="probability", strip_rows=64)
     rep = distributed.run(scene, tmp_path / "dist.tif", model=tiny_model, output="probability", strip_rows=64,

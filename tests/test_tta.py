@@ -5,8 +5,11 @@ import pytest
 
 import tiler
 from tests.conftest import smooth_image
-from tests.reference import d4_twin, d4_untwin, mix_expected
-from tiler.model import Predictor, load_model
+from tests.reference import build_tiny_unet, d4_twin, d4_untwin, mix_expected
+from tiler.cli import main
+from tiler.config import InferenceConfig
+from tiler.errors import ModelFileError, UsageError
+from tiler.model import Predictor, load_model, read_info
 
 
 def _symmetric_conv_model(path):
@@ -87,3 +90,47 @@ def test_pointwise_model_is_unchanged_by_d4(mix_model):
     img = smooth_image(3, 33, 47, seed=1)
     got = tiler.predict(img, model=mix_model, patch_size=16, tta="d4", tta_device="host")
     np.testing.assert_allclose(got, mix_expected(img), atol=1e-5)
+
+
+def _probabilities(path):
+    import rasterio
+
+    with rasterio.open(path) as ds:
+        return ds.read(), ds.tags()
+
+
+def test_quality_best_is_the_models_own_tta_else_d4_and_explicit_options_win(tmp_path, tif, tiny_model, runner):
+    """``--quality best`` runs what its explicit options run (the oracle): D4 with the arithmetic mean for a
+    model that records nothing, the model's own ``inference["best"]`` where it does; ``--tta`` overrides it."""
+    scene = tif(smooth_image(3, 70, 58, seed=4))
+    own = build_tiny_unet(tmp_path / "own.keras", inference={"best": {"tta": "flip", "tta_mean": "geometric"}})
+
+    def run(name, model, *args):
+        r = runner.invoke(main, ["run", scene, "-o", str(tmp_path / name), "--model", model, "--output",
+                                 "probability", "-q", *args])
+        assert r.exit_code == 0, r.output
+        return _probabilities(tmp_path / name)
+
+    best, tags = run("best.tif", tiny_model, "--quality", "best")
+    d4, _ = run("d4.tif", tiny_model, "--tta", "d4")
+    plain, _ = run("plain.tif", tiny_model)
+    np.testing.assert_array_equal(best, d4)
+    assert tags["TILER_TTA"] == "d4" and np.abs(best - plain).max() > 1e-3  # the preset really changes the run
+    own_best, tags = run("own_best.tif", own, "--quality", "best")
+    own_flip, _ = run("own_flip.tif", own, "--tta", "flip", "--tta-mean", "geometric")
+    np.testing.assert_array_equal(own_best, own_flip)
+    assert tags["TILER_TTA"] == "flip"
+    overridden, _ = run("overridden.tif", tiny_model, "--quality", "best", "--tta", "none")
+    np.testing.assert_array_equal(overridden, plain)
+
+
+def test_quality_presets_resolve_from_the_model_and_refuse_what_they_do_not_know(tmp_path, tiny_model):
+    info = read_info(tiny_model)
+    assert InferenceConfig().for_model(info).network_options()["tta"] == "none"
+    resolved = InferenceConfig(quality="best").for_model(info)
+    assert (resolved.tta, resolved.tta_mean) == ("d4", "arithmetic")
+    assert InferenceConfig(quality="best").network_options()["tta"] == "d4"  # no model: the preset's default
+    with pytest.raises(UsageError, match="quality must be one of standard, best"):
+        InferenceConfig(quality="fastest")
+    with pytest.raises(ModelFileError, match="recommended best settings"):
+        build_tiny_unet(tmp_path / "bad.keras", inference={"best": {"tta": "d8"}})

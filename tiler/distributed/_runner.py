@@ -13,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
+import shutil
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -303,6 +304,37 @@ class _SceneState:
     prepared: Optional[dict] = None  # the start task's result for a scene in parts
     parts: dict = field(default_factory=dict)  # part index -> its journal entry
     journal: Optional[Journal] = None
+    space_warned: bool = False  # the projected disk need was said (once per scene)
+
+
+def space_needed(parts: Iterable[dict], rows_total: int) -> tuple[int, int]:
+    """The disk a scene in parts still needs, projected from the parts done: ``(bytes, part bytes so far)``.
+
+    The remaining parts take the measured bytes per row of those done; the assembled outputs (the class map
+    or probabilities, the GeoPackage) are about the size of all the part files together, since they hold the
+    same blocks and features with the same compression, and are written while the part files still exist.
+
+    Parameters
+    ----------
+    parts : iterable of dict
+        :func:`~tiler.distributed._tasks.run_part`'s results (``rows``, ``sizes`` in bytes).
+    rows_total : int
+        Output rows of the scene.
+
+    Returns
+    -------
+    tuple of int
+        Bytes still to be written (remaining part files and the outputs), and the bytes of the part files
+        done; ``(0, 0)`` before a part has rows.
+    """
+    rows = written = 0
+    for entry in parts:
+        rows += int(entry["rows"][1]) - int(entry["rows"][0])
+        written += sum(int(v) for v in entry.get("sizes", {}).values())
+    if rows == 0:
+        return 0, 0
+    total = written * rows_total / rows
+    return int(round(total - written + total)), written
 
 
 @dataclass(frozen=True)
@@ -472,10 +504,34 @@ class _Execution:
         self.results[i].parts["computed"] += 1
         self.parts_done += 1
         self._tick()
+        self._check_space(i)
         bands = st.prepared["bands"]
         if len(st.parts) == len(bands):
             self._submit(_Task("assemble", i), assemble, self.jobs[i], st.prepared,
                          [st.parts[b.index] for b in bands])
+
+    def _check_space(self, i: int) -> None:
+        """Say once, as soon as the parts done show it, that the work folder's disk cannot hold what the scene
+        still writes (:func:`space_needed`): the user can free space while the run goes on."""
+        st, job = self.states[i], self.jobs[i]
+        if st.space_warned:
+            return
+        context = st.prepared["context"]  # the products' grid: the part rows are its rows
+        need, written = space_needed(st.parts.values(), context.height)
+        try:
+            free = shutil.disk_usage(job.work).free
+        except OSError:
+            return
+        if need > free:
+            st.space_warned = True
+            width, bands = context.width, st.prepared["bands"]
+            done_rows = sum(int(e["rows"][1]) - int(e["rows"][0]) for e in st.parts.values())
+            log.warning(
+                "%s: the disk of the work folder %s has %.0f MB free; the %d remaining part(s) and the assembled "
+                "outputs need about %.0f MB more (measured on the %d part(s) done: %.2f bytes per scene pixel): "
+                "free %.0f MB now, or the run stops when the disk is full (its finished parts are kept and the "
+                "same command resumes)", redact(job.scene), job.work, free / 1e6, len(bands) - len(st.parts),
+                need / 1e6, len(st.parts), written / max(1, done_rows * width), (need - free) / 1e6)
 
     def _commit(self, i: int, res: dict) -> bool:
         """Take over the products a task staged; commit them (or stage them in the caller's transaction).
