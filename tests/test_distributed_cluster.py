@@ -72,8 +72,8 @@ class Cluster:
                     socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                     return
                 except OSError:
-                    log = self._log(self.scheduler)
-                    assert time.monotonic() < deadline, f"the dask scheduler did not start:\n{log}"
+                    if time.monotonic() > deadline:
+                        raise AssertionError(f"the dask scheduler did not start:\n{self._log(self.scheduler)}")
                     time.sleep(0.2)
         raise AssertionError(f"the dask scheduler exited at start:\n{self._log(self.scheduler)}")
 
