@@ -4,8 +4,9 @@ Builds a ``--size`` x ``--size`` RGB GeoTIFF at 0.5 m on a UTM grid (EPSG:32640,
 aerial images: 1024-px tiles of tiles 1-7, each copy flipped and rotated at random (seeded), tiled 512 px,
 DEFLATE; and the ``--small`` one the same way. Then runs ``tiler run SCENE --out mask.tif [--vector
 polygons.gpkg] --report run.json [--workers N]`` on each, in a fresh process, interleaved, and prints per
-run: whole-process seconds and scene Mpx/s, the report's stage seconds (the parts' streaming, the assembly
-and its share of the run), the peak RSS of the process tree (the run and its workers, sampled every 0.2 s),
+run: whole-process seconds and scene Mpx/s, the report's stage seconds (the parts' streaming, the assembly,
+of it the raster's copy, and its share of the run), the peak RSS of the process tree (the run and its
+workers, sampled every 0.2 s),
 the peak of the temporary disk in bytes per scene pixel, sampled likewise: of the run's work folder (the
 parts), and of every temporary beside the destination (the work folder and the staged outputs, which the
 assembly writes while the parts are still there), the outputs' sizes and the polygon count.
@@ -143,10 +144,12 @@ def row(name: str, size: int, vector: bool, workers: int, r: dict) -> str:
     px = size * size
     parts = rep.get("parts") or {}
     assembly = parts.get("assembly_seconds") or 0.0
+    raster = rep["seconds"].get("assembly_raster", 0.0)
     vector_mb = "-" if r["vector_mb"] is None else f"{r['vector_mb']:.0f}"
     polygons = sum((rep.get("vector") or {}).get("features", {}).values()) if vector else "-"
     cells = [name, "yes" if vector else "no", workers, f"{r['seconds']:.1f}", f"{px / 1e6 / r['seconds']:.2f}",
-             parts.get("total", 1), f"{assembly:.1f}", f"{assembly / r['seconds']:.1%}", f"{r['rss_mb']:.0f}",
+             parts.get("total", 1), f"{assembly:.1f}", f"{raster:.1f}", f"{assembly / r['seconds']:.1%}",
+             f"{r['rss_mb']:.0f}",
              f"{r['work_bytes'] / px:.2f}", f"{r['temp_bytes'] / px:.2f}", f"{r['mask_mb']:.1f}", vector_mb,
              polygons]
     return "| " + " | ".join(str(c) for c in cells) + " |"
@@ -168,10 +171,10 @@ def main() -> None:
         scenes = {size: build(tmp / f"scene_{size}.tif", size, args.seed) for size in (args.small, args.size)}
         print(f"# scenes built in {time.perf_counter() - t:.0f} s: "
               + ", ".join(f"{s}² ({os.path.getsize(p) / 1e9:.2f} GB)" for s, p in scenes.items()))
-        print("| scene | vector | workers | seconds | scene Mpx/s | parts | assembly s | assembly share "
-              "| peak RSS MB | work folder B/px (peak) | all temporaries B/px (peak) | mask MB | polygons MB "
-              "| polygons |")
-        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("| scene | vector | workers | seconds | scene Mpx/s | parts | assembly s | of it raster s "
+              "| assembly share | peak RSS MB | work folder B/px (peak) | all temporaries B/px (peak) | mask MB "
+              "| polygons MB | polygons |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         out = tmp / "out"
         out.mkdir()
         vectors = {"yes": [True], "no": [False], "both": [False, True]}[args.vector]

@@ -121,9 +121,11 @@ def test_parts_with_polygons_equal_one_stream(tmp_path, scene, tiny_model):
 
     run_scene(scene, tmp_path / "one.tif", vector=tmp_path / "one.gpkg", model=tiny_model, output="probability",
               strip_rows=64)
-    distributed.run(scene, tmp_path / "p.tif", vector=tmp_path / "p.gpkg", model=tiny_model, output="probability",
-                    strip_rows=64, parts=3)
+    rep = distributed.run(scene, tmp_path / "p.tif", vector=tmp_path / "p.gpkg", model=tiny_model,
+                          output="probability", strip_rows=64, parts=3)
     assert_same_raster(tmp_path / "one.tif", tmp_path / "p.tif")
+    split = rep.seconds["assembly_vector"], rep.seconds["assembly_raster"]  # the assembly's two products
+    assert min(split) > 0 and sum(split) <= rep.seconds["assembly"]
     import pyogrio
     import shapely
 

@@ -38,7 +38,9 @@ class RunReport:
     patches : dict
         On the grid, predicted, skipped (no valid pixel).
     seconds : dict
-        Per stage: register, read, predict, blend, write, total.
+        Per stage: register, read, predict, blend, write, total; a run in parts also ``assembly`` and its
+        ``assembly_vector`` (joining the polygons the seams cut, copying the rest) and ``assembly_raster``
+        (copying the parts' rasters into the product).
     megapixels_per_second : float
     peak_rss_mb : float
         Peak resident memory of the process, MB.

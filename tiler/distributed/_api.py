@@ -371,6 +371,8 @@ def run(
             seconds[stage] = seconds.get(stage, 0.0) + v
     task_seconds = sum(e.get("seconds") or 0.0 for e in listed)
     seconds.update(total=time.perf_counter() - t0, assembly=result.parts.get("assembly_seconds") or 0.0)
+    split = result.parts.get("assembly_split") or {}
+    seconds.update({f"assembly_{k}": v for k, v in split.items()})
     return run_report(spec, scene=rep["scene"], registration=rep["registration"], domain=rep["domain"],
                       out=dests["out"].location if dests["out"] else None, vector=rep["vector"], model_path=spec.model,
                       runtime=next((e["runtime"] for e in listed if e.get("runtime")), None),

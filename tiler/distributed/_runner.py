@@ -564,6 +564,7 @@ class _Execution:
         clean_stale(os.path.dirname(st.journal.folder))
         prep = st.prepared
         r.parts["assembly_seconds"] = res["seconds"]
+        r.parts["assembly_split"] = res.get("split")
         r.parts["list"] = [{k: e.get(k) for k in ("part", "rows", "seconds", "worker", "patches", "skipped_nodata",
                                                   "stages", "runtime")}
                            for e in (st.parts[b.index] for b in prep["bands"])]

@@ -399,8 +399,9 @@ def assemble(job: SceneJob, prepared: dict, parts: list[dict]) -> dict:
     Returns
     -------
     dict
-        ``seconds``, ``vector`` (the polygons' summary), ``staged`` (product -> staged file), ``worker``;
-        or ``error``.
+        ``seconds``, ``split`` (of them, ``{"vector": s, "raster": s}``: joining the polygons, copying the
+        raster), ``vector`` (the polygons' summary), ``staged`` (product -> staged file), ``worker``; or
+        ``error``.
     """
 
     t = time.perf_counter()
@@ -408,13 +409,17 @@ def assemble(job: SceneJob, prepared: dict, parts: list[dict]) -> dict:
     context = prepared["context"]
     vector_sink = None
     dests = _staging(job)
+    split = {"vector": 0.0, "raster": 0.0}
     try:
         with rasterio.Env(GDAL_CACHEMAX=streaming.gdal_cache_mb):
             if dests["vector"] is not None:
                 vector_sink = _assemble_polygons(job, parts, dests["vector"], polygons, context)
+                split["vector"] = time.perf_counter() - t
             if dests["out"] is not None:
+                t_raster = time.perf_counter()
                 feed(_read_blocks(job, parts, context.width, streaming.band_width),
                      [raster_sink(dests["out"], output)], context)
+                split["raster"] = time.perf_counter() - t_raster
     except TilerError as exc:
         _discard(dests)
         return _error(exc)
@@ -422,4 +427,5 @@ def assemble(job: SceneJob, prepared: dict, parts: list[dict]) -> dict:
         _discard(dests)
         raise
     return {"seconds": round(time.perf_counter() - t, 4), "task_seconds": time.perf_counter() - t,
+            "split": {k: round(v, 4) for k, v in split.items()},
             "vector": vector_summary(vector_sink), "staged": _staged(dests), "worker": _worker_name()}
