@@ -40,7 +40,7 @@ REGISTRATION = ("auto", "strict", "off")
 QUALITY = ("standard", "best")
 #: The TTA and its mean of each preset where the model records none: ``best`` is all eight rotations and
 #: mirrors (D4), averaged. On Dubai tile 7 (never trained on) it raises the bundled model's mean IoU by more
-#: than 0.01 at about 7x the network time (docs/benchmarks.md, "Quality presets").
+#: than 0.01 (0.606 -> 0.618) at about 8x the time of a run (docs/benchmarks.md, "Quality presets").
 QUALITY_TTA = {"standard": {"tta": "none", "tta_mean": "arithmetic"},
                "best": {"tta": "d4", "tta_mean": "arithmetic"}}
 #: Seconds ``--scheduler`` waits for a first worker where the scheduler has none (``--worker-timeout``): long

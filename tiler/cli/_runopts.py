@@ -44,7 +44,7 @@ def run_options(f):
         config_option("InferenceConfig", "quality", "--quality",
                       help="Preset: standard predicts each patch once; best adds the model's test-time "
                           "augmentation (all 8 rotations and mirrors where it records none): on Dubai tile 7 "
-                          "+0.013 mean IoU at about 7x the network time. --tta/--tta-mean override it."),
+                          "+0.012 mean IoU at about 8x the time. --tta/--tta-mean override it."),
         config_option("InferenceConfig", "tta", "--tta",
                       help="Test-time augmentation: mirror, or all 8 rotations and mirrors (d4), each undone "
                           "exactly (default: the --quality preset's, none for standard)."),
