@@ -245,3 +245,31 @@ def test_openvino_sends_no_telemetry():
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["openvino.tools.ovc.telemetry_stub", "False"]
 
+
+
+def test_the_network_takes_the_threads_tiler_num_threads_gives_and_refuses_a_bad_value(monkeypatch):
+    """``tiler run --workers N`` gives each worker ``cores // N`` threads through TILER_NUM_THREADS: OpenVINO's
+    compiled network really runs on them (its own property), and a value that is no count is refused."""
+    from tiler.model._runtime import cpu_infer, num_threads
+
+    compiled = []
+
+    class Core(openvino.Core):  # the real core, keeping what it compiled
+        def compile_model(self, *args, **kwargs):
+            compiled.append(super().compile_model(*args, **kwargs))
+            return compiled[-1]
+
+    param = openvino.opset13.parameter([1, 2, 4, 4], openvino.Type.f32)
+    model = openvino.Model([openvino.opset13.relu(param)], [param])
+    monkeypatch.setenv("TILER_NUM_THREADS", "1")
+    run = cpu_infer(Core(), model, "float32")
+    x = np.linspace(-1, 1, 32, dtype=np.float32).reshape(1, 2, 4, 4)
+    np.testing.assert_array_equal(run(x), np.maximum(x, 0))
+    assert compiled[-1].get_property("INFERENCE_NUM_THREADS") == 1
+    monkeypatch.delenv("TILER_NUM_THREADS")
+    assert num_threads() is None
+    cpu_infer(Core(), model, "float32")
+    assert compiled[-1].get_property("INFERENCE_NUM_THREADS") != 1 or (os.cpu_count() or 1) == 1
+    monkeypatch.setenv("TILER_NUM_THREADS", "two")
+    with pytest.raises(PlanError, match="TILER_NUM_THREADS='two' is not a positive number of threads"):
+        num_threads()

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # NumPy loads with it: the command line builds its options fr
 
 __all__ = ["InferenceConfig", "StreamConfig", "OutputConfig", "VectorConfig", "split_options", "run_configs",
            "choices", "option_default",
-           "OUTPUT_KINDS", "PROBABILITY_DTYPES", "REGISTRATION", "CONNECTIVITY", "QUALITY", "QUALITY_TTA",
+           "OUTPUT_KINDS", "PROBABILITY_DTYPES", "REGISTRATION", "CONNECTIVITY",
            "WORKER_TIMEOUT"]
 
 #: Raster products of ``tiler run``: a uint8 class map, or per-class probabilities.
@@ -35,14 +35,6 @@ PROBABILITY_DTYPES = ("float32", "uint8")
 #: warning); refuse any group that cannot be registered (``strict``); or place band groups by their
 #: georeferencing only (``off``).
 REGISTRATION = ("auto", "strict", "off")
-#: Named inference presets (``--quality``): ``standard`` predicts each patch once; ``best`` adds test-time
-#: augmentation, the model's own settings (:meth:`tiler.model.ModelInfo.quality_tta`) where it records them.
-QUALITY = ("standard", "best")
-#: The TTA and its mean of each preset where the model records none: ``best`` is all eight rotations and
-#: mirrors (D4), averaged. On Dubai tile 7 (never trained on) it raises the bundled model's mean IoU by more
-#: than 0.01 (0.606 -> 0.618) at about 8x the time of a run (docs/benchmarks.md, "Quality presets").
-QUALITY_TTA = {"standard": {"tta": "none", "tta_mean": "arithmetic"},
-               "best": {"tta": "d4", "tta_mean": "arithmetic"}}
 #: Seconds ``--scheduler`` waits for a first worker where the scheduler has none (``--worker-timeout``): long
 #: enough for a deployment to start its workers (a Kubernetes pod pulling its image, a batch queue's short
 #: wait), short enough that a scheduled job whose workers are gone fails the same hour, with what to start.
@@ -73,7 +65,7 @@ _REGISTRIES: dict[tuple[str, str], tuple[str, str]] = {
     ("InferenceConfig", "registration"): ("tiler.config", "REGISTRATION"),
     ("InferenceConfig", "registration_model"): ("tiler.registration", "MODELS"),
     ("InferenceConfig", "resample"): ("tiler.scene", "RESAMPLE_MODES"),
-    ("InferenceConfig", "quality"): ("tiler.config", "QUALITY"),
+    ("InferenceConfig", "quality"): ("tiler.model", "QUALITY"),
     ("OutputConfig", "kind"): ("tiler.config", "OUTPUT_KINDS"),
     ("OutputConfig", "grid"): ("tiler.scene", "OUTPUT_GRIDS"),
     ("OutputConfig", "probability_dtype"): ("tiler.config", "PROBABILITY_DTYPES"),
@@ -194,9 +186,9 @@ class InferenceConfig(_Config):
         same signature; default the model's recommendation, else ``spline``.
         :meth:`for_model` fills the three from a model's metadata.
     quality : {"standard", "best"}, default "standard"
-        Named preset (:data:`QUALITY`) of the TTA and its mean where ``tta`` and ``tta_mean`` are unset:
-        ``best`` is the model's own test-time augmentation (:meth:`tiler.model.ModelInfo.quality_tta`), else
-        :data:`QUALITY_TTA`.
+        Named preset (:data:`tiler.model.QUALITY`) of the TTA and its mean where ``tta`` and ``tta_mean`` are
+        unset: ``best`` is the model's own test-time augmentation (:meth:`tiler.model.ModelInfo.quality_tta`),
+        else :data:`tiler.model.QUALITY_TTA`.
     tta : {"none", "flip", "d4"}, optional
         Test-time augmentation; default the quality preset's.
     tta_mean : {"arithmetic", "geometric"}, optional
@@ -285,8 +277,10 @@ class InferenceConfig(_Config):
     def network_options(self) -> dict[str, Any]:
         """The options a :class:`tiler.model.Predictor` is built from (batch size, TTA, runtime, precision):
         ``Predictor(model, **config.network_options())``; equal dicts make the same predictor. A TTA left
-        unset is the quality preset's (:data:`QUALITY_TTA`; :meth:`for_model` takes the model's own)."""
-        return {name: getattr(self._with_tta(QUALITY_TTA[self.quality]), name) for name in NETWORK_FIELDS}
+        unset is the quality preset's (:data:`tiler.model.QUALITY_TTA`; :meth:`for_model` takes the model's
+        own)."""
+        presets = getattr(importlib.import_module("tiler.model"), "QUALITY_TTA")  # the model's layer, on use
+        return {name: getattr(self._with_tta(presets[self.quality]), name) for name in NETWORK_FIELDS}
 
     def _with_tta(self, preset: Mapping[str, str]) -> "InferenceConfig":
         if self.tta is not None and self.tta_mean is not None:

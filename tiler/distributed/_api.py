@@ -25,6 +25,7 @@ from tiler.distributed._journal import FINGERPRINT_TAG, digest, fingerprint
 from tiler.distributed._runner import BatchAborted, ClusterError, SceneResult, SchedulerLost, execute
 from tiler.distributed._tasks import SceneJob, resolve_parts
 from tiler.errors import OutputExistsError, OutputPathError, TilerError, UsageError
+from tiler.model import THREADS_ENV
 from tiler.pipeline import resolve_run, run_report, run_resolved
 from tiler.reports import RunReport
 from tiler.scene import open_scene, scene_inputs
@@ -58,8 +59,8 @@ def cluster(workers: Optional[int] = None, scheduler: Optional[str] = None, *,
     ----------
     workers : int, optional
         Start a ``LocalCluster`` of this many worker processes, one thread
-        each (each worker's numeric libraries get ``cores // workers``
-        threads, unless ``TF_NUM_INTRAOP_THREADS``, ``OMP_NUM_THREADS`` ...
+        each (each worker's numeric libraries and OpenVINO network get ``cores // workers``
+        threads, unless ``TF_NUM_INTRAOP_THREADS``, ``OMP_NUM_THREADS``, ``TILER_NUM_THREADS`` ...
         are set in the environment). Where ``dask_cuda`` is installed and there are at least this
         many GPUs, a ``LocalCUDACluster`` (one worker per GPU) instead.
     scheduler : str, optional
@@ -109,7 +110,8 @@ def cluster(workers: Optional[int] = None, scheduler: Optional[str] = None, *,
     threads = str(max(1, (os.cpu_count() or 1) // workers))
     env = {k: os.environ.get(k, v) for k, v in (  # a value the user set wins
         ("OMP_NUM_THREADS", threads), ("TF_NUM_INTRAOP_THREADS", threads), ("TF_NUM_INTEROP_THREADS", "1"),
-        ("NUMBA_NUM_THREADS", threads), ("MKL_NUM_THREADS", threads), ("OPENBLAS_NUM_THREADS", threads))}
+        ("NUMBA_NUM_THREADS", threads), ("MKL_NUM_THREADS", threads), ("OPENBLAS_NUM_THREADS", threads),
+        (THREADS_ENV, threads))}
     if gdal_cache_mb is not None:
         env["GDAL_CACHEMAX"] = str(gdal_cache_mb)
     local = _cuda_cluster(workers, env)

@@ -29,6 +29,9 @@ _EXPORTS = {
     "RUNTIMES": "_runtime",
     "PRECISIONS": "_runtime",
     "check_runtime": "_runtime",
+    "THREADS_ENV": "_runtime",
+    "QUALITY": "_info",
+    "QUALITY_TTA": "_info",
     "TTA_DEVICES": "_predictor",
     "export_onnx": "_export",
     "DEFAULT_COLOURS": "_onnx",
@@ -51,7 +54,9 @@ _, __getattr__, __dir__ = lazy_exports("tiler.model", _EXPORTS)
 
 __all__ = ["DEFAULT_COLOURS", "DEFAULT_MODEL_PATH", "DiceCrossEntropy", "ENCODERS", "JaccardCrossEntropy",
            "KERNEL_INITIALIZERS", "METADATA_NAME", "ModelInfo", "NamedModel", "PRECISIONS", "Predictor",
-           "RUNTIMES", "TTA_DEVICES", "TilerModel", "available_models", "build_encoder_unet", "build_unet",
+           "QUALITY", "QUALITY_TTA",
+           "RUNTIMES", "THREADS_ENV", "TTA_DEVICES", "TilerModel", "available_models", "build_encoder_unet",
+           "build_unet",
            "check_runtime", "cross_entropy_loss", "encoder_layers", "export_onnx", "import_keras", "load_model",
            "read_info", "resolve_model_path", "save_model", "soft_dice_loss", "soft_jaccard_loss", "update_info",
            "mlm_properties", "classification_classes", "mlm_item", "model_asset", "info_from_mlm", "model_from_mlm",
@@ -62,7 +67,7 @@ if TYPE_CHECKING:  # the names as static analysers and the API reference see the
     from tiler.model._encoders import ENCODERS, build_encoder_unet, encoder_layers
     from tiler.model._export import export_onnx
     from tiler.model._file import TilerModel, load_model, read_info, save_model, update_info
-    from tiler.model._info import METADATA_NAME, ModelInfo
+    from tiler.model._info import METADATA_NAME, QUALITY, QUALITY_TTA, ModelInfo
     from tiler.model._losses import (
         DiceCrossEntropy,
         JaccardCrossEntropy,
@@ -82,5 +87,5 @@ if TYPE_CHECKING:  # the names as static analysers and the API reference see the
     from tiler.model._onnx import DEFAULT_COLOURS
     from tiler.model._predictor import TTA_DEVICES, Predictor
     from tiler.model._registry import DEFAULT_MODEL_PATH, NamedModel, available_models, resolve_model_path
-    from tiler.model._runtime import PRECISIONS, RUNTIMES, check_runtime
+    from tiler.model._runtime import PRECISIONS, RUNTIMES, THREADS_ENV, check_runtime
     from tiler.model._unet import KERNEL_INITIALIZERS, build_unet

@@ -29,7 +29,8 @@ import numpy as np
 
 from tiler.errors import PlanError
 
-__all__ = ["PRECISIONS", "RUNTIMES", "KerasRuntime", "OpenVINORuntime", "Runtime", "cache_dir", "check_runtime",
+__all__ = ["PRECISIONS", "RUNTIMES", "THREADS_ENV", "KerasRuntime", "OpenVINORuntime", "Runtime", "cache_dir",
+           "check_runtime", "num_threads",
            "cpu_infer", "import_openvino", "keras_backend", "make_runtime", "onnx_engine", "openvino_available",
            "with_precision"]
 
@@ -273,6 +274,28 @@ class OpenVINORuntime(Runtime):
         return self._run(batch)
 
 
+#: Environment variable capping the threads of the network on the CPU (OpenVINO's ``INFERENCE_NUM_THREADS``;
+#: OpenVINO's threading ignores ``OMP_NUM_THREADS``). ``tiler run --workers N`` sets it to ``cores // N`` in each
+#: local worker, so that N networks do not each take every core.
+THREADS_ENV = "TILER_NUM_THREADS"
+
+
+def num_threads() -> Optional[int]:
+    """The thread cap of :data:`THREADS_ENV`, or None where it is unset (OpenVINO takes every core).
+
+    Raises
+    ------
+    PlanError
+        For a value that is not a positive integer.
+    """
+    value = os.environ.get(THREADS_ENV)
+    if value is None or value == "":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise PlanError(f"{THREADS_ENV}={value!r} is not a positive number of threads; unset it or give e.g. 1")
+    return int(value)
+
+
 def cpu_infer(core, model, precision: str) -> Callable[[np.ndarray], np.ndarray]:
     """An OpenVINO model compiled for the CPU, as a function of one batch (Keras-converted and ONNX models alike).
 
@@ -287,12 +310,17 @@ def cpu_infer(core, model, precision: str) -> Callable[[np.ndarray], np.ndarray]
     Returns
     -------
     callable
-        ``run(batch) -> ndarray`` of the first output, float32: a copy the caller owns. The infer
+        ``run(batch) -> ndarray`` of the first output, float32: a copy the caller owns.
+        Compiled with OpenVINO's ``LATENCY`` hint, on :func:`num_threads` threads where
+        :data:`THREADS_ENV` is set, else every core. The infer
         request reuses its output buffer at the next call, and the engine blends a batch while the
         network computes the next.
     """
-    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": _OV_PRECISION[precision],
-                                                 "PERFORMANCE_HINT": "LATENCY"})
+    config = {"INFERENCE_PRECISION_HINT": _OV_PRECISION[precision], "PERFORMANCE_HINT": "LATENCY"}
+    threads = num_threads()
+    if threads is not None:
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = core.compile_model(model, "CPU", config)
     request = compiled.create_infer_request()
 
     def run(batch: np.ndarray) -> np.ndarray:
