@@ -5,7 +5,9 @@ float32) and runs ``--batches`` batches of 8 patches of 192 px; the processes st
 gives the patches per second of all of them together, for: one process with OpenVINO's own thread count
 (every core), the reference; ``--processes`` processes with OpenVINO's own thread count each (the cores
 oversubscribed); and ``--processes`` processes capped at ``cores // processes`` threads each
-(``INFERENCE_NUM_THREADS``, what ``tiler run --workers N`` gives each worker through ``TILER_NUM_THREADS``).
+(``INFERENCE_NUM_THREADS``, what ``tiler run --workers N`` gives each worker through ``TILER_NUM_THREADS``),
+with OpenVINO's default of pinning its threads to cores (every process pins to the same first cores) and
+without (``ENABLE_CPU_PINNING`` off, what tiler sets with the cap).
 
 Usage::
 
@@ -26,7 +28,7 @@ from _timing import stamp  # benchmarks/_timing.py
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def _worker(threads, batches, start, queue):
+def _worker(threads, pinning, batches, start, queue):
     import openvino as ov
 
     from tiler.model import DEFAULT_MODEL_PATH, load_model
@@ -37,6 +39,8 @@ def _worker(threads, batches, start, queue):
     config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
+    if pinning is not None:
+        config["ENABLE_CPU_PINNING"] = pinning
     model = ov.convert_model(tm.keras_model, example_input=np.zeros(shape, np.float32))
     request = core.compile_model(model, "CPU", config).create_infer_request()
     batch = np.random.default_rng(0).normal(size=shape).astype(np.float32)
@@ -48,10 +52,10 @@ def _worker(threads, batches, start, queue):
     queue.put(time.perf_counter() - t)
 
 
-def _run(processes: int, threads: int, batches: int) -> float:
+def _run(processes: int, threads: int, batches: int, pinning=None) -> float:
     ctx = mp.get_context("spawn")
     start, queue = ctx.Barrier(processes), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(threads, batches, start, queue)) for _ in range(processes)]
+    procs = [ctx.Process(target=_worker, args=(threads, pinning, batches, start, queue)) for _ in range(processes)]
     for p in procs:
         p.start()
     seconds = [queue.get() for _ in procs]
@@ -67,10 +71,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     print(stamp(), flush=True)
     cores = os.cpu_count() or 1
+    capped = max(1, cores // args.processes)
     rows = [("1 process, OpenVINO's threads", _run(1, 0, args.batches)),
             (f"{args.processes} processes, OpenVINO's threads each", _run(args.processes, 0, args.batches)),
-            (f"{args.processes} processes, {max(1, cores // args.processes)} thread(s) each",
-             _run(args.processes, max(1, cores // args.processes), args.batches))]
+            (f"{args.processes} processes, {capped} thread(s) each, pinned to cores (OpenVINO's default)",
+             _run(args.processes, capped, args.batches)),
+            (f"{args.processes} processes, {capped} thread(s) each, not pinned",
+             _run(args.processes, capped, args.batches, pinning=False))]
     print(f"bundled model, batch 8 x 192 px, {args.batches} batches per process, float32; cpus={cores}")
     print()
     print("| processes and threads | patches/s (all) | vs 1 process |")

@@ -266,6 +266,7 @@ def test_the_network_takes_the_threads_tiler_num_threads_gives_and_refuses_a_bad
     x = np.linspace(-1, 1, 32, dtype=np.float32).reshape(1, 2, 4, 4)
     np.testing.assert_array_equal(run(x), np.maximum(x, 0))
     assert compiled[-1].get_property("INFERENCE_NUM_THREADS") == 1
+    assert compiled[-1].get_property("ENABLE_CPU_PINNING") is False  # else capped workers share core 0
     monkeypatch.delenv("TILER_NUM_THREADS")
     assert num_threads() is None
     cpu_infer(Core(), model, "float32")

@@ -311,15 +311,18 @@ def cpu_infer(core, model, precision: str) -> Callable[[np.ndarray], np.ndarray]
     -------
     callable
         ``run(batch) -> ndarray`` of the first output, float32: a copy the caller owns.
-        Compiled with OpenVINO's ``LATENCY`` hint, on :func:`num_threads` threads where
-        :data:`THREADS_ENV` is set, else every core. The infer
+        Compiled with OpenVINO's ``LATENCY`` hint, on :func:`num_threads` threads, not pinned to cores,
+        where :data:`THREADS_ENV` is set, else every core. The infer
         request reuses its output buffer at the next call, and the engine blends a batch while the
         network computes the next.
     """
     config = {"INFERENCE_PRECISION_HINT": _OV_PRECISION[precision], "PERFORMANCE_HINT": "LATENCY"}
     threads = num_threads()
     if threads is not None:
-        config["INFERENCE_NUM_THREADS"] = threads
+        # Unpinned: OpenVINO pins its threads to the first cores, so capped processes side by side would all
+        # run on core 0 (two workers of one thread: 0.52x the patches/s of one process; unpinned 0.99x,
+        # benchmarks/worker_threads.py).
+        config.update(INFERENCE_NUM_THREADS=threads, ENABLE_CPU_PINNING=False)
     compiled = core.compile_model(model, "CPU", config)
     request = compiled.create_infer_request()
 
