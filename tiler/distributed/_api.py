@@ -59,10 +59,14 @@ def cluster(workers: Optional[int] = None, scheduler: Optional[str] = None, *,
     ----------
     workers : int, optional
         Start a ``LocalCluster`` of this many worker processes, one thread
-        each (each worker's numeric libraries and OpenVINO network get ``cores // workers``
-        threads, unless ``TF_NUM_INTRAOP_THREADS``, ``OMP_NUM_THREADS``, ``TILER_NUM_THREADS`` ...
-        are set in the environment). Where ``dask_cuda`` is installed and there are at least this
-        many GPUs, a ``LocalCUDACluster`` (one worker per GPU) instead.
+        each (each worker's numeric libraries get ``cores // workers``
+        threads, unless ``TF_NUM_INTRAOP_THREADS``, ``OMP_NUM_THREADS`` ...
+        are set in the environment; its OpenVINO network takes every core unless
+        :data:`tiler.model.THREADS_ENV` caps it: two workers on two cores capped at one
+        thread each took 88.9 s over the 8192² mosaic in 3 parts, uncapped 72.2 s, a part
+        left alone running on one core, benchmarks/gigapixel.py). Where ``dask_cuda`` is
+        installed and there are at least this many GPUs, a ``LocalCUDACluster`` (one worker
+        per GPU) instead.
     scheduler : str, optional
         Address of a running scheduler (``tcp://host:8786``); its workers must
         see the scenes, the model file and the output folder at the same paths.
@@ -110,8 +114,9 @@ def cluster(workers: Optional[int] = None, scheduler: Optional[str] = None, *,
     threads = str(max(1, (os.cpu_count() or 1) // workers))
     env = {k: os.environ.get(k, v) for k, v in (  # a value the user set wins
         ("OMP_NUM_THREADS", threads), ("TF_NUM_INTRAOP_THREADS", threads), ("TF_NUM_INTEROP_THREADS", "1"),
-        ("NUMBA_NUM_THREADS", threads), ("MKL_NUM_THREADS", threads), ("OPENBLAS_NUM_THREADS", threads),
-        (THREADS_ENV, threads))}
+        ("NUMBA_NUM_THREADS", threads), ("MKL_NUM_THREADS", threads), ("OPENBLAS_NUM_THREADS", threads))}
+    if THREADS_ENV in os.environ:  # the network's threads are OpenVINO's own unless the user caps them
+        env[THREADS_ENV] = os.environ[THREADS_ENV]
     if gdal_cache_mb is not None:
         env["GDAL_CACHEMAX"] = str(gdal_cache_mb)
     local = _cuda_cluster(workers, env)

@@ -275,8 +275,10 @@ class OpenVINORuntime(Runtime):
 
 
 #: Environment variable capping the threads of the network on the CPU (OpenVINO's ``INFERENCE_NUM_THREADS``;
-#: OpenVINO's threading ignores ``OMP_NUM_THREADS``). ``tiler run --workers N`` sets it to ``cores // N`` in each
-#: local worker, so that N networks do not each take every core.
+#: OpenVINO's threading ignores ``OMP_NUM_THREADS``), for several processes sharing a machine. Unset, OpenVINO
+#: takes every core: on the 2-core machine two uncapped workers ran as fast as capped ones while both
+#: worked, and faster where one part was left alone (benchmarks/worker_threads.py, benchmarks/gigapixel.py),
+#: so ``--workers`` leaves it to the user.
 THREADS_ENV = "TILER_NUM_THREADS"
 
 
