@@ -246,10 +246,10 @@ def test_openvino_sends_no_telemetry():
     assert done.stdout.split() == ["openvino.tools.ovc.telemetry_stub", "False"]
 
 
-
 def test_the_network_takes_the_threads_tiler_num_threads_gives_and_refuses_a_bad_value(monkeypatch):
-    """``tiler run --workers N`` gives each worker ``cores // N`` threads through TILER_NUM_THREADS: OpenVINO's
-    compiled network really runs on them (its own property), and a value that is no count is refused."""
+    """TILER_NUM_THREADS caps the network's threads for processes sharing a machine: OpenVINO's compiled network
+    really runs on them, unpinned (its own properties); unset, OpenVINO takes its own; a value that is no
+    count is refused."""
     from tiler.model._runtime import cpu_infer, num_threads
 
     compiled = []
