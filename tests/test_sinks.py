@@ -199,6 +199,27 @@ def test_a_failing_sink_leaves_no_output_of_any_sink(tmp_path):
 
 
 
+def test_a_part_file_is_compressed_losslessly_where_the_product_is_its_own(tmp_path):
+    """A run in parts keeps each part's class map until the assembly: ZSTD (a tenth of a byte per pixel of
+    this map of blobs, where it was stored raw at 1 byte), the same pixels read back; the product keeps the
+    run's own compression."""
+    from tiler.destination import Destination
+
+    cm = blobs((512, 1024), 5, seed=3, sigma=8.0)
+    ctx = OutputContext(1024, 512, None, None, tuple("abcde"))
+    blocks = [Block((r, r + 128), (0, 1024), np.ones((128, 1024), bool), class_map=cm[r:r + 128])
+              for r in range(0, 512, 128)]
+    for name, part in (("part.tif", True), ("product.tif", False)):
+        feed(iter(blocks), [ClassMapSink(Destination(tmp_path / name, overwrite=False), part=part)], ctx)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(tmp_path / "part.tif") as part, rasterio.open(tmp_path / "product.tif") as product:
+            assert part.compression.name == "zstd" and product.compression.name == "deflate"
+            np.testing.assert_array_equal(part.read(1), cm)
+            np.testing.assert_array_equal(product.read(1), cm)
+    assert os.path.getsize(tmp_path / "part.tif") < cm.size / 4
+
+
 def test_simplify_keeps_a_coverage_without_gaps_or_overlaps(tmp_path):
     cm = blobs((200, 200), 3, seed=3, sigma=6)
     mask = write_tif(tmp_path / "m.tif", cm[None], nodata=255)

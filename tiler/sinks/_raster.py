@@ -48,17 +48,20 @@ def _cog_options(options: Mapping[str, str], resampling: str) -> dict[str, str]:
     return out
 
 
-def _intermediate_options(options: Mapping[str, str], profile: Mapping) -> dict[str, str]:
-    """Creation options of the streamed file a COG is built from: lossless and fast to write and read.
+def _intermediate_options(options: Mapping[str, str], profile: Mapping, *,
+                          raw_bytes: int = COG_RAW_INTERMEDIATE_BYTES) -> dict[str, str]:
+    """Creation options of an intermediate file (the streamed file a COG is built from, a part of a run in
+    parts): lossless and fast to write and read.
 
-    Uncompressed up to :data:`COG_RAW_INTERMEDIATE_BYTES` (the COG driver reads
-    it twice: for the overviews, then for the full resolution), ZSTD level 1
-    above; the tile size and BigTIFF choice are the run's. The COG itself gets
-    the run's compression.
+    Uncompressed up to ``raw_bytes`` (default :data:`COG_RAW_INTERMEDIATE_BYTES`: the COG driver reads its
+    intermediate twice, for the overviews, then for the full resolution), ZSTD level 1 above; the tile size
+    and BigTIFF choice are the run's. The product itself gets the run's compression. A part is always
+    compressed (``raw_bytes=0``): it waits on disk for the assembly, which reads it once, and uncompressed it
+    cost 1 byte per pixel of a class map (ZSTD level 1: ~0.03 on the 8192² mosaic, benchmarks/gigapixel.py).
     """
     size = int(profile["width"]) * int(profile["height"]) * int(profile["count"]) * np.dtype(profile["dtype"]).itemsize
     out = {k: v for k, v in options.items() if k in ("TILED", "BLOCKXSIZE", "BLOCKYSIZE", "BIGTIFF")}
-    if size <= COG_RAW_INTERMEDIATE_BYTES:
+    if size <= raw_bytes:
         out["COMPRESS"] = "NONE"
     else:
         out.update(COMPRESS="ZSTD", ZSTD_LEVEL="1", PREDICTOR="3" if np.dtype(profile["dtype"]).kind == "f" else "2")
@@ -139,7 +142,8 @@ class _GeoTIFFSink:
         options = self.checked if self.checked is not None else check_creation_options(
             self.creation_options, dtype=profile["dtype"], count=profile["count"])
         self.options = options
-        written = _intermediate_options(options, profile) if self.cog or self.part else options
+        written = (_intermediate_options(options, profile, raw_bytes=0) if self.part
+                   else _intermediate_options(options, profile) if self.cog else options)
         self.row_offset = context.row_offset
         self.writer = MaskWriter(self.destination, profile, creation_options=written,
                                  tags={**context.tags, "TILER_OUTPUT": self.product, **layout.pop("tags", {})},
