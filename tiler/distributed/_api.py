@@ -96,6 +96,7 @@ def cluster(workers: Optional[int] = None, scheduler: Optional[str] = None, *,
     from distributed import Client
 
     if scheduler is not None:
+        _check_address(scheduler)
         try:
             client = Client(scheduler, timeout="20s")
         except (OSError, TimeoutError) as exc:
@@ -130,6 +131,27 @@ def cluster(workers: Optional[int] = None, scheduler: Optional[str] = None, *,
         log.info("dask LocalCluster of %d worker(s), %s thread(s) each, memory limit %d MB each; dashboard %s",
                  workers, env["TF_NUM_INTRAOP_THREADS"], memory_limit // 2**20, client.dashboard_link)
         yield client
+
+
+def _check_address(scheduler: str) -> None:
+    """Refuse a scheduler address that cannot be one (``not a url``, a TCP address without its port) before
+    any connection: a client started on it fails inside dask's event loop, where a previous client's
+    shutdown can turn the ValueError into another error (seen once under load: an AssertionError, exit 1).
+
+    Raises
+    ------
+    UsageError
+        Naming the address and the form it should take.
+    """
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, location = parse_address(scheduler)
+        if scheme in ("tcp", "tls"):
+            parse_host_port(location)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"--scheduler: {scheduler!r} is not a dask scheduler address ({exc}); give one like "
+                         "tcp://host:8786") from None
 
 
 def _await_workers(client, scheduler: str, timeout: float) -> None:
