@@ -34,7 +34,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 DUBAI = ROOT.parent / "shared" / "data" / "dubai_aerial"
 CLASSES = ROOT / "examples" / "dubai_classes.json"
-_IGNORE = 255  # tiler.labels.IGNORE: a truth pixel of no class
 
 
 def _patches(rng, images: list[str], n: int, size: int, scheme=None):
@@ -57,8 +56,8 @@ def _patches(rng, images: list[str], n: int, size: int, scheme=None):
     return np.stack(out), (np.stack(truth) if truth else None)
 
 
-def _mean_iou(pred: np.ndarray, truth: np.ndarray, k: int) -> float:
-    valid = truth != _IGNORE
+def _mean_iou(pred: np.ndarray, truth: np.ndarray, k: int, ignore: int) -> float:
+    valid = truth != ignore
     scores = []
     for c in range(k):
         inter = np.count_nonzero((pred == c) & (truth == c) & valid)
@@ -90,8 +89,6 @@ def main(argv=None) -> int:
     import openvino as ov
 
     from tiler.labels import IGNORE, LabelScheme
-
-    assert IGNORE == _IGNORE
     from tiler.model import DEFAULT_MODEL_PATH, load_model
 
     tm = load_model(args.model or DEFAULT_MODEL_PATH)
@@ -140,7 +137,7 @@ def main(argv=None) -> int:
         n = len(prob)
         rows.append((name, quantise_s if settings is not None else None, args.repeat * n / seconds,
                      float((pred == reference.argmax(-1)).mean()), float(np.abs(prob - reference).max()),
-                     _mean_iou(pred, truth[:n], len(tm.info.classes))))
+                     _mean_iou(pred, truth[:n], len(tm.info.classes), IGNORE)))
     print(f"{args.model or 'bundled model'}; calibration {args.calibration} patches of tiles 1-6, test {args.patches} "
           f"patches of tile 7, {args.patch} px, batch {b}; cpus={os.cpu_count()}")
     print()

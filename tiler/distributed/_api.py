@@ -25,7 +25,6 @@ from tiler.distributed._journal import FINGERPRINT_TAG, digest, fingerprint
 from tiler.distributed._runner import BatchAborted, ClusterError, SceneResult, SchedulerLost, execute
 from tiler.distributed._tasks import SceneJob, resolve_parts
 from tiler.errors import OutputExistsError, OutputPathError, TilerError, UsageError
-from tiler.model import THREADS_ENV
 from tiler.pipeline import resolve_run, run_report, run_resolved
 from tiler.reports import RunReport
 from tiler.scene import open_scene, scene_inputs
@@ -116,8 +115,6 @@ def cluster(workers: Optional[int] = None, scheduler: Optional[str] = None, *,
     env = {k: os.environ.get(k, v) for k, v in (  # a value the user set wins
         ("OMP_NUM_THREADS", threads), ("TF_NUM_INTRAOP_THREADS", threads), ("TF_NUM_INTEROP_THREADS", "1"),
         ("NUMBA_NUM_THREADS", threads), ("MKL_NUM_THREADS", threads), ("OPENBLAS_NUM_THREADS", threads))}
-    if THREADS_ENV in os.environ:  # the network's threads are OpenVINO's own unless the user caps them
-        env[THREADS_ENV] = os.environ[THREADS_ENV]
     if gdal_cache_mb is not None:
         env["GDAL_CACHEMAX"] = str(gdal_cache_mb)
     local = _cuda_cluster(workers, env)

@@ -386,14 +386,14 @@ class PolygonSink:
         _write_layer(self._work, np.empty(0, object), _empty_fields(), driver="GPKG", crs=self.crs_wkt,
                      append=False)
 
-    def _chunks(self, where: Optional[str] = None, path: Optional[str] = None) -> Iterator[tuple]:
-        """``(meta, WKB geometries, fields)`` of the polygon layer of ``path`` (default the intermediate file),
-        ``_CHUNK`` features at a time."""
+    def _chunks(self, where: Optional[str] = None) -> Iterator[tuple]:
+        """``(meta, WKB geometries, fields)`` of the intermediate file's polygon layer, ``_CHUNK`` features at a
+        time."""
         import pyogrio.raw
 
         skip = 0
         while True:
-            meta, _, geoms, fields = pyogrio.raw.read(path or self._work, layer=LAYER, skip_features=skip,
+            meta, _, geoms, fields = pyogrio.raw.read(self._work, layer=LAYER, skip_features=skip,
                                                       max_features=_CHUNK, where=where)
             if len(geoms) == 0:
                 return
