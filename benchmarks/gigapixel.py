@@ -14,6 +14,9 @@ assembly writes while the parts are still there), the outputs' sizes and the pol
 Usage::
 
     python benchmarks/gigapixel.py [--size 32768] [--small 8192] [--workers 1 2] [--vector both] [--seed 0]
+                                   [--work FOLDER]
+
+With ``--work`` the scenes are kept in that folder and reused by the next run with the same sizes and seed.
 
 The 32768² scene is 1.07 Gpx; a run of it takes about 20 minutes on a 2-core machine. Needs
 ``../shared/data/dubai_aerial``.
@@ -58,7 +61,8 @@ def build(path: Path, size: int, seed: int) -> str:
             tiles.append(ds.read(window=Window(0, 0, TILE, TILE)))
     rng = np.random.default_rng(seed)
     n = -(-size // TILE)
-    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=3, dtype="uint8", tiled=True,
+    partial = path.with_name(f".{path.name}.partial")  # renamed when whole, so a kept scene is never a torn one
+    with rasterio.open(partial, "w", driver="GTiff", width=size, height=size, count=3, dtype="uint8", tiled=True,
                        blockxsize=512, blockysize=512, compress="deflate", crs="EPSG:32640",
                        transform=from_origin(300000, 2800000, 0.5, 0.5), BIGTIFF="IF_SAFER") as dst:
         for i in range(n):
@@ -72,6 +76,7 @@ def build(path: Path, size: int, seed: int) -> str:
                 cols = min(TILE, size - j * TILE)
                 strip[:, :, j * TILE:j * TILE + cols] = t[:, :rows, :cols]
             dst.write(strip, window=Window(0, i * TILE, size, rows))
+    os.replace(partial, path)
     return str(path)
 
 
@@ -162,13 +167,19 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--vector", choices=["yes", "no", "both"], default="both")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--work", default=None, help="folder for the scenes and outputs (default: a temporary one)")
+    ap.add_argument("--work", default=None,
+                    help="folder that keeps the built scenes between runs (reused: scene_<size>_<seed>.tif); "
+                         "the outputs go to a temporary folder inside it (default: all in a temporary folder)")
     args = ap.parse_args()
     print(stamp())
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         tmp = Path(tmp)
         t = time.perf_counter()
-        scenes = {size: build(tmp / f"scene_{size}.tif", size, args.seed) for size in (args.small, args.size)}
+        keep = Path(args.work) if args.work else tmp
+        scenes = {}
+        for size in (args.small, args.size):
+            path = keep / f"scene_{size}_{args.seed}.tif"
+            scenes[size] = str(path) if path.exists() else build(path, size, args.seed)
         print(f"# scenes built in {time.perf_counter() - t:.0f} s: "
               + ", ".join(f"{s}² ({os.path.getsize(p) / 1e9:.2f} GB)" for s, p in scenes.items()))
         print("| scene | vector | workers | seconds | scene Mpx/s | parts | assembly s | of it raster s "
