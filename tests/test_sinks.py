@@ -141,6 +141,28 @@ def test_checkerboards_and_diagonals_across_seams(connectivity):
     assert_same_polygons(expected, _stream(cm, valid, [1], connectivity, 8, 10))
 
 
+@pytest.mark.parametrize("connectivity", [4, 8])
+def test_a_region_across_every_seam_keeps_each_of_its_holes(connectivity):
+    # One background region over the whole array with a hole every few pixels, next to every seam (rows 15 and
+    # 16, 31 and 32 ... on both sides of the strip and band edges), a hole reaching the array's edge (not a
+    # hole: a notch), islands of the region inside holes (a separate region with 4-connectivity; touching
+    # a hole's corner, the same region with 8), and holes touching the shell at a corner.
+    cm = np.ones((96, 110), np.uint8)
+    cm[1::4, 2::5] = 2
+    cm[15:17, 40:43] = 2
+    cm[31:33, 60:62] = 2
+    cm[50:55, 20:25] = 2
+    cm[52, 22] = 1  # an island inside a hole
+    cm[70:73, 47:50] = 2
+    cm[69, 46] = 2  # touching that hole at a corner
+    cm[0:3, 80] = 2  # a notch from the edge
+    valid = np.ones(cm.shape, bool)
+    expected = polygons_by_class(cm, valid, [1, 2], connectivity=connectivity)
+    assert max(len(shapely.get_rings(g)) for g in expected[1]) > 300  # the region and its holes
+    for strip, band in [(16, 22), (32, 1000), (7, 110)]:
+        assert_same_polygons(expected, _stream(cm, valid, [1, 2], connectivity, strip, band))
+
+
 def test_uint8_probabilities_are_the_float_ones_scaled_with_the_mask(tmp_path, tif, classes_model):
     img = smooth_image(3, 90, 70)
     img[:, :10, :12] = 0

@@ -335,20 +335,44 @@ class Polygonizer:
                 first[g] = base + k
 
     def _union(self, members: list[int]) -> shapely.Geometry:
-        """One region from its parts: a coverage union, exact and linear in the vertices.
+        """One region from its parts: a coverage union of their shells, their holes put back; exact, and
+        linear in the vertices.
 
         The parts do not overlap and meet only along block seams, but their
         vertices there differ (each part has its own corners); GEOS's coverage
         union needs identical vertices on shared edges, so each part gets a
         vertex at every pixel corner along its own block's seams first, and the
         collinear vertices are dropped after.
+
+        With 4-connectivity a part's holes never reach its block's edges (a
+        hole is enclosed by the part's own pixels, inside its block; a pixel on
+        the block's edge is outside the part or in it, never enclosed) and hold
+        no other part of the region (what a hole encloses is not 4-connected to
+        the part, so it is another region), so they are holes of the union as
+        they are: only the shells are unioned, which keeps GEOS's cost in
+        proportion to the seams. A region that spans a gigapixel scene has tens
+        of thousands of holes: the coverage union of the whole parts took 51 s
+        for one such region (27,352 holes, 1.8 million vertices), of the shells
+        4 s. With 8-connectivity a hole may hold another polygon of the same
+        region (an island touching it at a corner), so the whole parts are
+        unioned.
         """
-        dense = []
+        seams = []
         for i in members:
             r0, r1, c0, c1 = self._block[i]
-            ys = [v for v in (r0, r1) if 0 < v < self.height]
-            xs = [v for v in (c0, c1) if 0 < v < self.width]
-            dense.append(_densify(shapely.get_parts(self._parts[i]), ys, xs))
+            seams.append(([v for v in (r0, r1) if 0 < v < self.height], [v for v in (c0, c1) if 0 < v < self.width]))
+        if self.connectivity == 4:
+            shells, holes = [], []
+            for i, (ys, xs) in zip(members, seams):
+                parts = shapely.get_parts(self._parts[i])
+                rings, owner = shapely.get_rings(parts, return_index=True)
+                holes.append(rings[np.r_[False, owner[1:] == owner[:-1]]])  # each polygon's shell, then its holes
+                shells.append(_densify(shapely.polygons(shapely.get_exterior_ring(parts)), ys, xs))
+            union = shapely.coverage_union_all(np.concatenate(shells))
+            if shapely.get_type_id(union) == 3:  # a Polygon, as a region joined along shared segments is
+                rings = np.concatenate([shapely.get_rings(union), *holes])  # its shell first, then every hole
+                return _drop_collinear(shapely.polygons(rings, indices=np.zeros(len(rings), np.intp))[0])
+        dense = [_densify(shapely.get_parts(self._parts[i]), ys, xs) for i, (ys, xs) in zip(members, seams)]
         return _drop_collinear(shapely.coverage_union_all(np.concatenate(dense)))
 
 
