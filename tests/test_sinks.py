@@ -145,8 +145,8 @@ def test_checkerboards_and_diagonals_across_seams(connectivity):
 def test_a_region_across_every_seam_keeps_each_of_its_holes(connectivity):
     # One background region over the whole array with a hole every few pixels, next to every seam (rows 15 and
     # 16, 31 and 32 ... on both sides of the strip and band edges), a hole reaching the array's edge (not a
-    # hole: a notch), islands of the region inside holes (a separate region with 4-connectivity; touching
-    # a hole's corner, the same region with 8), and holes touching the shell at a corner.
+    # hole: a notch), an island of the region inside a hole (a separate region with 4-connectivity), and a
+    # hole touching another hole at a corner.
     cm = np.ones((96, 110), np.uint8)
     cm[1::4, 2::5] = 2
     cm[15:17, 40:43] = 2
