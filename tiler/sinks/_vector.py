@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import warnings
+from contextlib import contextmanager
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
@@ -55,6 +56,14 @@ def _empty_fields() -> list:
             np.empty(0, np.int64), np.empty(0, np.float64)]
 
 
+@contextmanager
+def _no_crs_warning():
+    """A scene without georeferencing has no CRS, on purpose: pyogrio's warning about it would only alarm."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*crs.*was not provided", category=UserWarning)
+        yield
+
+
 def _write_layer(path: str, wkb, fields: Sequence[np.ndarray], *, driver: str, crs: Optional[str],
                  append: bool, spatial_index: bool = True) -> None:
     """Write (or append) MultiPolygon features to the polygon layer of ``path`` with pyogrio.
@@ -70,9 +79,7 @@ def _write_layer(path: str, wkb, fields: Sequence[np.ndarray], *, driver: str, c
         options = {"SPATIAL_INDEX": "NO"}
     elif driver == "GeoJSON" and not append:
         options = {"RFC7946": "YES"}
-    with warnings.catch_warnings():
-        # A scene without georeferencing has no CRS, on purpose: pyogrio's warning would only alarm.
-        warnings.filterwarnings("ignore", message=".*crs.*was not provided", category=UserWarning)
+    with _no_crs_warning():
         pyogrio.raw.write(path, wkb, list(fields), list(FIELDS), layer=LAYER, driver=driver,
                           geometry_type="MultiPolygon", promote_to_multi=True, crs=crs, append=append,
                           layer_options=options)
@@ -89,7 +96,7 @@ def _copy_layer(src: str, dst: str, *, crs: Optional[str], append: bool, spatial
     n = int(pyogrio.read_info(src, layer=LAYER)["features"])
     if n == 0:
         return 0  # nothing to copy (and no empty layer to create before the first part with features)
-    with pyogrio.raw.open_arrow(src, layer=LAYER) as (meta, stream):
+    with pyogrio.raw.open_arrow(src, layer=LAYER) as (meta, stream), _no_crs_warning():
         pyogrio.raw.write_arrow(stream, dst, layer=LAYER, driver="GPKG", geometry_name=meta["geometry_name"] or "geom",
                                 geometry_type="MultiPolygon", crs=crs, append=append,
                                 layer_options=None if spatial_index else {"SPATIAL_INDEX": "NO"})
