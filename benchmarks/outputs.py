@@ -110,7 +110,7 @@ def child(case: str, size: int, kind: str, work: str) -> dict:
         ctx = OutputContext(size, size, CRS.from_epsg(32640), Affine(0.5, 0, 300000, 0, -0.5, 2800000), CLASSES,
                             labels=labels)
         seconds: dict = {"write": 0.0}
-        with rasterio.Env(GDAL_CACHEMAX=64), guard_outputs({"out": out}, overwrite=True) as guard:
+        with rasterio.Env(GDAL_CACHEMAX=64 * 2**20), guard_outputs({"out": out}, overwrite=True) as guard:
             t = time.perf_counter()
             blocks = _blocks(size, block)
 

@@ -229,7 +229,7 @@ def scaling_table(args) -> None:
             f"{'error px':>8} {'unreg. read s':>13} {'reg. read s':>11} {'ratio':>6}")
     print(head)
     print("-" * len(head))
-    with tempfile.TemporaryDirectory() as tmp, rasterio.Env(GDAL_CACHEMAX=64):
+    with tempfile.TemporaryDirectory() as tmp, rasterio.Env(GDAL_CACHEMAX=64 * 2**20):
         with open_scene(build(Path(tmp), 1)) as sc:
             register_scene(sc)  # untimed: the first call imports SciPy, scikit-image and OpenCV
         for n in args.tiles:

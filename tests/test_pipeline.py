@@ -190,3 +190,32 @@ def test_band_mapping_by_description_and_explicit_bands(tmp_path, tif, tiny_mode
 
 
 
+
+
+@pytest.mark.parametrize("parts", [None, 2])
+def test_gdal_block_cache_is_the_run_s_megabytes(tmp_path, tif, tiny_model, monkeypatch, parts):
+    """``gdal_cache_mb`` reaches GDAL as MB. rasterio hands an integer GDAL_CACHEMAX to GDALSetCacheMax64,
+    in bytes: 64 was a cache of 64 bytes, which decoded a pixel-interleaved tile again for every band.
+    After the run, the process's cache is what it was."""
+    import functools
+
+    from rasterio.env import get_gdal_config
+
+    import tiler.engine as engine
+    from tiler import distributed
+
+    seen = []
+
+    class Recorded(engine.Accumulator):
+        def __init__(self, *args, **kwargs):
+            seen.append(int(get_gdal_config("GDAL_CACHEMAX")))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "Accumulator", Recorded)
+    before = get_gdal_config("GDAL_CACHEMAX")
+    scene = tif(smooth_image(3, 120, 90))
+    run = tiler.run_scene if parts is None else functools.partial(distributed.run, parts=parts)
+    run(scene, tmp_path / "a.tif", model=tiny_model, strip_rows=32)
+    run(scene, tmp_path / "b.tif", model=tiny_model, strip_rows=32, gdal_cache_mb=16)
+    assert len(set(seen)) == 2 and seen[0] == 64 * 2**20 and seen[-1] == 16 * 2**20
+    assert get_gdal_config("GDAL_CACHEMAX") == before

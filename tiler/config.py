@@ -343,6 +343,21 @@ class StreamConfig(_Config):
             if not isinstance(v, int) or v < 1:
                 raise PlanError(f"{name.replace('_', ' ')} must be an integer >= 1, got {v!r}")
 
+    @property
+    def gdal_env(self) -> dict[str, int]:
+        """The GDAL configuration of a run, for ``rasterio.Env(**streaming.gdal_env)``.
+
+        Returns
+        -------
+        dict
+            ``GDAL_CACHEMAX``: :attr:`gdal_cache_mb` in **bytes**. rasterio passes an integer
+            ``GDAL_CACHEMAX`` to ``GDALSetCacheMax64``, whose unit is bytes (GDAL's C API), not to the
+            configuration option, where a number below 100000 means MB: ``rasterio.Env(GDAL_CACHEMAX=64)``
+            is a cache of 64 bytes, which decodes a pixel-interleaved tile again for each band read. rasterio
+            puts the previous cache size back when the ``Env`` closes.
+        """
+        return {"GDAL_CACHEMAX": self.gdal_cache_mb * 2**20}
+
 
 @dataclass(frozen=True)
 class OutputConfig(_Config):

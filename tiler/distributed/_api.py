@@ -116,7 +116,7 @@ def cluster(workers: Optional[int] = None, scheduler: Optional[str] = None, *,
         ("OMP_NUM_THREADS", threads), ("TF_NUM_INTRAOP_THREADS", threads), ("TF_NUM_INTEROP_THREADS", "1"),
         ("NUMBA_NUM_THREADS", threads), ("MKL_NUM_THREADS", threads), ("OPENBLAS_NUM_THREADS", threads))}
     if gdal_cache_mb is not None:
-        env["GDAL_CACHEMAX"] = str(gdal_cache_mb)
+        env["GDAL_CACHEMAX"] = str(gdal_cache_mb)  # the configuration option: a number below 100000 is MB
     local = _cuda_cluster(workers, env)
     if local is None:
         from distributed import LocalCluster
@@ -365,7 +365,7 @@ def run(
     elif any(v is not None for v in (model, inference, streaming, output, polygons)) or options:
         raise UsageError("give either a resolved spec or the model and options, not both")
     if client is None and workers is None and scheduler is None:
-        with rasterio.Env(GDAL_CACHEMAX=spec.streaming.gdal_cache_mb), \
+        with rasterio.Env(**spec.streaming.gdal_env), \
                 open_scene(scene, reference=spec.inference.reference) as sc:
             strips = len(list(spec.grid(sc.height, sc.width).strips(spec.streaming.strip_rows)))
             if resolve_parts(parts, strips) == 1:

@@ -212,7 +212,7 @@ def start(job: SceneJob, progress=None) -> dict:
     inference, streaming = spec.inference, spec.streaming
     t = time.perf_counter()
     try:
-        with rasterio.Env(GDAL_CACHEMAX=streaming.gdal_cache_mb), \
+        with rasterio.Env(**streaming.gdal_env), \
                 open_scene(job.scene, reference=inference.reference) as sc:
             pg = run_grid(sc, spec.info, inference, spec.output.grid)
             grid = spec.grid(pg.height, pg.width)
@@ -300,7 +300,7 @@ def run_part(job: SceneJob, prepared: dict, band: RowBand, progress=None) -> dic
     stats = PatchStats()
     try:
         tm = _cached_model(job)
-        with rasterio.Env(GDAL_CACHEMAX=streaming.gdal_cache_mb), \
+        with rasterio.Env(**streaming.gdal_env), \
                 open_scene(job.scene, reference=inference.reference) as sc:
             for name, c in prepared["corrections"].items():
                 sc.set_correction(name, Affine(*c))
@@ -411,7 +411,7 @@ def assemble(job: SceneJob, prepared: dict, parts: list[dict]) -> dict:
     dests = _staging(job)
     split = {"vector": 0.0, "raster": 0.0}
     try:
-        with rasterio.Env(GDAL_CACHEMAX=streaming.gdal_cache_mb):
+        with rasterio.Env(**streaming.gdal_env):
             if dests["vector"] is not None:
                 vector_sink = _assemble_polygons(job, parts, dests["vector"], polygons, context)
                 split["vector"] = time.perf_counter() - t

@@ -107,7 +107,7 @@ def index_scene(
     co = check_creation_options(dict(output.creation_options), dtype="float32", count=len(names))
     strip_rows = streaming.strip_rows
     with _destinations({"out": (out, GEOTIFF_SUFFIXES)}, scene, [], overwrite) as dests, \
-            rasterio.Env(GDAL_CACHEMAX=streaming.gdal_cache_mb), \
+            rasterio.Env(**streaming.gdal_env), \
             open_scene(scene, reference=inference.reference) as sc:
         sink = IndexSink(dests["out"], creation_options=co, cog=output.cog)
         plan = ChannelPlan.for_scene(sc, names)

@@ -201,7 +201,7 @@ def run_resolved(spec: RunSpec, scene: Union[str, os.PathLike], out=None, vector
     inference, streaming = spec.inference, spec.streaming
     with _destinations({"out": (out, GEOTIFF_SUFFIXES), "vector": (vector, tuple(VECTOR_FORMATS))}, scene,
                        [spec.model] if spec.model else [], overwrite) as dests, \
-            rasterio.Env(GDAL_CACHEMAX=streaming.gdal_cache_mb), \
+            rasterio.Env(**streaming.gdal_env), \
             (_already(opened) if opened is not None else open_scene(scene, reference=inference.reference)) as sc:
         sinks = []
         if dests["out"] is not None:
