@@ -362,16 +362,23 @@ class Polygonizer:
             r0, r1, c0, c1 = self._block[i]
             seams.append(([v for v in (r0, r1) if 0 < v < self.height], [v for v in (c0, c1) if 0 < v < self.width]))
         if self.connectivity == 4:
-            shells, holes = [], []
-            for i, (ys, xs) in zip(members, seams):
-                parts = shapely.get_parts(self._parts[i])
-                rings, owner = shapely.get_rings(parts, return_index=True)
-                holes.append(rings[np.r_[False, owner[1:] == owner[:-1]]])  # each polygon's shell, then its holes
-                shells.append(_densify(shapely.polygons(shapely.get_exterior_ring(parts)), ys, xs))
+            shells = [_densify(shapely.polygons(shapely.get_exterior_ring(shapely.get_parts(self._parts[i]))), ys, xs)
+                      for i, (ys, xs) in zip(members, seams)]
             union = shapely.coverage_union_all(np.concatenate(shells))
+            del shells
             if shapely.get_type_id(union) == 3:  # a Polygon, as a region joined along shared segments is
-                rings = np.concatenate([shapely.get_rings(union), *holes])  # its shell first, then every hole
-                return _drop_collinear(shapely.polygons(rings, indices=np.zeros(len(rings), np.intp))[0])
+                # Its shell first (the only ring with seam vertices to drop), then every part's holes as they
+                # are: a part's rings have no collinear vertex (the polygoniser's), and a hole none of the
+                # union's seams.
+                rings = [_drop_collinear_rings(shapely.get_rings(union))]
+                del union
+                for i in members:
+                    parts = shapely.get_parts(self._parts[i])
+                    if shapely.get_num_interior_rings(parts).any():
+                        found, owner = shapely.get_rings(parts, return_index=True)
+                        rings.append(found[np.r_[False, owner[1:] == owner[:-1]]])  # each shell, then its holes
+                rings = np.concatenate(rings)
+                return shapely.polygons(rings, indices=np.zeros(len(rings), np.intp))[0]
         dense = [_densify(shapely.get_parts(self._parts[i]), ys, xs) for i, (ys, xs) in zip(members, seams)]
         return _drop_collinear(shapely.coverage_union_all(np.concatenate(dense)))
 
@@ -479,19 +486,29 @@ def _drop_collinear(geom: shapely.Geometry) -> shapely.Geometry:
     """
     polys = shapely.get_parts(geom)
     rings, pidx = shapely.get_rings(polys, return_index=True)
-    coords, ridx = shapely.get_coordinates(rings, return_index=True)
-    last = np.r_[ridx[1:] != ridx[:-1], True]  # the closing repeat of each ring's first vertex
-    coords, ridx = coords[~last], ridx[~last]
-    first = np.r_[True, ridx[1:] != ridx[:-1]]
-    start = np.flatnonzero(first)
-    length = np.diff(np.r_[start, len(ridx)])
-    pos = np.arange(len(ridx)) - np.repeat(start, length)
-    base = np.repeat(start, length)
-    prev = coords[base + (pos - 1) % np.repeat(length, length)]
-    nxt = coords[base + (pos + 1) % np.repeat(length, length)]
-    keep = ~(((prev[:, 0] == coords[:, 0]) & (nxt[:, 0] == coords[:, 0]))
-             | ((prev[:, 1] == coords[:, 1]) & (nxt[:, 1] == coords[:, 1])))
-    coords, ridx = coords[keep], ridx[keep]
-    rings = shapely.linearrings(coords, indices=ridx)  # closes each ring
-    out = shapely.polygons(rings, indices=pidx)
+    out = shapely.polygons(_drop_collinear_rings(rings), indices=pidx)
     return out[0] if len(out) == 1 else shapely.MultiPolygon(list(out))
+
+
+def _drop_collinear_rings(rings: np.ndarray) -> np.ndarray:
+    """:func:`_drop_collinear` of an array of orthogonal LinearRings: the same rings, in order."""
+    coords, ridx = shapely.get_coordinates(rings, return_index=True)
+    closing = np.r_[ridx[1:] != ridx[:-1], True]  # the closing repeat of each ring's first vertex
+    coords, ridx = coords[~closing], ridx[~closing]
+    del closing
+    n = len(ridx)
+    first = np.flatnonzero(np.r_[True, ridx[1:] != ridx[:-1]])
+    last = np.r_[first[1:], n] - 1
+    x, y = coords[:, 0], coords[:, 1]
+    keep = np.ones(n, bool)
+    for a in (x, y):  # a vertex between two neighbours of its own x (or y) is on a straight edge
+        prev = np.arange(-1, n - 1)
+        prev[first] = last
+        same = a[prev] == a
+        del prev
+        nxt = np.arange(1, n + 1)
+        nxt[last] = first
+        same &= a[nxt] == a
+        del nxt
+        keep &= ~same
+    return shapely.linearrings(coords[keep], indices=ridx[keep])  # closes each ring
