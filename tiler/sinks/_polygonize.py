@@ -160,8 +160,10 @@ class Polygonizer:
         done: list[Region] = []
         if self._buffer and (cols != self._buffer_cols or rows[0] != self._buffer[-1][2][1]):
             done.extend(self._polygonise_buffer())  # not the next rows of the same column band
+        # The probability kept in its own dtype: float32 from the engine, summed in float64 by np.bincount (the
+        # same sums as a float64 copy, half its memory).
         self._buffer.append((np.array(class_map, copy=True), np.array(valid, bool, copy=True), rows,
-                             None if probability is None else np.array(probability, np.float64, copy=True)))
+                             None if probability is None else np.array(probability, copy=True)))
         self._buffer_cols = cols
         if rows[1] - self._buffer[0][2][0] >= self.min_rows or rows[1] >= self.height:
             done.extend(self._polygonise_buffer())
@@ -420,11 +422,13 @@ def _component_labels(class_map: np.ndarray, valid: np.ndarray, classes: np.ndar
 
     structure = ndimage.generate_binary_structure(2, 2 if connectivity == 8 else 1)
     labels = np.zeros(class_map.shape, np.int32)
+    region = np.empty(class_map.shape, np.int32)  # one scratch label raster for every class
     label_class = [0]
     for k in classes:
-        region, n = ndimage.label(valid & (class_map == k), structure=structure)
+        n = ndimage.label(valid & (class_map == k), structure=structure, output=region)
         if n:
-            labels[region > 0] = region[region > 0] + (len(label_class) - 1)
+            inside = region > 0
+            labels[inside] = region[inside] + (len(label_class) - 1)
             label_class.extend([int(k)] * n)
     return labels, np.asarray(label_class, np.int64)
 
