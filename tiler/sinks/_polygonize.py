@@ -503,16 +503,11 @@ def _drop_collinear_rings(rings: np.ndarray) -> np.ndarray:
     n = len(ridx)
     first = np.flatnonzero(np.r_[True, ridx[1:] != ridx[:-1]])
     last = np.r_[first[1:], n] - 1
+    prev = np.arange(-1, n - 1)
+    prev[first] = last
+    nxt = np.arange(1, n + 1)
+    nxt[last] = first
     x, y = coords[:, 0], coords[:, 1]
-    keep = np.ones(n, bool)
-    for a in (x, y):  # a vertex between two neighbours of its own x (or y) is on a straight edge
-        prev = np.arange(-1, n - 1)
-        prev[first] = last
-        same = a[prev] == a
-        del prev
-        nxt = np.arange(1, n + 1)
-        nxt[last] = first
-        same &= a[nxt] == a
-        del nxt
-        keep &= ~same
+    # a vertex between two neighbours of its own x (or y) is on a straight edge
+    keep = ~(((x[prev] == x) & (x[nxt] == x)) | ((y[prev] == y) & (y[nxt] == y)))
     return shapely.linearrings(coords[keep], indices=ridx[keep])  # closes each ring
