@@ -57,10 +57,13 @@ def main(argv=None) -> int:
     import rasterio
 
     from tiler.evaluate import evaluate_masks
+    from tiler.labels import LabelScheme
+    from tiler.metrics import scores as mean_scores
     from tiler.model import load_model
     from tiler.pipeline import run_scene
 
     images = sorted((TILE / "images").glob("*.jpg"))[:args.images]
+    class_names = LabelScheme.from_file(CLASSES).names
     pixels = 0
     for path in images:
         with rasterio.open(path) as ds:
@@ -90,10 +93,10 @@ def main(argv=None) -> int:
                     for path in images:
                         run_scene(str(path), str(out / f"{path.stem}.tif"), model=tm, **options)
                     seconds = time.perf_counter() - t
-                    scores = evaluate_masks(out, TILE / "masks", classes=str(CLASSES))
-                    per_image = [evaluate_masks(out / f"{path.stem}.tif", next((TILE / "masks").glob(
-                        f"{path.stem}.*")), classes=str(CLASSES))["confusion_matrix"] for path in images]
-                    rows.append((k, quality, precision, np.array(per_image, np.int64)))
+                    per_image = np.array([evaluate_masks(out / f"{path.stem}.tif", next((TILE / "masks").glob(
+                        f"{path.stem}.*")), classes=str(CLASSES))["confusion_matrix"] for path in images], np.int64)
+                    rows.append((k, quality, precision, per_image))
+                    scores = mean_scores(per_image.sum(0), class_names)  # what evaluate_masks gives for the folder
                     per_class = {c: v for c, v in scores["iou"].items() if v is not None}
                     weakest = min(per_class, key=per_class.get)
                     print(f"| {Path(model).name} | {config.get('encoder') or 'none (U-Net from scratch)'} | "
@@ -107,14 +110,11 @@ def main(argv=None) -> int:
     return 0
 
 
-def _mean_iou(cm):
-    """Mean IoU over the classes present in truth or prediction, of (..., K, K) confusion matrices."""
-    import numpy as np
+def _mean_iou(cm) -> float:
+    """Mean IoU of one (K, K) confusion matrix, by :func:`tiler.metrics.scores`."""
+    from tiler.metrics import scores
 
-    tp = np.diagonal(cm, axis1=-2, axis2=-1).astype(np.float64)
-    union = cm.sum(-1) + cm.sum(-2) - tp
-    iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
-    return np.nanmean(iou, axis=-1)
+    return scores(cm)["mean_iou"]
 
 
 def _paired(rows, names, resamples: int = 10_000, seed: int = 0) -> None:
@@ -134,8 +134,9 @@ def _paired(rows, names, resamples: int = 10_000, seed: int = 0) -> None:
         if k == 0 or ref is None:
             continue
         diff = _mean_iou(cms.sum(0)) - _mean_iou(ref.sum(0))
-        better = int(np.sum(_mean_iou(cms) > _mean_iou(ref)))
-        lo, hi = np.percentile(_mean_iou(cms[pick].sum(1)) - _mean_iou(ref[pick].sum(1)), [2.5, 97.5])
+        better = sum(_mean_iou(a) > _mean_iou(b) for a, b in zip(cms, ref))
+        boot = [_mean_iou(cms[i].sum(0)) - _mean_iou(ref[i].sum(0)) for i in pick]
+        lo, hi = np.percentile(boot, [2.5, 97.5])
         print(f"| {names[k]} | {quality} | {precision} | {diff:+.3f} | {better} of {n} | {lo:+.3f} to {hi:+.3f} |",
               flush=True)
 
