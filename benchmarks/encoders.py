@@ -53,6 +53,10 @@ def main(argv=None) -> int:
     if not TILE.exists():
         print(f"needs the shared Dubai tile 7 at {TILE}", file=sys.stderr)
         return 2
+    missing = [m for m in args.models if not os.path.isfile(m)]
+    if missing:
+        print(f"no such model file: {', '.join(missing)}; pass tiler .keras model files", file=sys.stderr)
+        return 2
     import numpy as np
     import rasterio
 
